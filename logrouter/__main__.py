@@ -1,0 +1,3 @@
+from logrouter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,161 @@
+"""Connection settings: the one way handler, sinks and CLI reach the broker.
+
+A settings object holds one or more AMQP URLs (failover in order), TLS options and
+timeouts. Its ``repr`` and every message it produces hide the password.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pika
+import pika.exceptions
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
+DEFAULT_EXCHANGE = "logs"
+URL_ENV = "LOGROUTER_URL"
+
+# Query keys of the RabbitMQ URI spec that we turn into an ssl.SSLContext ourselves.
+_TLS_KEYS = ("cacertfile", "certfile", "keyfile", "verify", "server_name_indication")
+_USERINFO = re.compile(r"(amqps?://)([^:/@\s]*):([^@\s]*)@")
+
+
+class BrokerUnavailable(ConnectionError):
+    """No URL of the list answered. The message is safe to print (no password)."""
+
+
+class BadURL(ValueError):
+    """A broker URL that cannot be used; the message names it, password hidden."""
+
+
+def redact(text: str) -> str:
+    """Hide the password of every AMQP URL inside ``text``."""
+    return _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", text)
+
+
+def split_urls(value: str) -> tuple[str, ...]:
+    """Split a space- or comma-separated list of URLs."""
+    return tuple(part for part in re.split(r"[\s,]+", value.strip()) if part)
+
+
+def validate_url(url: str) -> None:
+    """Raise ``BadURL`` when ``url`` is not a usable amqp:// or amqps:// URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        raise BadURL(f"broker URL {redact(url)!r}: scheme must be amqp:// or amqps://")
+    if not parts.hostname:
+        raise BadURL(f"broker URL {redact(url)!r}: no host")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise BadURL(f"broker URL {redact(url)!r}: {exc}") from None
+    for key, value in parse_qsl(parts.query):
+        if key == "verify" and value not in ("verify_peer", "verify_none"):
+            raise BadURL(f"broker URL {redact(url)!r}: verify must be verify_peer or verify_none")
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the broker is and how to talk to it."""
+
+    urls: tuple[str, ...] = (DEFAULT_URL,)
+    exchange: str = DEFAULT_EXCHANGE
+    heartbeat: int = 10
+    connect_timeout: float = 5.0
+    blocked_timeout: float = 30.0
+    client_name: str = "logrouter"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise BadURL("no broker URL given")
+        for url in self.urls:
+            validate_url(url)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> BrokerSettings:
+        """Settings from one URL or several separated by spaces or commas."""
+        return cls(urls=split_urls(url), **options)
+
+    @classmethod
+    def from_env(cls, default_url: str = DEFAULT_URL, **options: Any) -> BrokerSettings:
+        """Settings from ``$LOGROUTER_URL`` when set, else ``default_url``."""
+        return cls.from_url(os.environ.get(URL_ENV) or default_url, **options)
+
+    def with_name(self, client_name: str) -> BrokerSettings:
+        return replace(self, client_name=client_name)
+
+    def describe(self) -> str:
+        """The URL list with passwords hidden, for logs and CLI output."""
+        return " ".join(redact(url) for url in self.urls)
+
+    def __repr__(self) -> str:
+        return f"BrokerSettings(urls={self.describe()!r}, exchange={self.exchange!r})"
+
+    __str__ = describe
+
+    def parameters(self) -> Iterator[pika.URLParameters]:
+        """pika parameters for each URL, in failover order."""
+        for url in self.urls:
+            yield self._parameters_for(url)
+
+    def _parameters_for(self, url: str) -> pika.URLParameters:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        tls = {key: query.pop(key) for key in _TLS_KEYS if key in query}
+        plain_url = urlunsplit(parts._replace(scheme="amqp", query=urlencode(query)))
+        params = pika.URLParameters(plain_url)
+        if parts.scheme == "amqps":
+            if parts.port is None:
+                params.port = 5671
+            params.ssl_options = pika.SSLOptions(
+                _tls_context(tls), tls.get("server_name_indication", parts.hostname)
+            )
+        params.heartbeat = self.heartbeat
+        params.socket_timeout = self.connect_timeout
+        params.stack_timeout = self.connect_timeout * 2
+        params.blocked_connection_timeout = self.blocked_timeout
+        params.connection_attempts = 1
+        params.client_properties = {"connection_name": self.client_name, "product": "logrouter"}
+        return params
+
+    def connect(self) -> pika.BlockingConnection:
+        """A blocking connection to the first URL that answers (CLI, setup, sinks).
+
+        Raises ``BrokerUnavailable`` with each URL's reason, passwords hidden.
+        """
+        reasons = []
+        for url, params in zip(self.urls, self.parameters(), strict=True):
+            try:
+                return pika.BlockingConnection(params)
+            except (pika.exceptions.AMQPError, OSError, ssl.SSLError) as exc:
+                reasons.append(f"{redact(url)}: {describe_error(exc)}")
+        raise BrokerUnavailable("no broker answered: " + "; ".join(reasons))
+
+
+def _tls_context(options: dict[str, str]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=options.get("cacertfile"))
+    if "certfile" in options:
+        context.load_cert_chain(options["certfile"], options.get("keyfile"))
+    if options.get("verify") == "verify_none":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line, password-free description of a connection error."""
+    text = str(exc) or repr(exc)
+    if isinstance(exc, pika.exceptions.AMQPConnectionError) and exc.args:
+        inner = exc.args[0]
+        if isinstance(inner, BaseException):
+            text = describe_error(inner)
+        elif isinstance(inner, list | tuple) and inner:
+            text = describe_error(inner[-1]) if isinstance(inner[-1], BaseException) else str(inner)
+    return redact(f"{type(exc).__name__}: {text}")

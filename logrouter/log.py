@@ -1,0 +1,54 @@
+"""The daemons' own logs: structlog to stderr, JSON when stderr is not a terminal.
+
+These never go through the router itself (no feedback loop): they are written by
+structlog's own logger straight to stderr, where journald reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import structlog
+
+from logrouter.connection import redact
+
+
+def _redact_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str) and "://" in value:
+            event_dict[key] = redact(value)
+    return event_dict
+
+
+def configure(level: str | None = None, *, json: bool | None = None) -> None:
+    """Set up structlog for a daemon or CLI command (idempotent)."""
+    level_name = (level or os.environ.get("LOGROUTER_LOG_LEVEL") or "info").upper()
+    as_json = (not sys.stderr.isatty()) if json is None else json
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level_name, logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str, **initial: Any) -> Any:
+    """A bound structlog logger for one component."""
+    return structlog.get_logger(name).bind(component=name, **initial)
