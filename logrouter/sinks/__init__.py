@@ -1,0 +1,5 @@
+"""Sink daemons: the consumer loop and the file, console and archive writers."""
+
+from logrouter.sinks.base import Record, WriteError, Writer, make_writer
+
+__all__ = ["Record", "WriteError", "Writer", "make_writer"]

@@ -1,0 +1,98 @@
+"""The writer interface every sink output implements, and the dispatcher.
+
+The consumer loop (``logrouter.sinks.consumer``) calls a writer like this:
+``write(batch)`` then ``flush(fsync)`` then ``checkpoint()`` (for its crash
+journal), and only then acks. Any ``OSError`` from ``write`` or ``flush`` means
+"nothing of this batch is safe": the consumer does not ack, backs off, and may
+``rollback`` to the last checkpoint before retrying.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from logrouter.config import SinkConfig
+
+#: A decoded record: ``wire.decode()`` output (ts, host, app, pid, logger,
+#: facility, severity, level, msg, exc, stack, src, fields, id ...). Foreign
+#: records may lack most keys.
+Record = dict[str, Any]
+
+
+class Writer(Protocol):
+    """One output of a sink (file, console, archive)."""
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Append a batch; raise OSError on failure (then nothing is acked)."""
+
+    def flush(self, fsync: bool) -> None:
+        """Push buffered bytes to the kernel; fsync when asked; raise OSError."""
+
+    def checkpoint(self) -> dict[str, int]:
+        """``{absolute path: size}`` of every file touched since the last checkpoint.
+
+        Call after ``flush``. ``{}`` for writers without files (console).
+        """
+
+    def rollback(self, checkpoint: dict[str, int]) -> None:
+        """Truncate those files back to the given sizes (unacked bytes past them)."""
+
+    def reopen(self) -> None:
+        """SIGHUP/logrotate: close files; they are reopened lazily on the next write."""
+
+    def close(self) -> None:
+        """Flush what is buffered (no fsync) and close everything."""
+
+
+class WriteError(OSError):
+    """An OSError whose message names the path and the errno."""
+
+    def __init__(self, path: str | os.PathLike[str], cause: OSError, action: str = "write") -> None:
+        code = cause.errno if cause.errno is not None else errno_mod.EIO
+        name = errno_mod.errorcode.get(code, str(code))
+        reason = cause.strerror or str(cause)
+        super().__init__(code, f"cannot {action} {os.fspath(path)}: {reason} ({name})")
+        self.filename = os.fspath(path)
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def rollback_files(checkpoint: dict[str, int]) -> None:
+    """Truncate each file of ``checkpoint`` to its size (files that vanished are skipped)."""
+    for path, size in checkpoint.items():
+        try:
+            with open(path, "r+b") as handle:
+                if os.fstat(handle.fileno()).st_size > size:
+                    handle.truncate(size)
+                    os.fsync(handle.fileno())
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise WriteError(path, exc, "truncate") from exc
+
+
+def make_writer(sink: SinkConfig, *, instance: str = "") -> Writer:
+    """The writer for ``sink`` (dispatch on ``sink.type``).
+
+    ``instance`` is a per-process id (e.g. ``host-pid``) used in archive file
+    names so two processes never append to the same archive file.
+    """
+    if sink.type == "file":
+        from logrouter.sinks.file import FileWriter
+
+        return FileWriter(sink.options)  # type: ignore[arg-type]
+    if sink.type == "console":
+        from logrouter.sinks.console import ConsoleWriter
+
+        return ConsoleWriter(sink.options)  # type: ignore[arg-type]
+    if sink.type == "archive":
+        from logrouter.sinks.archive import ArchiveWriter
+
+        return ArchiveWriter(sink.options, instance=instance)  # type: ignore[arg-type]
+    raise ValueError(f"sink {sink.name!r}: unknown type {sink.type!r}")
