@@ -1,0 +1,288 @@
+"""The AMQP request/reply control protocol: pure parts, then round trips on the real broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pika
+import pytest
+
+from logrouter import control
+from logrouter.connection import BrokerSettings
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_parse_request_reads_command_and_sink() -> None:
+    """A JSON object with reply_to gives the command, the sink and the correlation id."""
+    req = control.parse_request(b'{"command": "status", "sink": "errors"}', "q", "c1")
+    assert (req.command, req.sink, req.reply_to, req.correlation_id) == (
+        "status",
+        "errors",
+        "q",
+        "c1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "reply_to", "why"),
+    [
+        (b"not json", "q", "not JSON"),
+        (b"[1, 2]", "q", "not an object"),
+        (b"\xff\xfe", "q", "not JSON"),
+        (b'{"command": "status"}', None, "no reply_to"),
+        (b'{"command": "status"}', "", "no reply_to"),
+    ],
+)
+def test_parse_request_rejects_malformed(body: bytes, reply_to: str | None, why: str) -> None:
+    """Non-JSON, non-object or reply_to-less requests are malformed, and the error says why."""
+    with pytest.raises(control.MalformedRequest, match=why):
+        control.parse_request(body, reply_to, None)
+
+
+def test_build_reply_adds_identity_to_handler_result() -> None:
+    """A known command answers ok with the sink, instance, host and pid beside the result."""
+    req = control.parse_request(b'{"command": "status"}', "q", "c")
+    ident = control.Identity(sink="errors", instance="a", host="h1", pid=42)
+    reply = control.build_reply(req, ident, {"status": lambda _: {"state": "running"}})
+    assert reply == {
+        "ok": True,
+        "state": "running",
+        "command": "status",
+        "sink": "errors",
+        "instance": "a",
+        "host": "h1",
+        "pid": 42,
+    }
+
+
+def test_build_reply_unknown_command() -> None:
+    """An unknown command gets an error reply naming it."""
+    req = control.parse_request(b'{"command": "explode"}', "q", "c")
+    reply = control.build_reply(req, control.Identity("s", "i"), {"status": lambda _: {}})
+    assert reply["ok"] is False
+    assert reply["error"] == "unknown command 'explode'"
+    assert reply["sink"] == "s"
+
+
+def test_build_reply_handler_failure_is_an_error_reply() -> None:
+    """A handler that raises produces an error reply instead of crashing the sink."""
+
+    def boom(_: dict[str, Any]) -> Mapping[str, Any]:
+        raise RuntimeError("disk on fire")
+
+    req = control.parse_request(b'{"command": "reload"}', "q", "c")
+    reply = control.build_reply(req, control.Identity("s", "i"), {"reload": boom})
+    assert reply["ok"] is False
+    assert "disk on fire" in reply["error"]
+
+
+def test_build_reply_redacts_every_string() -> None:
+    """Passwords inside any string of a reply (nested, keys too) are hidden."""
+    secret = "amqp://guest:s3cret@broker:5672/%2F"
+    req = control.parse_request(b'{"command": "status"}', "q", "c")
+    reply = control.build_reply(
+        req,
+        control.Identity("s", "i"),
+        {"status": lambda _: {"last_error": f"lost {secret}", "nested": {secret: [secret]}}},
+    )
+    text = json.dumps(reply)
+    assert "s3cret" not in text
+    assert "guest:***@broker" in reply["last_error"]
+
+
+def test_missing_sinks_keeps_expected_order() -> None:
+    """Expected sinks with no reply are listed in the order given."""
+    replies = [{"sink": "b"}, {"sink": "b"}]
+    assert control.missing_sinks(["a", "b", "c"], replies) == ["a", "c"]
+
+
+def test_routing_keys() -> None:
+    """One sink is addressed as sink.<name>, a broadcast as all."""
+    assert control.routing_key_for("errors") == "sink.errors"
+    assert control.routing_key_for(None) == "all"
+    assert control.control_exchange("logs") == "logs.control"
+
+
+# --------------------------------------------------------------------------- real broker
+
+
+class Responder:
+    """A ControlServer on its own connection, served by a thread's event loop."""
+
+    def __init__(
+        self,
+        url: str,
+        exchange: str,
+        sink: str,
+        instance: str,
+        handlers: Mapping[str, control.Handler],
+        *,
+        serve: bool = True,
+    ) -> None:
+        self.url, self.exchange, self.sink, self.instance = url, exchange, sink, instance
+        self.handlers, self.serve = handlers, serve
+        self.ready = threading.Event()
+        self.stop = threading.Event()
+        self.server: control.ControlServer | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10), "responder did not start"
+        if self.error:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(self.url))
+            try:
+                channel = connection.channel()
+                self.server = control.ControlServer(
+                    channel, self.exchange, self.sink, self.instance, self.handlers
+                )
+                self.ready.set()
+                while not self.stop.is_set():
+                    if self.serve:
+                        connection.process_data_events(time_limit=0.05)
+                    else:
+                        self.stop.wait(0.05)  # wedged: never services its queue
+            finally:
+                connection.close()
+        except BaseException as exc:  # surfaced to the test
+            self.error = exc
+            self.ready.set()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def exchange(amqp_url: str, unique_name: Callable[[str], str]) -> Iterator[str]:
+    """A unique log exchange name; its control exchange is deleted afterwards."""
+    name = unique_name("logs")
+    yield name
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        connection.channel().exchange_delete(control.control_exchange(name))
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def responders() -> Iterator[list[Responder]]:
+    """Responders started by a test, all stopped at the end."""
+    started: list[Responder] = []
+    yield started
+    for responder in started:
+        responder.close()
+
+
+def status_handler(state: str) -> control.Handler:
+    def handle(_: dict[str, Any]) -> Mapping[str, Any]:
+        return {"state": state, "counters": {"written": 7}}
+
+    return handle
+
+
+def ask(amqp_url: str, exchange: str, command: str, **options: Any) -> control.ControlResult:
+    settings = BrokerSettings.from_url(amqp_url, exchange=exchange)
+    return control.request_with_settings(settings, command, **options)
+
+
+def test_broadcast_reaches_every_instance_of_a_sink(
+    amqp_url: str, exchange: str, responders: list[Responder]
+) -> None:
+    """Two competing instances of one sink both answer a broadcast status request."""
+    for instance in ("i1", "i2"):
+        responders.append(
+            Responder(
+                amqp_url, exchange, "archive", instance, {"status": status_handler("running")}
+            )
+        )
+    responders.append(
+        Responder(amqp_url, exchange, "errors", "e1", {"status": status_handler("running")})
+    )
+    result = ask(amqp_url, exchange, "status", expected=["archive", "errors"], timeout=5)
+    answered = sorted((r["sink"], r["instance"]) for r in result.replies)
+    assert answered == [("archive", "i1"), ("archive", "i2"), ("errors", "e1")]
+    assert result.missing == []
+    assert all(r["ok"] and r["counters"] == {"written": 7} for r in result.replies)
+
+
+def test_request_to_one_sink_reaches_only_its_instances(
+    amqp_url: str, exchange: str, responders: list[Responder]
+) -> None:
+    """A request addressed to one sink is answered by its instances, not by other sinks."""
+    responders.append(
+        Responder(amqp_url, exchange, "archive", "a1", {"status": status_handler("x")})
+    )
+    responders.append(
+        Responder(amqp_url, exchange, "errors", "e1", {"status": status_handler("x")})
+    )
+    result = ask(amqp_url, exchange, "status", sink="errors", timeout=5)
+    assert [(r["sink"], r["instance"]) for r in result.replies] == [("errors", "e1")]
+
+
+def test_unknown_command_gets_error_reply(
+    amqp_url: str, exchange: str, responders: list[Responder]
+) -> None:
+    """An unknown command is answered with ok=false and the command's name."""
+    responders.append(
+        Responder(amqp_url, exchange, "errors", "e1", {"status": status_handler("x")})
+    )
+    result = ask(amqp_url, exchange, "frobnicate", expected=["errors"], timeout=5)
+    assert len(result.replies) == 1
+    assert result.replies[0]["ok"] is False
+    assert result.replies[0]["error"] == "unknown command 'frobnicate'"
+
+
+def test_malformed_requests_are_dropped_and_server_keeps_answering(
+    amqp_url: str, exchange: str, responders: list[Responder]
+) -> None:
+    """Non-JSON and reply_to-less requests are dropped; the server still answers the next one."""
+    responder = Responder(amqp_url, exchange, "errors", "e1", {"status": status_handler("ok")})
+    responders.append(responder)
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        name = control.control_exchange(exchange)
+        props = pika.BasicProperties(reply_to=control.DIRECT_REPLY_TO, correlation_id="x")
+        channel.basic_consume(control.DIRECT_REPLY_TO, lambda *a: None, auto_ack=True)
+        channel.basic_publish(name, "all", b"\x00not json", props)
+        channel.basic_publish(name, "all", b'{"command": "status"}')  # no reply_to
+    finally:
+        connection.close()
+    result = ask(amqp_url, exchange, "status", expected=["errors"], timeout=5)
+    assert [r["state"] for r in result.replies] == ["ok"]
+    assert responder.server is not None and responder.server.dropped == 2
+
+
+def test_silent_sink_is_listed_missing_and_client_returns(
+    amqp_url: str, exchange: str, responders: list[Responder]
+) -> None:
+    """A wedged sink that never answers does not hang the client; it is reported missing."""
+    responders.append(
+        Responder(amqp_url, exchange, "errors", "e1", {"status": status_handler("ok")})
+    )
+    responders.append(
+        Responder(
+            amqp_url, exchange, "archive", "a1", {"status": status_handler("ok")}, serve=False
+        )
+    )
+    outcome: list[control.ControlResult] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(
+            ask(amqp_url, exchange, "status", expected=["errors", "archive", "console"], timeout=1)
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(30)  # deadline only against a hang; the request itself is bounded by timeout=1
+    assert not worker.is_alive(), "control client hung"
+    [result] = outcome
+    assert [r["sink"] for r in result.replies] == ["errors"]
+    assert result.missing == ["archive", "console"]
