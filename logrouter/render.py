@@ -1,0 +1,277 @@
+"""The one way to render a record as text: file lines, the console, ``logrouter tail``.
+
+A record is a ``wire.decode()`` dict; any key may be missing (foreign
+messages), and a missing or null value renders as ``-``. Rendering never
+raises on record content.
+
+A rendered record is one line, plus its traceback (``exc``, then ``stack``)
+as following lines indented by four spaces. A message that contains line
+breaks keeps them, but every continuation line is indented by four spaces too,
+so no record can fake the start of another (records always start in column
+0). Other control characters (CR, ESC, NUL, Unicode line separators ...) are
+escaped as ``\\xNN`` / ``\\uNNNN`` so they can neither fake lines nor drive a
+terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+#: The default file line: time, host, app[pid], facility.severity, logger, message.
+DEFAULT_LINE_FORMAT = "{ts} {host} {app}[{pid}] {facility}.{severity} {logger}: {msg}"
+
+#: Placeholders with a meaning of their own; any other name is looked up in
+#: the record's ``fields`` (then at the top level of the record).
+PLACEHOLDERS = frozenset(
+    {
+        "ts",
+        "host",
+        "app",
+        "pid",
+        "facility",
+        "severity",
+        "logger",
+        "msg",
+        "level",
+        "thread",
+        "file",
+        "line",
+        "func",
+        "id",
+        "fields",
+    }
+)
+
+MISSING = "-"
+INDENT = "    "
+
+# C0 controls except TAB, DEL, C1 NEL, and the Unicode line/paragraph separators:
+# everything a reader (or str.splitlines, or a terminal) could take as a line
+# break or an escape sequence. LF is handled separately (indent or escape).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_CONTROL_NO_LF = re.compile("[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char == "\n":
+        return "\\n"
+    if char == "\r":
+        return "\\r"
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` on one line: line breaks and other control characters escaped."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(_escape_char, text)
+
+
+def escape_multiline(text: str, indent: str = INDENT) -> str:
+    """``text`` with control characters escaped and continuation lines indented."""
+    if _CONTROL.search(text) is None:
+        return text
+    text = text.replace("\r\n", "\n")
+    if _CONTROL_NO_LF.search(text) is not None:
+        text = _CONTROL_NO_LF.sub(_escape_char, text)
+    return text.replace("\n", "\n" + indent)
+
+
+def _text(value: Any) -> str:
+    if value is None or value == "":
+        return MISSING
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+    return str(value)
+
+
+def _fields_text(record: dict[str, Any]) -> str:
+    fields = record.get("fields")
+    if not isinstance(fields, dict) or not fields:
+        return MISSING
+    return " ".join(
+        f"{k}={_text(v) if isinstance(v, str) else _text(json_value(v))}" for k, v in fields.items()
+    )
+
+
+def json_value(value: Any) -> str:
+    """A non-string field value as compact JSON (repr for what JSON cannot hold)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+
+
+Getter = Callable[[dict[str, Any]], str]
+
+
+def _src_getter(key: str) -> Getter:
+    def get(record: dict[str, Any]) -> str:
+        src = record.get("src")
+        return escape(_text(src.get(key))) if isinstance(src, dict) else MISSING
+
+    return get
+
+
+def _key_getter(key: str) -> Getter:
+    def get(record: dict[str, Any]) -> str:
+        return escape(_text(record.get(key)))
+
+    return get
+
+
+def _msg_getter(record: dict[str, Any]) -> str:
+    return escape_multiline(_text(record.get("msg")))
+
+
+def _fields_getter(record: dict[str, Any]) -> str:
+    return escape(_fields_text(record))
+
+
+def _field_getter(key: str) -> Getter:
+    def get(record: dict[str, Any]) -> str:
+        fields = record.get("fields")
+        if isinstance(fields, dict) and key in fields:
+            return escape(_text(fields[key]))
+        return escape(_text(record.get(key)))
+
+    return get
+
+
+def _getter(name: str) -> Getter:
+    if name == "msg":
+        return _msg_getter
+    if name in ("file", "line", "func"):
+        return _src_getter(name)
+    if name == "fields":
+        return _fields_getter
+    if name in PLACEHOLDERS:
+        return _key_getter(name)
+    return _field_getter(name)
+
+
+class LineFormat:
+    """A precompiled line format (``str.format`` syntax on placeholder names).
+
+    Format specs work on the rendered text (``{severity:<7}``); attribute and
+    index access (``{msg.x}``, ``{src[0]}``) and conversions are refused.
+    """
+
+    __slots__ = ("_getters", "_template", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        parts: list[str] = []
+        getters: list[Getter] = []
+        try:
+            parsed = list(string.Formatter().parse(text))
+        except ValueError as exc:
+            raise ValueError(f"bad line format {text!r}: {exc}") from None
+        for literal, name, spec, conversion in parsed:
+            parts.append(literal.replace("{", "{{").replace("}", "}}"))
+            if name is None:
+                continue
+            if not _IDENT.match(name):
+                raise ValueError(f"bad placeholder {{{name}}} in line format {text!r}")
+            if conversion:
+                raise ValueError(f"conversion !{conversion} not allowed in line format {text!r}")
+            if spec and ("{" in spec or "}" in spec):
+                raise ValueError(f"nested placeholder in {{{name}:{spec}}} of line format {text!r}")
+            try:
+                format("-", spec or "")
+            except ValueError as exc:
+                raise ValueError(f"bad format spec in {{{name}:{spec}}}: {exc}") from None
+            parts.append(f"{{{len(getters)}:{spec}}}" if spec else f"{{{len(getters)}}}")
+            getters.append(_getter(name))
+        self._template = "".join(parts)
+        self._getters = tuple(getters)
+
+    def render(self, record: dict[str, Any]) -> str:
+        """``record`` as text: the line, then its traceback lines indented."""
+        line = self._template.format(*[get(record) for get in self._getters])
+        return line + traceback_text(record)
+
+
+def traceback_text(record: dict[str, Any]) -> str:
+    """``exc`` and ``stack`` of ``record`` as lines indented by four spaces ("" if none)."""
+    out = ""
+    for key in ("exc", "stack"):
+        value = record.get(key)
+        if value:
+            text = escape_multiline(str(value).rstrip("\r\n"))
+            out += "\n" + INDENT + text
+    return out
+
+
+@lru_cache(maxsize=64)
+def compile_format(fmt: str) -> LineFormat:
+    """The compiled ``fmt`` (cached). Raises ``ValueError`` for a bad format."""
+    return LineFormat(fmt)
+
+
+def render_line(record: dict[str, Any], fmt: str = DEFAULT_LINE_FORMAT) -> str:
+    """``record`` rendered with ``fmt``; no trailing newline.
+
+    Placeholders: {ts} {host} {app} {pid} {facility} {severity} {logger} {msg}
+    {level} {thread} {file} {line} {func} {id} {fields}, and any key of the
+    record's ``fields``. Traceback lines follow, indented by four spaces.
+    """
+    return compile_format(fmt).render(record)
+
+
+# --- console ---------------------------------------------------------------
+
+RESET = "\x1b[0m"
+SEVERITY_COLORS: dict[str, str] = {
+    "emerg": "\x1b[1;31m",
+    "alert": "\x1b[1;31m",
+    "crit": "\x1b[1;31m",
+    "err": "\x1b[31m",
+    "warning": "\x1b[33m",
+    "notice": "\x1b[36m",
+    "info": "",
+    "debug": "\x1b[2m",
+}
+SEVERITY_WIDTH = 7  # len("warning")
+FACILITY_WIDTH = 8
+LOGGER_WIDTH = 16
+
+
+def console_time(ts: Any) -> str:
+    """``HH:MM:SS.mmm`` of an RFC 3339 timestamp (UTC, as in the record)."""
+    if isinstance(ts, str) and len(ts) >= 19 and ts[10] in "T ":
+        clock = ts[11:23] if len(ts) >= 23 and ts[19] == "." else ts[11:19] + ".000"
+        return escape(clock.ljust(12))
+    return escape(_text(ts))[:12].ljust(12)
+
+
+def render_console(record: dict[str, Any], color: bool) -> str:
+    """``record`` in aligned columns for a terminal; no trailing newline.
+
+    ``HH:MM:SS.mmm severity facility logger msg`` then traceback lines. With
+    ``color``, ANSI colours by severity: red for err and worse (bold for
+    crit and worse), yellow warning, cyan notice, default info, dim debug.
+    """
+    severity = _text(record.get("severity"))
+    clock = console_time(record.get("ts"))
+    sev = f"{escape(severity):<{SEVERITY_WIDTH}}"
+    rest = (
+        f" {escape(_text(record.get('facility'))):<{FACILITY_WIDTH}}"
+        f" {escape(_text(record.get('logger'))):<{LOGGER_WIDTH}} "
+    )
+    body = escape_multiline(_text(record.get("msg"))) + traceback_text(record)
+    code = SEVERITY_COLORS.get(severity, "") if color else ""
+    if not code:
+        return f"{clock} {sev}{rest}{body}"
+    if severity == "debug":
+        return f"{code}{clock} {sev}{rest}{body}{RESET}"
+    # colour the severity word and the message; time, facility and logger stay plain
+    body = body.replace("\n", RESET + "\n" + code)
+    return f"{clock} {code}{sev}{RESET}{rest}{code}{body}{RESET}"
