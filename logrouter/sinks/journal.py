@@ -1,0 +1,179 @@
+"""The crash journal of a sink instance: what was written before it was acked.
+
+After a batch is written and flushed, and BEFORE it is acked, the consumer
+appends one line ``{"c": {path: size}, "ids": [message ids]}``. On start the
+journal gives back the merged checkpoint (the size of every file at its last
+committed batch) and the last committed ids:
+
+* bytes past the checkpoint were never acked (the broker redelivers them), so
+  the writer is rolled back to it;
+* ids committed but perhaps not acked (SIGKILL between journal and ack) go into
+  the dedup window, so their redelivery is dropped.
+
+One journal per sink instance, locked with ``flock`` so two processes running
+the same sink on one host never share it. The file is compacted (one snapshot
+line, written to a temp file then renamed) when it grows.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+STATE_ENV = "LOGROUTER_STATE_DIR"
+MAX_INSTANCES = 64
+DEFAULT_COMPACT_BYTES = 1 << 20
+
+
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where sinks keep their journals.
+
+    ``$LOGROUTER_STATE_DIR``, else systemd's ``$STATE_DIRECTORY`` (first entry),
+    else ``$XDG_STATE_HOME/logrouter``, else ``~/.local/state/logrouter``.
+    """
+    env = os.environ if env is None else env
+    if value := env.get(STATE_ENV):
+        return Path(value)
+    if value := env.get("STATE_DIRECTORY"):
+        return Path(value.split(":")[0])
+    if value := env.get("XDG_STATE_HOME"):
+        return Path(value) / "logrouter"
+    return Path.home() / ".local" / "state" / "logrouter"
+
+
+@dataclass
+class JournalState:
+    """What the journal remembers: merged file sizes and the last committed ids."""
+
+    checkpoint: dict[str, int] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)
+
+
+def parse_journal(lines: Iterable[bytes], keep_ids: int) -> JournalState:
+    """Fold journal lines into a state (pure). A torn or garbled line is skipped."""
+    checkpoint: dict[str, int] = {}
+    ids: deque[str] = deque(maxlen=max(keep_ids, 0))
+    for raw in lines:
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue  # the line a SIGKILL tore in half: its batch was never acked
+        if not isinstance(entry, dict):
+            continue
+        sizes = entry.get("c")
+        if isinstance(sizes, dict):
+            if entry.get("snap"):
+                checkpoint = {}
+            checkpoint.update(
+                (str(path), size) for path, size in sizes.items() if isinstance(size, int)
+            )
+        entry_ids = entry.get("ids")
+        if isinstance(entry_ids, list):
+            if entry.get("snap"):
+                ids.clear()
+            ids.extend(str(i) for i in entry_ids)
+    return JournalState(checkpoint, list(ids))
+
+
+def entry_line(checkpoint: Mapping[str, int], ids: Sequence[str], *, snap: bool = False) -> bytes:
+    """One journal line (pure)."""
+    entry: dict[str, Any] = {"c": dict(checkpoint), "ids": list(ids)}
+    if snap:
+        entry = {"snap": True, **entry}
+    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+
+
+class JournalLocked(OSError):
+    """Every journal slot of this sink is held by another running process."""
+
+
+class Journal:
+    """The append-only journal of one sink instance (see the module docstring)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        *,
+        keep_ids: int,
+        compact_bytes: int = DEFAULT_COMPACT_BYTES,
+    ) -> None:
+        self.directory = directory
+        self.name = name
+        self.keep_ids = keep_ids
+        self.compact_bytes = compact_bytes
+        self.path: Path | None = None
+        self._lock: IO[bytes] | None = None
+        self._file: IO[bytes] | None = None
+        self.state = JournalState()
+
+    def open(self) -> JournalState:
+        """Lock a journal slot, load it, and return the remembered state."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for slot in range(MAX_INSTANCES):
+            suffix = "" if slot == 0 else f".{slot}"
+            lock = open(self.directory / f"{self.name}{suffix}.lock", "ab")  # noqa: SIM115
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            self._lock = lock
+            self.path = self.directory / f"{self.name}{suffix}.journal"
+            break
+        else:
+            raise JournalLocked(f"all {MAX_INSTANCES} journal slots of {self.name} in use")
+        try:
+            with open(self.path, "rb") as handle:
+                self.state = parse_journal(handle, self.keep_ids)
+        except FileNotFoundError:
+            self.state = JournalState()
+        self._compact()
+        return self.state
+
+    def commit(self, checkpoint: Mapping[str, int], ids: Sequence[str], *, fsync: bool) -> None:
+        """Append one batch (file sizes after it, its message ids); fsync when asked."""
+        assert self._file is not None, "journal not open"
+        self._file.write(entry_line(checkpoint, ids))
+        self._file.flush()
+        if fsync:
+            os.fsync(self._file.fileno())
+        self.state.checkpoint.update(checkpoint)
+        self.state.ids.extend(ids)
+        if len(self.state.ids) > 2 * self.keep_ids:
+            del self.state.ids[: -self.keep_ids]
+        if self._file.tell() > self.compact_bytes:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the journal as one snapshot line (temp file, fsync, rename)."""
+        assert self.path is not None
+        if self._file is not None:
+            self._file.close()
+        del self.state.ids[: -self.keep_ids or len(self.state.ids)]
+        tmp = self.path.with_suffix(".tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(entry_line(self.state.checkpoint, self.state.ids, snap=True))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._file = open(self.path, "ab")  # noqa: SIM115
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
