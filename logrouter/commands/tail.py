@@ -1,0 +1,218 @@
+"""``logrouter tail [SELECTOR]``: a live view of matching records.
+
+A temporary exclusive, auto-delete queue is bound to the log exchange with the
+selector's bindings; every record is re-checked against the selector (the
+bindings may be a superset), decoded with ``wire.decode`` and printed as a
+console line (coloured on a terminal unless ``NO_COLOR``) or, with ``--json``,
+as one JSON object per line. Ctrl-C (or SIGTERM) ends it with exit 0, as does
+reaching ``--count`` records.
+
+``resolve_target`` (broker settings from --config / $LOGROUTER_URL / --url /
+--exchange) is shared with ``stats`` and ``reload``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import pika.exceptions
+
+from logrouter import exitcodes, wire
+from logrouter.connection import (
+    BadURL,
+    BrokerSettings,
+    BrokerUnavailable,
+    describe_error,
+    redact,
+    split_urls,
+)
+from logrouter.selector import Selector, SelectorError, compile_selector
+
+if TYPE_CHECKING:
+    from logrouter.config import RoutingConfig
+
+#: The temporary queue never grows past this (oldest dropped) if the terminal is slow.
+TAIL_QUEUE_MAX = 10_000
+POLL_SECONDS = 0.2
+
+
+class TargetError(Exception):
+    """The broker target cannot be determined; ``code`` is the exit code to use."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def resolve_target(
+    config_path: Path | None,
+    url: str | None = None,
+    exchange: str | None = None,
+    *,
+    require_config: bool = False,
+) -> tuple[BrokerSettings, RoutingConfig | None]:
+    """Broker settings (and the config, when one was read) for a CLI command.
+
+    The config file gives URL and exchange (``$LOGROUTER_URL`` overriding its
+    URL); without a config file, ``$LOGROUTER_URL`` or the default URL and
+    exchange ``logs``. ``--url`` and ``--exchange`` override both. Raises
+    ``TargetError`` (code 78 for a bad or missing required config, 2 for a bad URL).
+    """
+    config: RoutingConfig | None = None
+    try:
+        if config_path is not None and config_path.exists():
+            from logrouter.config import ConfigError, load_config
+
+            try:
+                config = load_config(config_path)
+            except ConfigError as exc:
+                raise TargetError(str(exc), exitcodes.CONFIG) from None
+            settings = config.broker
+        elif require_config:
+            raise TargetError(f"config file {config_path} not found", exitcodes.CONFIG)
+        else:
+            settings = BrokerSettings.from_env()
+        if url:
+            settings = replace(settings, urls=split_urls(url))
+        if exchange:
+            settings = replace(settings, exchange=exchange)
+    except BadURL as exc:
+        raise TargetError(str(exc), exitcodes.USAGE) from None
+    return settings, config
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[list[int]]:
+    """While active, SIGINT/SIGTERM append to the yielded list instead of raising."""
+    received: list[int] = []
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def use_color(stream: Any, environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """Colour only on a terminal and only when $NO_COLOR is unset or empty."""
+    return bool(getattr(stream, "isatty", lambda: False)()) and not environ.get("NO_COLOR")
+
+
+def format_record(record: dict[str, Any], *, as_json: bool, color: bool) -> str:
+    """One output line (or several, for tracebacks) for a decoded record."""
+    if as_json:
+        return json.dumps(record, ensure_ascii=False, default=repr)
+    from logrouter.render import render_console
+
+    return render_console(record, color=color)
+
+
+def _err(message: str) -> None:
+    print(f"logrouter tail: {redact(message)}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        selector = compile_selector(args.selector)
+    except SelectorError as exc:
+        _err(f"bad selector {args.selector!r}: {exc}")
+        return exitcodes.USAGE
+    if args.count < 0:
+        _err("--count must be 0 (no limit) or more")
+        return exitcodes.USAGE
+    try:
+        settings, _ = resolve_target(args.config, args.url, args.exchange)
+    except TargetError as exc:
+        _err(str(exc))
+        return exc.code
+    with stop_on_signals() as stopped:
+        try:
+            connection = settings.with_name("logrouter-tail").connect()
+        except BrokerUnavailable as exc:
+            _err(f"cannot reach the broker: {exc}")
+            return exitcodes.RUNTIME
+        try:
+            return _tail(connection, settings.exchange, selector, args, stopped)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                _err(
+                    f"exchange {settings.exchange!r} does not exist on {settings.describe()} "
+                    "(run `logrouter setup` first)"
+                )
+            else:
+                _err(f"broker closed the channel: {describe_error(exc)}")
+            return exitcodes.RUNTIME
+        except pika.exceptions.AMQPError as exc:
+            _err(f"lost the broker: {describe_error(exc)}")
+            return exitcodes.RUNTIME
+        finally:
+            with suppress(Exception):
+                if connection.is_open:
+                    connection.close()
+
+
+def _tail(
+    connection: Any,
+    exchange: str,
+    selector: Selector,
+    args: argparse.Namespace,
+    stopped: list[int],
+) -> int:
+    channel = connection.channel()
+    channel.exchange_declare(exchange=exchange, passive=True)
+    queue = channel.queue_declare(
+        queue="",
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-max-length": TAIL_QUEUE_MAX},
+    ).method.queue
+    for key in selector.bindings:
+        channel.queue_bind(queue=queue, exchange=exchange, routing_key=key)
+    color = use_color(sys.stdout)
+    print(
+        f"logrouter tail: {selector.text!r} on exchange {exchange!r} "
+        f"(bindings: {' '.join(selector.bindings)}); Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    shown = 0
+    for method, properties, body in channel.consume(
+        queue, auto_ack=True, exclusive=True, inactivity_timeout=POLL_SECONDS
+    ):
+        if stopped:
+            break
+        if method is None:
+            continue
+        try:
+            record = wire.decode(
+                body,
+                method.routing_key,
+                timestamp=properties.timestamp,
+                message_id=properties.message_id,
+                app_id=properties.app_id,
+            )
+        except wire.UndecodableMessage as exc:
+            _err(f"skipped a message: {exc}")
+            continue
+        if not selector.matches(str(record["facility"]), str(record["severity"])):
+            continue
+        sys.stdout.write(format_record(record, as_json=args.json, color=color) + "\n")
+        sys.stdout.flush()
+        shown += 1
+        if args.count and shown >= args.count:
+            break
+    return exitcodes.OK
