@@ -12,10 +12,10 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
-    from logrouter.config import SinkConfig
+    from logrouter.config import ArchiveOptions, ConsoleOptions, FileOptions, SinkConfig
 
 #: A decoded record: ``wire.decode()`` output (ts, host, app, pid, logger,
 #: facility, severity, level, msg, exc, stack, src, fields, id ...). Foreign
@@ -86,13 +86,13 @@ def make_writer(sink: SinkConfig, *, instance: str = "") -> Writer:
     if sink.type == "file":
         from logrouter.sinks.file import FileWriter
 
-        return FileWriter(sink.options)  # type: ignore[arg-type]
+        return FileWriter(cast("FileOptions", sink.options))
     if sink.type == "console":
         from logrouter.sinks.console import ConsoleWriter
 
-        return ConsoleWriter(sink.options)  # type: ignore[arg-type]
+        return ConsoleWriter(cast("ConsoleOptions", sink.options))
     if sink.type == "archive":
         from logrouter.sinks.archive import ArchiveWriter
 
-        return ArchiveWriter(sink.options, instance=instance)  # type: ignore[arg-type]
+        return ArchiveWriter(cast("ArchiveOptions", sink.options), instance=instance)
     raise ValueError(f"sink {sink.name!r}: unknown type {sink.type!r}")

@@ -1,0 +1,105 @@
+"""The console output: records rendered for a human on stdout (or stderr).
+
+Aligned, coloured columns (``render.render_console``) when colour is on;
+plain text otherwise. ``color = "auto"`` means: the stream is a terminal,
+``NO_COLOR`` is unset (or empty) and ``TERM`` is not ``dumb``. A non-empty
+``format`` replaces the columns with a line format (``render.render_line``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, TextIO
+
+from logrouter.render import compile_format, render_console
+from logrouter.sinks.base import Record, WriteError
+
+if TYPE_CHECKING:
+    from logrouter.config import ConsoleOptions
+
+COLUMNS_FORMATS = frozenset({"", "columns", "console"})
+
+
+def want_color(setting: str, stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
+    """Whether to colour ``stream``: ``always``, ``never``, or ``auto`` (TTY and no NO_COLOR)."""
+    if setting == "always":
+        return True
+    if setting == "never":
+        return False
+    env = os.environ if env is None else env
+    if env.get("NO_COLOR") or env.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class ConsoleWriter:
+    """Renders a batch in ``write`` and puts it on the stream in ``flush``."""
+
+    def __init__(
+        self,
+        options: ConsoleOptions,
+        *,
+        stream: TextIO | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if stream is None:
+            stream = sys.stderr if options.stream == "stderr" else sys.stdout
+        self.stream = stream
+        self.name = getattr(stream, "name", options.stream)
+        self.color = want_color(options.color, stream, env)
+        fmt = options.format or ""
+        self._format = None if fmt in COLUMNS_FORMATS else compile_format(fmt)
+        self._pending: list[str] = []
+
+    def render(self, record: Record) -> str:
+        """One record as the console shows it (no trailing newline)."""
+        if self._format is None:
+            return render_console(record, self.color)
+        return self._format.render(record)
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Render ``records``; they reach the stream in ``flush``."""
+        render = self.render
+        for record in records:
+            self._pending.append(render(record))
+            self._pending.append("\n")
+
+    def flush(self, fsync: bool) -> None:
+        """Write what is pending (one write) and flush the stream; ``fsync`` is ignored."""
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        try:
+            buffer = getattr(self.stream, "buffer", None)
+            if buffer is not None:
+                self.stream.flush()
+                encoding = getattr(self.stream, "encoding", None) or "utf-8"
+                buffer.write(text.encode(encoding, "replace"))
+                buffer.flush()
+            else:
+                self.stream.write(text)
+                self.stream.flush()
+        except OSError as exc:
+            raise WriteError(str(self.name), exc) from exc
+
+    def checkpoint(self) -> dict[str, int]:
+        """No files: ``{}``."""
+        return {}
+
+    def rollback(self, checkpoint: dict[str, int]) -> None:
+        """Nothing to roll back on a terminal."""
+
+    def reopen(self) -> None:
+        """Nothing to reopen."""
+
+    def close(self) -> None:
+        """Write what is pending; the stream itself stays open (it is not ours)."""
+        with contextlib.suppress(OSError):
+            self.flush(False)
