@@ -1,0 +1,79 @@
+"""The crash journal of a sink: committed sizes and ids survive a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from logrouter.sinks.journal import Journal, entry_line, parse_journal, state_dir
+
+
+def test_state_is_empty_for_a_new_journal(tmp_path: Path) -> None:
+    """A sink started for the first time remembers nothing."""
+    journal = Journal(tmp_path, "logrouter.x", keep_ids=10)
+    state = journal.open()
+    journal.close()
+    assert state.checkpoint == {}
+    assert state.ids == []
+
+
+def test_commits_survive_reopen_and_merge_sizes(tmp_path: Path) -> None:
+    """After a restart the journal gives the newest size of each file and the last ids."""
+    journal = Journal(tmp_path, "logrouter.x", keep_ids=3)
+    journal.open()
+    journal.commit({"/a": 10}, ["1", "2"], fsync=True)
+    journal.commit({"/b": 5}, ["3"], fsync=False)
+    journal.commit({"/a": 20}, ["4", "5"], fsync=True)
+    journal.close()
+    state = Journal(tmp_path, "logrouter.x", keep_ids=3).open()
+    assert state.checkpoint == {"/a": 20, "/b": 5}
+    assert state.ids == ["3", "4", "5"]
+
+
+def test_torn_last_line_is_ignored() -> None:
+    """A line cut in half by SIGKILL is skipped: its batch was never acked."""
+    lines = [entry_line({"/a": 10}, ["1"]), b'{"c": {"/a": 99}, "ids": ["2"']
+    state = parse_journal(lines, keep_ids=10)
+    assert state.checkpoint == {"/a": 10}
+    assert state.ids == ["1"]
+
+
+def test_compaction_keeps_the_state(tmp_path: Path) -> None:
+    """When the journal outgrows its limit it is rewritten as one line with the same state."""
+    journal = Journal(tmp_path, "logrouter.x", keep_ids=5, compact_bytes=300)
+    journal.open()
+    for n in range(100):
+        journal.commit({"/a": n}, [str(n)], fsync=False)
+    journal.close()
+    assert journal.path is not None
+    assert journal.path.stat().st_size < 600
+    state = Journal(tmp_path, "logrouter.x", keep_ids=5).open()
+    assert state.checkpoint == {"/a": 99}
+    assert state.ids == ["95", "96", "97", "98", "99"]
+
+
+def test_second_instance_gets_its_own_journal(tmp_path: Path) -> None:
+    """Two processes of one sink on one host never share a journal (flock slots)."""
+    first = Journal(tmp_path, "logrouter.x", keep_ids=5)
+    second = Journal(tmp_path, "logrouter.x", keep_ids=5)
+    first.open()
+    second.open()
+    try:
+        assert first.path != second.path
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"LOGROUTER_STATE_DIR": "/s", "STATE_DIRECTORY": "/x"}, Path("/s")),
+        ({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}, Path("/var/lib/a")),
+        ({"XDG_STATE_HOME": "/h"}, Path("/h/logrouter")),
+    ],
+)
+def test_state_dir_order(env: dict[str, str], expected: Path) -> None:
+    """The state directory comes from LOGROUTER_STATE_DIR, systemd, then XDG."""
+    assert state_dir(env) == expected
