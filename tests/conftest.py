@@ -1,23 +1,47 @@
-"""Shared fixtures: a real broker for every run, unique names per test."""
+"""Shared fixtures: a real broker for every run, unique names per test.
+
+``amqp_url`` finds a broker in this order (never skips): ``$LOGROUTER_TEST_URL``;
+a broker answering on 127.0.0.1:5672; a RabbitMQ testcontainer when a Docker
+engine answers; a private rabbitmq-server node started for the session
+(tests/rabbit_nodes.py). None of these: the run fails saying how to get one.
+
+Private nodes for fault tests: fixtures ``private_node`` and ``rabbit_cluster``
+(from tests/rabbit_nodes.py, importable as ``rabbit_nodes`` or ``tests.rabbit_nodes``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import sys
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pika
 import pytest
+import rabbit_nodes  # tests/ is on sys.path: pytest prepends the rootdir conftest's dir
+from rabbit_nodes import private_node, rabbit_cluster
 
 from logrouter.connection import BrokerSettings
 
+# One module object under both names, so node bookkeeping is shared.
+sys.modules.setdefault("tests.rabbit_nodes", rabbit_nodes)
+
+__all__ = ["private_node", "rabbit_cluster"]
+
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+CONTAINER_IMAGE = "rabbitmq:3.10"
 HOW_TO_GET_A_BROKER = (
-    "No RabbitMQ for the tests. Do one of: set LOGROUTER_TEST_URL=amqp://user:pass@host:port/vhost; "
-    "start one on 127.0.0.1:5672 (`rabbitmq-server -detached`, or `apt-get install rabbitmq-server`); "
+    "No RabbitMQ for the tests. Do one of: "
+    "set LOGROUTER_TEST_URL=amqp://user:pass@host:port/vhost; "
+    "start one on 127.0.0.1:5672 "
+    "(`rabbitmq-server -detached`, or `apt-get install rabbitmq-server`); "
     "run a Docker engine (a RabbitMQ testcontainer is started); "
-    "or install rabbitmq-server so a private node can be started."
+    "or install rabbitmq-server so a private node can be started. "
+    "`make broker` (.ci/ensure-broker) does the first that works."
 )
 
 
@@ -29,6 +53,36 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
+def _docker_answers() -> bool:
+    """True when a Docker engine answers a ping within a few seconds."""
+    if not (shutil.which("docker") or os.environ.get("DOCKER_HOST")):
+        return False
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def _rabbit_container() -> Iterator[str]:
+    try:
+        from testcontainers.community.rabbitmq import RabbitMqContainer
+    except ImportError:  # older testcontainers
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+    container: Any = RabbitMqContainer(CONTAINER_IMAGE, port=5672)
+    with container:
+        host = container.get_container_host_ip()
+        port = container.get_exposed_port(5672)
+        yield f"amqp://guest:guest@{host}:{port}/%2F"
+
+
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     """An AMQP URL of a live broker (see HOW_TO_GET_A_BROKER for the order tried)."""
@@ -37,6 +91,14 @@ def amqp_url() -> Iterator[str]:
         return
     if _answers("127.0.0.1", 5672):
         yield LOCAL_URL
+        return
+    if _docker_answers():
+        with _rabbit_container() as url:
+            yield url
+        return
+    if rabbit_nodes.available():
+        with rabbit_nodes.started_node("lrsession") as node:
+            yield node.url
         return
     pytest.fail(HOW_TO_GET_A_BROKER, pytrace=False)
 
