@@ -26,9 +26,13 @@ TRUNCATION_MARK = "…[truncated]"
 DEFAULT_MAX_MESSAGE = 1 << 20
 
 #: Attributes every LogRecord has; anything else on a record came from ``extra``.
-STANDARD_ATTRS = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__
-) | {"message", "asctime", "facility", "severity", "taskName"}
+STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "facility",
+    "severity",
+    "taskName",
+}
 
 
 class UndecodableMessage(ValueError):
@@ -45,7 +49,9 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, str | bool | int):
         return value
     if isinstance(value, float):
-        return value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+        return (
+            value if value == value and value not in (float("inf"), float("-inf")) else repr(value)
+        )
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -82,7 +88,9 @@ def record_message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
     except Exception as exc:  # bad %-args: keep what we can, never raise
-        return f"{record.msg!r} (formatting failed: {type(exc).__name__}: {exc}; args={record.args!r})"
+        return (
+            f"{record.msg!r} (formatting failed: {type(exc).__name__}: {exc}; args={record.args!r})"
+        )
 
 
 def record_to_dict(
@@ -93,8 +101,14 @@ def record_to_dict(
     host: str,
     app: str,
     max_message: int = DEFAULT_MAX_MESSAGE,
+    message: str | None = None,
+    exc: str | None = None,
 ) -> dict[str, Any]:
-    """Body of the message for ``record`` (facility and severity already chosen)."""
+    """Body of the message for ``record`` (facility and severity already chosen).
+
+    ``message`` and ``exc`` are the formatted message and traceback when the
+    caller captured them already (the handler does, in the logging thread).
+    """
     body: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "ts": format_ts(record.created),
@@ -106,11 +120,13 @@ def record_to_dict(
         "facility": facility,
         "severity": severity,
         "level": record.levelname,
-        "msg": truncate(record_message(record), max_message),
+        "msg": truncate(record_message(record) if message is None else message, max_message),
         "src": {"file": record.pathname, "line": record.lineno, "func": record.funcName},
         "fields": record_fields(record),
     }
-    if record.exc_info and record.exc_info[0] is not None:
+    if exc is not None:
+        body["exc"] = truncate(exc, max_message)
+    elif record.exc_info and record.exc_info[0] is not None:
         body["exc"] = truncate(_format_exception(record), max_message)
     elif record.exc_text:
         body["exc"] = truncate(record.exc_text, max_message)
@@ -125,6 +141,16 @@ _EXC_FORMATTER = logging.Formatter()
 def _format_exception(record: logging.LogRecord) -> str:
     assert record.exc_info is not None
     return _EXC_FORMATTER.formatException(record.exc_info)
+
+
+def record_exception(record: logging.LogRecord) -> str | None:
+    """The record's formatted traceback, if it has one."""
+    if record.exc_info and record.exc_info[0] is not None:
+        try:
+            return _format_exception(record)
+        except Exception as err:  # a broken exception must not break logging
+            return f"<traceback unavailable: {type(err).__name__}>"
+    return record.exc_text or None
 
 
 def encode(body: dict[str, Any]) -> bytes:
