@@ -8,6 +8,7 @@ unreachable or part of the topology cannot be declared.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Iterable
@@ -52,6 +53,8 @@ def _print(lines: Iterable[str], stream: TextIO) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # pika logs every refused declaration and failed connect; our own messages say it better.
+    logging.getLogger("pika").addHandler(logging.NullHandler())
     path = Path(args.config)
     try:
         config = _load(path, args.url)
