@@ -354,10 +354,8 @@ class FileWriter:
             self._known_dirs.add(directory)
         try:
             fd, created_file = open_append(path, self.mode)
-        except FileNotFoundError as exc:  # the directory went away (rm -r): make it again
+        except OSError as exc:  # e.g. the directory went away (rm -r): make it again next time
             self._known_dirs.discard(directory)
-            raise WriteError(path, exc, "open") from exc
-        except OSError as exc:
             raise WriteError(path, exc, "open") from exc
         try:
             stat = os.fstat(fd)
@@ -457,8 +455,11 @@ def make_dirs(directory: str) -> list[str]:
         current = parent
     touched: list[str] = []
     for path in reversed(missing):
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(path):
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", path) from None
         touched.append(os.path.dirname(path))
     return touched
 
