@@ -112,6 +112,9 @@ class Sink:
         self.broker = broker
         self.state_dir = state_dir
         self.burst = burst
+        # Stable across restarts (host + journal slot), so a restarted sink appends to the
+        # files its journal knows; two live processes of one sink never share a slot.
+        self._instance = instance
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
         self.counters = SinkCounters()
         self.consuming = threading.Event()
@@ -187,6 +190,7 @@ class Sink:
         """Open the journal: roll the writer back to the last commit, seed the dedup window."""
         state = self._journal.open()
         self._dedup.extend(state.ids)
+        self.instance = self._instance or f"{socket.gethostname()}-{self._journal.slot}"
         self._writer = self._writer_factory(self.config, self.instance)
         if state.checkpoint:
             self._writer.rollback(state.checkpoint)

@@ -109,6 +109,7 @@ class Journal:
         self.keep_ids = keep_ids
         self.compact_bytes = compact_bytes
         self.path: Path | None = None
+        self.slot = 0  # which journal of this sink this process holds (0 for the first)
         self._lock: IO[bytes] | None = None
         self._file: IO[bytes] | None = None
         self.state = JournalState()
@@ -125,6 +126,7 @@ class Journal:
                 lock.close()
                 continue
             self._lock = lock
+            self.slot = slot
             self.path = self.directory / f"{self.name}{suffix}.journal"
             break
         else:
