@@ -7,17 +7,17 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from logrouter.config import FileOptions
 from logrouter.render import DEFAULT_LINE_FORMAT, render_line
 from logrouter.sinks.file import FileWriter
 
 
-def options(base: Path, path: str = "{facility}.log", **kw: Any) -> Any:
-    """FileOptions as the interface of docs/internals.md defines them."""
+def options(base: Path, path: str = "{facility}.log", **kw: Any) -> FileOptions:
+    """FileOptions for a template below ``base``."""
     values: dict[str, Any] = {
         "path": str(base / path),
         "base_dir": base,
@@ -29,7 +29,7 @@ def options(base: Path, path: str = "{facility}.log", **kw: Any) -> Any:
         "file_mode": 0o640,
     }
     values.update(kw)
-    return SimpleNamespace(**values)
+    return FileOptions(**values)
 
 
 def rec(i: int, facility: str = "auth", severity: str = "err", **kw: Any) -> dict[str, Any]:
@@ -306,3 +306,30 @@ def test_disk_full_raises_keeps_files_clean_and_recovers(tiny_fs: Path) -> None:
     a_lines = (tiny_fs / "a.log").read_text().splitlines()
     assert len(a_lines) == 41
     assert len((tiny_fs / "b.log").read_text().splitlines()) == 4
+
+
+def test_keep_zero_keeps_every_backup(tmp_path: Path) -> None:
+    """keep = 0 means no backup is ever deleted: name.1, name.2, ... all stay."""
+    writer = FileWriter(options(tmp_path, rotate_bytes=10, keep=0))
+    for i in range(4):
+        commit(writer, [rec(i)])
+    assert files_under(tmp_path) == ["auth.log.1", "auth.log.2", "auth.log.3", "auth.log.4"]
+    assert (tmp_path / "auth.log.4").read_text().endswith("message 0\n")
+
+
+def test_make_writer_builds_a_file_writer_from_routing_toml(tmp_path: Path) -> None:
+    """A [sinks.x] type = "file" table of a real config gives a working file writer."""
+    from logrouter.config import parse_config
+    from logrouter.sinks import make_writer
+
+    text = f"""
+[sinks.errors]
+type = "file"
+match = "*.err"
+path = "{tmp_path}/{{facility}}/%Y.log"
+"""
+    config = parse_config(text, tmp_path / "routing.toml")
+    writer = make_writer(config.sinks["errors"], instance="h-1")
+    writer.write([rec(1)])
+    writer.flush(True)
+    assert (tmp_path / "auth" / "2024.log").read_text() == render_line(rec(1)) + "\n"

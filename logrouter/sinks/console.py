@@ -2,8 +2,9 @@
 
 Aligned, coloured columns (``render.render_console``) when colour is on;
 plain text otherwise. ``color = "auto"`` means: the stream is a terminal,
-``NO_COLOR`` is unset (or empty) and ``TERM`` is not ``dumb``. A non-empty
-``format`` replaces the columns with a line format (``render.render_line``).
+``NO_COLOR`` is unset (or empty) and ``TERM`` is not ``dumb``. A ``format``
+other than the default replaces the columns with a line format
+(``render.render_line``), coloured as a whole by severity.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from logrouter.render import compile_format, render_console
+from logrouter.config import DEFAULT_CONSOLE_FORMAT
+from logrouter.render import RESET, SEVERITY_COLORS, compile_format, render_console
 from logrouter.sinks.base import Record, WriteError
 
 if TYPE_CHECKING:
     from logrouter.config import ConsoleOptions
 
-COLUMNS_FORMATS = frozenset({"", "columns", "console"})
+#: Formats that mean "the aligned columns of render_console" (the config's default included).
+COLUMNS_FORMATS = frozenset({"", "columns", "console", DEFAULT_CONSOLE_FORMAT})
 
 
 def want_color(setting: str, stream: TextIO, env: Mapping[str, str] | None = None) -> bool:
@@ -61,7 +64,9 @@ class ConsoleWriter:
         """One record as the console shows it (no trailing newline)."""
         if self._format is None:
             return render_console(record, self.color)
-        return self._format.render(record)
+        text = self._format.render(record)
+        code = SEVERITY_COLORS.get(str(record.get("severity")), "") if self.color else ""
+        return f"{code}{text}{RESET}" if code else text
 
     def write(self, records: Sequence[Record]) -> None:
         """Render ``records``; they reach the stream in ``flush``."""

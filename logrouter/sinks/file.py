@@ -195,13 +195,14 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def rotate_file(path: str, keep: int) -> None:
-    """``path`` -> ``path.1`` -> ... -> ``path.<keep>`` (the oldest is removed)."""
+    """``path`` -> ``path.1`` -> ... -> ``path.<keep>`` (older ones removed; keep 0 = keep all)."""
     if keep <= 0:
+        keep = 1
+        while os.path.lexists(f"{path}.{keep}"):
+            keep += 1
+    else:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(f"{path}.{keep}")
+            os.unlink(f"{path}.{keep}")
     for index in range(keep - 1, 0, -1):
         with contextlib.suppress(FileNotFoundError):
             os.rename(f"{path}.{index}", f"{path}.{index + 1}")
