@@ -394,6 +394,7 @@ def setup(
     *,
     prune: bool = False,
     names: TopologyNames | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
 ) -> list[BindingDiff]:
     """Declare everything and reconcile each queue; with ``prune``, delete recorded queues
     (of this exchange) that are not in ``specs``. Returns one diff per queue, in order.
@@ -406,7 +407,7 @@ def setup(
     connection = settings.with_name("logrouter-setup").connect()
     try:
         session = _Session(connection)
-        with _locked(connection, names) as state_channel:
+        with _locked(connection, names, lock_timeout) as state_channel:
             state = _read_state(state_channel, names)
             before = dict(state.queues)
             _declare_exchanges(session, names)

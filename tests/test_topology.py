@@ -368,3 +368,12 @@ def test_corrupt_record_is_treated_as_unknown(broker: Broker) -> None:
     diffs = setup(broker.settings, [QueueSpec(queue, frozenset({"#"}))], names=broker.names)
     assert diffs_by_queue(diffs) == {queue: ({"#"}, set())}
     assert live_bindings(channel, broker.names, queue) == {"#"}
+
+
+def test_setup_gives_up_on_a_held_lock_with_a_clear_error(broker: Broker) -> None:
+    """While another connection holds the lock, setup waits, then fails naming the lock."""
+    broker.channel.queue_declare(broker.names.lock, exclusive=True, auto_delete=True)
+    with pytest.raises(TopologyError, match=rf"holds the topology lock.*{broker.names.lock}"):
+        setup(broker.settings, [], names=broker.names, lock_timeout=0.5)
+    broker.channel.queue_delete(broker.names.lock)
+    assert setup(broker.settings, [], names=broker.names) == []
