@@ -46,7 +46,10 @@ COMMANDS = ("status", "reload")
 
 Handler = Callable[[dict[str, Any]], Mapping[str, Any]]
 
-_log = log.get_logger("control")
+
+def _log() -> Any:
+    """The component logger, bound at use time (after the daemon configured logging)."""
+    return log.get_logger("control")
 
 
 # --------------------------------------------------------------------------- contracts
@@ -234,7 +237,7 @@ class ControlServer:
             request = parse_request(body, properties.reply_to, properties.correlation_id)
         except MalformedRequest as exc:
             self.dropped += 1
-            _log.warning("control request dropped", reason=str(exc), sink=self.identity.sink)
+            _log().warning("control request dropped", reason=str(exc), sink=self.identity.sink)
             return
         if request.sink is not None and request.sink != self.identity.sink:
             return  # addressed to another sink through a shared binding: not ours to answer
@@ -250,10 +253,12 @@ class ControlServer:
             )
         except Exception as exc:
             # The sink's channel error handling owns channel failures; log and go on.
-            _log.warning("control reply not sent", error=redact(str(exc)), sink=self.identity.sink)
+            _log().warning(
+                "control reply not sent", error=redact(str(exc)), sink=self.identity.sink
+            )
             return
         self.answered += 1
-        _log.debug("control request answered", command=request.command, ok=reply["ok"])
+        _log().debug("control request answered", command=request.command, ok=reply["ok"])
 
     def close(self) -> None:
         """Stop answering (the queue goes away with the consumer)."""

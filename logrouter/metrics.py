@@ -56,7 +56,10 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     10.0,
 )
 
-_log = log.get_logger("metrics")
+
+def _log() -> Any:
+    """The component logger, bound at use time (after the daemon configured logging)."""
+    return log.get_logger("metrics")
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = render(self.collect()).encode("utf-8")
         except Exception as exc:
-            _log.warning("metrics collection failed", error=f"{type(exc).__name__}: {exc}")
+            _log().warning("metrics collection failed", error=f"{type(exc).__name__}: {exc}")
             self._send(500, "text/plain; charset=utf-8", b"metrics collection failed\n")
             return
         self._send(200, CONTENT_TYPE, body)
@@ -203,5 +206,5 @@ class MetricsServer:
 def start_metrics_server(port: int, collect: Collector, host: str = DEFAULT_HOST) -> MetricsServer:
     """Serve ``collect()`` as Prometheus metrics on ``host:port`` (0 = any free port)."""
     server = MetricsServer(port, collect, host)
-    _log.info("metrics endpoint listening", url=server.url)
+    _log().info("metrics endpoint listening", url=server.url)
     return server

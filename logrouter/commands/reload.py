@@ -25,7 +25,7 @@ from typing import Any
 import pika.exceptions
 
 from logrouter import control, exitcodes
-from logrouter.commands.stats import instance_label
+from logrouter.commands.stats import display_order, instance_label
 from logrouter.commands.tail import TargetError, resolve_target
 from logrouter.connection import (
     DEFAULT_EXCHANGE,
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         _err(f"lost the broker: {describe_error(exc)}")
         return exitcodes.RUNTIME
     all_applied = bool(result.replies)
-    for reply in sorted(result.replies, key=lambda r: (str(r.get("sink")), instance_label(r))):
+    for reply in sorted(result.replies, key=display_order):
         applied, lines = describe_reply(reply)
         all_applied = all_applied and applied
         print(redact("\n".join(lines)), flush=True)

@@ -124,6 +124,17 @@ def instance_key(reply: Mapping[str, Any]) -> InstanceKey:
     )
 
 
+def display_order(reply: Mapping[str, Any]) -> tuple[str, str, int, str]:
+    """Sort key: sink, host, pid (numerically), instance."""
+    pid = reply.get("pid")
+    return (
+        str(reply.get("sink")),
+        str(reply.get("host")),
+        pid if isinstance(pid, int) else -1,
+        str(reply.get("instance")),
+    )
+
+
 def instance_label(reply: Mapping[str, Any]) -> str:
     """``host:pid`` plus the instance id when it says more than that."""
     label = f"{reply.get('host', '?')}:{reply.get('pid', '?')}"
@@ -215,7 +226,7 @@ def build_rows(
     """One row per answering instance (sink columns on its first row), ``no answer`` rows."""
     previous = previous or {}
     by_sink: dict[str, list[dict[str, Any]]] = {}
-    for reply in sorted(snapshot.replies, key=instance_key):
+    for reply in sorted(snapshot.replies, key=display_order):
         by_sink.setdefault(str(reply.get("sink")), []).append(reply)
     rows: list[list[str]] = []
     known = {name for name, _ in snapshot.sinks}
