@@ -705,7 +705,7 @@ def _toml_issue(file: str, exc: tomllib.TOMLDecodeError, index: _LineIndex) -> C
         table = _TOML_TABLE.search(message)
         if table:
             sink = table.group(1)
-        if index.duplicates:
+        if message.startswith("Cannot overwrite") and index.duplicates:
             path, line = index.duplicates[0]
             if path[:1] == ("sinks",) and len(path) >= 2:
                 sink = path[1]
@@ -748,7 +748,8 @@ def parse_config(
     broker = validator.broker(data, environment)
     sinks = validator.sinks(data)
     if validator.issues or broker is None:
-        raise ConfigError(validator.issues)
+        issues = sorted(validator.issues, key=lambda issue: (issue.line is not None, issue.line))
+        raise ConfigError(issues)
     return RoutingConfig(
         path=Path(path),
         broker=broker,
