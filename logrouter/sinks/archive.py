@@ -34,11 +34,22 @@ SUFFIX = ".jsonl.gz"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
+def _one_line(text: str) -> str:
+    """JSON text with the characters ``str.splitlines`` breaks on escaped (U+2028 ...)."""
+    if "\u2028" in text or "\u2029" in text or "\x85" in text:
+        return (
+            text.replace("\u2028", "\\u2028")
+            .replace("\u2029", "\\u2029")
+            .replace("\x85", "\\u0085")
+        )
+    return text
+
+
 def record_line(record: Record) -> bytes:
     """One record as a JSON line (keys and values kept; lone surrogates escaped)."""
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=repr)
     try:
-        return text.encode("utf-8") + b"\n"
+        return _one_line(text).encode("utf-8") + b"\n"
     except UnicodeEncodeError:
         return json.dumps(record, separators=(",", ":"), default=repr).encode("ascii") + b"\n"
 
@@ -50,7 +61,7 @@ def records_bytes(records: Sequence[Record]) -> bytes:
             json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=repr) + "\n"
             for r in records
         )
-        return text.encode("utf-8")
+        return _one_line(text).encode("utf-8")
     except UnicodeEncodeError:
         return b"".join(record_line(r) for r in records)
 
