@@ -28,6 +28,7 @@ from logrouter.connection import (
     URL_ENV,
     BadURL,
     BrokerSettings,
+    redact,
     split_urls,
     validate_url,
 )
@@ -425,6 +426,14 @@ def _directory(value: object, config_dir: str) -> Path:
     return Path(posixpath.normpath(full))
 
 
+_ANY_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
+
+
+def _hide_password(text: str) -> str:
+    """Hide the password of any URL (connection.redact knows amqp:// and amqps:// only)."""
+    return _ANY_USERINFO.sub(r"\1:***@", redact(text))
+
+
 def _sink_type(value: object) -> str:
     try:
         return _choice(*SINK_TYPES)(value)
@@ -514,7 +523,7 @@ class _Validator:
             try:
                 validate_url(url)
             except BadURL as exc:
-                self.issue(None, key, f"{exc} ({example})", *path)
+                self.issue(None, key, f"{_hide_password(str(exc))} ({example})", *path)
                 return None
         return urls
 

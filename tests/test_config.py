@@ -450,8 +450,10 @@ def test_bad_logrouter_url_from_environment() -> None:
 
 def test_bad_url_message_hides_the_password() -> None:
     """The password of a bad broker URL never appears in the error."""
-    issues = issues_of('[broker]\nurl = "amqp://user:hunter2@h:99999/"\n' + FILE_SINK)
-    assert "hunter2" not in "\n".join(str(i) for i in issues)
+    for url in ("amqp://user:hunter2@h:99999/", "http://user:hunter2@h/"):
+        issues = issues_of(f'[broker]\nurl = "{url}"\n' + FILE_SINK)
+        assert "hunter2" not in "\n".join(str(i) for i in issues)
+        assert "user:***@h" in issues[0].message
 
 
 def test_missing_file(tmp_path: Path) -> None:
