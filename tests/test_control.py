@@ -10,7 +10,7 @@ from typing import Any
 import pika
 import pytest
 
-from logrouter import control
+from logrouter import cli, control, log
 from logrouter.connection import BrokerSettings
 
 # --------------------------------------------------------------------------- pure parts
@@ -286,3 +286,149 @@ def test_silent_sink_is_listed_missing_and_client_returns(
     [result] = outcome
     assert [r["sink"] for r in result.replies] == ["errors"]
     assert result.missing == ["archive", "console"]
+
+
+# --------------------------------------------------------------------------- logrouter reload
+
+
+def reload_handler(result: Mapping[str, Any]) -> control.Handler:
+    def handle(_: dict[str, Any]) -> Mapping[str, Any]:
+        return result
+
+    return handle
+
+
+APPLIED: control.ReloadResult = {"outcome": "applied", "config_version": "a1b2c3d4e5f6"}
+REFUSED: control.ReloadResult = {
+    "outcome": "refused",
+    "config_version": "0123456789ab",
+    "reason": "the new config does not validate",
+    "issues": ["routing.toml:12: sinks.errors.match: unknown severity 'eror'"],
+}
+
+
+@pytest.fixture
+def reload_config(tmp_path: Any, exchange: str) -> Any:
+    """A config naming two sinks, errors and archive, on the test's exchange."""
+    path = tmp_path / "routing.toml"
+    path.write_text(
+        f'[broker]\nexchange = "{exchange}"\n\n'
+        f'[sinks.errors]\ntype = "file"\nmatch = "*.err"\npath = "{tmp_path}/e.log"\n\n'
+        f'[sinks.archive]\ntype = "archive"\nmatch = "*.*"\ndir = "{tmp_path}/arch"\n'
+    )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def daemon_logs_to_stderr() -> None:
+    """In-test responders log like a sink daemon: to stderr, never into stdout."""
+    log.configure(json=True)
+
+
+def test_reload_all_applied_exits_0(
+    amqp_url: str,
+    exchange: str,
+    reload_config: Any,
+    responders: list[Responder],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every instance applies the reload: each reply is printed, exit 0."""
+    for sink, instance in (("errors", "e1"), ("archive", "a1"), ("archive", "a2")):
+        responders.append(
+            Responder(amqp_url, exchange, sink, instance, {"reload": reload_handler(APPLIED)})
+        )
+    code = cli.main(["reload", "--config", str(reload_config), "--url", amqp_url])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert all(": applied (config a1b2c3d4)" in line for line in lines)
+    assert [line.split()[0] for line in lines] == ["archive", "archive", "errors"]
+
+
+def test_reload_refused_prints_issue_and_exits_1(
+    amqp_url: str,
+    exchange: str,
+    reload_config: Any,
+    responders: list[Responder],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A refusal prints the reason with file, line and key, and the exit code is 1."""
+    responders.append(
+        Responder(amqp_url, exchange, "errors", "e1", {"reload": reload_handler(REFUSED)})
+    )
+    responders.append(
+        Responder(amqp_url, exchange, "archive", "a1", {"reload": reload_handler(APPLIED)})
+    )
+    code = cli.main(["reload", "--config", str(reload_config), "--url", amqp_url])
+    out, _ = capsys.readouterr()
+    assert code == 1
+    assert "refused: the new config does not validate" in out
+    assert "routing.toml:12: sinks.errors.match: unknown severity 'eror'" in out
+    assert "archive" in out and "applied" in out
+
+
+def test_reload_one_sink_only(
+    amqp_url: str,
+    exchange: str,
+    reload_config: Any,
+    responders: list[Responder],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """reload SINK asks only that sink's instances."""
+    responders.append(
+        Responder(amqp_url, exchange, "errors", "e1", {"reload": reload_handler(APPLIED)})
+    )
+    responders.append(
+        Responder(amqp_url, exchange, "archive", "a1", {"reload": reload_handler(REFUSED)})
+    )
+    code = cli.main(["reload", "errors", "--config", str(reload_config), "--url", amqp_url])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    assert out.startswith("errors ") and "archive" not in out
+
+
+def test_reload_none_answered_exits_1(
+    amqp_url: str, reload_config: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no running sink, reload lists each expected sink as not answering and exits 1."""
+    code = cli.main(
+        ["reload", "--config", str(reload_config), "--url", amqp_url, "--timeout", "0.5"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "errors: no answer" in out and "archive: no answer" in out
+    assert "no running sink answered" in err
+
+
+def test_reload_with_broken_config_still_asks_the_sinks(
+    amqp_url: str,
+    exchange: str,
+    reload_config: Any,
+    responders: list[Responder],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A config that does not validate does not stop reload: the sinks' refusal is shown."""
+    text = reload_config.read_text().replace('match = "*.err"', 'match = "*.eror"')
+    reload_config.write_text(text)
+    responders.append(
+        Responder(amqp_url, exchange, "errors", "e1", {"reload": reload_handler(REFUSED)})
+    )
+    code = cli.main(["reload", "--config", str(reload_config), "--url", amqp_url, "--timeout", "2"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "does not validate" in err and "eror" in err
+    assert out.startswith("errors ") and "refused" in out
+    assert "archive: no answer" in out
+
+
+def test_reload_broker_down_exits_1_without_password(
+    reload_config: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No broker: exit 1 with a message that hides the password."""
+    code = cli.main(
+        ["reload", "--config", str(reload_config), "--url", "amqp://u:s3cret@127.0.0.1:1/%2F"]
+    )
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "cannot reach the broker" in err and "s3cret" not in err
