@@ -77,3 +77,18 @@ def test_second_instance_gets_its_own_journal(tmp_path: Path) -> None:
 def test_state_dir_order(env: dict[str, str], expected: Path) -> None:
     """The state directory comes from LOGROUTER_STATE_DIR, systemd, then XDG."""
     assert state_dir(env) == expected
+
+
+def test_compaction_is_not_repeated_on_every_commit(tmp_path: Path) -> None:
+    """A snapshot larger than the compaction threshold (a big dedup window) does not make
+    every later commit rewrite the whole journal: the file grows between compactions."""
+    journal = Journal(tmp_path, "logrouter.x", keep_ids=1000, compact_bytes=100)
+    journal.open()
+    for n in range(1000):
+        journal.commit({}, [f"id-{n:06d}"], fsync=False)
+    assert journal.path is not None
+    size = journal.path.stat().st_size
+    journal.commit({}, ["one-more"], fsync=False)
+    assert journal.path.stat().st_size > size
+    journal.close()
+    assert Journal(tmp_path, "logrouter.x", keep_ids=1000).open().ids[-1] == "one-more"

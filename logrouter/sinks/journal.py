@@ -109,6 +109,7 @@ class Journal:
         self.keep_ids = keep_ids
         self.compact_bytes = compact_bytes
         self.path: Path | None = None
+        self._snapshot_bytes = 0
         self.slot = 0  # which journal of this sink this process holds (0 for the first)
         self._lock: IO[bytes] | None = None
         self._file: IO[bytes] | None = None
@@ -150,7 +151,8 @@ class Journal:
         self.state.ids.extend(ids)
         if len(self.state.ids) > 2 * self.keep_ids:
             del self.state.ids[: -self.keep_ids]
-        if self._file.tell() > self.compact_bytes:
+        # Compact when the appended part outgrows the snapshot (and the minimum): linear cost.
+        if self._file.tell() > 2 * self._snapshot_bytes + self.compact_bytes:
             self._compact()
 
     def _compact(self) -> None:
@@ -164,6 +166,7 @@ class Journal:
             handle.write(entry_line(self.state.checkpoint, self.state.ids, snap=True))
             handle.flush()
             os.fsync(handle.fileno())
+        self._snapshot_bytes = tmp.stat().st_size
         os.replace(tmp, self.path)
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
