@@ -1,10 +1,12 @@
-# One command per job. `make test` works from a fresh clone: venv, install, broker, whole suite.
+# One command per job. `make test` works from a fresh clone: venv, install, tools, broker,
+# lint, type check, whole suite. .ci/run runs exactly `make test`.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
-.PHONY: test lint typecheck broker bench demo clean
+.PHONY: test install tools lint typecheck broker bench demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +16,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Command-line tools the tests call: docker-compose (compose file check) and
+# systemd-analyze (unit checks). Installed with apt when missing and we are root;
+# otherwise the tests that need them fail with a message saying how to get them.
+tools:
+	@missing=""; \
+	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 \
+	    || missing="$$missing docker-compose"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "tools: installing$$missing with apt" >&2; \
+	        apt-get update -qq && $(APT) $$missing >/dev/null; \
+	    else \
+	        echo "tools: missing$$missing (install them; the tests that need them will fail)" >&2; \
+	    fi; \
+	fi
+
 broker:
 	bash .ci/ensure-broker
 
@@ -22,7 +41,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check logrouter tests bench
 	$(BIN)/mypy
 
-test: $(STAMP) broker lint
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) tools broker lint
 	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP) broker
