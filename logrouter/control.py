@@ -92,6 +92,48 @@ class ReloadResult(TypedDict):
     issues: NotRequired[list[str]]
 
 
+COUNTER_NAMES = ("received", "written", "acked", "rejected", "duplicates", "reconnects")
+
+
+def sink_status(
+    counters: Any,
+    *,
+    config_version: str,
+    bindings: Iterable[str],
+    uptime: float,
+    queue: str | None = None,
+    unacked: int | None = None,
+) -> SinkStatus:
+    """A ``SinkStatus`` from a counters object (``sinks.consumer.SinkCounters``-like:
+    attributes ``received written acked rejected duplicates reconnects state last_error``).
+    """
+    values = {name: int(getattr(counters, name, 0) or 0) for name in COUNTER_NAMES}
+    status: SinkStatus = {
+        "state": str(getattr(counters, "state", "unknown")),
+        "config_version": config_version,
+        "bindings": sorted(bindings),
+        "counters": Counters(
+            received=values["received"],
+            written=values["written"],
+            acked=values["acked"],
+            rejected=values["rejected"],
+            duplicates=values["duplicates"],
+            reconnects=values["reconnects"],
+        ),
+        "last_error": _optional_str(getattr(counters, "last_error", None)),
+        "uptime": round(uptime, 3),
+    }
+    if queue is not None:
+        status["queue"] = queue
+    if unacked is not None:
+        status["unacked"] = unacked
+    return status
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else redact(str(value))
+
+
 def control_exchange(exchange: str) -> str:
     """Name of the control exchange belonging to the log exchange ``exchange``."""
     return f"{exchange}.control"

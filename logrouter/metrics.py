@@ -38,6 +38,8 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
         "Redelivered duplicates dropped by message_id.",
     ),
     ("reconnects", "logrouter_reconnects_total", "Broker connections re-established."),
+    ("filtered", "logrouter_records_filtered_total", "Records acked but not selected on re-check."),
+    ("write_errors", "logrouter_write_errors_total", "Failed write/flush attempts (retried)."),
 )
 LATENCY_METRIC = "logrouter_batch_latency_seconds"
 DEFAULT_BUCKETS: tuple[float, ...] = (

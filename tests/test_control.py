@@ -432,3 +432,32 @@ def test_reload_broker_down_exits_1_without_password(
     _, err = capsys.readouterr()
     assert code == 1
     assert "cannot reach the broker" in err and "s3cret" not in err
+
+
+def test_sink_status_from_counters_object() -> None:
+    """sink_status turns a SinkCounters-like object into the status contract, password-free."""
+
+    class Counters:
+        received, written, acked, rejected, duplicates, reconnects = 9, 7, 8, 1, 1, 2
+        state = "running"
+        last_error = "connection to amqp://guest:pw@h/ lost"
+
+    status = control.sink_status(
+        Counters(), config_version="abc", bindings=["*.err", "*.crit"], uptime=3.14159, queue="q"
+    )
+    assert status == {
+        "state": "running",
+        "config_version": "abc",
+        "bindings": ["*.crit", "*.err"],
+        "counters": {
+            "received": 9,
+            "written": 7,
+            "acked": 8,
+            "rejected": 1,
+            "duplicates": 1,
+            "reconnects": 2,
+        },
+        "last_error": "connection to amqp://guest:***@h/ lost",
+        "uptime": 3.142,
+        "queue": "q",
+    }
