@@ -114,6 +114,7 @@ class RabbitHandler(logging.Handler):
         self.reconnect_max = float(reconnect_max)
         self.host = socket.gethostname()
         self._closed = False
+        self._forked = False
         self._facility_cache: dict[str, str] = {}
         self._fresh_state()
         _handlers.add(self)
@@ -127,7 +128,6 @@ class RabbitHandler(logging.Handler):
         self._publisher: Publisher | None = None
         self._spool: Spool | None = None
         self._start_lock = threading.Lock()
-        self._overflow_dropped = 0
 
     # ---- public ----------------------------------------------------------------
 
@@ -135,7 +135,7 @@ class RabbitHandler(logging.Handler):
     def dropped(self) -> int:
         """Records lost because the buffer was full and the spool off or full."""
         pub = self._publisher
-        return self._overflow_dropped + (pub.dropped if pub is not None else 0)
+        return pub.dropped + pub.overflow_dropped if pub is not None else 0
 
     @property
     def stats(self) -> dict[str, int]:
@@ -237,6 +237,12 @@ class RabbitHandler(logging.Handler):
             )
             self._publisher = pub
             pub.start()
+            if self._forked:
+                # multiprocessing children leave through os._exit(): no atexit there.
+                # (Registered now: multiprocessing clears its registry right after fork.)
+                mp_util = sys.modules.get("multiprocessing.util")
+                if mp_util is not None:
+                    mp_util.Finalize(self, self.close, exitpriority=100)
             return pub
 
     def _open_spool(self) -> Spool | None:
@@ -260,12 +266,12 @@ class RabbitHandler(logging.Handler):
             pub.spool_ready.wait(1.0)
         spool = pub.spool
         if spool is None:
-            self._overflow_dropped += 1
+            pub.overflow_dropped += 1
             return
         rejected = spool.append([self._encode(captured)])
         pub.spool_writes += 1
         pub.spooled += 1 - len(rejected)
-        self._overflow_dropped += len(rejected)
+        pub.overflow_dropped += len(rejected)
 
     def facility_for(self, name: str) -> str:
         """Facility of a logger name: longest matching prefix of the map, else the default."""
@@ -352,6 +358,7 @@ class RabbitHandler(logging.Handler):
     def _after_fork(self) -> None:
         self._fresh_state()
         self._closed = False
+        self._forked = True
 
     def __repr__(self) -> str:
         return f"<RabbitHandler {self.settings.describe()} exchange={self.settings.exchange}>"
@@ -360,10 +367,6 @@ class RabbitHandler(logging.Handler):
 def _after_fork_in_child() -> None:
     for handler in list(_handlers):
         handler._after_fork()
-    # multiprocessing children leave through os._exit(): atexit does not run there.
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None and _handlers:
-        mp_util.Finalize(None, _at_exit, exitpriority=100)
 
 
 def _at_exit() -> None:

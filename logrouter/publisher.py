@@ -75,9 +75,13 @@ class Publisher:
         #: emit() then wakes it (once per empty -> non-empty transition).
         self.sleeping = False
         self.dropped = 0
+        #: Drops counted by emit() itself (buffer full, spool off or full).
+        self.overflow_dropped = 0
         self.confirmed = 0
         self.published = 0
         self.spooled = 0
+        #: Connections opened so far (1 while the first one lives).
+        self.connections = 0
         #: Bumped by every writer of the spool; the thread compares to what it read.
         self.spool_writes = 0
         self._spool_seen = 0
@@ -103,6 +107,7 @@ class Publisher:
         self._spool_done: list[tuple[int, int]] = []
         self._pump_scheduled = False
         self._last_report = 0.0
+        self._last_drop_report = -REPORT_INTERVAL
         self._reported_dropped = 0
         self._last_error = ""
 
@@ -219,6 +224,7 @@ class Publisher:
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_ok)
 
     def _on_confirm_ok(self, _frame: Any) -> None:
+        self.connections += 1
         self._ready = True
         self._failures = 0
         self._down_since = None
@@ -477,11 +483,13 @@ class Publisher:
         try:
             if not self._stopping:
                 self._pump()
-            if self.dropped != self._reported_dropped:
+            dropped = self.dropped + self.overflow_dropped
+            if dropped != self._reported_dropped:
                 now = time.monotonic()
-                if now - self._last_report >= REPORT_INTERVAL:
-                    count = self.dropped - self._reported_dropped
-                    self._reported_dropped = self.dropped
+                if now - self._last_drop_report >= REPORT_INTERVAL:
+                    self._last_drop_report = now
+                    count = dropped - self._reported_dropped
+                    self._reported_dropped = dropped
                     reason = "spool off" if self.spool is None else "spool full"
                     self._report(f"dropped {count} records (buffer full, {reason})", now=now)
         finally:

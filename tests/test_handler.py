@@ -1,0 +1,421 @@
+"""RabbitHandler against the real broker: what an app's records become on a queue."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+import structlog
+
+from logrouter import RabbitHandler
+from logrouter.connection import BrokerSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+Received = tuple[str, str, dict[str, Any]]  # (message_id, routing_key, body)
+
+
+def declare(url: str, exchange: str, queue: str, *, durable: bool = False) -> None:
+    """Declare a topic exchange and a queue bound to every key."""
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        ch = conn.channel()
+        ch.exchange_declare(exchange, "topic", durable=durable)
+        ch.queue_declare(queue, durable=durable)
+        ch.queue_bind(queue, exchange, "#")
+    finally:
+        conn.close()
+
+
+def delete(url: str, exchange: str, queue: str) -> None:
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(url))
+    except pika.exceptions.AMQPError:
+        return
+    try:
+        ch = conn.channel()
+        ch.queue_delete(queue)
+        ch.exchange_delete(exchange)
+    finally:
+        conn.close()
+
+
+def collect(url: str, queue: str, count: int, timeout: float = 30.0) -> list[Received]:
+    """Consume until ``count`` messages arrived or ``timeout`` passed (bounded)."""
+    deadline = time.monotonic() + timeout
+    out: list[Received] = []
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=1000)
+        for method, props, body in ch.consume(queue, auto_ack=True, inactivity_timeout=0.2):
+            if method is not None:
+                out.append((props.message_id, method.routing_key, json.loads(body)))
+            if len(out) >= count or time.monotonic() > deadline:
+                break
+        ch.cancel()
+    finally:
+        conn.close()
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def route(
+    amqp_url: str, broker_settings: BrokerSettings, unique_name: Callable[[str], str]
+) -> Iterator[tuple[str, str, str]]:
+    """(url, exchange, queue): a fresh exchange with one queue bound to ``#``."""
+    queue = unique_name("q")
+    declare(amqp_url, broker_settings.exchange, queue)
+    yield amqp_url, broker_settings.exchange, queue
+    delete(amqp_url, broker_settings.exchange, queue)
+
+
+@pytest.fixture
+def make_logger(
+    tmp_path: Path, unique_name: Callable[[str], str]
+) -> Iterator[Callable[..., tuple[logging.Logger, RabbitHandler]]]:
+    """Factory: a fresh app logger with a RabbitHandler; handlers closed afterwards."""
+    made: list[tuple[logging.Logger, RabbitHandler]] = []
+
+    def make(**options: Any) -> tuple[logging.Logger, RabbitHandler]:
+        options.setdefault("spool", str(tmp_path / "spool.sqlite"))
+        options.setdefault("app", "testapp")
+        handler = RabbitHandler(**options)
+        logger = logging.getLogger(unique_name("app"))
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        logger.addHandler(handler)
+        made.append((logger, handler))
+        return logger, handler
+
+    yield make
+    for logger, handler in made:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def test_50000_records_arrive_once_each(route: tuple[str, str, str], make_logger: Any) -> None:
+    """50,000 records logged in a burst arrive with 50,000 distinct message_ids (FIELD 5, 10)."""
+    url, exchange, queue = route
+    log, handler = make_logger(url=url, exchange=exchange)
+    for i in range(50_000):
+        log.info("user %s logged in from %s", i, "10.0.0.1")
+    handler.flush()
+    got = collect(url, queue, 50_000, timeout=60)
+    ids = {mid for mid, _, _ in got}
+    assert len(ids) == 50_000
+    assert {body["msg"] for _, _, body in got} == {
+        f"user {i} logged in from 10.0.0.1" for i in range(50_000)
+    }
+    assert handler.stats["confirmed"] >= 50_000
+    assert handler.dropped == 0
+
+
+def test_record_shape_and_routing_key(route: tuple[str, str, str], make_logger: Any) -> None:
+    """A record arrives as schema-v1 JSON with AMQP properties; the key is facility.severity."""
+    url, exchange, queue = route
+    log, handler = make_logger(url=url, exchange=exchange, facility="Billing.EU")
+    log.warning("disk %s full", "/var", extra={"order": 7})
+    handler.flush()
+    [(mid, key, body)] = collect(url, queue, 1)
+    assert key == "billing_eu.warning"
+    assert body["v"] == 1 and body["msg"] == "disk /var full" and body["app"] == "testapp"
+    assert body["fields"] == {"order": 7} and body["level"] == "WARNING"
+    assert body["ts"].endswith("Z") and body["src"]["func"] == "test_record_shape_and_routing_key"
+    assert mid
+
+
+def test_routing_key_always_two_words(route: tuple[str, str, str], make_logger: Any) -> None:
+    """Dotted logger names, facility map, extras and custom levels give two-word keys (FIELD 9)."""
+    url, exchange, queue = route
+    log, handler = make_logger(
+        url=url, exchange=exchange, facilities="a.b=auth, a.b.c=mail, x=local0"
+    )
+    child = logging.getLogger(log.name + ".deep.er")
+    child.error("default facility")
+    sub = logging.getLogger("a.b.c.d")
+    sub.addHandler(handler)
+    sub.warning("longest prefix wins")
+    logging.getLogger("a.b.x").addHandler(handler)
+    logging.getLogger("a.b.x").warning("shorter prefix")
+    log.info("override", extra={"facility": "Cron.Daily", "severity": "panic"})
+    log.log(25, "custom level")
+    handler.flush()
+    for name in ("a.b.c.d", "a.b.x"):
+        logging.getLogger(name).removeHandler(handler)
+    keys = {body["msg"]: key for _, key, body in collect(url, queue, 5)}
+    assert keys == {
+        "default facility": "user.err",
+        "longest prefix wins": "mail.warning",
+        "shorter prefix": "auth.warning",
+        "override": "cron_daily.emerg",
+        "custom level": "user.info",
+    }
+
+
+def test_pika_and_logrouter_records_not_published(
+    route: tuple[str, str, str], tmp_path: Path
+) -> None:
+    """On the root logger, pika's and logrouter's own records never loop back (FIELD 7)."""
+    url, exchange, queue = route
+    handler = RabbitHandler(url=url, exchange=exchange, spool=str(tmp_path / "s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    try:
+        logging.getLogger("pika.connection").info("pika talks")
+        logging.getLogger("logrouter.sinks").info("sink talks")
+        logging.getLogger("pikachu_app").info("app talks")
+        handler.flush()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+    got = collect(url, queue, 10, timeout=3)
+    assert [body["msg"] for _, _, body in got] == ["app talks"]
+
+
+def test_exception_unserialisable_extra_huge_and_surrogates(
+    route: tuple[str, str, str], make_logger: Any
+) -> None:
+    """Traceback in exc; odd extras become repr; huge msg truncated; bad text never breaks."""
+    url, exchange, queue = route
+    log, handler = make_logger(url=url, exchange=exchange, max_message=1000)
+
+    class Odd:
+        def __repr__(self) -> str:
+            return "<Odd>"
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed", extra={"obj": Odd(), "nan": float("nan")})
+    log.info("x" * 5000)
+    log.info("bad \udcff text", extra={"k": "\ud800"})
+    log.info("%s %s", "too few args")
+    handler.flush()
+    got = {body["msg"][:6]: body for _, _, body in collect(url, queue, 4)}
+    failed = got["failed"]
+    assert "ValueError: boom" in failed["exc"] and "Traceback" in failed["exc"]
+    assert failed["fields"] == {"obj": "<Odd>", "nan": "nan"}
+    huge = got["xxxxxx"]
+    assert huge["msg"].endswith("…[truncated]") and len(huge["msg"].encode()) <= 1000
+    bad = next(b for b in got.values() if b["msg"].startswith("bad "))
+    assert bad["msg"].endswith(" text") and "k" in bad["fields"]
+    assert "too few args" in got["'%s %s"]["msg"]
+
+
+def test_idle_connection_survives_heartbeats(route: tuple[str, str, str], make_logger: Any) -> None:
+    """Idle for > 2 heartbeat periods, the same connection still delivers (FIELD 1)."""
+    url, exchange, queue = route
+    log, handler = make_logger(url=url, exchange=exchange, heartbeat=1)
+    log.info("first")
+    handler.flush()
+    time.sleep(3.5)
+    log.info("after idle")
+    handler.flush()
+    assert [b["msg"] for _, _, b in collect(url, queue, 2)] == ["first", "after idle"]
+    assert handler._publisher is not None and handler._publisher.connections == 1
+
+
+def test_short_script_delivers_last_record(route: tuple[str, str, str], tmp_path: Path) -> None:
+    """A script that logs and exits at once (no close call) still delivers (FIELD 2, 3)."""
+    url, exchange, queue = route
+    script = textwrap.dedent(
+        f"""
+        import logging
+        from logrouter import RabbitHandler
+        h = RabbitHandler(url={url!r}, exchange={exchange!r}, spool={str(tmp_path / "s")!r})
+        logging.getLogger().addHandler(h)
+        logging.getLogger("script").warning("last words")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, timeout=30, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert [b["msg"] for _, _, b in collect(url, queue, 1)] == ["last words"]
+
+
+def test_exit_with_broker_down_does_not_hang_and_spools(tmp_path: Path) -> None:
+    """Broker unreachable: the script exits promptly and its records are in the spool (FIELD 2-4)."""
+    spool = tmp_path / "s.sqlite"
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    script = textwrap.dedent(
+        f"""
+        import logging
+        from logrouter import RabbitHandler
+        h = RabbitHandler(url={url!r}, exchange="logs", spool={str(spool)!r}, flush_timeout=2)
+        logging.getLogger().addHandler(h)
+        for i in range(100):
+            logging.getLogger("script").warning("kept %d", i)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, timeout=30, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    from logrouter.spool import Spool
+
+    spooled = Spool(spool)
+    rows = spooled.read((-1, -1), 1000)
+    spooled.close()
+    assert [json.loads(r.body)["msg"] for r in rows] == [f"kept {i}" for i in range(100)]
+    assert "password" not in done.stderr and "guest:guest" not in done.stderr
+
+
+def test_drops_counted_with_spool_off(make_logger: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    """Broker unreachable, spool off: beyond the buffer, records are counted and reported."""
+    url = f"amqp://guest:secret@127.0.0.1:{free_port()}/%2F"
+    log, handler = make_logger(url=url, exchange="logs", spool="", buffer_size=100)
+    for i in range(500):
+        log.info("r %d", i)
+    assert handler.dropped == 400
+    deadline = time.monotonic() + 5
+    err = ""
+    while "dropped" not in err and time.monotonic() < deadline:
+        time.sleep(0.1)
+        err += capfd.readouterr().err
+    assert "dropped 400 records" in err
+    assert "secret" not in err
+
+
+def test_missing_exchange_keeps_records_then_replays_in_order(
+    amqp_url: str, unique_name: Callable[[str], str], make_logger: Any
+) -> None:
+    """Publishing to an absent exchange loses nothing: records spool, then arrive in order."""
+    exchange, queue = unique_name("late"), unique_name("q")
+    log, handler = make_logger(url=amqp_url, exchange=exchange, buffer_size=50)
+    try:
+        for i in range(1000):
+            log.info("n %d", i)
+        time.sleep(1.5)  # the channel is refused (404); records go to the spool
+        declare(amqp_url, exchange, queue)
+        for i in range(1000, 1200):
+            log.info("n %d", i)
+        got = collect(amqp_url, queue, 1200, timeout=30)
+        msgs = [b["msg"] for _, _, b in got]
+        assert sorted(set(msgs), key=lambda m: int(m[2:])) == [f"n {i}" for i in range(1200)]
+        first_seen = list(dict.fromkeys(msgs))
+        assert first_seen == [f"n {i}" for i in range(1200)]
+    finally:
+        delete(amqp_url, exchange, queue)
+
+
+def test_dictconfig_with_plain_strings(route: tuple[str, str, str], tmp_path: Path) -> None:
+    """Every option works as a plain string from logging.config.dictConfig (FIELD 8)."""
+    url, exchange, queue = route
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "router": {
+                    "class": "logrouter.RabbitHandler",
+                    "url": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F {url}",
+                    "exchange": exchange,
+                    "facility": "billing",
+                    "facilities": "dc.auth=auth",
+                    "app": "dc-app",
+                    "buffer_size": "500",
+                    "spool": str(tmp_path / "dc.sqlite"),
+                    "spool_max_bytes": "1000000",
+                    "flush_timeout": "5",
+                    "max_message": "2048",
+                    "heartbeat": "5",
+                    "level": "INFO",
+                }
+            },
+            "loggers": {"dc": {"handlers": ["router"], "level": "DEBUG", "propagate": False}},
+        }
+    )
+    dc = logging.getLogger("dc")
+    handler = dc.handlers[0]
+    try:
+        dc.info("from dictconfig")
+        logging.getLogger("dc.auth").error("denied")
+        dc.debug("filtered by level")
+        handler.flush()
+        got = {b["msg"]: (key, b["app"]) for _, key, b in collect(url, queue, 2)}
+        assert got == {
+            "from dictconfig": ("billing.info", "dc-app"),
+            "denied": ("auth.err", "dc-app"),
+        }
+    finally:
+        dc.removeHandler(handler)
+        handler.close()
+
+
+def test_structlog_recipe(route: tuple[str, str, str], make_logger: Any) -> None:
+    """The documented structlog setup keeps the event as msg and key-values as fields."""
+    url, exchange, queue = route
+    log, handler = make_logger(url=url, exchange=exchange)
+    structlog.configure(
+        processors=[
+            structlog.stdlib.add_log_level,
+            structlog.processors.format_exc_info,
+            structlog.stdlib.render_to_log_kwargs,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    try:
+        structlog.get_logger(log.name).info("login", user="bob", attempt=2)
+    finally:
+        structlog.reset_defaults()
+    handler.flush()
+    [(_, key, body)] = collect(url, queue, 1)
+    assert body["msg"] == "login" and key == "user.info"
+    assert body["fields"]["user"] == "bob" and body["fields"]["attempt"] == 2
+
+
+def _child(url: str, exchange: str, name: str, index: int) -> None:
+    log = logging.getLogger(name)
+    for i in range(250):
+        log.info("child %d record %d", index, i)
+
+
+def test_fork_children_records_all_arrive(route: tuple[str, str, str], make_logger: Any) -> None:
+    """4 children forked by multiprocessing each get their own machinery (FIELD 11)."""
+    url, exchange, queue = route
+    log, handler = make_logger(url=url, exchange=exchange)
+    log.info("parent before fork")
+    handler.flush()
+    ctx = multiprocessing.get_context("fork")
+    children = [ctx.Process(target=_child, args=(url, exchange, log.name, n)) for n in range(4)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=60)
+    assert [c.exitcode for c in children] == [0, 0, 0, 0]
+    log.info("parent after fork")
+    handler.flush()
+    got = collect(url, queue, 1002, timeout=30)
+    msgs = {b["msg"] for _, _, b in got}
+    expected = {f"child {n} record {i}" for n in range(4) for i in range(250)}
+    assert expected <= msgs
+    assert {"parent before fork", "parent after fork"} <= msgs
+    assert len({mid for mid, _, _ in got}) == len(got)
+    assert len({b["pid"] for _, _, b in got}) == 5
+    assert os.getpid() in {b["pid"] for _, _, b in got}
