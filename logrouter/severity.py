@@ -6,7 +6,16 @@ import logging
 import re
 
 #: RFC 5424 keywords, most to least severe. Index = rank (0 is most severe).
-SEVERITIES: tuple[str, ...] = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+SEVERITIES: tuple[str, ...] = (
+    "emerg",
+    "alert",
+    "crit",
+    "err",
+    "warning",
+    "notice",
+    "info",
+    "debug",
+)
 RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 ALIASES: dict[str, str] = {
     "error": "err",
