@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LINTED := $(wildcard logrouter tests bench)
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 
 .PHONY: test install tools lint typecheck broker bench demo clean
@@ -37,8 +38,8 @@ broker:
 	bash .ci/ensure-broker
 
 lint: $(STAMP)
-	$(BIN)/ruff check logrouter tests bench
-	$(BIN)/ruff format --check logrouter tests bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
 
 typecheck: $(STAMP)
