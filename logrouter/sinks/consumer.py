@@ -232,13 +232,18 @@ class Sink:
         self._backoff.reset()
         self.log.info("consuming", queue=self.config.queue, prefetch=self.config.prefetch)
         while True:
-            connection.process_data_events(time_limit=self._batch.time_left(time.monotonic(), TICK))
+            before = self.counters.received
+            wait = 0.0 if self._batch.items else TICK
+            connection.process_data_events(time_limit=wait)
+            # Group commit: write as soon as the socket has nothing more for us right now
+            # (low latency when idle, big batches under load), or when full or due.
+            idle = self.counters.received == before
             now = time.monotonic()
             self.heartbeat = now
             if self._cancelled:
                 raise _Reconnect(f"broker cancelled the consumer of {self.config.queue}")
             self._handle_requests()
-            flush = self._batch.items and (self._batch.due(now) or self._stop.is_set())
+            flush = self._batch.items and (idle or self._batch.due(now) or self._stop.is_set())
             if flush and not self._commit():
                 continue
             if self._stop.is_set():
