@@ -40,13 +40,22 @@ class Tail:
         )
         self.stderr_lines: queue.Queue[str] = queue.Queue()
         self._stderr: list[str] = []
-        assert self.proc.stderr is not None
-        threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True).start()
+        self._stdout: list[str] = []
+        assert self.proc.stderr is not None and self.proc.stdout is not None
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stderr, True), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stdout, False), daemon=True),
+        ]
+        for pump in self._pumps:
+            pump.start()
 
-    def _pump(self, stream: IO[str]) -> None:
+    def _pump(self, stream: IO[str], is_stderr: bool) -> None:
         for line in stream:
-            self._stderr.append(line)
-            self.stderr_lines.put(line)
+            if is_stderr:
+                self._stderr.append(line)
+                self.stderr_lines.put(line)
+            else:
+                self._stdout.append(line)
 
     def wait_ready(self) -> None:
         """Block until tail says its queue is bound (or fail at the deadline)."""
@@ -60,13 +69,16 @@ class Tail:
                 return
 
     def finish(self) -> tuple[int, str, str]:
+        """Wait for exit (bounded); return the exit code, stdout and stderr."""
         try:
-            out, _ = self.proc.communicate(timeout=DEADLINE)
+            self.proc.wait(timeout=DEADLINE)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
             pytest.fail("tail did not exit")
-        return self.proc.returncode, out, "".join(self._stderr)
+        for pump in self._pumps:
+            pump.join(DEADLINE)
+        return self.proc.returncode, "".join(self._stdout), "".join(self._stderr)
 
 
 @pytest.fixture
