@@ -53,5 +53,9 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
 
 
 def get_logger(name: str, **initial: Any) -> Any:
-    """A bound structlog logger for one component."""
-    return structlog.get_logger(name).bind(component=name, **initial)
+    """A structlog logger for one component.
+
+    Lazy: it takes structlog's configuration at first use, so a logger made at import
+    time still writes where ``configure()`` later says (stderr), never to stdout.
+    """
+    return structlog.get_logger(name, component=name, **initial)
