@@ -472,6 +472,12 @@ class Publisher:
 
     def _store(self, entries: list[SpoolEntry]) -> None:
         assert self.spool is not None
+        first = min((e[0], e[1]) for e in entries) if entries else None
+        if first is not None and first <= self._spool_cursor:
+            # Older than what replay already read (emit() spilled a newer record
+            # first): read again from there, so the order holds (dups are harmless).
+            self._spool_cursor = (first[0], first[1] - 1)
+            self._spool_ahead.clear()
         rejected = self.spool.append(entries)
         self.spool_writes += 1
         self.spooled += len(entries) - len(rejected)

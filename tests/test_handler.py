@@ -54,9 +54,13 @@ def delete(url: str, exchange: str, queue: str) -> None:
 
 
 def collect(url: str, queue: str, count: int, timeout: float = 30.0) -> list[Received]:
-    """Consume until ``count`` messages arrived or ``timeout`` passed (bounded)."""
+    """Consume until ``count`` distinct message_ids arrived or ``timeout`` passed (bounded).
+
+    Redelivered duplicates (same message_id, at-least-once) are kept in the list.
+    """
     deadline = time.monotonic() + timeout
     out: list[Received] = []
+    seen: set[str] = set()
     conn = pika.BlockingConnection(pika.URLParameters(url))
     try:
         ch = conn.channel()
@@ -64,7 +68,8 @@ def collect(url: str, queue: str, count: int, timeout: float = 30.0) -> list[Rec
         for method, props, body in ch.consume(queue, auto_ack=True, inactivity_timeout=0.2):
             if method is not None:
                 out.append((props.message_id, method.routing_key, json.loads(body)))
-            if len(out) >= count or time.monotonic() > deadline:
+                seen.add(props.message_id)
+            if len(seen) >= count or time.monotonic() > deadline:
                 break
         ch.cancel()
     finally:
@@ -258,7 +263,7 @@ def test_short_script_delivers_last_record(route: tuple[str, str, str], tmp_path
 
 
 def test_exit_with_broker_down_does_not_hang_and_spools(tmp_path: Path) -> None:
-    """Broker unreachable: the script exits promptly and its records are in the spool (FIELD 2-4)."""
+    """Broker unreachable: the script exits promptly, its records in the spool (FIELD 2-4)."""
     spool = tmp_path / "s.sqlite"
     url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     script = textwrap.dedent(
@@ -305,7 +310,7 @@ def test_missing_exchange_keeps_records_then_replays_in_order(
 ) -> None:
     """Publishing to an absent exchange loses nothing: records spool, then arrive in order."""
     exchange, queue = unique_name("late"), unique_name("q")
-    log, handler = make_logger(url=amqp_url, exchange=exchange, buffer_size=50)
+    log, _ = make_logger(url=amqp_url, exchange=exchange, buffer_size=50)
     try:
         for i in range(1000):
             log.info("n %d", i)
