@@ -230,6 +230,7 @@ class RabbitNode:
                 ["await_startup", "--timeout", str(max(1, int(remaining)))], min(remaining, 60)
             )
             if code == 0:
+                self._spawn_reaper()
                 return
             last = out.strip()
             if code != EX_UNAVAILABLE and "nodedown" not in out and "unable" not in out.lower():
@@ -238,6 +239,18 @@ class RabbitNode:
                     f"{self}: await_startup exit {code}: {last}\n{self.log_tail()}"
                 )
             time.sleep(0.5)
+
+    def _spawn_reaper(self) -> None:
+        """A tiny shell that kill -9s the node if this Python process dies without cleanup
+        (SIGKILL, a hung CI job killed): no node outlives the test session."""
+        pid = self.pid()
+        if pid is None:
+            return
+        me = os.getpid()
+        watch = f"while kill -0 {me} && kill -0 {pid}; do sleep 1; done"
+        script = f"({watch}; kill -0 {me} || kill -9 {pid}) >/dev/null 2>&1 </dev/null &"
+        # The backgrounded subshell is orphaned at once: no child left for Python to reap.
+        subprocess.run(["sh", "-c", script], start_new_session=True, check=False, timeout=10)
 
     def stop(self) -> None:
         """Graceful stop (``rabbitmqctl stop PIDFILE`` waits for the process to end)."""

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pika
 import pytest
-from rabbit_nodes import SHARED_PORTS, RabbitNode, free_port
+from rabbit_nodes import SHARED_PORTS, RabbitNode, free_port, require_rabbitmq_server, short_dir
 
 BODY = b"survives restarts"
 
@@ -122,3 +127,45 @@ def test_three_node_cluster_runs_a_quorum_queue(rabbit_cluster: list[RabbitNode]
     (qq,) = [queue for queue in queues if queue["name"] == "qq"]
     assert qq["type"] == "quorum"
     assert sorted(qq["members"]) == sorted(node.name for node in rabbit_cluster)
+
+
+@pytest.mark.broker
+def test_node_dies_with_a_killed_test_process(tmp_path: Path) -> None:
+    """A node whose owning Python process is killed -9 (no cleanup ran) is killed too."""
+    require_rabbitmq_server()
+    base = short_dir()
+    script = (
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from rabbit_nodes import RabbitNode, unique_node_name\n"
+        f"node = RabbitNode(unique_node_name(), __import__('pathlib').Path({str(base)!r}))\n"
+        "node.start()\n"
+        "print(node.pid(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        beam = int(owner.stdout.readline())
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while _alive(beam) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(beam)
+    finally:
+        owner.kill()
+        owner.wait(timeout=10)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
