@@ -22,13 +22,19 @@ from typing import Any
 
 import pika
 import pytest
-import rabbit_nodes  # tests/ is on sys.path: pytest prepends the rootdir conftest's dir
-from rabbit_nodes import private_node, rabbit_cluster
 
 from logrouter.connection import BrokerSettings
 
+try:  # tests/ is on sys.path: pytest prepends the rootdir conftest's dir (no __init__.py)
+    import rabbit_nodes
+except ImportError:  # tests/ became a package
+    from tests import rabbit_nodes  # type: ignore[no-redef]
+
 # One module object under both names, so node bookkeeping is shared.
 sys.modules.setdefault("tests.rabbit_nodes", rabbit_nodes)
+sys.modules.setdefault("rabbit_nodes", rabbit_nodes)
+private_node = rabbit_nodes.private_node
+rabbit_cluster = rabbit_nodes.rabbit_cluster
 
 __all__ = ["private_node", "rabbit_cluster"]
 
