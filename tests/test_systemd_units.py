@@ -122,3 +122,23 @@ def test_setup_unit_is_a_oneshot_and_the_target_groups_the_units() -> None:
     target = dict(_directives("logrouter.target"))
     assert "logrouter-setup.service" in target["Wants"]
     assert target["WantedBy"] == "multi-user.target"
+
+
+def test_verify_reports_a_directive_systemd_252_lacks(tmp_path: Path) -> None:
+    """The no-warning check has teeth: Type=notify-reload (not in systemd 252) is reported."""
+    path = _unit_copy(tmp_path, "logrouter-sink@.service")
+    path.write_text(path.read_text().replace("Type=notify\n", "Type=notify-reload\n"))
+    result = subprocess.run(
+        [_systemd_analyze(), "verify", path.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    version = subprocess.run(
+        [_systemd_analyze(), "--version"], capture_output=True, text=True, timeout=30
+    ).stdout.split()[1]
+    if int(version) >= 253:  # notify-reload exists there: nothing to report
+        assert result.returncode == 0
+    else:
+        assert "notify-reload" in result.stdout + result.stderr
