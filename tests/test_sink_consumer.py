@@ -57,9 +57,10 @@ def test_classify_writes_matching_and_filters_the_rest() -> None:
 
 def test_foreign_text_message_takes_key_facility_and_severity() -> None:
     """A syslog-style plain text body becomes msg; facility/severity come from the key."""
-    outcome = classify([delivery(1, "auth.err", b"sshd: failed\n")], only_err_and_worse, DedupWindow(5))
-    (record,) = outcome.records
-    assert (record["facility"], record["severity"], record["msg"]) == ("auth", "err", "sshd: failed")
+    batch = [delivery(1, "auth.err", b"sshd: failed\n")]
+    (record,) = classify(batch, only_err_and_worse, DedupWindow(5)).records
+    assert record["facility"] == "auth"
+    assert (record["severity"], record["msg"]) == ("err", "sshd: failed")
 
 
 def test_classify_drops_duplicates_from_window_and_batch() -> None:
@@ -86,7 +87,8 @@ def test_classify_does_not_touch_the_window() -> None:
 
 def test_undecodable_message_is_rejected_with_reason() -> None:
     """A message with a bad key and a non-JSON body is rejected, with the reason, not raised."""
-    outcome = classify([delivery(7, "garbage", b"not json", "g1")], only_err_and_worse, DedupWindow(5))
+    batch = [delivery(7, "garbage", b"not json", "g1")]
+    outcome = classify(batch, only_err_and_worse, DedupWindow(5))
     assert outcome.records == []
     ((rejected, reason),) = outcome.rejected
     assert rejected.tag == 7
