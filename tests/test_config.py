@@ -637,3 +637,27 @@ def test_shipped_default_config_loads() -> None:
     assert isinstance(archive.options, ArchiveOptions)
     assert archive.options.dir == Path("/var/lib/logrouter/archive")
     assert config.broker.exchange == "logs"
+
+
+def test_line_found_after_multiline_strings_and_comments() -> None:
+    """Lines are found past multi-line strings, comments with '=' and quoted table names."""
+    text = (
+        "# a comment with key = value\n"
+        '[sinks."errors"]\n'
+        'type = "file"\n'
+        'format = """{ts}\n'
+        'prefetch = "not a key, inside the string"\n'
+        '{msg}"""\n'
+        'match = "*.err"   # trailing = comment\n'
+        'path = "/var/log/x.log"\n'
+        'prefetch = "200"\n'
+    )
+    (issue,) = issues_of(text)
+    assert (issue.line, issue.sink, issue.key) == (9, "errors", "prefetch")
+
+
+def test_dotted_keys_inside_sinks_table_point_at_their_line() -> None:
+    """A dotted key like 'errors.match = ...' under [sinks] is located on its own line."""
+    text = '[sinks]\nerrors.type = "file"\nerrors.path = "/x/y.log"\nerrors.match = "*.bogus"\n'
+    (issue,) = issues_of(text)
+    assert (issue.line, issue.sink, issue.key) == (4, "errors", "match")

@@ -166,6 +166,36 @@ def test_bindings_exact_and_minimal_when_expressible(text: str) -> None:
     assert list(sel.bindings) == sorted(set(sel.bindings))
 
 
+def lower_bound(text: str) -> int:
+    """Fewest topic patterns that can select exactly what the reference accepts.
+
+    Only '*.s' (or '#') reaches the facilities a selector never names, one per
+    severity; keys of a named facility F beyond those need 'F.s' each, or one 'F.*'
+    when F takes every severity.
+    """
+    other = "zz-never-named"
+    wildcard = {s for s in SEVERITIES if reference_matches(text, other, s)}
+    if len(wildcard) == len(SEVERITIES):
+        return 1
+    bound = len(wildcard)
+    for facility in FACILITIES[:5]:
+        own = {s for s in SEVERITIES if reference_matches(text, facility, s)}
+        extra = own - wildcard
+        if extra:
+            bound += 1 if len(own) == len(SEVERITIES) else len(extra)
+    return bound
+
+
+@PROPS
+@given(selectors)
+def test_exact_bindings_reach_the_lower_bound(text: str) -> None:
+    """An expressible selector compiles to as few bindings as any exact binding set can have."""
+    sel = compile_or_none(text)
+    if sel is None or not sel.exact:
+        return
+    assert len(sel.bindings) == lower_bound(text), (text, sel.bindings)
+
+
 @PROPS
 @given(selectors)
 def test_inexact_only_when_a_facility_is_cut_from_the_wildcard(text: str) -> None:
