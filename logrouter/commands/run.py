@@ -8,4 +8,11 @@ from logrouter.sinks.runner import run_sinks
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_sinks(args.config, None, url=args.url, burst=args.burst)
+    return run_sinks(
+        args.config,
+        None,
+        url=args.url,
+        burst=args.burst,
+        watch=not args.no_watch,
+        metrics_port=args.metrics_port,
+    )

@@ -9,7 +9,6 @@ STATUS=, WATCHDOG=1 (only while every sink loop is alive) and STOPPING=1.
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
@@ -20,11 +19,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from logrouter import exitcodes, log
+from logrouter import exitcodes, log, sdnotify
 from logrouter.config import ConfigError, RoutingConfig, load_config
 from logrouter.connection import URL_ENV
+from logrouter.control import ReloadResult, SinkStatus, sink_status
+from logrouter.metrics import MetricsServer, start_metrics_server
 from logrouter.sinks.consumer import Sink
 from logrouter.sinks.journal import state_dir
+from logrouter.sinks.service import ControlService
+from logrouter.watch import ConfigWatcher
 
 #: Seconds the sinks get to write and ack the batch in hand after SIGTERM.
 STOP_TIMEOUT = 10.0
@@ -34,20 +37,11 @@ POLL = 0.2
 
 
 class _Notify:
-    """sd_notify through ``logrouter.sdnotify`` when it is there; silent otherwise."""
-
-    def __init__(self) -> None:
-        try:
-            self._module: Any = importlib.import_module("logrouter.sdnotify")
-        except ImportError:
-            self._module = None
+    """sd_notify calls that never fail the daemon (no socket: a no-op)."""
 
     def __call__(self, name: str, *args: Any) -> Any:
-        function = getattr(self._module, name, None)
-        if function is None:
-            return None
         try:
-            return function(*args)
+            return getattr(sdnotify, name)(*args)
         except OSError:
             return None
 
@@ -78,6 +72,9 @@ def run_sinks(
     url: str | None = None,
     burst: bool = False,
     env: Mapping[str, str] | None = None,
+    watch: bool = True,
+    control: bool = True,
+    metrics_port: int | None = None,
 ) -> int:
     """Run the named sinks (all when ``names`` is None) until stopped; an exit code."""
     log.configure()
@@ -97,7 +94,16 @@ def run_sinks(
             file=sys.stderr,
         )
         return exitcodes.CONFIG
-    runner = Runner(config, wanted, url=url, burst=burst, state=state_dir(env))
+    runner = Runner(
+        config,
+        wanted,
+        url=url,
+        burst=burst,
+        state=state_dir(env),
+        watch=watch and not burst,
+        control=control and not burst,
+        metrics_port=metrics_port,
+    )
     return runner.run()
 
 
@@ -112,6 +118,9 @@ class Runner:
         url: str | None,
         burst: bool,
         state: Path,
+        watch: bool = False,
+        control: bool = False,
+        metrics_port: int | None = None,
     ) -> None:
         self.config = config
         self.url = url
@@ -124,8 +133,22 @@ class Runner:
         self.notify = _Notify()
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._reopen = threading.Event()
+        self._reload_lock = threading.Lock()
+        self._last_reload: tuple[float, dict[str, ReloadResult]] | None = None
+        self.refused: list[str] = []
+        self.started = time.monotonic()
         for name in names:
             self._start(name)
+        self.watcher = ConfigWatcher(config.path, self._reload.set) if watch else None
+        self.control = (
+            ControlService(config.broker, self.instances, self.sink_status, self.reload_for)
+            if control
+            else None
+        )
+        self.metrics: MetricsServer | None = None
+        if metrics_port is not None:
+            self.metrics = start_metrics_server(metrics_port, self.collect_counters)
 
     def _start(self, name: str) -> None:
         sink = Sink(
@@ -142,6 +165,7 @@ class Runner:
         self._stop.set()
 
     def _on_hup(self, signum: int, _frame: FrameType | None) -> None:
+        self._reopen.set()
         self._reload.set()
 
     def _install_signals(self) -> None:
@@ -155,6 +179,10 @@ class Runner:
 
     def run(self) -> int:
         self._install_signals()
+        if self.watcher is not None:
+            self.watcher.start()
+        if self.control is not None:
+            self.control.start()
         started = time.monotonic()
         ready = False
         watchdog = self.notify("watchdog_interval")
@@ -165,6 +193,8 @@ class Runner:
             if self._stop.is_set():
                 break
             if self._reload.is_set():
+                # Cleared before reading the file: a save or SIGHUP during this reload
+                # sets it again and leads to exactly one more reload with the newest file.
                 self._reload.clear()
                 self.reload()
             now = time.monotonic()
@@ -191,14 +221,41 @@ class Runner:
         )
 
     def status_line(self) -> str:
-        return "; ".join(
+        line = "; ".join(
             f"{name}: {s.counters.state}, {s.counters.written} written, "
             f"{s.counters.rejected} rejected"
             for name, s in self.sinks.items()
         )
+        if self.refused:
+            line = f"config refused, old routing kept: {self.refused[0]}; {line}"
+        return line
+
+    # ---- what the control service and metrics read ----------------------
+
+    def instances(self) -> dict[str, str]:
+        return {name: sink.instance for name, sink in list(self.sinks.items())}
+
+    def sink_status(self, name: str) -> SinkStatus:
+        sink = self.sinks[name]
+        return sink_status(
+            sink.counters,
+            config_version=self.config.digest,
+            bindings=sink.config.selector.bindings,
+            uptime=time.monotonic() - self.started,
+            queue=sink.config.queue,
+        )
+
+    def collect_counters(self) -> dict[str, Any]:
+        return {name: sink.counters for name, sink in list(self.sinks.items())}
 
     def shutdown(self) -> int:
         """Stop every sink, wait for them (bounded), report; the exit code."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.control is not None:
+            self.control.stop()
+        if self.metrics is not None:
+            self.metrics.close()
         stopping = self._stop.is_set()
         if stopping:
             self.notify("stopping")
@@ -218,30 +275,94 @@ class Runner:
             return exitcodes.RUNTIME
         return exitcodes.OK
 
-    # ---- SIGHUP --------------------------------------------------------
+    # ---- reload (SIGHUP, file watch, control request) --------------------
 
-    def reload(self) -> None:
-        """Reopen files and apply the re-read config; keep the old one on any error."""
+    def reload_for(self, name: str) -> ReloadResult:
+        """A control request's reload, answered for sink ``name``.
+
+        A broadcast reaches every sink of this process; the first one reloads and
+        the others, arriving within a second, share its result.
+        """
+        with self._reload_lock:
+            last = self._last_reload
+            if last is not None and time.monotonic() - last[0] < 1.0 and name in last[1]:
+                return last[1][name]
+        return self.reload().get(name, self._result("unchanged"))
+
+    def reload(self) -> dict[str, ReloadResult]:
+        """Re-read the config and apply it as a diff; keep the old one on any error.
+
+        Validation comes first and is all-or-nothing: a broken file changes nothing.
+        A valid one reconciles bindings on the live queues, swaps outputs whose type
+        or options changed (after the batch in hand), starts new sinks (``run``) and
+        stops removed ones (their queues stay until ``setup --prune``).
+        """
+        with self._reload_lock:
+            results = self._reload_locked()
+            self._last_reload = (time.monotonic(), results)
+            return results
+
+    def _result(self, outcome: str, **extra: Any) -> ReloadResult:
+        result: dict[str, Any] = {"outcome": outcome, "config_version": self.config.digest}
+        result.update(extra)
+        return result  # type: ignore[return-value]
+
+    def _reload_locked(self) -> dict[str, ReloadResult]:
         self.notify("reloading")
-        for sink in self.sinks.values():
-            sink.request_reopen()
+        if self._reopen.is_set():
+            self._reopen.clear()
+            for sink in self.sinks.values():
+                sink.request_reopen()
         try:
             new = load(self.config.path, self.url)
         except (ConfigError, OSError) as exc:
-            issues = [str(i) for i in exc.issues] if isinstance(exc, ConfigError) else [str(exc)]
-            self.log.error("config not reloaded, keeping the old one", issues=issues)
-            self.notify("ready")
-            return
-        for name, sink in self.sinks.items():
-            if name in new.sinks:
-                sink.request_apply(new.sinks[name])
+            if isinstance(exc, ConfigError):
+                issues = [str(i) for i in exc.issues]
             else:
-                self.log.warning("sink removed from the config; still running", sink=name)
+                issues = [f"{self.config.path}: {exc.strerror or exc}"]
+            self.refused = issues
+            self.log.error("config refused, keeping the old routing", issues=issues)
+            self.notify("status", self.status_line())
+            self.notify("ready")
+            reason = issues[0] if issues else "invalid config"
+            return {
+                name: self._result("refused", reason=reason, issues=issues) for name in self.sinks
+            }
+        self.refused = []
+        if new.digest == self.config.digest:
+            self.notify("ready")
+            return {name: self._result("unchanged") for name in self.sinks}
+        old = self.config
         self.config = new
+        changed: dict[str, Sink] = {}
+        for name, sink in list(self.sinks.items()):
+            if name not in new.sinks:
+                self.log.warning(
+                    "sink removed from the config; stopping it (its queue stays until "
+                    "`logrouter setup --prune`)",
+                    sink=name,
+                )
+                sink.stop()
+                del self.sinks[name]
+                self.threads.pop(name).join(STOP_TIMEOUT)
+            elif new.sinks[name] != old.sinks.get(name):
+                sink.request_apply(new.sinks[name])
+                changed[name] = sink
         if self.all_sinks:
             for name in new.sinks:
                 if name not in self.sinks:
                     self.log.info("starting new sink", sink=name)
                     self._start(name)
-        self.log.info("config reloaded", version=new.digest[:12])
+        self._wait_applied(changed)
+        self.log.info("config reloaded", version=new.digest[:12], changed=sorted(changed))
         self.notify("ready")
+        return {name: self._result("applied") for name in self.sinks}
+
+    def _wait_applied(self, sinks: Mapping[str, Sink], timeout: float = 5.0) -> None:
+        """Wait (bounded) until each sink's thread took its new config."""
+        deadline = time.monotonic() + timeout
+        for name, sink in sinks.items():
+            while sink.config != self.config.sinks[name] and time.monotonic() < deadline:
+                if not self.threads[name].is_alive():
+                    break
+                time.sleep(0.02)

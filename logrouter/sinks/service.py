@@ -1,0 +1,90 @@
+"""The control service of a sink process: answers ``status`` and ``reload`` over AMQP.
+
+One daemon thread with its own broker connection serves every sink of the
+process (``logrouter run`` has several): one ``ControlServer`` per sink, each
+answering for its sink. It is apart from the consuming connections, so a sink
+busy writing or backing off still answers, and a control hiccup never touches
+the data path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pika.exceptions
+
+from logrouter import log
+from logrouter.connection import BrokerSettings, describe_error
+from logrouter.control import ControlServer, ReloadResult, SinkStatus
+
+TICK = 0.3
+
+
+class ControlService:
+    """Keeps a ``ControlServer`` per running sink on a connection of its own."""
+
+    def __init__(
+        self,
+        broker: BrokerSettings,
+        instances: Callable[[], Mapping[str, str]],
+        status: Callable[[str], SinkStatus],
+        reload: Callable[[str], ReloadResult],
+    ) -> None:
+        self.broker = broker.with_name("logrouter-control")
+        self.instances = instances
+        self.status = status
+        self.reload = reload
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self.log = log.get_logger("control")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                self._serve()
+                delay = 0.5
+            except (OSError, pika.exceptions.AMQPError) as exc:
+                self.log.warning("control connection lost", error=describe_error(exc))
+            except Exception as exc:  # never let a control bug end the daemon
+                self.log.error("control service failed", error=describe_error(exc))
+            self._stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _serve(self) -> None:
+        connection: Any = self.broker.connect()  # pika's stubs say time_limit is an int
+        try:
+            channel = connection.channel()
+            servers: dict[str, ControlServer] = {}
+            while not self._stop.is_set():
+                wanted = dict(self.instances())
+                for name in set(servers) - set(wanted):
+                    servers.pop(name).close()
+                for name, instance in wanted.items():
+                    if name not in servers:
+                        servers[name] = ControlServer(
+                            channel,
+                            self.broker.exchange,
+                            name,
+                            instance,
+                            self._handlers(name),
+                        )
+                connection.process_data_events(time_limit=TICK)
+        finally:
+            if connection.is_open:
+                connection.close()
+
+    def _handlers(self, name: str) -> dict[str, Callable[[Any], Any]]:
+        return {
+            "status": lambda _request: self.status(name),
+            "reload": lambda _request: self.reload(name),
+        }
