@@ -380,12 +380,32 @@ def live_bindings(
 
     A queue logrouter never reconciled has no record: the result is empty.
     """
+    return recorded_bindings(channel, exchange, queue) or frozenset()
+
+
+def recorded_bindings(
+    channel: BlockingChannel, exchange: str | TopologyNames, queue: str
+) -> frozenset[str] | None:
+    """Like ``live_bindings``, but None when logrouter has no record of the queue."""
     names = _names(exchange)
     with _locked(channel.connection, names) as state_channel:
         recorded = _read_state(state_channel, names).queues.get(queue)
     if recorded is None or recorded[0] != names.exchange:
-        return frozenset()
+        return None
     return recorded[1]
+
+
+def queue_exists(connection: BlockingConnection, queue: str) -> bool:
+    """Whether ``queue`` exists (a passive declare on a throwaway channel)."""
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue=queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return False
+        raise
+    channel.close()
+    return True
 
 
 def setup(

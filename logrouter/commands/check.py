@@ -14,8 +14,9 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from logrouter import exitcodes
+from logrouter import exitcodes, topology
 from logrouter.config import (
     ArchiveOptions,
     ConfigError,
@@ -25,7 +26,7 @@ from logrouter.config import (
     SinkConfig,
     load_config,
 )
-from logrouter.connection import URL_ENV
+from logrouter.connection import URL_ENV, BrokerUnavailable
 
 SUPERSET_NOTE = "superset: AMQP cannot exclude a facility; the sink filters the rest"
 
@@ -73,9 +74,44 @@ def load(path: Path, url: str | None) -> RoutingConfig:
 
 
 def diff(config: RoutingConfig, args: argparse.Namespace) -> int:
-    """``--diff``: compare with the live broker (not implemented here yet)."""
-    print("check --diff: not implemented yet", file=sys.stderr)
-    return exitcodes.RUNTIME
+    """``--diff``: what ``setup`` or a reload would change on the live broker."""
+    try:
+        connection = config.broker.connect()
+    except BrokerUnavailable as exc:
+        print(f"logrouter check --diff: {exc}", file=sys.stderr)
+        return exitcodes.RUNTIME
+    try:
+        print()
+        print(f"diff against the broker ({config.broker.describe()}):")
+        for line in diff_lines(connection, config):
+            print(line)
+    finally:
+        connection.close()
+    return exitcodes.OK
+
+
+def diff_lines(connection: Any, config: RoutingConfig) -> list[str]:
+    """One block per sink: ``+ key`` to bind, ``- key`` to unbind, or unchanged."""
+    channel = connection.channel()
+    lines: list[str] = []
+    for sink in config.sinks.values():
+        wanted = frozenset(sink.selector.bindings)
+        if not topology.queue_exists(connection, sink.queue):
+            lines.append(f"{sink.queue}: missing, would be created")
+            lines.extend(f"  + {key}" for key in sorted(wanted))
+            continue
+        live = topology.recorded_bindings(channel, config.broker.exchange, sink.queue)
+        if live is None:
+            lines.append(f"{sink.queue}: exists, bindings not recorded by logrouter setup")
+            lines.extend(f"  + {key}" for key in sorted(wanted))
+            continue
+        if live == wanted:
+            lines.append(f"{sink.queue}: unchanged")
+            continue
+        lines.append(f"{sink.queue}:")
+        lines.extend(f"  + {key}" for key in sorted(wanted - live))
+        lines.extend(f"  - {key}" for key in sorted(live - wanted))
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
