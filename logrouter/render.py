@@ -145,6 +145,34 @@ def _field_getter(key: str) -> Getter:
     return get
 
 
+def _raw_getter(name: str) -> Getter:
+    """The placeholder's text before escaping (``_getter`` minus ``escape``)."""
+    if name in ("file", "line", "func"):
+
+        def get_src(record: dict[str, Any]) -> str:
+            src = record.get("src")
+            return _text(src.get(name)) if isinstance(src, dict) else MISSING
+
+        return get_src
+    if name == "fields":
+        return _fields_text
+    if name in PLACEHOLDERS:
+
+        def get_key(record: dict[str, Any]) -> str:
+            value = record.get(name)
+            return value if value.__class__ is str and value else _text(value)
+
+        return get_key
+
+    def get_field(record: dict[str, Any]) -> str:
+        fields = record.get("fields")
+        if isinstance(fields, dict) and name in fields:
+            return _text(fields[name])
+        return _text(record.get(name))
+
+    return get_field
+
+
 def _getter(name: str) -> Getter:
     if name == "msg":
         return _msg_getter
@@ -164,12 +192,13 @@ class LineFormat:
     index access (``{msg.x}``, ``{src[0]}``) and conversions are refused.
     """
 
-    __slots__ = ("_getters", "_template", "text")
+    __slots__ = ("_getters", "_raw_getters", "_template", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         parts: list[str] = []
         getters: list[Getter] = []
+        raw_getters: list[Getter] = []
         try:
             parsed = list(string.Formatter().parse(text))
         except ValueError as exc:
@@ -190,13 +219,22 @@ class LineFormat:
                 raise ValueError(f"bad format spec in {{{name}:{spec}}}: {exc}") from None
             parts.append(f"{{{len(getters)}:{spec}}}" if spec else f"{{{len(getters)}}}")
             getters.append(_getter(name))
+            raw_getters.append(_raw_getter(name))
         self._template = "".join(parts)
         self._getters = tuple(getters)
+        self._raw_getters = tuple(raw_getters)
 
     def render(self, record: dict[str, Any]) -> str:
         """``record`` as text: the line, then its traceback lines indented."""
-        line = self._template.format(*[get(record) for get in self._getters])
-        return line + traceback_text(record)
+        # Fast path: when the line holds no character to escape, no value did
+        # (escaping only ever replaces such characters), so escaping each value
+        # first would give the same line.
+        line = self._template.format(*[get(record) for get in self._raw_getters])
+        if _CONTROL.search(line) is not None:
+            line = self._template.format(*[get(record) for get in self._getters])
+        if "exc" in record or "stack" in record:
+            return line + traceback_text(record)
+        return line
 
 
 def traceback_text(record: dict[str, Any]) -> str:

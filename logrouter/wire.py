@@ -13,8 +13,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from logrouter.severity import (
     DEFAULT_FACILITY,
+    RANK,
     normalize_facility,
     parse_severity,
     split_routing_key,
@@ -176,41 +179,132 @@ def decode(
     ``UndecodableMessage`` only when neither the body nor the key gives a
     facility and severity.
     """
-    text = body.decode("utf-8", "replace")
-    record: dict[str, Any] = {}
-    if body[:1] == b"{":
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict):
-            record = parsed
-    if not record:
-        record = {"msg": text.rstrip("\r\n")}
-    elif not isinstance(record.get("msg"), str):
-        record["msg"] = str(record.get("msg", record.get("message", "")))
+    record = parse_object(body)
+    if record is None:
+        record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
+    complete(record, routing_key, timestamp, message_id, app_id, arrival)
+    return record
 
-    from_key = split_routing_key(routing_key)
+
+_scan_once: Any = getattr(json.JSONDecoder(), "scan_once")  # noqa: B009  (no stub)
+
+
+def parse_object(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is not a non-empty one (pure).
+
+    Exactly ``json.loads(body.decode("utf-8", "replace"))`` for bodies that start
+    with ``{``; orjson takes the common case (valid UTF-8, nothing it refuses),
+    the standard library everything else (NaN, lone surrogates, huge integers).
+    """
+    if body[:1] != b"{":
+        return None
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        parsed = parse_object_slow(body)
+    return parsed if isinstance(parsed, dict) and parsed else None
+
+
+def parse_object_slow(body: bytes) -> Any:
+    """``json.loads`` of the body decoded with replacement characters (None if invalid)."""
+    text = body.decode("utf-8", "replace")
+    try:
+        parsed, end = _scan_once(text, 0)
+    except (ValueError, StopIteration):
+        return None
+    if end != len(text) and text[end:].strip(" \t\n\r"):
+        return None  # json.loads: "Extra data"
+    return parsed
+
+
+#: routing key -> split_routing_key(key); facility -> normalize_facility(facility)
+_KEY_CACHE: dict[str, tuple[str, str] | None] = {}
+_FACILITY_CACHE: dict[str, str] = {}
+_CACHE_MAX = 4096
+
+
+def _split_key(routing_key: str) -> tuple[str, str] | None:
+    try:
+        return _KEY_CACHE[routing_key]
+    except KeyError:
+        pass
+    value = split_routing_key(routing_key)
+    if len(_KEY_CACHE) >= _CACHE_MAX:
+        _KEY_CACHE.clear()
+    _KEY_CACHE[routing_key] = value
+    return value
+
+
+def _facility(name: str) -> str:
+    try:
+        return _FACILITY_CACHE[name]
+    except KeyError:
+        pass
+    value = normalize_facility(name)
+    if len(_FACILITY_CACHE) >= _CACHE_MAX:
+        _FACILITY_CACHE.clear()
+    _FACILITY_CACHE[name] = value
+    return value
+
+
+#: ``complete`` results: nothing changed, only ``id`` added, anything else changed
+UNCHANGED, ID_ADDED, CHANGED = 0, 1, 2
+
+
+def complete(
+    record: dict[str, Any],
+    routing_key: str,
+    timestamp: float | None = None,
+    message_id: str | None = None,
+    app_id: str | None = None,
+    arrival: float | None = None,
+) -> int:
+    """Fill a parsed body into a record in place (``decode``'s second half).
+
+    Returns UNCHANGED, ID_ADDED (only ``id`` was added, at the end) or CHANGED,
+    so a writer can reuse the body bytes when the record is still the body.
+    Raises ``UndecodableMessage`` as ``decode`` does.
+    """
+    changed = UNCHANGED
+    msg = record.get("msg")
+    if not isinstance(msg, str):
+        record["msg"] = str(record.get("msg", record.get("message", "")))
+        changed = CHANGED
     facility = record.get("facility")
     severity = record.get("severity")
-    try:
-        severity = parse_severity(severity) if isinstance(severity, str) else None
-    except ValueError:
+    if isinstance(severity, str) and severity in RANK:
+        pass  # already a keyword: the common case
+    elif isinstance(severity, str):
+        try:
+            severity = parse_severity(severity)
+        except ValueError:
+            severity = None
+    else:
         severity = None
-    if severity is None and from_key:
-        severity = from_key[1]
-    if not isinstance(facility, str) or not facility:
-        facility = from_key[0] if from_key else None
-    if severity is None or facility is None:
-        raise UndecodableMessage(
-            f"routing key {routing_key!r} is not facility.severity and the body names neither"
-        )
-    record["facility"] = normalize_facility(facility or DEFAULT_FACILITY)
-    record["severity"] = severity
+    if severity is None or not isinstance(facility, str) or not facility:
+        from_key = _split_key(routing_key)
+        if severity is None and from_key:
+            severity = from_key[1]
+        if not isinstance(facility, str) or not facility:
+            facility = from_key[0] if from_key else None
+        if severity is None or facility is None:
+            raise UndecodableMessage(
+                f"routing key {routing_key!r} is not facility.severity and the body names neither"
+            )
+    facility = _facility(facility or DEFAULT_FACILITY)
+    if facility != record.get("facility"):
+        record["facility"] = facility
+        changed = CHANGED
+    if severity != record.get("severity"):
+        record["severity"] = severity
+        changed = CHANGED
     if not isinstance(record.get("ts"), str):
         record["ts"] = format_ts(timestamp if timestamp else (arrival or time.time()))
+        changed = CHANGED
     if message_id and "id" not in record:
         record["id"] = message_id
+        changed = changed or ID_ADDED
     if app_id and not isinstance(record.get("app"), str):
         record["app"] = app_id
-    return record
+        changed = CHANGED
+    return changed

@@ -66,24 +66,30 @@ def records_bytes(records: Sequence[Record]) -> bytes:
         return b"".join(record_line(r) for r in records)
 
 
+_PARTITIONS: dict[str, tuple[str, str]] = {}
+
+
 def partition_of(ts: Any, interval: str) -> tuple[str, str]:
     """``(YYYY/MM/DD, HH or "")`` of a record time; ``ts`` prefixes avoid parsing."""
-    if (
-        isinstance(ts, str)
-        and len(ts) >= 13
-        and ts[4] == "-"
-        and ts[7] == "-"
-        and ts[10] == "T"
-        and ts.endswith("Z")
-        and ts[:4].isdigit()
-        and ts[5:7].isdigit()
-        and ts[8:10].isdigit()
-        and ts[11:13].isdigit()
-    ):
-        day, hour = f"{ts[:4]}/{ts[5:7]}/{ts[8:10]}", ts[11:13]
-    else:
-        when = parse_ts(ts)
-        day, hour = when.strftime("%Y/%m/%d"), when.strftime("%H")
+    if isinstance(ts, str) and len(ts) >= 13 and ts[-1] == "Z":
+        prefix = ts[:13]
+        found = _PARTITIONS.get(prefix)
+        if found is None and (
+            ts[4] == "-"
+            and ts[7] == "-"
+            and ts[10] == "T"
+            and ts[:4].isdigit()
+            and ts[5:7].isdigit()
+            and ts[8:10].isdigit()
+            and ts[11:13].isdigit()
+        ):
+            if len(_PARTITIONS) >= 4096:
+                _PARTITIONS.clear()
+            found = _PARTITIONS[prefix] = (f"{ts[:4]}/{ts[5:7]}/{ts[8:10]}", ts[11:13])
+        if found is not None:
+            return found if interval == "hour" else (found[0], "")
+    when = parse_ts(ts)
+    day, hour = when.strftime("%Y/%m/%d"), when.strftime("%H")
     return day, (hour if interval == "hour" else "")
 
 
@@ -144,14 +150,31 @@ class ArchiveWriter:
 
     def write(self, records: Sequence[Record]) -> None:
         """Append ``records``: one gzip member, one write per file; all-or-nothing."""
-        groups: dict[tuple[str, str], list[Record]] = {}
-        for record in records:
-            groups.setdefault(partition_of(record.get("ts"), self.interval), []).append(record)
+        self.write_lines(records, None)
+
+    def write_lines(self, records: Sequence[Record], lines: Sequence[bytes | None] | None) -> None:
+        """``write``, taking ``lines[i]`` (when not None) as the ready JSON line of ``records[i]``.
+
+        The consumer passes the message body when it already is the record
+        (``batch.body_line``): nothing is serialised again.
+        """
+        groups: dict[tuple[str, str], list[bytes]] = {}
+        interval = self.interval
+        for index, record in enumerate(records):
+            line = lines[index] if lines is not None else None
+            if line is None:
+                line = record_line(record)
+            partition = partition_of(record.get("ts"), interval)
+            bucket = groups.get(partition)
+            if bucket is None:
+                groups[partition] = [line]
+            else:
+                bucket.append(line)
         before: dict[str, int] = {}
         try:
             for partition, batch in groups.items():
                 path = self.path_of(partition)
-                member = gzip.compress(records_bytes(batch), compresslevel=self.level, mtime=0)
+                member = gzip.compress(b"".join(batch), compresslevel=self.level, mtime=0)
                 entry = self._get(path)
                 before.setdefault(path, entry.size)
                 try:

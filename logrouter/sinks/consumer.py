@@ -33,7 +33,7 @@ import pika.exceptions
 from logrouter import log, topology
 from logrouter.connection import BrokerSettings, describe_error
 from logrouter.sinks.base import Writer, make_writer
-from logrouter.sinks.batch import Batch, Delivery, Outcome, classify
+from logrouter.sinks.batch import Batch, Outcome, classify_pending
 from logrouter.sinks.dedup import DedupWindow
 from logrouter.sinks.journal import Journal
 
@@ -233,7 +233,7 @@ class Sink:
         self.log.info("consuming", queue=self.config.queue, prefetch=self.config.prefetch)
         while True:
             before = self.counters.received
-            wait = 0.0 if self._batch.items else TICK
+            wait = 0.0 if len(self._batch) else TICK
             connection.process_data_events(time_limit=wait)
             # Group commit: write as soon as the socket has nothing more for us right now
             # (low latency when idle, big batches under load), or when full or due.
@@ -243,13 +243,13 @@ class Sink:
             if self._cancelled:
                 raise _Reconnect(f"broker cancelled the consumer of {self.config.queue}")
             self._handle_requests()
-            flush = self._batch.items and (idle or self._batch.due(now) or self._stop.is_set())
+            flush = len(self._batch) and (idle or self._batch.due(now) or self._stop.is_set())
             if flush and not self._commit():
                 continue
             if self._stop.is_set():
                 self.counters.state = "stopping"
                 return
-            if self.burst and not self._batch.items and now - self._last_delivery > BURST_IDLE:
+            if self.burst and not len(self._batch) and now - self._last_delivery > BURST_IDLE:
                 self.drained = True
                 self.log.info("queue drained", queue=self.config.queue)
                 return
@@ -271,15 +271,13 @@ class Sink:
         now = time.monotonic()
         self._last_delivery = now
         self.counters.received += 1
-        self._batch.add(
-            Delivery(
-                method.delivery_tag,
-                method.routing_key,
-                body,
-                properties,
-                bool(method.redelivered),
-                time.time(),
-            ),
+        self._batch.append(
+            method.delivery_tag,
+            method.routing_key,
+            body,
+            properties,
+            bool(method.redelivered),
+            time.time(),
             now,
         )
 
@@ -289,16 +287,23 @@ class Sink:
         """Write, flush, journal, reject, ack one batch. False after a write error."""
         assert self._writer is not None
         last_tag = self._batch.last_tag
-        deliveries = self._batch.take()
-        outcome = classify(deliveries, self.config.selector.matches, self._dedup)
+        pending = self._batch.take_pending()
+        # writers that take ready JSON lines (archive) get the bodies that already are records
+        write_lines = getattr(self._writer, "write_lines", None)
+        outcome = classify_pending(
+            pending, self.config.selector.matches, self._dedup, keep_lines=write_lines is not None
+        )
         fsync = self._fsync_due()
         try:
             if outcome.records:
-                self._writer.write(outcome.records)
+                if write_lines is not None:
+                    write_lines(outcome.records, outcome.lines)
+                else:
+                    self._writer.write(outcome.records)
             self._writer.flush(fsync)
             checkpoint = self._writer.checkpoint()
         except OSError as exc:
-            self._write_failed(exc, last_tag, len(deliveries))
+            self._write_failed(exc, last_tag, len(pending))
             return False
         if fsync:
             self._last_fsync = time.monotonic()
@@ -310,7 +315,7 @@ class Sink:
         counters.written += len(outcome.records)
         counters.duplicates += outcome.duplicates
         counters.filtered += outcome.filtered
-        counters.acked += len(deliveries)
+        counters.acked += len(pending)
         if counters.state == "backing-off":
             self.log.info("writing again", queue=self.config.queue)
         counters.state = "running"
@@ -431,7 +436,7 @@ class Sink:
             return
         if new.queue != old.queue:
             raise ValueError(f"queue name changed ({old.queue} -> {new.queue}): restart the sink")
-        if self._batch.items and self._channel is not None:
+        if len(self._batch) and self._channel is not None:
             self._commit()
         if self._channel is not None:
             topology.declare_queue(self._channel, self.broker.exchange, topology.queue_spec(new))

@@ -36,8 +36,21 @@ class DedupWindow:
             self._seen.discard(self._order.popleft())
 
     def extend(self, ids: Iterable[str]) -> None:
+        """``add`` each id (one trim at the end: the cheap path for a whole batch)."""
+        if self.size == 0:
+            return
+        seen = self._seen
+        order = self._order
         for message_id in ids:
-            self.add(message_id)
+            if message_id not in seen:
+                order.append(message_id)
+                seen.add(message_id)
+        excess = len(order) - self.size
+        if excess > 0:
+            popleft = order.popleft
+            discard = seen.discard
+            for _ in range(excess):
+                discard(popleft())
 
     def ids(self) -> list[str]:
         """Remembered ids, oldest first."""
