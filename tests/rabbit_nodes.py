@@ -7,7 +7,8 @@ it never touches the shared broker (5672/25672/15672). Recipe and traps: "Privat
 RabbitMQ nodes" in ../shared/FIELD-NOTES.md.
 
 All nodes of one Python process share one Erlang cookie (a private ``HOME`` with
-``.erlang.cookie``), so ``rabbitmqctl`` reaches them and they can cluster. Every
+``.erlang.cookie``; ``$LOGROUTER_RABBIT_HOME`` picks it, e.g. for a subprocess), so
+``rabbitmqctl`` reaches them and they can cluster. Every
 node started is killed at interpreter exit if a test forgot to stop it.
 
 Use from tests::
@@ -84,6 +85,13 @@ _cookie_home: Path | None = None
 def _home() -> Path:
     """A private HOME holding the Erlang cookie shared by this process's nodes and CLI calls."""
     global _cookie_home
+    if _cookie_home is None and (given := os.environ.get("LOGROUTER_RABBIT_HOME")):
+        _cookie_home = Path(given)  # the caller's directory, the caller's cleanup
+        _cookie_home.mkdir(parents=True, exist_ok=True)
+        cookie = _cookie_home / ".erlang.cookie"
+        if not cookie.exists():
+            cookie.write_text(secrets.token_hex(16).upper())
+            cookie.chmod(0o400)
     if _cookie_home is None:
         home = Path(tempfile.mkdtemp(prefix="lrh-"))
         cookie = home / ".erlang.cookie"

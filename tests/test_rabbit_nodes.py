@@ -143,7 +143,10 @@ def test_node_dies_with_a_killed_test_process(tmp_path: Path) -> None:
         "print(node.pid(), flush=True)\n"
         "time.sleep(600)\n"
     )
-    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "LOGROUTER_RABBIT_HOME": str(tmp_path / "home")}  # no leaked temp dir
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert owner.stdout is not None
         beam = int(owner.stdout.readline())
