@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from logrouter.sinks.base import Record, WriteError, rollback_files
+from logrouter.sinks.base import ABSENT, IntentHook, Record, WriteError, rollback_files
 from logrouter.sinks.file import fsync_dir, make_dirs, open_append, parse_ts, write_all
 
 if TYPE_CHECKING:
@@ -117,6 +117,9 @@ class ArchiveWriter:
         self._dirty_closed: set[str] = set()
         self._dirty_dirs: set[str] = set()
         self._path_of: dict[tuple[str, str], str] = {}
+        #: set by the consumer (see ``base.IntentHook``)
+        self.intent: IntentHook | None = None
+        self._created: set[str] = set()  # created since the last checkpoint
 
     # -- naming ---------------------------------------------------------------
 
@@ -176,6 +179,8 @@ class ArchiveWriter:
                 path = self.path_of(partition)
                 member = gzip.compress(b"".join(batch), compresslevel=self.level, mtime=0)
                 entry = self._get(path)
+                if path not in self._touched and path not in before and self.intent is not None:
+                    self.intent(path, ABSENT if path in self._created else entry.size)
                 before.setdefault(path, entry.size)
                 try:
                     write_all(entry.fd, member)
@@ -226,6 +231,7 @@ class ArchiveWriter:
         back too.
         """
         touched, self._touched = self._touched, {}
+        self._created.clear()
         if self.rotate_bytes:
             for partition, path in list(self._path_of.items()):
                 if touched.get(path, 0) >= self.rotate_bytes:
@@ -239,6 +245,7 @@ class ArchiveWriter:
         """Truncate those files to the given sizes (cutting unacked or torn members)."""
         self._close_all()
         rollback_files(checkpoint)
+        self._created.clear()
 
     def reopen(self) -> None:
         """Close every file; reopened on the next write."""
@@ -268,6 +275,7 @@ class ArchiveWriter:
             raise WriteError(path, exc, "open") from exc
         if created:
             self._dirty_dirs.add(directory)
+            self._created.add(path)
         while len(self._open) >= MAX_OPEN:
             self._close(next(iter(self._open)))
         entry = _Archive(fd, size)

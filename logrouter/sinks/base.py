@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
@@ -63,9 +63,29 @@ class WriteError(OSError):
         return str(self.strerror)
 
 
+#: ``intent(path, size)``: called by a writer before the first write to ``path``
+#: since its last checkpoint, with the size the file has then (``ABSENT`` when the
+#: writer just created it). The consumer journals it, so a crash before the batch
+#: is committed can cut the file back even when no checkpoint knows it yet.
+IntentHook = Callable[[str, int], None]
+ABSENT = -1
+
+
 def rollback_files(checkpoint: dict[str, int]) -> None:
-    """Truncate each file of ``checkpoint`` to its size (files that vanished are skipped)."""
+    """Truncate each file of ``checkpoint`` to its size (files that vanished are skipped).
+
+    A size of ``ABSENT`` (negative) removes the file: it did not exist before
+    the batch that was never committed.
+    """
     for path, size in checkpoint.items():
+        if size < 0:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise WriteError(path, exc, "remove") from exc
+            continue
         try:
             with open(path, "r+b") as handle:
                 if os.fstat(handle.fileno()).st_size > size:

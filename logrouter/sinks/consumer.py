@@ -194,6 +194,8 @@ class Sink:
         self._writer = self._writer_factory(self.config, self.instance)
         if state.checkpoint:
             self._writer.rollback(state.checkpoint)
+        self._journal.recovered()
+        self._hook(self._writer)
         self.log.info(
             "sink starting",
             queue=self.config.queue,
@@ -201,6 +203,11 @@ class Sink:
             remembered_ids=len(state.ids),
             broker=self.broker.describe(),
         )
+
+    def _hook(self, writer: Writer) -> None:
+        """Let a writer with files journal each file's size before a batch first writes it."""
+        if hasattr(writer, "intent"):
+            writer.intent = self._journal.intent
 
     def _lost(self, error: str) -> None:
         self.consuming.clear()
@@ -294,6 +301,7 @@ class Sink:
             pending, self.config.selector.matches, self._dedup, keep_lines=write_lines is not None
         )
         fsync = self._fsync_due()
+        self._journal.sync_intents = fsync
         try:
             if outcome.records:
                 if write_lines is not None:
@@ -383,7 +391,7 @@ class Sink:
             self._channel.basic_cancel(self._consumer_tag)
             self._consumer_tag = None
         try:
-            self._writer.rollback(self._journal.state.checkpoint)
+            self._writer.rollback(self._journal.rollback_point())
         except OSError as rollback_exc:
             self.log.error("rollback failed", error=str(rollback_exc))
         self._pause(delay, serviced=True)
@@ -444,6 +452,7 @@ class Sink:
                 self._channel.basic_qos(prefetch_count=new.prefetch)
         if new.type != old.type or new.options != old.options:
             fresh = self._writer_factory(new, self.instance)
+            self._hook(fresh)
             if self._writer is not None:
                 self._writer.close()
             self._writer = fresh

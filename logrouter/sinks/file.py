@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from logrouter.render import DEFAULT_LINE_FORMAT, compile_format
-from logrouter.sinks.base import Record, WriteError, rollback_files
+from logrouter.sinks.base import ABSENT, IntentHook, Record, WriteError, rollback_files
 
 if TYPE_CHECKING:
     from logrouter.config import FileOptions
@@ -236,6 +236,11 @@ class FileWriter:
         self._dirty_closed: set[str] = set()  # written since the last fsync, fd closed
         self._dirty_dirs: set[str] = set()  # a file was created or renamed in them
         self._known_dirs: set[str] = set()
+        #: set by the consumer: journals a file's size before its first write since
+        #: the last checkpoint (see ``base.IntentHook``)
+        self.intent: IntentHook | None = None
+        self._created: set[str] = set()  # created since the last checkpoint
+        self._base: dict[str, int] = {}  # size before the first write since the checkpoint
 
     # -- Writer ---------------------------------------------------------------
 
@@ -302,9 +307,14 @@ class FileWriter:
     def checkpoint(self) -> dict[str, int]:
         """Sizes of the files touched since the last checkpoint; rotates files that are due."""
         touched, self._touched = self._touched, {}
+        base, self._base = self._base, {}
+        self._created.clear()
         now = time.time()
         for path, size in touched.items():
             if self._due(path, size, now):
+                # the renamed file holds this uncommitted batch: journal where to cut it
+                if self.intent is not None:
+                    self.intent(f"{path}.1", base.get(path, ABSENT))
                 self._rotate(path)
                 touched[path] = 0
         return touched
@@ -314,6 +324,8 @@ class FileWriter:
         self._close_all(sync=False)
         rollback_files(checkpoint)
         self._touched.clear()
+        self._base.clear()
+        self._created.clear()
 
     def reopen(self) -> None:
         """Close every file (fsync what is unsynced first); reopened lazily on the next write."""
@@ -331,6 +343,11 @@ class FileWriter:
             # due and no checkpoint will rotate it first (its data is committed)
             self._rotate(path)
             entry = self._get(path)
+        if path not in self._touched and path not in self._base:
+            size = ABSENT if path in self._created else entry.size
+            self._base[path] = size
+            if self.intent is not None:
+                self.intent(path, size)
         before.setdefault(path, entry.size)
         try:
             write_all(entry.fd, data)
@@ -365,6 +382,7 @@ class FileWriter:
             raise WriteError(path, exc, "open") from exc
         if created_file:
             self._dirty_dirs.add(directory)
+            self._created.add(path)
         period = period_key(self.rotate_interval, stat.st_mtime if stat.st_size else time.time())
         while len(self._open) >= self.max_open:
             self._evict()

@@ -56,8 +56,15 @@ class JournalState:
 
 
 def parse_journal(lines: Iterable[bytes], keep_ids: int) -> JournalState:
-    """Fold journal lines into a state (pure). A torn or garbled line is skipped."""
+    """Fold journal lines into a state (pure). A torn or garbled line is skipped.
+
+    Intent lines (``{"i": {path: size}}``) written after the last commit belong
+    to a batch that was never committed: each such file is cut back to the
+    smaller of its committed and its intent size (a negative size: the file
+    did not exist, remove it).
+    """
     checkpoint: dict[str, int] = {}
+    pending: dict[str, int] = {}
     ids: deque[str] = deque(maxlen=max(keep_ids, 0))
     for raw in lines:
         try:
@@ -66,6 +73,12 @@ def parse_journal(lines: Iterable[bytes], keep_ids: int) -> JournalState:
             continue  # the line a SIGKILL tore in half: its batch was never acked
         if not isinstance(entry, dict):
             continue
+        intents = entry.get("i")
+        if isinstance(intents, dict):
+            for path, size in intents.items():
+                if isinstance(size, int):
+                    pending[str(path)] = min(size, pending.get(str(path), size))
+            continue
         sizes = entry.get("c")
         if isinstance(sizes, dict):
             if entry.get("snap"):
@@ -73,12 +86,20 @@ def parse_journal(lines: Iterable[bytes], keep_ids: int) -> JournalState:
             checkpoint.update(
                 (str(path), size) for path, size in sizes.items() if isinstance(size, int)
             )
+            pending.clear()
         entry_ids = entry.get("ids")
         if isinstance(entry_ids, list):
             if entry.get("snap"):
                 ids.clear()
             ids.extend(str(i) for i in entry_ids)
+    for path, size in pending.items():
+        checkpoint[path] = min(size, checkpoint.get(path, size))
     return JournalState(checkpoint, list(ids))
+
+
+def intent_line(path: str, size: int) -> bytes:
+    """One intent line (pure)."""
+    return json.dumps({"i": {path: size}}, separators=(",", ":")).encode() + b"\n"
 
 
 def entry_line(checkpoint: Mapping[str, int], ids: Sequence[str], *, snap: bool = False) -> bytes:
@@ -114,6 +135,9 @@ class Journal:
         self._lock: IO[bytes] | None = None
         self._file: IO[bytes] | None = None
         self.state = JournalState()
+        #: intents since the last commit; fsync them when the batch will be fsynced
+        self._pending: dict[str, int] = {}
+        self.sync_intents = True
 
     def open(self) -> JournalState:
         """Lock a journal slot, load it, and return the remembered state."""
@@ -140,6 +164,42 @@ class Journal:
         self._compact()
         return self.state
 
+    def intent(self, path: str, size: int) -> None:
+        """Before a batch first writes ``path`` (``size`` now; negative: absent), journal it.
+
+        Nothing is written when the last commit already knows a size no larger
+        (recovery cuts the file back to it anyway), so a steady stream to the
+        same files costs nothing here. Written before the data: a SIGKILL after
+        the write finds it (page cache); fsynced per ``sync_intents`` for power loss.
+        """
+        known = self.state.checkpoint.get(path)
+        if known is not None and 0 <= known <= size:
+            return
+        pending = self._pending.get(path)
+        if pending is not None and pending <= size:
+            return
+        assert self._file is not None, "journal not open"
+        self._pending[path] = size
+        self._file.write(intent_line(path, size))
+        self._file.flush()
+        if self.sync_intents:
+            os.fsync(self._file.fileno())
+
+    def rollback_point(self) -> dict[str, int]:
+        """Sizes to roll the writer back to now: the last commit, cut by pending intents."""
+        point = dict(self.state.checkpoint)
+        for path, size in self._pending.items():
+            point[path] = min(size, point.get(path, size))
+        return point
+
+    def recovered(self) -> None:
+        """The writer was rolled back to ``state.checkpoint``: forget removed files."""
+        absent = [path for path, size in self.state.checkpoint.items() if size < 0]
+        if absent:
+            for path in absent:
+                del self.state.checkpoint[path]
+            self._compact()
+
     def commit(self, checkpoint: Mapping[str, int], ids: Sequence[str], *, fsync: bool) -> None:
         """Append one batch (file sizes after it, its message ids); fsync when asked."""
         assert self._file is not None, "journal not open"
@@ -147,6 +207,7 @@ class Journal:
         self._file.flush()
         if fsync:
             os.fsync(self._file.fileno())
+        self._pending.clear()
         self.state.checkpoint.update(checkpoint)
         self.state.ids.extend(ids)
         if len(self.state.ids) > 2 * self.keep_ids:
