@@ -51,5 +51,15 @@ test: $(STAMP) tools broker lint
 bench: $(STAMP) broker
 	$(BIN)/python -m bench
 
+# The quickstart: install, a broker (local one, else Docker compose's), then
+# check + setup + sinks + the demo app + where each record went (logrouter/demo.py).
+demo: $(STAMP)
+	@bash .ci/ensure-broker || true
+	@(exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || [ -n "$${LOGROUTER_URL:-}" ] || { \
+	    echo "demo: starting RabbitMQ with docker compose" >&2; \
+	    docker compose up -d --wait rabbitmq || docker-compose up -d rabbitmq; \
+	    for i in $$(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done; }
+	$(BIN)/python -m logrouter.demo --full config/demo.toml --var var
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
