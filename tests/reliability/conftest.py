@@ -77,15 +77,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     )
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The scenario counts as a Markdown table (what docs/reliability.md shows)."""
+    lines = [
+        "| scenario | records | lost | duplicated | unexpected | in files | in archive | notes |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['scenario']} | {r['records']:,} | {r['lost']} | {r['duplicated']} | "
+            f"{r['unexpected']} | {r['in_files']:,} | {r['in_archive']:,} | {r['notes']} |"
+        )
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """A table of this run's scenario counts."""
+    """This run's scenario counts, as a Markdown table."""
     if not RESULTS:
         return
-    write = terminalreporter.write_line
     terminalreporter.section("fault suite: lost / duplicated / unexpected")
-    write(f"{'scenario':48} {'records':>8} {'lost':>5} {'dup':>5} {'unexp':>5}  ok")
-    for c in RESULTS:
-        write(
-            f"{c.scenario:48} {c.records:>8} {c.lost:>5} {c.duplicated:>5} "
-            f"{c.unexpected:>5}  {'yes' if c.ok else 'NO'}"
-        )
+    for line in markdown_table([c.as_dict() for c in RESULTS]):
+        terminalreporter.write_line(line)

@@ -78,7 +78,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(directory: Path) -> Path:
     """Fill the file system of ``directory`` with one file until ENOSPC."""
     filler = directory / "filler"
-    with open(filler, "wb") as handle, contextlib.suppress(OSError):
+    with contextlib.suppress(OSError), open(filler, "wb") as handle:
         while True:
             handle.write(b"\0" * 4096)
             handle.flush()
