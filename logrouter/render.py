@@ -173,6 +173,31 @@ def _raw_getter(name: str) -> Getter:
     return get_field
 
 
+def _compile_raw(template: str, names: list[str], getters: list[Getter]) -> Getter:
+    """One function rendering the unescaped line of a format (plain keys inlined).
+
+    Generated source: names are identifiers (checked by the caller) and go in
+    as string literals; the template is passed in, never pasted into the code.
+    """
+    lines = ["def render(record):", "    get = record.get"]
+    args = []
+    for index, name in enumerate(names):
+        if name in PLACEHOLDERS and name not in ("file", "line", "func", "fields"):
+            lines.append(f"    v{index} = get({name!r})")
+            lines.append(
+                f"    if v{index}.__class__ is not str or not v{index}: v{index} = _text(v{index})"
+            )
+        else:
+            lines.append(f"    v{index} = g{index}(record)")
+        args.append(f"v{index}")
+    lines.append(f"    return _format({', '.join(args)})")
+    namespace: dict[str, Any] = {"_text": _text, "_format": template.format}
+    namespace.update((f"g{i}", get) for i, get in enumerate(getters))
+    exec("\n".join(lines), namespace)
+    render: Getter = namespace["render"]
+    return render
+
+
 def _getter(name: str) -> Getter:
     if name == "msg":
         return _msg_getter
@@ -199,6 +224,7 @@ class LineFormat:
         parts: list[str] = []
         getters: list[Getter] = []
         raw_getters: list[Getter] = []
+        names: list[str] = []
         try:
             parsed = list(string.Formatter().parse(text))
         except ValueError as exc:
@@ -220,16 +246,17 @@ class LineFormat:
             parts.append(f"{{{len(getters)}:{spec}}}" if spec else f"{{{len(getters)}}}")
             getters.append(_getter(name))
             raw_getters.append(_raw_getter(name))
+            names.append(name)
         self._template = "".join(parts)
         self._getters = tuple(getters)
-        self._raw_getters = tuple(raw_getters)
+        self._raw_getters = _compile_raw(self._template, names, raw_getters)
 
     def render(self, record: dict[str, Any]) -> str:
         """``record`` as text: the line, then its traceback lines indented."""
         # Fast path: when the line holds no character to escape, no value did
         # (escaping only ever replaces such characters), so escaping each value
         # first would give the same line.
-        line = self._template.format(*[get(record) for get in self._raw_getters])
+        line = self._raw_getters(record)
         if _CONTROL.search(line) is not None:
             line = self._template.format(*[get(record) for get in self._getters])
         if "exc" in record or "stack" in record:
