@@ -121,9 +121,7 @@ def test_file_rotated_by_the_killed_batch_holds_no_duplicate(tmp_path: Path) -> 
     commit(journal, writer, batch)
     commit(journal, writer, [rec(4)])
     journal.close()
-    numbers = sorted(
-        n for path in out.iterdir() if path.stat().st_size for n in file_numbers(path)
-    )
+    numbers = sorted(n for path in out.iterdir() if path.stat().st_size for n in file_numbers(path))
     assert numbers == [1, 2, 3, 4]
 
 
