@@ -10,7 +10,6 @@ acked with one ``multiple=True`` ack once the written part is safe.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -299,7 +298,6 @@ def classify_pending(
     return outcome
 
 
-_QUOTED = re.compile(r'["\\]')
 _ONE_LINE = (
     (b"\xe2\x80\xa8", b"\\u2028"),
     (b"\xe2\x80\xa9", b"\\u2029"),
@@ -319,12 +317,18 @@ def body_line(body: bytes, added_id: str | None) -> bytes | None:
         body = body.rstrip(b" \t")
         if body[-1:] != b"}":
             return None
-        if added_id.isascii() and added_id.isprintable() and not _QUOTED.search(added_id):
+        if (
+            added_id.isascii()
+            and added_id.isprintable()
+            and '"' not in added_id
+            and "\\" not in added_id
+        ):
             quoted = b'"' + added_id.encode("ascii") + b'"'
         else:
             quoted = json.dumps(added_id).encode("ascii")
         body = body[:-1] + b',"id":' + quoted + b"}"
-    for raw, escaped in _ONE_LINE:
-        if raw in body:
-            body = body.replace(raw, escaped)
+    if not body.isascii():
+        for raw, escaped in _ONE_LINE:
+            if raw in body:
+                body = body.replace(raw, escaped)
     return body + b"\n"
