@@ -264,14 +264,10 @@ class RabbitHandler(logging.Handler):
         pub = self._publisher or self._start()
         if self.spool_path is not None:
             pub.spool_ready.wait(1.0)
-        spool = pub.spool
-        if spool is None:
+        if pub.spool is None:
             pub.overflow_dropped += 1
             return
-        rejected = spool.append([self._encode(captured)])
-        pub.spool_writes += 1
-        pub.spooled += 1 - len(rejected)
-        pub.overflow_dropped += len(rejected)
+        pub.add_overflow(self._encode(captured))
 
     def facility_for(self, name: str) -> str:
         """Facility of a logger name: longest matching prefix of the map, else the default."""

@@ -40,7 +40,20 @@ TICK = 0.05
 PUBLISH_BATCH = 500
 SPILL_BATCH = 2000
 SPOOL_READ = 1000
+OVERFLOW_BATCH = 256
 REPORT_INTERVAL = 30.0
+#: The I/O thread releases the GIL at least this often (seconds), so that a
+#: logging thread never waits a whole switch interval (5 ms) behind it.
+YIELD_INTERVAL = 0.0005
+_last_yield = [0.0]
+
+
+def yield_gil(clock: Callable[[], float] = time.perf_counter) -> None:
+    """Release the GIL when the I/O thread has held it for YIELD_INTERVAL."""
+    now = clock()
+    if now - _last_yield[0] >= YIELD_INTERVAL:
+        time.sleep(0)
+        _last_yield[0] = clock()
 
 
 class Publisher:
@@ -85,6 +98,12 @@ class Publisher:
         #: Bumped by every writer of the spool; the thread compares to what it read.
         self.spool_writes = 0
         self._spool_seen = 0
+        self._count_lock = threading.Lock()
+        #: Oldest position written since replay last looked (None: nothing older).
+        self._rewind: tuple[int, int] | None = None
+        #: Records emit() encoded because the buffer was full, written in batches.
+        self.overflow_pending: list[SpoolEntry] = []
+        self._overflow_lock = threading.Lock()
 
         self._ioloop = IOLoop()
         self._thread = threading.Thread(target=self._main, name="logrouter-publisher", daemon=True)
@@ -139,6 +158,7 @@ class Publisher:
             or self._retry
             or self._spool_ahead
             or self.spool_writes != self._spool_seen
+            or self.overflow_pending
         )
 
     def pending(self) -> int:
@@ -387,6 +407,8 @@ class Publisher:
             inflight.append((self._next_tag, item))
             self._next_tag += 1
             sent += 1
+            if not sent % 8:
+                yield_gil()
         self.published += sent
         if sent == limit and sent:
             if len(inflight) < self.max_inflight:
@@ -407,6 +429,10 @@ class Publisher:
         if self._retry:
             return self._retry.popleft()
         ahead = self._spool_ahead
+        if self.overflow_pending:
+            self._flush_overflow()  # older than what the buffer holds now
+        if self._rewind is not None:
+            self._apply_rewind()
         if not ahead and self.spool is not None and self.spool_writes != self._spool_seen:
             self._read_spool()
         buffer = self.buffer
@@ -447,6 +473,8 @@ class Publisher:
 
     def _spill(self, *, everything: bool) -> None:
         """Move records from memory to the spool, in batches (one transaction each)."""
+        if everything:
+            self._flush_overflow()
         if self.spool is None:
             if everything and self._stopping:  # nowhere to keep them: count them
                 self.dropped += len(self.buffer) + len(self._retry) + len(self._inflight)
@@ -466,27 +494,63 @@ class Publisher:
             batch: list[SpoolEntry] = []
             while buffer and len(batch) < SPILL_BATCH:
                 batch.append(self.encoder(buffer.popleft()))
+                if not len(batch) % 8:
+                    yield_gil()
             self._store(batch)
             if not everything and len(buffer) <= self.buffer_size // 4:
                 break
 
-    def _store(self, entries: list[SpoolEntry]) -> None:
-        assert self.spool is not None
-        first = min((e[0], e[1]) for e in entries) if entries else None
-        if first is not None and first <= self._spool_cursor:
-            # Older than what replay already read (emit() spilled a newer record
-            # first): read again from there, so the order holds (dups are harmless).
-            self._spool_cursor = (first[0], first[1] - 1)
-            self._spool_ahead.clear()
-        rejected = self.spool.append(entries)
-        self.spool_writes += 1
-        self.spooled += len(entries) - len(rejected)
-        self.dropped += len(rejected)
+    def _store(self, entries: list[SpoolEntry], *, by_caller: bool = False) -> None:
+        """Write to the spool (any thread) and account for it."""
+        spool = self.spool
+        if spool is None or not entries:
+            return
+        rejected = spool.append(entries)
+        first = min((e[0], e[1]) for e in entries)
+        with self._count_lock:
+            self.spool_writes += 1
+            self.spooled += len(entries) - len(rejected)
+            if by_caller:
+                self.overflow_dropped += len(rejected)
+            else:
+                self.dropped += len(rejected)
+            if self._rewind is None or first < self._rewind:
+                self._rewind = first
+
+    def add_overflow(self, entry: SpoolEntry) -> None:
+        """emit() with a full buffer: keep ``entry`` for the spool, written in batches.
+
+        The batch is written under the lock, so the I/O thread, which flushes
+        pending entries before it takes a newer record from the buffer, never
+        publishes past a record that is on its way to the spool.
+        """
+        with self._overflow_lock:
+            pending = self.overflow_pending
+            pending.append(entry)
+            if len(pending) >= OVERFLOW_BATCH:
+                self._store(pending, by_caller=True)
+                self.overflow_pending = []
+
+    def _flush_overflow(self) -> None:
+        with self._overflow_lock:
+            pending, self.overflow_pending = self.overflow_pending, []
+            self._store(pending, by_caller=True)
+
+    def _apply_rewind(self) -> None:
+        """Rows older than what replay already read were written: read again from there."""
+        with self._count_lock:
+            rewind, self._rewind = self._rewind, None
+        if rewind is not None and rewind <= self._spool_cursor:
+            self._spool_cursor = (rewind[0], rewind[1] - 1)
+            self._spool_ahead.clear()  # re-read in order (duplicates are harmless)
+            self._spool_seen = -1  # and do read, whatever the write counter says
 
     # ---- periodic work -------------------------------------------------------------
 
     def _tick(self) -> None:
         try:
+            if self.overflow_pending:
+                self._flush_overflow()
             if not self._stopping:
                 self._pump()
             dropped = self.dropped + self.overflow_dropped
