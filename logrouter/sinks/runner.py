@@ -198,13 +198,14 @@ class Runner:
                 self._reload.clear()
                 self.reload()
             now = time.monotonic()
+            status = self.status_line()
             if not ready and (
                 all(s.consuming.is_set() for s in self.sinks.values())
                 or now - started > READY_GRACE
             ):
                 ready = True
-                self.notify("ready")
-            status = self.status_line()
+                self.notify("ready", status)  # READY=1 and the STATUS= it is ready with
+                last_status = status
             if status != last_status:
                 self.notify("status", status)
                 last_status = status
@@ -322,8 +323,7 @@ class Runner:
                 issues = [f"{self.config.path}: {exc.strerror or exc}"]
             self.refused = issues
             self.log.error("config refused, keeping the old routing", issues=issues)
-            self.notify("status", self.status_line())
-            self.notify("ready")
+            self.notify("ready", self.status_line())
             reason = issues[0] if issues else "invalid config"
             return {
                 name: self._result("refused", reason=reason, issues=issues) for name in self.sinks
@@ -355,7 +355,7 @@ class Runner:
                     self._start(name)
         self._wait_applied(changed)
         self.log.info("config reloaded", version=new.digest[:12], changed=sorted(changed))
-        self.notify("ready")
+        self.notify("ready", self.status_line())
         return {name: self._result("applied") for name in self.sinks}
 
     def _wait_applied(self, sinks: Mapping[str, Sink], timeout: float = 5.0) -> None:
