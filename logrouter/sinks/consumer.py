@@ -211,7 +211,7 @@ class Sink:
 
     def _lost(self, error: str) -> None:
         self.consuming.clear()
-        self._batch.take()  # unacked: the broker redelivers them
+        self._batch.take_pending()  # unacked: the broker redelivers them
         self.counters.reconnects += 1
         self.counters.last_error = error
         if self.counters.state != "reconnecting":
