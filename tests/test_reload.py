@@ -270,7 +270,9 @@ def test_reload_under_load_loses_and_duplicates_nothing(daemon: Daemon) -> None:
     daemon.start()
     probe_until_written(daemon, "steady.notice", "steady", "the steady sink")
 
-    handler = RabbitHandler(url=daemon.url, exchange=daemon.exchange, facility="steady")
+    handler = RabbitHandler(
+        url=daemon.url, exchange=daemon.exchange, facility="steady", flush_timeout=120
+    )
     logger = logging.getLogger(f"reload-load-{daemon.tag}")
     logger.propagate = False
     logger.addHandler(handler)
@@ -308,7 +310,19 @@ def test_reload_under_load_loses_and_duplicates_nothing(daemon: Daemon) -> None:
     def all_written() -> bool:
         return len(daemon.lines("steady")) >= total
 
-    wait_for(all_written, f"{total} load records in the steady file", timeout=120)
+    try:
+        wait_for(all_written, f"{total} load records in the steady file", timeout=120)
+    except AssertionError as exc:
+        connection = pika.BlockingConnection(pika.URLParameters(daemon.url))
+        depth = connection.channel().queue_declare(
+            f"logrouter.{daemon.sink('steady')}", passive=True
+        )
+        connection.close()
+        raise AssertionError(
+            f"{exc}: written {len(daemon.lines('steady'))}, queued "
+            f"{depth.method.message_count}, handler {handler.stats}, "
+            f"daemon log tail {daemon.log.read_text()[-2000:]}"
+        ) from None
     time.sleep(1.0)  # anything extra (a duplicate) would land now
     seen: dict[int, int] = {}
     for line in daemon.lines("steady"):
