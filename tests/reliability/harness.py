@@ -184,10 +184,15 @@ class Pipeline:
 
     # ---- daemon ---------------------------------------------------------------------
 
-    def start(self) -> subprocess.Popen[bytes]:
-        """Start `logrouter run CONFIG` (stderr appended to ``daemon.log``)."""
+    def start(self, wait: bool = True) -> subprocess.Popen[bytes]:
+        """Start `logrouter run CONFIG` (stderr appended to ``daemon.log``); with ``wait``,
+        return once both sinks log "consuming" (so a SIGTERM is not sent mid-start-up)."""
         assert self.process is None or self.process.poll() is not None, "daemon already running"
+        before = self.daemon_log().count('"consuming"')
         self.process = start(["run", str(self.config)], self.env, self.log)
+        if wait:
+            up = wait_until(lambda: self.daemon_log().count('"consuming"') >= before + 2, 60)
+            assert up, f"daemon not consuming within 60 s:\n{self.daemon_log()[-3000:]}"
         return self.process
 
     def alive(self) -> bool:
