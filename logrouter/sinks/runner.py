@@ -138,6 +138,7 @@ class Runner:
         self._last_reload: tuple[float, dict[str, ReloadResult]] | None = None
         self.refused: list[str] = []
         self.started = time.monotonic()
+        self._install_signals()  # before the sinks start: a SIGTERM now still exits 0
         for name in names:
             self._start(name)
         self.watcher = ConfigWatcher(config.path, self._reload.set) if watch else None
@@ -178,7 +179,6 @@ class Runner:
     # ---- the watch loop ------------------------------------------------
 
     def run(self) -> int:
-        self._install_signals()
         if self.watcher is not None:
             self.watcher.start()
         if self.control is not None:
