@@ -41,6 +41,7 @@ from logrouter.handler import DEFAULT_BUFFER, RabbitHandler
 
 URL = os.environ.get("LOGROUTER_URL") or "amqp://guest:guest@127.0.0.1:5672/%2F"
 N = 20_000
+REPS = 3
 IP = "10.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "handler.md"
@@ -160,12 +161,15 @@ def caller_costs(tmp: Path) -> dict[str, float]:
     results: dict[str, float] = {}
 
     def measure(name: str, make: Callable[[], tuple[logging.Handler, Callable[[], None]]]) -> None:
-        handler, cleanup = make()
-        log = _logger(handler)
-        _loop(log, 1000)
-        results[name] = _loop(log) / N * 1e6
-        cleanup()
-        log.removeHandler(handler)
+        best = float("inf")
+        for _ in range(REPS):  # best of REPS fresh handlers: the box is shared and noisy
+            handler, cleanup = make()
+            log = _logger(handler)
+            _loop(log, 1000)
+            best = min(best, _loop(log) / N * 1e6)
+            cleanup()
+            log.removeHandler(handler)
+        results[name] = best
         print(f"  caller cost {name}: {results[name]:.2f} µs", flush=True)
 
     measure("NullHandler", lambda: (logging.NullHandler(), lambda: None))
@@ -190,28 +194,34 @@ def caller_costs(tmp: Path) -> dict[str, float]:
     measure("FileHandler", file_handler)
 
     for kind, name in (("sync", "RabbitMQHandler"), ("oneway", "RabbitMQHandlerOneWay")):
-        route = Route()
 
-        def plr_handler(
-            kind: str = kind, route: Route = route
-        ) -> tuple[logging.Handler, Callable[[], None]]:
+        def plr_handler(kind: str = kind) -> tuple[logging.Handler, Callable[[], None]]:
+            route = Route()
             handler = _plr(kind, route.exchange)
-            return handler, handler.close
+
+            def cleanup() -> None:
+                handler.close()
+                route.close()
+
+            return handler, cleanup
 
         measure(f"python-logging-rabbitmq {name}", plr_handler)
-        route.close()
 
     for label, options in (("", {}), (", buffer_size=50000", {"buffer_size": 50_000})):
-        route = Route()
 
         def ours_up(
-            route: Route = route, options: dict[str, Any] = options
+            options: dict[str, Any] = options,
         ) -> tuple[logging.Handler, Callable[[], None]]:
-            handler = _ours(route, tmp, **options)
-            return handler, handler.close
+            route = Route()
+            handler = _ours(route, tmp, flush_timeout=0.5, **options)
+
+            def cleanup() -> None:
+                handler.close()
+                route.close()
+
+            return handler, cleanup
 
         measure(f"RabbitHandler, broker up{label}", ours_up)
-        route.close()
 
     def ours_down() -> tuple[logging.Handler, Callable[[], None]]:
         handler = _ours(None, tmp, flush_timeout=0.5)
@@ -326,7 +336,7 @@ def report(
         f"`python -m bench handler` ({when}); {N:,} x "
         '`log.info("user %s logged in from %s", i, ip)`, one run, one machine (2 cores).',
         "",
-        "Caller cost (wall clock of the logging loop):",
+        f"Caller cost (wall clock of the logging loop, best of {REPS} fresh handlers):",
         "",
         "| contender | µs/record | ratio to QueueHandler | ratio to QueueHandler+listener |",
         "|---|---|---|---|",
