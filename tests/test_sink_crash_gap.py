@@ -86,7 +86,7 @@ def file_numbers(path: Path) -> list[int]:
 
 
 def test_file_first_created_by_the_killed_batch_holds_no_duplicate(tmp_path: Path) -> None:
-    """A file created by the batch in flight at the kill is emptied, so redelivery writes it once."""
+    """A file created by the batch in flight at the kill is removed; redelivery writes it once."""
     out, state = tmp_path / "out", tmp_path / "state"
     journal, writer = start(state, lambda: FileWriter(file_options(out)))
     commit(journal, writer, [rec(1), rec(2)])
