@@ -1,0 +1,40 @@
+"""The I/O thread's hand-marshaled frames are byte for byte what pika would send (pure)."""
+
+from __future__ import annotations
+
+import pika
+import pika.frame
+import pika.spec
+import pytest
+
+from logrouter.publisher import content_frames, publish_method_frame, shortstr
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b'{"msg":"h\\u00e9"}' * 50])
+def test_content_frames_equal_pikas(body: bytes) -> None:
+    """Header + body frames for our properties equal pika's own marshaling."""
+    props = pika.BasicProperties(
+        content_type="application/json",
+        content_encoding="utf-8",
+        delivery_mode=2,
+        message_id="0123456789abcdef1a",
+        timestamp=1_795_725_294,
+        app_id="billing-api",
+    )
+    expected = pika.frame.Header(7, len(body), props).marshal()
+    if body:
+        expected += pika.frame.Body(7, body).marshal()
+    ours = content_frames(7, body, "0123456789abcdef1a", 1_795_725_294, shortstr("billing-api"))
+    assert ours == expected
+
+
+def test_publish_method_frame_is_pikas() -> None:
+    """The cached method frame is pika's basic.publish for that exchange and key."""
+    method = pika.spec.Basic.Publish(exchange="logs", routing_key="auth.err")
+    assert publish_method_frame(3, "logs", "auth.err") == pika.frame.Method(3, method).marshal()
+
+
+def test_shortstr_caps_at_255_bytes() -> None:
+    """An over-long app name is cut to the AMQP short-string limit, never an error."""
+    data = shortstr("é" * 200)
+    assert data[0] == len(data) - 1 <= 255
