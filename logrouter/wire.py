@@ -42,9 +42,21 @@ class UndecodableMessage(ValueError):
     """A message that cannot be turned into a record; the text says why."""
 
 
+_ts_prefix: tuple[int, str] = (-1, "")
+
+
 def format_ts(epoch: float) -> str:
-    """RFC 3339 UTC with microseconds and ``Z``."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds and ``Z`` (the second's text is cached)."""
+    global _ts_prefix
+    second = int(epoch)
+    micros = round((epoch - second) * 1e6)
+    if second < 0 or micros >= 1_000_000:
+        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    cached = _ts_prefix
+    if cached[0] != second:
+        cached = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S."))
+        _ts_prefix = cached
+    return f"{cached[1]}{micros:06d}Z"
 
 
 def json_safe(value: Any) -> Any:

@@ -117,3 +117,15 @@ def test_undecodable_message() -> None:
     """No facility/severity anywhere: UndecodableMessage, never a crash."""
     with pytest.raises(wire.UndecodableMessage):
         wire.decode(b"text", "not-a-key")
+
+
+@pytest.mark.parametrize(
+    "epoch", [0.0, 1.5, 1_795_725_294.999_999_7, 1_795_725_294.000_000_4, 2e9 + 0.25]
+)
+def test_format_ts_matches_datetime(epoch: float) -> None:
+    """The cached-second timestamp equals datetime's own RFC 3339 rendering."""
+    from datetime import UTC, datetime
+
+    expected = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert wire.format_ts(epoch) == expected
+    assert wire.format_ts(epoch) == expected  # second call: from the cache
