@@ -95,7 +95,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "console": ("stream", "color", "format"),
     "archive": ("dir", "compression", "compresslevel", "rotate_bytes", "rotate_interval"),
 }
-BROKER_KEYS = ("url", "exchange", "heartbeat")
+BROKER_KEYS = ("url", "exchange", "heartbeat", "queue_type")
 TOP_KEYS = ("broker", "sinks")
 
 
@@ -466,6 +466,7 @@ class _Validator:
         self.index = _LineIndex(text)
         self.config_dir = config_dir
         self.issues: list[ConfigIssue] = []
+        self.queue_type = DEFAULT_QUEUE_TYPE  # [broker] queue_type: the sinks' default
 
     def issue(self, sink: str | None, key: str | None, message: str, *path: str) -> None:
         line = self.index.line(*path) if path else None
@@ -493,11 +494,17 @@ class _Validator:
             urls = self._urls(env[URL_ENV], URL_ENV, ()) and urls
         exchange = self._broker_value(raw, "exchange", _exchange_name, DEFAULT_EXCHANGE)
         heartbeat = self._broker_value(raw, "heartbeat", _int_range(1, 300), DEFAULT_HEARTBEAT)
+        queue_type = self._broker_value(
+            raw, "queue_type", _choice("classic", "quorum"), DEFAULT_QUEUE_TYPE
+        )
+        self.queue_type = queue_type
         if len(self.issues) != before or urls is None:
             return None
         if env.get(URL_ENV):
             urls = split_urls(env[URL_ENV])
-        return BrokerSettings(urls=urls, exchange=exchange, heartbeat=heartbeat)
+        return BrokerSettings(
+            urls=urls, exchange=exchange, heartbeat=heartbeat, queue_type=queue_type
+        )
 
     def _broker_value(
         self, raw: Mapping[str, Any], key: str, check: Callable[[object], T], default: T
@@ -614,7 +621,7 @@ class _SinkReader:
         self.check_keys(kind)
         match = self.required("match", _expect_str, '"*.err"')
         selector = self.required("match", _selector, '"*.err"') if match is not None else None
-        queue_type = self.get("queue_type", _choice("classic", "quorum"), DEFAULT_QUEUE_TYPE)
+        queue_type = self.get("queue_type", _choice("classic", "quorum"), self.validator.queue_type)
         delivery_limit = self.get("delivery_limit", _int_range(1, 1000), DEFAULT_DELIVERY_LIMIT)
         if "delivery_limit" in self.table and queue_type != "quorum":
             message = 'applies to quorum queues only (set queue_type = "quorum", or remove it)'

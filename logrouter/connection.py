@@ -70,6 +70,9 @@ class BrokerSettings:
     connect_timeout: float = 5.0
     blocked_timeout: float = 30.0
     client_name: str = "logrouter"
+    #: Type of logrouter's own queues (unrouted, rejected, topology record) and the
+    #: default for sink queues: "quorum" on a cluster, so none lives on one node only.
+    queue_type: str = "classic"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:

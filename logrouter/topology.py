@@ -65,6 +65,16 @@ class TopologyNames:
     exchange: str = DEFAULT_EXCHANGE
     rejected: str = REJECTED_QUEUE  # fanout exchange and queue of the same name
     state: str = STATE_QUEUE  # durable queue holding the record of applied bindings
+    queue_type: str = "classic"  # of the queues above: "quorum" on a cluster
+
+    @classmethod
+    def for_broker(cls, broker: BrokerSettings) -> TopologyNames:
+        """The names and queue type a config's ``[broker]`` section gives."""
+        return cls(exchange=broker.exchange, queue_type=broker.queue_type)
+
+    def queue_arguments(self, **arguments: Any) -> dict[str, Any]:
+        """x-arguments of one of logrouter's own queues."""
+        return {"x-queue-type": self.queue_type, **arguments}
 
     @property
     def unrouted(self) -> str:
@@ -126,8 +136,16 @@ def queue_spec(sink: SinkConfig) -> QueueSpec:
     )
 
 
-def _names(exchange: str | TopologyNames) -> TopologyNames:
-    return exchange if isinstance(exchange, TopologyNames) else TopologyNames(exchange=exchange)
+#: What names the topology: an exchange name, explicit names, or a config's broker settings.
+Target = str | TopologyNames | BrokerSettings
+
+
+def _names(exchange: Target) -> TopologyNames:
+    if isinstance(exchange, TopologyNames):
+        return exchange
+    if isinstance(exchange, BrokerSettings):
+        return TopologyNames.for_broker(exchange)
+    return TopologyNames(exchange=exchange)
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -177,13 +195,15 @@ def _declare_exchanges(session: _Session, names: TopologyNames) -> None:
         ch.queue_declare(
             names.unrouted,
             durable=True,
-            arguments={"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"},
+            arguments=names.queue_arguments(
+                **{"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"}
+            ),
         )
         ch.queue_bind(names.unrouted, names.unrouted, routing_key="")
         current = ("exchange", names.rejected)
         ch.exchange_declare(names.rejected, ExchangeType("fanout"), durable=True)
         current = ("queue", names.rejected)
-        ch.queue_declare(names.rejected, durable=True)
+        ch.queue_declare(names.rejected, durable=True, arguments=names.queue_arguments())
         ch.queue_bind(names.rejected, names.rejected, routing_key="")
         current = ("exchange", names.exchange)
         ch.exchange_declare(
@@ -199,7 +219,7 @@ def _declare_exchanges(session: _Session, names: TopologyNames) -> None:
         raise TopologyError(describe_mismatch(*current, exc)) from None
 
 
-def declare_exchange(channel: BlockingChannel, exchange: str | TopologyNames) -> None:
+def declare_exchange(channel: BlockingChannel, exchange: Target) -> None:
     """Declare the topic exchange, its alternate exchange + unrouted queue, and rejected.
 
     Idempotent. Raises ``TopologyError`` naming the exchange or queue when one exists with
@@ -255,7 +275,9 @@ class State:
 
 def _declare_state_queue(channel: BlockingChannel, names: TopologyNames) -> None:
     channel.queue_declare(
-        names.state, durable=True, arguments={"x-max-length": 1, "x-overflow": "drop-head"}
+        names.state,
+        durable=True,
+        arguments=names.queue_arguments(**{"x-max-length": 1, "x-overflow": "drop-head"}),
     )
 
 
@@ -353,9 +375,7 @@ def _reconcile(
     return diff
 
 
-def declare_queue(
-    channel: BlockingChannel, exchange: str | TopologyNames, spec: QueueSpec
-) -> BindingDiff:
+def declare_queue(channel: BlockingChannel, exchange: Target, spec: QueueSpec) -> BindingDiff:
     """Declare one sink queue and reconcile its bindings; returns what changed.
 
     Takes the topology lock for the read-modify-write of the record. Raises
@@ -373,9 +393,7 @@ def declare_queue(
     return diff
 
 
-def live_bindings(
-    channel: BlockingChannel, exchange: str | TopologyNames, queue: str
-) -> frozenset[str]:
+def live_bindings(channel: BlockingChannel, exchange: Target, queue: str) -> frozenset[str]:
     """The bindings of ``queue`` to ``exchange`` as applied by logrouter (from the record).
 
     A queue logrouter never reconciled has no record: the result is empty.
@@ -384,7 +402,7 @@ def live_bindings(
 
 
 def recorded_bindings(
-    channel: BlockingChannel, exchange: str | TopologyNames, queue: str
+    channel: BlockingChannel, exchange: Target, queue: str
 ) -> frozenset[str] | None:
     """Like ``live_bindings``, but None when logrouter has no record of the queue."""
     names = _names(exchange)
@@ -422,7 +440,7 @@ def setup(
     Raises ``BrokerUnavailable`` when no broker answers, ``TopologyError`` when part of the
     topology cannot be declared (its ``diffs`` hold what was applied to the other queues).
     """
-    names = names or TopologyNames(exchange=settings.exchange)
+    names = names or TopologyNames.for_broker(settings)
     specs = list(specs)
     connection = settings.with_name("logrouter-setup").connect()
     try:

@@ -100,7 +100,7 @@ def diff_lines(connection: Any, config: RoutingConfig) -> list[str]:
             lines.append(f"{sink.queue}: missing, would be created")
             lines.extend(f"  + {key}" for key in sorted(wanted))
             continue
-        live = topology.recorded_bindings(channel, config.broker.exchange, sink.queue)
+        live = topology.recorded_bindings(channel, config.broker, sink.queue)
         if live is None:
             lines.append(f"{sink.queue}: exists, bindings not recorded by logrouter setup")
             lines.extend(f"  + {key}" for key in sorted(wanted))
