@@ -55,11 +55,19 @@ def parse_facilities(value: Mapping[str, str] | str | None) -> dict[str, str]:
     return {str(k): sev.normalize_facility(str(v)) for k, v in value.items()}
 
 
-def default_spool_path(app: str) -> Path:
-    """A per-user cache file keyed by the app name."""
+def default_spool_path(app: str, exchange: str = DEFAULT_EXCHANGE) -> Path:
+    """A per-user cache file keyed by the app name and the exchange.
+
+    Keyed by the exchange too, so that records spooled for one exchange are never
+    replayed into another (say, the next test run's exchange).
+    """
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in app) or "app"
-    return Path(base) / "logrouter" / f"spool-{safe}.sqlite"
+
+    def safe(text: str) -> str:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:100] or "_"
+
+    suffix = "" if exchange == DEFAULT_EXCHANGE else f"@{safe(exchange)}"
+    return Path(base) / "logrouter" / f"spool-{safe(app)}{suffix}.sqlite"
 
 
 def _default_app() -> str:
@@ -106,7 +114,11 @@ class RabbitHandler(logging.Handler):
         self.app = app or _default_app()
         self.buffer_size = max(2, int(buffer_size))
         self.spool_path: Path | None = (
-            None if spool == "" else Path(spool) if spool else default_spool_path(self.app)
+            None
+            if spool == ""
+            else Path(spool)
+            if spool
+            else default_spool_path(self.app, self.settings.exchange)
         )
         self.spool_max_bytes = _as_bool_size(spool_max_bytes, DEFAULT_SPOOL_MAX)
         self.flush_timeout = float(flush_timeout)

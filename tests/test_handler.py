@@ -424,3 +424,15 @@ def test_fork_children_records_all_arrive(route: tuple[str, str, str], make_logg
     assert len({mid for mid, _, _ in got}) == len(got)
     assert len({b["pid"] for _, _, b in got}) == 5
     assert os.getpid() in {b["pid"] for _, _, b in got}
+
+
+def test_default_spool_is_per_user_app_and_exchange(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default spool lives in the user's cache dir, one file per app and exchange."""
+    from logrouter.handler import default_spool_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", "/cache")
+    assert str(default_spool_path("billing api")) == "/cache/logrouter/spool-billing_api.sqlite"
+    assert default_spool_path("a", "logs") != default_spool_path("a", "test.logs.1")
+    handler = RabbitHandler(app="billing", exchange="audit")
+    assert str(handler.spool_path) == "/cache/logrouter/spool-billing@audit.sqlite"
+    assert RabbitHandler(app="billing", spool="").spool_path is None
