@@ -4,9 +4,10 @@ The thread owns the connection (heartbeats are serviced by its ioloop even when
 the app is idle), takes records from the handler's in-memory buffer, encodes
 and publishes them, and lets a record go only when the broker confirmed it.
 Unconfirmed records are re-published after a reconnect; nacked ones are
-retried. While the broker cannot take records (down, unreachable, blocked by
-an alarm), records beyond half the buffer go to the disk spool; the spool is
-replayed, merged in logging order with the buffer, when the broker is back.
+retried on a fresh channel after a pause (see ``_on_nacked``). While the
+broker cannot take records (down, unreachable, blocked by an alarm), records
+beyond half the buffer go to the disk spool; the spool is replayed, merged in
+logging order with the buffer, when the broker is back.
 
 Everything here runs in the I/O thread except ``wake``, ``idle``, ``flush``
 and ``stop``, which only read counters or post callbacks to the ioloop.
@@ -94,6 +95,11 @@ def content_frames(
     return b"".join((head, struct.pack(">BHI", 3, channel, len(body)), body, _FRAME_END))
 
 
+def _position(item: Outgoing) -> tuple[int, int]:
+    """Logging order of an encoded record: (run, seq)."""
+    return (item[0], item[1])
+
+
 class Publisher:
     """Owns the I/O thread. Created by the handler, lazily, once per process."""
 
@@ -146,6 +152,7 @@ class Publisher:
         self._ioloop = IOLoop()
         self._thread = threading.Thread(target=self._main, name="logrouter-publisher", daemon=True)
         self._conn: SelectConnection | None = None
+        self._counted_conn: SelectConnection | None = None
         self._channel: Any = None
         self._ready = False
         self._blocked = False
@@ -156,6 +163,11 @@ class Publisher:
         self._down_since: float | None = time.monotonic()
         self._attempted = False
         self._next_tag = 1
+        #: Nacks since the last ack: paces the channel reopens they cause.
+        self._nack_streak = 0
+        #: The current channel is being closed by us because the broker nacked.
+        self._closing_for_nack = False
+        self.nacked = 0
         self._inflight: deque[tuple[int, Outgoing]] = deque()
         self._acked_early: set[int] = set()
         self._retry: deque[Outgoing] = deque()
@@ -280,12 +292,15 @@ class Publisher:
 
     def _on_channel_open(self, channel: Any) -> None:
         self._channel = channel
+        self._closing_for_nack = False
         self._method_frames = {}  # they carry the channel number
         channel.add_on_close_callback(self._on_channel_closed)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_ok)
 
     def _on_confirm_ok(self, _frame: Any) -> None:
-        self.connections += 1
+        if self._conn is not self._counted_conn:  # not a channel reopened after nacks
+            self._counted_conn = self._conn
+            self.connections += 1
         self._ready = True
         self._failures = 0
         self._down_since = None
@@ -316,16 +331,21 @@ class Publisher:
         self._schedule_reconnect()
 
     def _on_channel_closed(self, channel: Any, exc: BaseException) -> None:
-        if self._channel is channel:
-            self._channel = None
+        if self._channel is not channel and self._channel is not None:
+            return  # an older channel: the current one is not affected
+        self._channel = None
         self._lost()
         conn = self._conn
         if self._stopping or conn is None or not conn.is_open:
             return
-        # e.g. the exchange does not exist (404): keep records, retry on a new channel.
-        self._note_error(f"channel closed: {describe_error(exc)}")
-        self._failures += 1
-        self._ioloop.call_later(self._backoff(), self._reopen_channel)
+        if self._closing_for_nack:
+            delay = self._nack_backoff()
+        else:
+            # e.g. the exchange does not exist (404): keep records, retry on a new channel.
+            self._note_error(f"channel closed: {describe_error(exc)}")
+            self._failures += 1
+            delay = self._backoff()
+        self._ioloop.call_later(delay, self._reopen_channel)
 
     def _reopen_channel(self) -> None:
         conn = self._conn
@@ -342,9 +362,18 @@ class Publisher:
 
     def _requeue_inflight(self) -> None:
         if self._inflight:
-            self._retry.extendleft(item for _, item in reversed(self._inflight))
+            # Back in logging order (nacked records may already wait in _retry).
+            items = [item for _, item in self._inflight]
+            items.extend(self._retry)
+            items.sort(key=_position)
+            self._retry = deque(items)
             self._inflight.clear()
             self._acked_early.clear()
+
+    def _nack_backoff(self) -> float:
+        """Pause before reopening a channel after nacks: 0.1 s, doubling, up to reconnect_max."""
+        cap = min(self.reconnect_max, 0.05 * 2.0 ** min(self._nack_streak, 10))
+        return float(cap * random.uniform(0.5, 1.0))
 
     def _backoff(self) -> float:
         cap = min(self.reconnect_max, 0.1 * 2.0 ** min(self._failures, 10))
@@ -394,12 +423,39 @@ class Publisher:
                     break
         if nack:
             self._retry.extend(done)  # the broker could not store them: publish again
-        else:
-            self.confirmed += len(done)
-            for item in done:
-                if item[6] is not None:
-                    self._spool_done.append((item[6], len(item[5])))
+            self.nacked += len(done)
+            self._on_nacked()
+            return
+        self._nack_streak = 0
+        self.confirmed += len(done)
+        for item in done:
+            if item[6] is not None:
+                self._spool_done.append((item[6], len(item[5])))
         self._schedule_pump()
+
+    def _on_nacked(self) -> None:
+        """The broker refused records on this channel: reopen the channel after a pause.
+
+        Never re-publish on the same channel at once. A nack may be sticky to the
+        channel: RabbitMQ (3.10) nacks every publish of a channel whose first publish
+        to a quorum queue found the queue's recorded leader on a dead node (the
+        channel's queue client keeps asking that node), so after a failover inside a
+        cluster the handler would re-publish the same records in a tight loop and never
+        get a confirm. A fresh channel looks the leader up again; the pause (doubling
+        while nacks go on) keeps a queue that rejects publishes for good (overflow =
+        reject-publish) from turning into a hot loop.
+        """
+        channel = self._channel
+        if self._closing_for_nack or channel is None:
+            return
+        self._nack_streak += 1
+        self._closing_for_nack = True
+        self._ready = False  # publish nothing more on it
+        self._note_error("broker rejected publishes (nack): re-publishing on a new channel")
+        if channel.is_open:
+            channel.close()
+        else:
+            self._on_channel_closed(channel, pika.exceptions.ChannelClosed(0, "nacked"))
 
     # ---- the pump: publish or spill -----------------------------------------------
 
@@ -422,10 +478,10 @@ class Publisher:
         if self._spool_done and self.spool is not None:
             self.spool.delete(self._spool_done)
             self._spool_done = []
-        if not self.connected or self._channel is None:
+        channel = self._channel
+        if not self.connected or channel is None or not channel.is_open:
             self._maybe_spill()
             return
-        channel = self._channel
         exchange = self.settings.exchange
         app_id = self.app_id
         inflight = self._inflight
