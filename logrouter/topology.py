@@ -366,8 +366,10 @@ def _reconcile(
     diff = BindingDiff(spec.name, added=set(spec.bindings - old), removed=set(old - spec.bindings))
     if recorded is None:  # unknown history: bind the whole set, record it
         diff.added = set(spec.bindings)
+    # Bind the whole wanted set, not just the new keys: queue.bind is idempotent, and a
+    # queue deleted and re-created by hand has lost the bindings the record remembers.
     # Bind before unbinding so a record matching old and new keys is never missed.
-    for key in sorted(diff.added):
+    for key in sorted(spec.bindings):
         ch.queue_bind(spec.name, names.exchange, routing_key=key)
     for key in sorted(diff.removed):
         ch.queue_unbind(spec.name, names.exchange, routing_key=key)

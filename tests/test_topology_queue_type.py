@@ -83,3 +83,23 @@ def test_own_queues_are_quorum_when_asked(amqp_url: str, names: topology.Topolog
     assert types[names.unrouted] == "quorum"
     assert types[names.rejected] == "quorum"
     assert types[names.state] == "quorum"
+
+
+def test_queue_deleted_by_hand_is_bound_again(amqp_url: str, names: topology.TopologyNames) -> None:
+    """A sink queue an operator deleted by hand gets all its bindings back on the next
+    declaration, although the record still lists them as applied."""
+    settings = BrokerSettings.from_url(amqp_url, exchange=names.exchange, queue_type="quorum")
+    spec = topology.QueueSpec(name=f"{names.exchange}.sink", bindings=frozenset({"*.err"}))
+    topology.setup(settings, [spec], names=names)
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.queue_delete(spec.name)
+        topology.setup(settings, [spec], names=names)
+        channel.confirm_delivery()
+        channel.basic_publish(names.exchange, "auth.err", b"after re-creation")
+        _method, _props, body = channel.basic_get(spec.name, auto_ack=True)
+        assert body == b"after re-creation"
+    finally:
+        connection.channel().queue_delete(spec.name)
+        connection.close()
