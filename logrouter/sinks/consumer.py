@@ -225,10 +225,8 @@ class Sink:
         self._connection = connection
         channel = connection.channel()
         self._channel = channel
-        topology.declare_exchange(channel, self.broker.exchange)
-        diff = topology.declare_queue(
-            channel, self.broker.exchange, topology.queue_spec(self.config)
-        )
+        topology.declare_exchange(channel, self.broker)
+        diff = topology.declare_queue(channel, self.broker, topology.queue_spec(self.config))
         if diff.added or diff.removed:
             self.log.info(
                 "bindings reconciled", added=sorted(diff.added), removed=sorted(diff.removed)
@@ -447,7 +445,7 @@ class Sink:
         if len(self._batch) and self._channel is not None:
             self._commit()
         if self._channel is not None:
-            topology.declare_queue(self._channel, self.broker.exchange, topology.queue_spec(new))
+            topology.declare_queue(self._channel, self.broker, topology.queue_spec(new))
             if new.prefetch != old.prefetch:
                 self._channel.basic_qos(prefetch_count=new.prefetch)
         if new.type != old.type or new.options != old.options:
