@@ -50,7 +50,7 @@ FORMAT_FIELDS = frozenset({
 })
 # fmt: on
 #: Placeholders of a file ``path`` template, and its strftime parts.
-PATH_FIELDS = ("facility", "severity", "host", "app")
+PATH_FIELDS = ("facility", "severity", "host", "app", "instance")
 PATH_TIME_CODES = "YmdH"
 
 DEFAULT_FILE_FORMAT = "{ts} {host} {app}[{pid}] {facility}.{severity} {logger}: {msg}"

@@ -3,9 +3,9 @@
 Two ``logrouter sink NAME CONFIG`` processes of the same sink consume the same
 queue as competing consumers. They share one ``LOGROUTER_STATE_DIR`` (on one
 host the journal's flock slots give them distinct instance ids, ``host-0`` and
-``host-1``; the archive names its files by that id). The file sink's two
-instances append to the same file: each batch is one ``write()`` on an
-``O_APPEND`` fd, so lines never interleave on a local file system.
+``host-1``; the archive names its files by that id). A file sink run as several
+instances puts ``{instance}`` in its path, so every instance writes (and, after a
+crash, rolls back) only its own files; a second instance without it refuses to start.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class Fleet:
                     f"[sinks.{self.files}]",
                     'type = "file"',
                     'match = "*.*"',
-                    'path = "out/all.log"',
+                    'path = "out/all-{instance}.log"',
                     "",
                 ]
             )
@@ -135,8 +135,12 @@ class Fleet:
         connection.close()
 
     def file_lines(self) -> list[str]:
-        path = self.tmp / "out" / "all.log"
-        return path.read_text().splitlines() if path.exists() else []
+        """Lines of every instance's file."""
+        return [
+            line
+            for path in sorted((self.tmp / "out").glob("all-*.log"))
+            for line in path.read_text().splitlines()
+        ]
 
     def archive_files(self) -> list[Path]:
         return sorted((self.tmp / "out" / "archive").rglob("*.jsonl.gz"))
@@ -150,7 +154,7 @@ class Fleet:
         return seen
 
     def file_numbers(self) -> Counter[int]:
-        """How often each record number is in the shared file; every line must be intact."""
+        """How often each record number is in the instances' files; every line intact."""
         seen: Counter[int] = Counter()
         for line in self.file_lines():
             match = LINE.match(line)
@@ -204,7 +208,7 @@ def fleet(tmp_path: Path, amqp_url: str, unique_name: Callable[[str], str]) -> I
             proc.wait()
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
-    for sink in (f.archive, f.files):
+    for sink in (f.archive, f.files, f"shared{f.tag}"):
         channel.queue_delete(f"logrouter.{sink}")
     channel.queue_delete(f"{f.exchange}.unrouted")
     for name in (f.exchange, f"{f.exchange}.unrouted", f"{f.exchange}.control"):
@@ -223,11 +227,11 @@ def start_pairs(fleet: Fleet) -> dict[str, list[subprocess.Popen[bytes]]]:
 def test_two_instances_of_each_sink_write_every_record_exactly_once(fleet: Fleet) -> None:
     """Two archive and two file instances drain 50,000 records together: each record is
     written exactly once across the instances, both instances of each sink take a share,
-    the archive files are per instance, and no line of the shared file is torn."""
+    the archive and file outputs are per instance, and no line is torn."""
     fleet.publish(TOTAL)
     procs = start_pairs(fleet)
     wait_for(lambda: archive_count(fleet) >= TOTAL, "50,000 records in the archive")
-    wait_for(lambda: len(fleet.file_lines()) >= TOTAL, "50,000 lines in the shared file")
+    wait_for(lambda: len(fleet.file_lines()) >= TOTAL, "50,000 lines in the files")
     for proc in fleet.procs:
         fleet.stop(proc)
 
@@ -261,40 +265,56 @@ def test_killed_archive_instance_hands_its_records_to_the_other(fleet: Fleet) ->
     assert (missing, duplicated) == ([], []), (len(missing), len(duplicated))
 
 
-def test_killed_file_instance_loses_nothing_duplicates_at_most_its_window(fleet: Fleet) -> None:
-    """kill -9 one file instance mid-stream: the survivor writes every record it left
-    unacked, so nothing is lost; a record the dead one had written but not acked is
-    written again by the survivor (dedup windows are per instance), at most one
-    prefetch window of them."""
+def test_killed_file_instance_hands_its_records_to_the_other(fleet: Fleet) -> None:
+    """kill -9 one file instance mid-stream: the survivor writes what it left unacked,
+    and once the dead one is restarted (its journal rolls its own file back to the last
+    commit) every record is in the files exactly once."""
     fleet.publish(TOTAL)
     first, second = fleet.start(fleet.files), fleet.start(fleet.files)
     wait_for(lambda: fleet.queue(fleet.files)[1] == 2, "two consumers")
     wait_for(lambda: fleet.queue(fleet.files)[0] < TOTAL * 0.7, "the drain to be under way")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
-    wait_for(lambda: fleet.queue(fleet.files) == (0, 1), "the survivor to drain the queue")
+    restarted = fleet.start(fleet.files)
+    wait_for(lambda: fleet.queue(fleet.files) == (0, 2), "the two to drain the queue")
     fleet.stop(second)
+    fleet.stop(restarted)
 
-    seen = fleet.file_numbers()
-    missing, duplicated = exactly_once(seen, TOTAL)
-    assert missing == [], len(missing)
-    assert len(duplicated) <= 200, len(duplicated)  # prefetch (default 200) of the dead one
-    print(f"duplicates after kill -9 of one file instance: {len(duplicated)}")
+    missing, duplicated = exactly_once(fleet.file_numbers(), TOTAL)
+    assert (missing, duplicated) == ([], []), (len(missing), len(duplicated))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "file sink, two instances on one path: each instance's crash journal records the "
-        "file size as it counted its OWN appends, so a restart rolls the shared file back to "
-        "that smaller size and cuts the other instance's (acked) lines. Fix: a per-instance "
-        "path ({instance} placeholder) in multi-instance mode, or no truncation rollback "
-        "for files other processes append to."
-    ),
-)
+def test_second_instance_without_instance_placeholder_refuses(fleet: Fleet) -> None:
+    """Two instances of a file sink whose path has no {instance} would truncate each
+    other's lines on recovery: the second one refuses to start and says why."""
+    shared = f"shared{fleet.tag}"
+    with fleet.config.open("a") as config:
+        config.write(f'\n[sinks.{shared}]\ntype = "file"\nmatch = "*.*"\npath = "out/one.log"\n')
+    first = fleet.start(shared)
+
+    def consuming() -> bool:
+        try:
+            return fleet.queue(shared)[1] == 1
+        except pika.exceptions.ChannelClosedByBroker:  # not declared yet
+            return False
+
+    wait_for(consuming, "the first instance")
+    env = dict(os.environ, LOGROUTER_STATE_DIR=str(fleet.state))
+    second = subprocess.run(
+        [sys.executable, "-m", "logrouter", "sink", shared, str(fleet.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    fleet.stop(first)
+    assert second.returncode == 1
+    assert "{instance}" in second.stderr and "out/one.log" in second.stderr
+
+
 def test_restarting_one_file_instance_keeps_the_other_instances_lines(fleet: Fleet) -> None:
-    """After two file instances shared a file, restarting one of them (journal recovery)
-    leaves every acked record of both instances in the file."""
+    """After two file instances ran, restarting one of them (journal recovery) leaves
+    every acked record of both instances in the files."""
     fleet.publish(TOTAL // 5)
     pair = [fleet.start(fleet.files), fleet.start(fleet.files)]
     wait_for(lambda: fleet.queue(fleet.files)[1] == 2, "two consumers")
@@ -307,4 +327,4 @@ def test_restarting_one_file_instance_keeps_the_other_instances_lines(fleet: Fle
     fleet.stop(restarted)
 
     missing, _ = exactly_once(fleet.file_numbers(), TOTAL // 5)
-    assert missing == [], f"{len(missing)} acked records cut from the shared file"
+    assert missing == [], f"{len(missing)} acked records cut from the files"

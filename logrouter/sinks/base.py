@@ -106,7 +106,7 @@ def make_writer(sink: SinkConfig, *, instance: str = "") -> Writer:
     if sink.type == "file":
         from logrouter.sinks.file import FileWriter
 
-        return FileWriter(cast("FileOptions", sink.options))
+        return FileWriter(cast("FileOptions", sink.options), instance=instance)
     if sink.type == "console":
         from logrouter.sinks.console import ConsoleWriter
 

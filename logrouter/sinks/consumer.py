@@ -191,6 +191,7 @@ class Sink:
         state = self._journal.open()
         self._dedup.extend(state.ids)
         self.instance = self._instance or f"{socket.gethostname()}-{self._journal.slot}"
+        self._refuse_shared_file()
         self._writer = self._writer_factory(self.config, self.instance)
         if state.checkpoint:
             self._writer.rollback(state.checkpoint)
@@ -203,6 +204,20 @@ class Sink:
             remembered_ids=len(state.ids),
             broker=self.broker.describe(),
         )
+
+    def _refuse_shared_file(self) -> None:
+        """A second instance of a file sink on this host needs its own files.
+
+        Each instance's crash journal rolls files back to the sizes *it* committed; on
+        a file another instance appends to, that would cut the other's acked lines.
+        """
+        path = getattr(self.config.options, "path", "")
+        if self.config.type == "file" and self._journal.slot != 0 and "{instance}" not in path:
+            raise RuntimeError(
+                f"sink {self.config.name!r} already runs on this host and this second "
+                f"instance would append to the same files ({path}); put {{instance}} in "
+                "its path so every instance writes its own files"
+            )
 
     def _hook(self, writer: Writer) -> None:
         """Let a writer with files journal each file's size before a batch first writes it."""

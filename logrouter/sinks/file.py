@@ -221,9 +221,11 @@ class FileWriter:
     checkpoint was taken since the file became due.
     """
 
-    def __init__(self, options: FileOptions) -> None:
+    def __init__(self, options: FileOptions, *, instance: str = "") -> None:
         self.options = options
-        self.paths = PathTemplate(options.path, options.base_dir)
+        # {instance} is fixed for the writer's life: fill it in before compiling.
+        template = options.path.replace("{instance}", sanitize_component(instance or "0"))
+        self.paths = PathTemplate(template, options.base_dir)
         self.line_format = compile_format(options.format or DEFAULT_LINE_FORMAT)
         self.mode = options.file_mode or 0o640
         self.max_open = max(1, options.max_open_files)
