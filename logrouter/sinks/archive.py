@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from logrouter.sinks.base import ABSENT, IntentHook, Record, WriteError, rollback_files
-from logrouter.sinks.file import fsync_dir, make_dirs, open_append, parse_ts, write_all
+from logrouter.sinks.file import fsync_closed, make_dirs, open_append, parse_ts, write_all
 
 if TYPE_CHECKING:
     from logrouter.config import ArchiveOptions
@@ -209,19 +209,7 @@ class ArchiveWriter:
                 except OSError as exc:
                     raise WriteError(path, exc, "fsync") from exc
             self._dirty.discard(path)
-        for path in list(self._dirty_closed):
-            with contextlib.suppress(FileNotFoundError):
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    os.fsync(fd)
-                except OSError as exc:
-                    raise WriteError(path, exc, "fsync") from exc
-                finally:
-                    os.close(fd)
-            self._dirty_closed.discard(path)
-        for directory in list(self._dirty_dirs):
-            fsync_dir(directory)
-            self._dirty_dirs.discard(directory)
+        fsync_closed(self._dirty_closed, self._dirty_dirs)
 
     def checkpoint(self) -> dict[str, int]:
         """Sizes of the files touched since the last checkpoint.

@@ -287,24 +287,7 @@ class FileWriter:
             except OSError as exc:
                 raise WriteError(path, exc, "fsync") from exc
             self._dirty.discard(path)
-        for path in list(self._dirty_closed):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                self._dirty_closed.discard(path)
-                continue
-            except OSError as exc:
-                raise WriteError(path, exc, "fsync") from exc
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                raise WriteError(path, exc, "fsync") from exc
-            finally:
-                os.close(fd)
-            self._dirty_closed.discard(path)
-        for directory in list(self._dirty_dirs):
-            fsync_dir(directory)
-            self._dirty_dirs.discard(directory)
+        fsync_closed(self._dirty_closed, self._dirty_dirs)
 
     def checkpoint(self) -> dict[str, int]:
         """Sizes of the files touched since the last checkpoint; rotates files that are due."""
@@ -483,6 +466,29 @@ def make_dirs(directory: str) -> list[str]:
                 raise NotADirectoryError(errno.ENOTDIR, "not a directory", path) from None
         touched.append(os.path.dirname(path))
     return touched
+
+
+def fsync_closed(paths: set[str], directories: set[str]) -> None:
+    """fsync files written since the last flush but closed since (LRU, rotation), then
+    the directories where files were created; each set is emptied as it is done."""
+    for path in list(paths):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # rotated away or deleted: nothing left to sync
+            paths.discard(path)
+            continue
+        except OSError as exc:
+            raise WriteError(path, exc, "fsync") from exc
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise WriteError(path, exc, "fsync") from exc
+        finally:
+            os.close(fd)
+        paths.discard(path)
+    for directory in list(directories):
+        fsync_dir(directory)
+        directories.discard(directory)
 
 
 def fsync_dir(directory: str) -> None:
