@@ -179,6 +179,10 @@ def sink_setup(cluster: list[RabbitNode], tmp_path: Path) -> Iterator[dict[str, 
             }
         },
     )
+    # logrouter's own queues (unrouted, rejected, topology) quorum too: the sink's
+    # topology declaration must survive the loss of any one node.
+    text = config.read_text()
+    config.write_text(text.replace("[broker]\n", '[broker]\nqueue_type = "quorum"\n', 1))
     yield {
         "config": config,
         "sink": sink,
