@@ -386,13 +386,13 @@ def private_node() -> Iterator[RabbitNode]:
         yield node
 
 
-@pytest.fixture(scope="session")
-def rabbit_cluster() -> Iterator[list[RabbitNode]]:
-    """Three private nodes joined into one cluster; all killed at the end of the session."""
+@contextlib.contextmanager
+def started_cluster(prefix: str = "lrc", size: int = 3) -> Iterator[list[RabbitNode]]:
+    """``size`` private nodes joined into one cluster; all killed and removed afterwards."""
     require_rabbitmq_server()
     tag = uuid.uuid4().hex[:6]
-    base = short_dir("lrc-")
-    nodes = [RabbitNode(f"lrc{i}-{tag}@localhost", base / f"n{i}") for i in (1, 2, 3)]
+    base = short_dir(f"{prefix}-")
+    nodes = [RabbitNode(f"{prefix}{i}-{tag}@localhost", base / f"n{i}") for i in range(1, size + 1)]
     try:
         for node in nodes:
             node.start()
@@ -402,3 +402,10 @@ def rabbit_cluster() -> Iterator[list[RabbitNode]]:
         for node in reversed(nodes):
             node.kill()
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[list[RabbitNode]]:
+    """Three private nodes joined into one cluster; all killed at the end of the session."""
+    with started_cluster("lrc") as nodes:
+        yield nodes

@@ -11,16 +11,14 @@ reopens the channel after a nack (with a pause), which looks the leader up again
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pika
 import pytest
-from rabbit_nodes import RabbitNode, make_cluster, require_rabbitmq_server, short_dir
+from rabbit_nodes import RabbitNode, started_cluster
 from test_handler import collect, delete, make_logger
 
 __all__ = ["make_logger"]  # fixture
@@ -31,19 +29,8 @@ DEADLINE = 60.0
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[list[RabbitNode]]:
     """Three private nodes in one cluster, for this module only (its test kills one)."""
-    require_rabbitmq_server()
-    tag = uuid.uuid4().hex[:6]
-    base = short_dir("lrh-")
-    nodes = [RabbitNode(f"lrh{i}-{tag}@localhost", base / f"n{i}") for i in (1, 2, 3)]
-    try:
-        for node in nodes:
-            node.start()
-        make_cluster(nodes)
+    with started_cluster("lrh") as nodes:
         yield nodes
-    finally:
-        for node in reversed(nodes):
-            node.kill()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def declare_quorum(url: str, exchange: str, queue: str) -> None:

@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import logging
-import shutil
 import signal
 import subprocess
 import threading
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rabbit_nodes import RabbitNode, make_cluster, require_rabbitmq_server, short_dir
+from rabbit_nodes import RabbitNode, started_cluster
 from test_sink_daemon import ROOT, logrouter, sink_env, tokens, write_config
 
 from logrouter import RabbitHandler
@@ -40,19 +39,8 @@ DEADLINE = 120.0
 def cluster() -> Iterator[list[RabbitNode]]:
     """Three private nodes joined into one cluster, for this module only (its tests kill
     nodes, so the session-wide ``rabbit_cluster`` is left alone); all killed afterwards."""
-    require_rabbitmq_server()
-    tag = uuid.uuid4().hex[:6]
-    base = short_dir("lrq-")
-    nodes = [RabbitNode(f"lrq{i}-{tag}@localhost", base / f"n{i}") for i in (1, 2, 3)]
-    try:
-        for node in nodes:
-            node.start()
-        make_cluster(nodes)
+    with started_cluster("lrq") as nodes:
         yield nodes
-    finally:
-        for node in reversed(nodes):
-            node.kill()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def live(nodes: list[RabbitNode]) -> RabbitNode:
