@@ -32,7 +32,7 @@ from logrouter.spool import Spool, SpoolEntry
 
 #: Loggers whose records are never published (no feedback loop, FIELD-NOTE 7).
 IGNORED_LOGGERS = frozenset({"pika", "logrouter"})
-DEFAULT_BUFFER = 10_000
+DEFAULT_BUFFER = 25_000  # ~0.7 KB each: bounded at ~17 MB; absorbs a burst without spooling
 DEFAULT_SPOOL_MAX = 256 << 20
 
 _handlers: weakref.WeakSet[RabbitHandler] = weakref.WeakSet()
