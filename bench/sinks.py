@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -127,13 +129,30 @@ def sink_rate(sink: SinkConfig, config: Any, state: Path, count: int) -> float:
 def latency(
     config: Any, sink: SinkConfig, state: Path, out: Path, rate: int, seconds: float
 ) -> dict[str, float]:
-    """p50/p99/max ms from log.info() to the line in the file, at ``rate`` records/s."""
+    """p50/p99/max ms from log.info() to the line in the file, at ``rate`` records/s.
+
+    As in production, the sink daemon is a process of its own (`logrouter sink`); the
+    app (logging loop + RabbitHandler) and the file reader run here.
+    """
     from logrouter import RabbitHandler
 
-    runner = Sink(sink, config.broker, state_dir=state)
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
-    runner.consuming.wait(30)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "logrouter", "sink", sink.name, str(config.path)],
+        env=dict(os.environ, LOGROUTER_STATE_DIR=str(state), LOGROUTER_URL=URL),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    probe = pika.BlockingConnection(pika.URLParameters(URL))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            frame = probe.channel().queue_declare(sink.queue, passive=True)
+            if frame.method.consumer_count:
+                break
+        except pika.exceptions.ChannelClosedByBroker:
+            pass
+        time.sleep(0.05)
+    probe.close()
     handler = RabbitHandler(url=URL, exchange=config.broker.exchange, facility="lat")
     logger = logging.getLogger("bench.latency")
     logger.propagate = False
@@ -180,8 +199,8 @@ def latency(
     reader.join(5)
     logger.removeHandler(handler)
     handler.close()
-    runner.stop()
-    thread.join(30)
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait(30)
     delays = sorted((seen[i] - sent[i]) * 1000 for i in sent if i in seen)
     if not delays:
         raise RuntimeError("no record reached the file")
