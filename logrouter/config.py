@@ -774,8 +774,15 @@ def parse_config(
     )
 
 
-def load_config(path: Path | str, *, env: Mapping[str, str] | None = None) -> RoutingConfig:
-    """Read and validate the config file at ``path`` (see ``parse_config``)."""
+def load_config(
+    path: Path | str, *, env: Mapping[str, str] | None = None, url: str | None = None
+) -> RoutingConfig:
+    """Read and validate the config file at ``path`` (see ``parse_config``).
+
+    ``url`` (a command's ``--url``) takes the place of ``$LOGROUTER_URL``.
+    """
+    if url:
+        env = {**(os.environ if env is None else env), URL_ENV: url}
     file = str(path)
     try:
         data = Path(path).read_bytes()

@@ -10,7 +10,6 @@ so does a missing or unreadable file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from logrouter.config import (
     SinkConfig,
     load_config,
 )
-from logrouter.connection import URL_ENV, BrokerUnavailable
+from logrouter.connection import BrokerUnavailable
 
 SUPERSET_NOTE = "superset: AMQP cannot exclude a facility; the sink filters the rest"
 
@@ -63,14 +62,6 @@ def describe(config: RoutingConfig) -> Iterator[str]:
     for sink in config.sinks.values():
         yield ""
         yield from describe_sink(sink)
-
-
-def load(path: Path, url: str | None) -> RoutingConfig:
-    """The config at ``path``; ``--url`` takes the place of ``$LOGROUTER_URL``."""
-    env = dict(os.environ)
-    if url:
-        env[URL_ENV] = url
-    return load_config(path, env=env)
 
 
 def diff(config: RoutingConfig, args: argparse.Namespace) -> int:
@@ -117,7 +108,7 @@ def diff_lines(connection: Any, config: RoutingConfig) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     path = Path(args.config)
     try:
-        config = load(path, getattr(args, "url", None))
+        config = load_config(path, url=getattr(args, "url", None))
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,8 +17,8 @@ from typing import TextIO
 import pika.exceptions
 
 from logrouter import exitcodes
-from logrouter.config import ConfigError, RoutingConfig, load_config
-from logrouter.connection import URL_ENV, BadURL, BrokerUnavailable, describe_error, redact
+from logrouter.config import ConfigError, load_config
+from logrouter.connection import BadURL, BrokerUnavailable, describe_error, redact
 from logrouter.topology import BindingDiff, TopologyError, queue_spec, setup
 
 
@@ -39,14 +38,6 @@ def format_diffs(diffs: Iterable[BindingDiff]) -> list[str]:
     return lines
 
 
-def _load(path: Path, url: str | None) -> RoutingConfig:
-    """The config, with ``--url`` taking the place of ``$LOGROUTER_URL``."""
-    env = dict(os.environ)
-    if url:
-        env[URL_ENV] = url
-    return load_config(path, env=env)
-
-
 def _print(lines: Iterable[str], stream: TextIO) -> None:
     for line in lines:
         print(line, file=stream)
@@ -57,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("pika").addHandler(logging.NullHandler())
     path = Path(args.config)
     try:
-        config = _load(path, args.url)
+        config = load_config(path, url=args.url)
     except ConfigError as exc:
         print(f"logrouter setup: invalid config {path}:", file=sys.stderr)
         _print((f"  {issue}" for issue in exc.issues), sys.stderr)

@@ -9,7 +9,6 @@ STATUS=, WATCHDOG=1 (only while every sink loop is alive) and STOPPING=1.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -21,7 +20,6 @@ from typing import Any
 
 from logrouter import exitcodes, log, sdnotify
 from logrouter.config import ConfigError, RoutingConfig, load_config
-from logrouter.connection import URL_ENV
 from logrouter.control import ReloadResult, SinkStatus, sink_status
 from logrouter.metrics import MetricsServer, start_metrics_server
 from logrouter.sinks.consumer import Sink
@@ -44,14 +42,6 @@ class _Notify:
             return getattr(sdnotify, name)(*args)
         except OSError:
             return None
-
-
-def load(path: Path, url: str | None) -> RoutingConfig:
-    """The config, with ``--url`` taking the place of ``$LOGROUTER_URL``."""
-    env = dict(os.environ)
-    if url:
-        env[URL_ENV] = url
-    return load_config(path, env=env)
 
 
 def config_error(exc: ConfigError | OSError, path: Path) -> int:
@@ -79,7 +69,7 @@ def run_sinks(
     """Run the named sinks (all when ``names`` is None) until stopped; an exit code."""
     log.configure()
     try:
-        config = load(path, url)
+        config = load_config(path, url=url)
     except (ConfigError, OSError) as exc:
         return config_error(exc, path)
     if not config.sinks:
@@ -315,7 +305,7 @@ class Runner:
             for sink in self.sinks.values():
                 sink.request_reopen()
         try:
-            new = load(self.config.path, self.url)
+            new = load_config(self.config.path, url=self.url)
         except (ConfigError, OSError) as exc:
             if isinstance(exc, ConfigError):
                 issues = [str(i) for i in exc.issues]
