@@ -66,6 +66,23 @@ def test_second_instance_gets_its_own_journal(tmp_path: Path) -> None:
         second.close()
 
 
+def test_peer_ids_are_what_the_other_instances_committed(tmp_path: Path) -> None:
+    """An instance sees the ids its sibling on this host committed (to drop a batch the
+    sibling wrote but had not acked when it died), never its own."""
+    first = Journal(tmp_path, "logrouter.x", keep_ids=5)
+    second = Journal(tmp_path, "logrouter.x", keep_ids=5)
+    first.open()
+    second.open()
+    try:
+        first.commit({}, ["a1", "a2"], fsync=False)
+        second.commit({}, ["b1"], fsync=False)
+        assert second.peer_ids() == {"a1", "a2"}
+        assert first.peer_ids() == {"b1"}
+    finally:
+        first.close()
+        second.close()
+
+
 @pytest.mark.parametrize(
     ("env", "expected"),
     [

@@ -42,8 +42,9 @@ class Fleet:
         """The config: sink a (file, ``match_a``) and sink b (file); optionally a bad key."""
         lines = ["[broker]", f'url = "{self.url}"', f'exchange = "{self.exchange}"', ""]
         lines += [f"[sinks.{self.a}]", 'type = "file"', f'match = "{match_a}"']
-        lines += ['path = "out/a.log"', ""]
-        lines += [f"[sinks.{self.b}]", 'type = "file"', 'match = "beta.*"', 'path = "out/b.log"']
+        lines += ['path = "out/a-{instance}.log"', ""]
+        lines += [f"[sinks.{self.b}]", 'type = "file"', 'match = "beta.*"']
+        lines += ['path = "out/b-{instance}.log"']
         if broken:
             lines += ["batch_size = -3"]
         self.config.write_text("\n".join(lines) + "\n")

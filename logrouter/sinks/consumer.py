@@ -90,6 +90,17 @@ class SinkCounters:
         return asdict(self)
 
 
+class _WithPeers:
+    """The dedup window plus the ids other instances on this host committed."""
+
+    def __init__(self, own: DedupWindow, peers: frozenset[str]) -> None:
+        self.own = own
+        self.peers = peers
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self.own or message_id in self.peers
+
+
 class _Reconnect(Exception):
     """Leave the session and connect again (broker cancelled us, channel gone)."""
 
@@ -310,8 +321,11 @@ class Sink:
         pending = self._batch.take_pending()
         # writers that take ready JSON lines (archive) get the bodies that already are records
         write_lines = getattr(self._writer, "write_lines", None)
+        dedup: Any = self._dedup
+        if any(pending.redelivered):
+            dedup = _WithPeers(self._dedup, self._journal.peer_ids())
         outcome = classify_pending(
-            pending, self.config.selector.matches, self._dedup, keep_lines=write_lines is not None
+            pending, self.config.selector.matches, dedup, keep_lines=write_lines is not None
         )
         fsync = self._fsync_due()
         self._journal.sync_intents = fsync

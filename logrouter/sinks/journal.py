@@ -141,6 +141,27 @@ class Journal:
         self._pending: dict[str, int] = {}
         self.sync_intents = True
 
+    def peer_ids(self, last: int = 10_000) -> frozenset[str]:
+        """Message ids the *other* instances of this sink on this host committed lately.
+
+        A delivery another instance wrote and journaled but had not acked when it died
+        is redelivered to a survivor; these ids let the survivor drop it. Read only for
+        batches with redeliveries (rare), from the other slots' journal files.
+        """
+        ids: set[str] = set()
+        for slot in range(MAX_INSTANCES):
+            if slot == self.slot:
+                continue
+            suffix = "" if slot == 0 else f".{slot}"
+            try:
+                with open(self.directory / f"{self.name}{suffix}.journal", "rb") as handle:
+                    ids.update(parse_journal(handle, last).ids)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                continue  # unreadable: this instance's own window still applies
+        return frozenset(ids)
+
     def open(self) -> JournalState:
         """Lock a journal slot, load it, and return the remembered state."""
         self.directory.mkdir(parents=True, exist_ok=True)
