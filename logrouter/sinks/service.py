@@ -67,8 +67,10 @@ class ControlService:
             servers: dict[str, ControlServer] = {}
             while not self._stop.is_set():
                 wanted = dict(self.instances())
-                for name in set(servers) - set(wanted):
-                    servers.pop(name).close()
+                for name in list(servers):
+                    # gone, or its instance id settled (a sink learns it from its journal)
+                    if wanted.get(name) != servers[name].identity.instance:
+                        servers.pop(name).close()
                 for name, instance in wanted.items():
                     if name not in servers:
                         servers[name] = ControlServer(
