@@ -311,14 +311,16 @@ def test_sigterm_exits_zero_with_everything_acked(sinkenv: dict[str, Any]) -> No
     assert len(written) + queue_depth(sinkenv["url"], f"logrouter.{sink}") == total
 
 
-def test_write_error_keeps_records_on_the_broker(sinkenv: dict[str, Any]) -> None:
-    """A file that cannot be created (its directory is a regular file: ENOTDIR, which stops
-    root too) is not acked: records stay queued and are written once the cause is gone."""
+def start_blocked_sink(
+    sinkenv: dict[str, Any], tag: str
+) -> tuple[subprocess.Popen[bytes], Path, Path, str]:
+    """A file sink whose output directory is a regular file (ENOTDIR, which stops root
+    too), with 20 records queued: (process, its log, the blocking file, sink name)."""
     out = sinkenv["tmp"] / "out"
     out.mkdir()
     blocker = out / "app"
     blocker.write_text("in the way\n")
-    sink = name(sinkenv, "werr")
+    sink = name(sinkenv, tag)
     config = write_config(
         sinkenv["tmp"] / "routing.toml",
         sinkenv["url"],
@@ -330,7 +332,13 @@ def test_write_error_keeps_records_on_the_broker(sinkenv: dict[str, Any]) -> Non
         sinkenv["url"], sinkenv["exchange"], (message("app", "err", f"rec-{i}") for i in range(20))
     )
     log = sinkenv["tmp"] / "sink.log"
-    process = start(["sink", sink, str(config)], sinkenv["env"], log)
+    return start(["sink", sink, str(config)], sinkenv["env"], log), log, blocker, sink
+
+
+def test_write_error_keeps_records_on_the_broker(sinkenv: dict[str, Any]) -> None:
+    """A file that cannot be created (its directory is a regular file: ENOTDIR, which stops
+    root too) is not acked: records stay queued and are written once the cause is gone."""
+    process, log, blocker, sink = start_blocked_sink(sinkenv, "werr")
     try:
         wait_for(lambda: log.exists() and "write failed" in log.read_text(), "a logged write error")
         assert "app" in log.read_text()  # the log names the path
@@ -346,22 +354,7 @@ def test_write_error_keeps_records_on_the_broker(sinkenv: dict[str, Any]) -> Non
 
 def test_write_error_acks_nothing(sinkenv: dict[str, Any]) -> None:
     """While writing fails, nothing is acked: after SIGTERM every record is still queued."""
-    out = sinkenv["tmp"] / "out"
-    out.mkdir()
-    (out / "app").write_text("in the way\n")
-    sink = name(sinkenv, "wnack")
-    config = write_config(
-        sinkenv["tmp"] / "routing.toml",
-        sinkenv["url"],
-        sinkenv["exchange"],
-        {sink: {"type": "file", "match": "*.*", "path": f"{out}/{{facility}}/all.log"}},
-    )
-    declare(config)
-    publish(
-        sinkenv["url"], sinkenv["exchange"], (message("app", "err", f"rec-{i}") for i in range(20))
-    )
-    log = sinkenv["tmp"] / "sink.log"
-    process = start(["sink", sink, str(config)], sinkenv["env"], log)
+    process, log, _blocker, sink = start_blocked_sink(sinkenv, "wnack")
     try:
         wait_for(
             lambda: log.exists() and log.read_text().count("write failed") >= 2, "two write errors"
