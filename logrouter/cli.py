@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from logrouter import __version__, exitcodes
+from logrouter.connection import redact
+from logrouter.errors import LogrouterError
 
 CONFIG_ENV = "LOGROUTER_CONFIG"
 SYSTEM_CONFIG = Path("/etc/logrouter/routing.toml")
@@ -120,4 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()
         return exitcodes.OK
+    except LogrouterError as exc:
+        # A command handles the errors it can explain better; any other ends here.
+        print(f"logrouter {args.command}: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
     return code

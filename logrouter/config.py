@@ -32,6 +32,7 @@ from logrouter.connection import (
     split_urls,
     validate_url,
 )
+from logrouter.errors import ConfigurationError
 from logrouter.selector import Selector, SelectorError, compile_selector
 
 T = TypeVar("T")
@@ -123,7 +124,7 @@ class ConfigIssue(NamedTuple):
         return f"{location}: {where}: {self.message}" if where else f"{location}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(ConfigurationError):
     """A config that cannot be used; ``issues`` lists every problem found."""
 
     def __init__(self, issues: list[ConfigIssue]) -> None:
@@ -246,7 +247,7 @@ class _LineIndex:
 # --- value checks -----------------------------------------------------------------------
 
 
-class _Invalid(ValueError):
+class _Invalid(ConfigurationError, ValueError):
     """A value that is not allowed; the message says what is."""
 
 

@@ -17,6 +17,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pika
 import pika.exceptions
 
+from logrouter.errors import LogrouterError, UsageError
+
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_EXCHANGE = "logs"
 URL_ENV = "LOGROUTER_URL"
@@ -26,11 +28,11 @@ _TLS_KEYS = ("cacertfile", "certfile", "keyfile", "verify", "server_name_indicat
 _USERINFO = re.compile(r"(amqps?://)([^:/@\s]*):([^@\s]*)@")
 
 
-class BrokerUnavailable(ConnectionError):
+class BrokerUnavailable(LogrouterError, ConnectionError):
     """No URL of the list answered. The message is safe to print (no password)."""
 
 
-class BadURL(ValueError):
+class BadURL(UsageError, ValueError):
     """A broker URL that cannot be used; the message names it, password hidden."""
 
 

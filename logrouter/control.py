@@ -38,6 +38,7 @@ import pika.spec
 
 from logrouter import log
 from logrouter.connection import BrokerSettings, redact
+from logrouter.errors import LogrouterError
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 BROADCAST_KEY = "all"
@@ -154,7 +155,7 @@ def declare_control_exchange(channel: Any, exchange: str) -> str:
 # --------------------------------------------------------------------------- pure parts
 
 
-class MalformedRequest(ValueError):
+class MalformedRequest(LogrouterError, ValueError):
     """A request that cannot be answered at all (dropped and logged)."""
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from logrouter.errors import UsageError
 from logrouter.severity import ALIASES, RANK, SEVERITIES, split_routing_key
 
 ALL: frozenset[str] = frozenset(SEVERITIES)
@@ -36,7 +37,7 @@ _ALLOWED_SEVERITIES = " ".join(SEVERITIES)
 _ALLOWED_ALIASES = " ".join(sorted(ALIASES))
 
 
-class SelectorError(ValueError):
+class SelectorError(UsageError, ValueError):
     """A selector that cannot be compiled; ``word`` is the offending word (or None)."""
 
     def __init__(self, message: str, word: str | None = None) -> None:

@@ -29,6 +29,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exchange_type import ExchangeType
 
 from logrouter.connection import DEFAULT_EXCHANGE, BrokerSettings
+from logrouter.errors import LogrouterError
 
 if TYPE_CHECKING:
     from logrouter.config import SinkConfig
@@ -47,7 +48,7 @@ _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
 _RECEIVED = re.compile(r"received (?:the value )?('[^']*'|\S+).*current is ('[^']*'|\S+)")
 
 
-class TopologyError(RuntimeError):
+class TopologyError(LogrouterError, RuntimeError):
     """The topology cannot be declared as asked; ``str(e)`` says what and how to fix it.
 
     ``diffs`` holds what was applied anyway (other queues) when one queue failed.

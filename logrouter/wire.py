@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from logrouter.errors import LogrouterError
 from logrouter.severity import (
     DEFAULT_FACILITY,
     RANK,
@@ -38,7 +39,7 @@ STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dic
 }
 
 
-class UndecodableMessage(ValueError):
+class UndecodableMessage(LogrouterError, ValueError):
     """A message that cannot be turned into a record; the text says why."""
 
 

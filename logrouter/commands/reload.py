@@ -72,7 +72,7 @@ def find_target(config_path: Path, url: str | None) -> Target:
     try:
         settings, config = resolve_target(config_path, url, None)
     except TargetError as exc:
-        if exc.code != exitcodes.CONFIG:
+        if exc.exit_code != exitcodes.CONFIG:
             raise
         target = lenient_target(config_path, url)
         return Target(target.settings, target.sinks, f"the config does not validate:\n{exc}")
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         target = find_target(args.config, args.url)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     if target.warning:
         _err(f"warning: {target.warning}")
     if args.sink is not None and target.sinks and args.sink not in target.sinks:

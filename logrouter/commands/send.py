@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         settings, _ = resolve_target(args.config, args.url, args.exchange)
     except TargetError as exc:
         print(f"logrouter send: {exc}", file=sys.stderr)
-        return exc.code
+        return exc.exit_code
     timeout = max(0.1, float(args.timeout))
     settings = replace(
         settings,

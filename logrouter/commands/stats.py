@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
         settings, config = resolve_target(args.config, args.url, None, require_config=True)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     assert config is not None
     if args.watch is not None and args.watch <= 0:
         _err("--watch needs a positive number of seconds")

@@ -36,6 +36,7 @@ from logrouter.connection import (
     redact,
     split_urls,
 )
+from logrouter.errors import LogrouterError
 from logrouter.selector import Selector, SelectorError, compile_selector
 
 if TYPE_CHECKING:
@@ -46,12 +47,12 @@ TAIL_QUEUE_MAX = 10_000
 POLL_SECONDS = 0.2
 
 
-class TargetError(Exception):
-    """The broker target cannot be determined; ``code`` is the exit code to use."""
+class TargetError(LogrouterError):
+    """The broker target cannot be determined; ``exit_code`` is the exit code to use."""
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
-        self.code = code
+        self.exit_code = code
 
 
 def resolve_target(
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         settings, _ = resolve_target(args.config, args.url, args.exchange)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     with stop_on_signals() as stopped:
         try:
             connection = settings.with_name("logrouter-tail").connect()

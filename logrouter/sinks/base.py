@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from logrouter.errors import LogrouterError
+
 if TYPE_CHECKING:
     from logrouter.config import ArchiveOptions, ConsoleOptions, FileOptions, SinkConfig
 
@@ -48,7 +50,7 @@ class Writer(Protocol):
         """Flush what is buffered (no fsync) and close everything."""
 
 
-class WriteError(OSError):
+class WriteError(LogrouterError, OSError):
     """An OSError whose message names the path and the errno."""
 
     def __init__(self, path: str | os.PathLike[str], cause: OSError, action: str = "write") -> None:

@@ -32,6 +32,7 @@ import pika.exceptions
 
 from logrouter import log, topology
 from logrouter.connection import BrokerSettings, describe_error
+from logrouter.errors import LogrouterError
 from logrouter.sinks.base import Writer, make_writer
 from logrouter.sinks.batch import Batch, Outcome, classify_pending
 from logrouter.sinks.dedup import DedupWindow
@@ -101,7 +102,7 @@ class _WithPeers:
         return message_id in self.own or message_id in self.peers
 
 
-class _Reconnect(Exception):
+class _Reconnect(LogrouterError):
     """Leave the session and connect again (broker cancelled us, channel gone)."""
 
 

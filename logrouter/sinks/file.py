@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from logrouter.errors import LogrouterError
 from logrouter.render import DEFAULT_LINE_FORMAT, compile_format
 from logrouter.sinks.base import ABSENT, IntentHook, Record, WriteError, rollback_files
 
@@ -40,7 +41,7 @@ _HOURLY = re.compile(r"%[YmdHjyBbAaUWVGuwe%]")
 _MAX_CACHE = 4096
 
 
-class PathEscapeError(ValueError):
+class PathEscapeError(LogrouterError, ValueError):
     """A rendered path would leave the base directory."""
 
 

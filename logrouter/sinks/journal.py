@@ -28,6 +28,8 @@ from typing import IO, Any
 
 import orjson
 
+from logrouter.errors import LogrouterError
+
 STATE_ENV = "LOGROUTER_STATE_DIR"
 MAX_INSTANCES = 64
 DEFAULT_COMPACT_BYTES = 1 << 20
@@ -112,7 +114,7 @@ def entry_line(checkpoint: Mapping[str, int], ids: Sequence[str], *, snap: bool 
     return orjson.dumps(entry) + b"\n"  # ~10x the json module on 500 ids per batch
 
 
-class JournalLocked(OSError):
+class JournalLocked(LogrouterError, OSError):
     """Every journal slot of this sink is held by another running process."""
 
 
