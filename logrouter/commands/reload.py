@@ -25,8 +25,7 @@ from typing import Any
 import pika.exceptions
 
 from logrouter import control, exitcodes
-from logrouter.commands.stats import display_order, instance_label
-from logrouter.commands.tail import TargetError, resolve_target
+from logrouter.commands.common import TargetError, display_order, instance_label, resolve_target
 from logrouter.connection import (
     DEFAULT_EXCHANGE,
     BrokerSettings,

@@ -22,7 +22,7 @@ import pika
 import pika.exceptions
 
 from logrouter import exitcodes, wire
-from logrouter.commands.tail import TargetError, resolve_target
+from logrouter.commands.common import TargetError, resolve_target
 from logrouter.connection import BrokerUnavailable, describe_error
 from logrouter.severity import RANK, normalize_facility, parse_severity
 

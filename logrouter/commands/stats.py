@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 import pika.exceptions
 
 from logrouter import control, exitcodes
-from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals
+from logrouter.commands.common import (
+    TargetError,
+    display_order,
+    instance_label,
+    resolve_target,
+    stop_on_signals,
+)
 from logrouter.connection import BrokerSettings, BrokerUnavailable, describe_error, redact
 
 if TYPE_CHECKING:
@@ -122,24 +128,6 @@ def instance_key(reply: Mapping[str, Any]) -> InstanceKey:
         str(reply.get("host")),
         str(reply.get("pid")),
     )
-
-
-def display_order(reply: Mapping[str, Any]) -> tuple[str, str, int, str]:
-    """Sort key: sink, host, pid (numerically), instance."""
-    pid = reply.get("pid")
-    return (
-        str(reply.get("sink")),
-        str(reply.get("host")),
-        pid if isinstance(pid, int) else -1,
-        str(reply.get("instance")),
-    )
-
-
-def instance_label(reply: Mapping[str, Any]) -> str:
-    """``host:pid`` plus the instance id when it says more than that."""
-    label = f"{reply.get('host', '?')}:{reply.get('pid', '?')}"
-    instance = str(reply.get("instance") or "")
-    return label if not instance or instance in label else f"{label} ({instance})"
 
 
 def _counter(reply: Mapping[str, Any], name: str) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from logrouter import exitcodes
-from logrouter.commands.tail import TargetError
+from logrouter.commands.common import TargetError
 from logrouter.config import ConfigError
 from logrouter.connection import BadURL, BrokerUnavailable
 from logrouter.control import MalformedRequest
