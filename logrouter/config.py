@@ -33,6 +33,14 @@ from logrouter.connection import (
     validate_url,
 )
 from logrouter.errors import ConfigurationError
+from logrouter.render import (
+    DEFAULT_CONSOLE_FORMAT,
+    DEFAULT_LINE_FORMAT,
+    PATH_INSTANCE,
+    PATH_PLACEHOLDERS,
+    PATH_TIME_CODES,
+    PLACEHOLDERS,
+)
 from logrouter.selector import Selector, SelectorError, compile_selector
 
 T = TypeVar("T")
@@ -43,19 +51,11 @@ RESERVED_SINK_NAMES = frozenset({"rejected"})  # logrouter.rejected is the dead-
 _SINK_NAME = re.compile(r"[a-z0-9_-]{1,100}\Z")
 _EXCHANGE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,255}\Z")
 
-#: Placeholders of a line format (``format`` of file and console sinks).
-# fmt: off
-FORMAT_FIELDS = frozenset({
-    "ts", "host", "app", "pid", "thread", "logger", "facility", "severity", "level", "msg",
-    "file", "line", "func", "id", "fields",
-})
-# fmt: on
-#: Placeholders of a file ``path`` template, and its strftime parts.
-PATH_FIELDS = ("facility", "severity", "host", "app", "instance")
-PATH_TIME_CODES = "YmdH"
-
-DEFAULT_FILE_FORMAT = "{ts} {host} {app}[{pid}] {facility}.{severity} {logger}: {msg}"
-DEFAULT_CONSOLE_FORMAT = "{ts} {severity:<7} {facility} {app}[{pid}] {logger}: {msg}"
+#: Placeholders of a line format (``format`` of file and console sinks); render owns them.
+FORMAT_FIELDS = PLACEHOLDERS
+#: Placeholders of a file ``path`` template: the file sink's, plus its instance id.
+PATH_FIELDS = (*PATH_PLACEHOLDERS, PATH_INSTANCE)
+DEFAULT_FILE_FORMAT = DEFAULT_LINE_FORMAT
 DEFAULT_FILE_MODE = 0o640
 KIB = 1024
 MIB = 1024 * KIB

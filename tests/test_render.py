@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from logrouter.render import DEFAULT_LINE_FORMAT, compile_format, render_console, render_line
+from logrouter.render import (
+    DEFAULT_LINE_FORMAT,
+    compile_format,
+    render_console,
+    render_line,
+    use_color,
+)
 
 RECORD = {
     "ts": "2024-05-01T10:11:12.345678Z",
@@ -121,3 +127,17 @@ def test_console_escapes_terminal_sequences_in_msg() -> None:
     """An ESC inside a message is shown escaped, never sent to the terminal."""
     text = render_console({**RECORD, "severity": "info", "msg": "\x1b]0;pwned\x07"}, color=True)
     assert "\x1b" not in text and "\\x1b]0;pwned\\x07" in text
+
+
+def test_colour_only_on_a_terminal_without_no_color_or_dumb_term() -> None:
+    """Colour needs a TTY, an unset/empty $NO_COLOR and a $TERM other than dumb."""
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    assert use_color(Tty(), {"TERM": "xterm"}) is True
+    assert use_color(Tty(), {"NO_COLOR": ""}) is True
+    assert use_color(Tty(), {"NO_COLOR": "1"}) is False
+    assert use_color(Tty(), {"TERM": "dumb"}) is False
+    assert use_color(object(), {}) is False

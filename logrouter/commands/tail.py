@@ -3,7 +3,8 @@
 A temporary exclusive, auto-delete queue is bound to the log exchange with the
 selector's bindings; every record is re-checked against the selector (the
 bindings may be a superset), decoded with ``wire.decode`` and printed as a
-console line (coloured on a terminal unless ``NO_COLOR``) or, with ``--json``,
+console line (coloured as ``render.use_color`` decides: a terminal, no ``NO_COLOR``,
+not ``TERM=dumb``) or, with ``--json``,
 as one JSON object per line. Ctrl-C (or SIGTERM) ends it with exit 0, as does
 reaching ``--count`` records.
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ from logrouter.connection import (
     describe_error,
     redact,
 )
+from logrouter.render import render_console, use_color
 from logrouter.selector import Selector, SelectorError, compile_selector
 
 if TYPE_CHECKING:
@@ -38,17 +39,10 @@ TAIL_QUEUE_MAX = 10_000
 POLL_SECONDS = 0.2
 
 
-def use_color(stream: Any, environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
-    """Colour only on a terminal and only when $NO_COLOR is unset or empty."""
-    return bool(getattr(stream, "isatty", lambda: False)()) and not environ.get("NO_COLOR")
-
-
 def format_record(record: dict[str, Any], *, as_json: bool, color: bool) -> str:
     """One output line (or several, for tracebacks) for a decoded record."""
     if as_json:
         return json.dumps(record, ensure_ascii=False, default=repr)
-    from logrouter.render import render_console
-
     return render_console(record, color=color)
 
 

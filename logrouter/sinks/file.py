@@ -27,13 +27,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from logrouter.errors import LogrouterError
-from logrouter.render import DEFAULT_LINE_FORMAT, compile_format
+from logrouter.render import DEFAULT_LINE_FORMAT, PATH_PLACEHOLDERS, compile_format
 from logrouter.sinks.base import ABSENT, IntentHook, Record, WriteError, rollback_files
 
 if TYPE_CHECKING:
     from logrouter.config import FileOptions
 
-PATH_PLACEHOLDERS = ("facility", "severity", "host", "app", "level", "logger")
 MAX_COMPONENT = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
 # directives coarser than an hour: the hour prefix of ts is enough as cache key
