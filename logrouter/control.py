@@ -38,6 +38,7 @@ import pika.spec
 
 from logrouter import log
 from logrouter.connection import BrokerSettings, redact
+from logrouter.counters import counter_values
 from logrouter.errors import LogrouterError
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
@@ -56,15 +57,9 @@ def _log() -> Any:
 # --------------------------------------------------------------------------- contracts
 
 
-class Counters(TypedDict):
-    """Monotonic counters of one sink instance since it started."""
-
-    received: int  # deliveries taken from the queue
-    written: int  # records written to the output
-    acked: int  # deliveries acked (written, or dropped as duplicates)
-    rejected: int  # dead-lettered to logrouter.rejected
-    duplicates: int  # redeliveries dropped by the message_id window
-    reconnects: int  # broker connections re-established
+#: Monotonic counters of one sink instance since it started, keyed by
+#: ``counters.COUNTER_NAMES`` (the one schema).
+Counters = dict[str, int]
 
 
 class SinkStatus(TypedDict):
@@ -93,9 +88,6 @@ class ReloadResult(TypedDict):
     issues: NotRequired[list[str]]
 
 
-COUNTER_NAMES = ("received", "written", "acked", "rejected", "duplicates", "reconnects")
-
-
 def sink_status(
     counters: Any,
     *,
@@ -105,22 +97,14 @@ def sink_status(
     queue: str | None = None,
     unacked: int | None = None,
 ) -> SinkStatus:
-    """A ``SinkStatus`` from a counters object (``sinks.consumer.SinkCounters``-like:
-    attributes ``received written acked rejected duplicates reconnects state last_error``).
+    """A ``SinkStatus`` from a counters object (``counters.SinkCounters``-like: the
+    attributes ``counters.COUNTER_NAMES``, ``state`` and ``last_error``).
     """
-    values = {name: int(getattr(counters, name, 0) or 0) for name in COUNTER_NAMES}
     status: SinkStatus = {
         "state": str(getattr(counters, "state", "unknown")),
         "config_version": config_version,
         "bindings": sorted(bindings),
-        "counters": Counters(
-            received=values["received"],
-            written=values["written"],
-            acked=values["acked"],
-            rejected=values["rejected"],
-            duplicates=values["duplicates"],
-            reconnects=values["reconnects"],
-        ),
+        "counters": counter_values(counters),
         "last_error": _optional_str(getattr(counters, "last_error", None)),
         "uptime": round(uptime, 3),
     }

@@ -456,6 +456,8 @@ def test_sink_status_from_counters_object() -> None:
             "rejected": 1,
             "duplicates": 1,
             "reconnects": 2,
+            "filtered": 0,
+            "write_errors": 0,
         },
         "last_error": "connection to amqp://guest:***@h/ lost",
         "uptime": 3.142,

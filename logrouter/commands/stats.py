@@ -34,6 +34,7 @@ from logrouter.commands.common import (
     stop_on_signals,
 )
 from logrouter.connection import BrokerSettings, BrokerUnavailable, describe_error, redact
+from logrouter.counters import TABLE_COUNTERS
 
 if TYPE_CHECKING:
     from logrouter.config import RoutingConfig
@@ -46,12 +47,7 @@ HEADER = (
     "CONSUMERS",
     "INSTANCE",
     "STATE",
-    "RECEIVED",
-    "WRITTEN",
-    "ACKED",
-    "REJECTED",
-    "DUPS",
-    "RECONN",
+    *(str(spec.column) for spec in TABLE_COUNTERS),
     "WRITTEN/S",
     "CONFIG",
     "LAST ERROR",
@@ -194,14 +190,11 @@ def instance_cells(
     """The INSTANCE..LAST ERROR cells for one reply."""
     if not reply.get("ok", False):
         error = _short(reply.get("error", "error"))
-        return [instance_label(reply), "error", *["-"] * 8, error]
+        return [instance_label(reply), "error", *["-"] * (len(TABLE_COUNTERS) + 2), error]
     return [
         instance_label(reply),
         str(reply.get("state", "?")),
-        *(
-            _num(_counter(reply, name))
-            for name in ("received", "written", "acked", "rejected", "duplicates", "reconnects")
-        ),
+        *(_num(_counter(reply, name)) for name in (spec.name for spec in TABLE_COUNTERS)),
         _rate(written_rate(reply, previous)),
         _version(reply, current_version),
         _short(reply.get("last_error")),

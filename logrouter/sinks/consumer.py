@@ -23,7 +23,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ import pika.exceptions
 
 from logrouter import log, topology
 from logrouter.connection import BrokerSettings, describe_error
+from logrouter.counters import SinkCounters
 from logrouter.errors import LogrouterError
 from logrouter.sinks.base import Writer, make_writer
 from logrouter.sinks.batch import Batch, Outcome, classify_pending
@@ -70,25 +70,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
-
-
-@dataclass
-class SinkCounters:
-    """Live counters of one sink (exposed later by stats/RPC)."""
-
-    received: int = 0
-    written: int = 0
-    acked: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    filtered: int = 0
-    reconnects: int = 0
-    write_errors: int = 0
-    last_error: str | None = None
-    state: str = "starting"
-
-    def snapshot(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class _WithPeers:
