@@ -93,9 +93,7 @@ def make_attacker(amqp_url: str) -> Iterator[Callable[..., Attacker]]:
     made: list[str] = []
     vhost = _vhost(amqp_url)
 
-    def make(
-        configure: str = OWN_QUEUES, write: str = ".*", read: str = OWN_QUEUES
-    ) -> Attacker:
+    def make(configure: str = OWN_QUEUES, write: str = ".*", read: str = OWN_QUEUES) -> Attacker:
         user = f"attacker-{secrets.token_hex(4)}"
         password = secrets.token_urlsafe(12)
         rabbitmqctl("add_user", user, password)
