@@ -5,8 +5,11 @@ selector's bindings; every record is re-checked against the selector (the
 bindings may be a superset), decoded with ``wire.decode`` and printed as a
 console line (coloured as ``render.use_color`` decides: a terminal, no ``NO_COLOR``,
 not ``TERM=dumb``) or, with ``--json``,
-as one JSON object per line. Ctrl-C (or SIGTERM) ends it with exit 0, as does
-reaching ``--count`` records.
+as one JSON object per line. Every control and bidi character of a record is
+escaped (``render.escape``; ``render.json_line`` for ``--json``). A message that
+cannot be decoded (no facility/severity, JSON nested too deeply) is reported
+on stderr as rejected, with the reason, and tail goes on. Ctrl-C (or SIGTERM)
+ends it with exit 0, as does reaching ``--count`` records.
 
 Broker settings come from ``commands.common.resolve_target``.
 """
@@ -14,21 +17,20 @@ Broker settings come from ``commands.common.resolve_target``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from logrouter import exitcodes, wire
+from logrouter import exitcodes, render, wire
 from logrouter.commands.common import TargetError, resolve_target, stop_on_signals
 from logrouter.connection import (
     BrokerUnavailable,
     describe_error,
     redact,
 )
-from logrouter.render import render_console, use_color
+from logrouter.render import use_color
 from logrouter.selector import Selector, SelectorError, compile_selector
 
 if TYPE_CHECKING:
@@ -42,12 +44,12 @@ POLL_SECONDS = 0.2
 def format_record(record: dict[str, Any], *, as_json: bool, color: bool) -> str:
     """One output line (or several, for tracebacks) for a decoded record."""
     if as_json:
-        return json.dumps(record, ensure_ascii=False, default=repr)
-    return render_console(record, color=color)
+        return render.json_line(record)
+    return render.render_console(record, color=color)
 
 
 def _err(message: str) -> None:
-    print(f"logrouter tail: {redact(message)}", file=sys.stderr, flush=True)
+    print(f"logrouter tail: {render.escape(redact(message))}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,11 +133,16 @@ def _tail(
                 app_id=properties.app_id,
             )
         except wire.UndecodableMessage as exc:
-            _err(f"skipped a message: {exc}")
+            _err(f"rejected a message (routing key {method.routing_key!r}): {exc}")
             continue
         if not selector.matches(str(record["facility"]), str(record["severity"])):
             continue
-        sys.stdout.write(format_record(record, as_json=args.json, color=color) + "\n")
+        try:
+            line = format_record(record, as_json=args.json, color=color)
+        except Exception as exc:  # a record tail cannot show is reported, never fatal
+            _err(f"rejected a message (routing key {method.routing_key!r}): {exc!r}")
+            continue
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
         shown += 1
         if args.count and shown >= args.count:

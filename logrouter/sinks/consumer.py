@@ -30,6 +30,7 @@ import pika
 import pika.exceptions
 
 from logrouter import log, topology
+from logrouter.backoff import Backoff
 from logrouter.connection import BrokerSettings, describe_error
 from logrouter.counters import SinkCounters
 from logrouter.errors import LogrouterError
@@ -53,23 +54,6 @@ WriterFactory = Callable[["SinkConfig", str], Writer]
 
 def _default_writer(sink: SinkConfig, instance: str) -> Writer:
     return make_writer(sink, instance=instance)
-
-
-class Backoff:
-    """Capped exponential backoff: 0.5 s, 1 s, 2 s ... ``cap`` (pure)."""
-
-    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
-        self.first = first
-        self.cap = cap
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.first * float(2**self.attempt))
-        self.attempt = min(self.attempt + 1, 32)
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class _WithPeers:
