@@ -10,7 +10,7 @@ import os
 import re
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -148,7 +148,6 @@ class BrokerSettings:
     #: Type of logrouter's own queues (unrouted, rejected, topology record) and the
     #: default for sink queues: "quorum" on a cluster, so none lives on one node only.
     queue_type: str = "classic"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.urls:

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 
 from logrouter.errors import UsageError
-from logrouter.severity import ALIASES, RANK, SEVERITIES, split_routing_key
+from logrouter.severity import ALIASES, RANK, SEVERITIES
 
 ALL: frozenset[str] = frozenset(SEVERITIES)
 _FACILITY_WORD = re.compile(r"[a-z0-9_-]+\Z")
@@ -75,11 +75,6 @@ class Selector:
     def matches(self, facility: str, severity: str) -> bool:
         """True when a record of ``facility`` and ``severity`` (canonical words) is selected."""
         return severity in self.severities_for(facility)
-
-    def matches_key(self, routing_key: str) -> bool:
-        """True when the routing key ``facility.severity`` is selected (aliases accepted)."""
-        parts = split_routing_key(routing_key)
-        return parts is not None and self.matches(*parts)
 
 
 def _parse_facilities(text: str, part: str) -> frozenset[str] | None:

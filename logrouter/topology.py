@@ -453,18 +453,11 @@ def declare_queue(channel: BlockingChannel, exchange: Target, spec: QueueSpec) -
     return diff
 
 
-def live_bindings(channel: BlockingChannel, exchange: Target, queue: str) -> frozenset[str]:
-    """The bindings of ``queue`` to ``exchange`` as applied by logrouter (from the record).
-
-    A queue logrouter never reconciled has no record: the result is empty.
-    """
-    return recorded_bindings(channel, exchange, queue) or frozenset()
-
-
 def recorded_bindings(
     channel: BlockingChannel, exchange: Target, queue: str
 ) -> frozenset[str] | None:
-    """Like ``live_bindings``, but None when logrouter has no record of the queue."""
+    """The bindings of ``queue`` to ``exchange`` as applied by logrouter (from the record);
+    None when logrouter has no record of the queue (it never reconciled it)."""
     names = _names(exchange)
     with _locked(channel.connection, names) as state_channel:
         recorded = _read_state(state_channel, names).queues.get(queue)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -29,11 +30,16 @@ from logrouter.topology import (
     TopologyNames,
     declare_exchange,
     declare_queue,
-    live_bindings,
+    recorded_bindings,
     setup,
 )
 
 RABBITMQCTL_TIMEOUT = 30
+
+
+def live_bindings(channel: Any, exchange: Any, queue: str) -> frozenset[str]:
+    """The bindings logrouter recorded for ``queue`` (empty when it never reconciled it)."""
+    return recorded_bindings(channel, exchange, queue) or frozenset()
 
 
 def rabbitmqctl(*args: str) -> list[list[str]]:

@@ -54,18 +54,6 @@ def record_line(record: Record) -> bytes:
         return json.dumps(record, separators=(",", ":"), default=repr).encode("ascii") + b"\n"
 
 
-def records_bytes(records: Sequence[Record]) -> bytes:
-    """JSON Lines of ``records``."""
-    try:
-        text = "".join(
-            json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=repr) + "\n"
-            for r in records
-        )
-        return _one_line(text).encode("utf-8")
-    except UnicodeEncodeError:
-        return b"".join(record_line(r) for r in records)
-
-
 _PARTITIONS: dict[str, tuple[str, str]] = {}
 
 
