@@ -280,7 +280,7 @@ def test_exit_with_broker_down_does_not_hang_and_spools(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=ROOT, timeout=30, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    from logrouter.spool import Spool
+    from logrouter.app.spool import Spool
 
     spooled = Spool(spool)
     rows = spooled.read((-1, -1), 1000)
@@ -428,7 +428,7 @@ def test_fork_children_records_all_arrive(route: tuple[str, str, str], make_logg
 
 def test_default_spool_is_per_user_app_and_exchange(monkeypatch: pytest.MonkeyPatch) -> None:
     """The default spool lives in the user's cache dir, one file per app and exchange."""
-    from logrouter.handler import default_spool_path
+    from logrouter.app.handler import default_spool_path
 
     monkeypatch.setenv("XDG_CACHE_HOME", "/cache")
     assert str(default_spool_path("billing api")) == "/cache/logrouter/spool-billing_api.sqlite"

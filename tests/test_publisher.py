@@ -7,7 +7,7 @@ import pika.frame
 import pika.spec
 import pytest
 
-from logrouter.publisher import content_frames, publish_method_frame, shortstr
+from logrouter.app.publisher import content_frames, publish_method_frame, shortstr
 
 
 @pytest.mark.parametrize("body", [b"", b"{}", b'{"msg":"h\\u00e9"}' * 50])

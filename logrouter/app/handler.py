@@ -2,7 +2,7 @@
 
 ``emit()`` only freezes what cannot wait (the formatted message and traceback)
 and appends the record to a bounded in-memory buffer; the I/O thread
-(``logrouter.publisher``) encodes, publishes with streaming confirms, spools to
+(``logrouter.app.publisher``) encodes, publishes with streaming confirms, spools to
 disk while the broker is away and replays in order. See docs/handler.md.
 """
 
@@ -26,9 +26,9 @@ from typing import Any
 
 from logrouter import severity as sev
 from logrouter import wire
+from logrouter.app.publisher import Captured, Publisher
+from logrouter.app.spool import Spool, SpoolEntry
 from logrouter.connection import DEFAULT_EXCHANGE, DEFAULT_URL, BrokerSettings, redact
-from logrouter.publisher import Captured, Publisher
-from logrouter.spool import Spool, SpoolEntry
 
 #: Loggers whose records are never published (no feedback loop, FIELD-NOTE 7).
 IGNORED_LOGGERS = frozenset({"pika", "logrouter"})

@@ -31,8 +31,8 @@ import pika.frame
 import pika.spec
 from pika.adapters.select_connection import IOLoop, SelectConnection
 
+from logrouter.app.spool import Spool, SpoolEntry
 from logrouter.connection import BrokerSettings, describe_error
-from logrouter.spool import Spool, SpoolEntry
 
 #: A record captured by emit(): (seq, record, message, exc_text).
 Captured = tuple[int, Any, str, str | None]
