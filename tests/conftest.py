@@ -3,10 +3,11 @@
 ``amqp_url`` finds a broker in this order (never skips): ``$LOGROUTER_TEST_URL``;
 a broker answering on 127.0.0.1:5672; a RabbitMQ testcontainer when a Docker
 engine answers; a private rabbitmq-server node started for the session
-(tests/rabbit_nodes.py). None of these: the run fails saying how to get one.
+(tests/helpers/rabbit_nodes.py). None of these: the run fails saying how to get one.
 
 Private nodes for fault tests: fixtures ``private_node`` and ``rabbit_cluster``
-(from tests/rabbit_nodes.py, importable as ``rabbit_nodes`` or ``tests.rabbit_nodes``).
+(from tests/helpers/rabbit_nodes.py; import it as ``tests.helpers.rabbit_nodes``).
+tests/ is a package: shared helpers live in tests/helpers/.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import os
 import shutil
 import socket
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,15 +24,10 @@ import pika
 import pytest
 
 from logrouter.connection import BrokerSettings
+from tests.helpers import rabbit_nodes
 
-try:  # tests/ is on sys.path: pytest prepends the rootdir conftest's dir (no __init__.py)
-    import rabbit_nodes
-except ImportError:  # tests/ became a package
-    from tests import rabbit_nodes  # type: ignore[no-redef]
-
-# One module object under both names, so node bookkeeping is shared.
-sys.modules.setdefault("tests.rabbit_nodes", rabbit_nodes)
-sys.modules.setdefault("rabbit_nodes", rabbit_nodes)
+#: Fixtures shared by several test modules (``sinkenv``; ``route``, ``make_logger``).
+pytest_plugins = ["tests.helpers.sinks", "tests.helpers.handler"]
 private_node = rabbit_nodes.private_node
 rabbit_cluster = rabbit_nodes.rabbit_cluster
 

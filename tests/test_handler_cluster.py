@@ -18,8 +18,9 @@ from typing import Any
 
 import pika
 import pytest
-from rabbit_nodes import RabbitNode, started_cluster
-from test_handler import collect, delete, make_logger
+
+from tests.helpers.handler import collect, delete, make_logger
+from tests.helpers.rabbit_nodes import RabbitNode, started_cluster
 
 __all__ = ["make_logger"]  # fixture
 

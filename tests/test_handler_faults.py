@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rabbit_nodes import RabbitNode
-from test_handler import collect, declare, make_logger
+from tests.helpers.handler import collect, declare, make_logger
+from tests.helpers.rabbit_nodes import RabbitNode
 
 __all__ = ["make_logger"]  # fixture
 

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rabbit_nodes import RabbitNode, started_cluster
-from test_sink_daemon import ROOT, logrouter, sink_env, tokens, write_config
 
 from logrouter import RabbitHandler
+from tests.helpers.rabbit_nodes import RabbitNode, started_cluster
+from tests.helpers.sinks import ROOT, logrouter, sink_env, tokens, write_config
 
 DEADLINE = 120.0
 

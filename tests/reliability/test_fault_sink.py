@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import assert_exactly_once, queue_depth, wait_until
 
 from logrouter.config import ConfigError, parse_config
+from tests.reliability.harness import assert_exactly_once, queue_depth, wait_until
 
 TOTAL = 5000
 REFUSED = "config refused, keeping the old routing"

@@ -22,12 +22,12 @@ from typing import Any
 
 import pika
 import pytest
-import tls_ca
-from rabbit_nodes import RabbitNode, free_port, short_dir, started_node
-from test_sink_daemon import ROOT, logrouter, sink_env, write_config
 
 from logrouter import RabbitHandler
 from logrouter.connection import BrokerSettings, BrokerUnavailable
+from tests.helpers.rabbit_nodes import RabbitNode, free_port, short_dir, started_node
+from tests.helpers.sinks import ROOT, logrouter, sink_env, write_config
+from tests.reliability import tls_ca
 
 USER = "tlsuser"
 PASSWORD = "Tls-s3cret-Pw-4f9a"  # distinctive: asserted absent from every output

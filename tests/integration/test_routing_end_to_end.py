@@ -8,7 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from test_sink_daemon import (
+from logrouter.severity import RANK, SEVERITIES
+from tests.helpers.sinks import (
     archive_records,
     declare,
     lines_of,
@@ -20,8 +21,6 @@ from test_sink_daemon import (
     tokens,
     write_config,
 )
-
-from logrouter.severity import RANK, SEVERITIES
 
 __all__ = ["sinkenv"]  # the fixture, re-exported for pytest
 

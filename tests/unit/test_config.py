@@ -17,7 +17,7 @@ from logrouter.config import (
     parse_config,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = "/etc/lr/routing.toml"
 
 FILE_SINK = """

@@ -13,7 +13,7 @@ node started is killed at interpreter exit if a test forgot to stop it.
 
 Use from tests::
 
-    from tests.rabbit_nodes import RabbitNode, free_port, make_cluster
+    from tests.helpers.rabbit_nodes import RabbitNode, free_port, make_cluster
 
     def test_x(private_node: RabbitNode) -> None:   # fixture from conftest.py
         private_node.restart()

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from test_handler import collect, declare, delete, free_port
+from tests.helpers.handler import collect, declare, delete, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def send(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
