@@ -17,6 +17,7 @@ import pika
 import pytest
 
 from logrouter import topology
+from tests.helpers.broker import queue_depth, wait_for
 from tests.helpers.sinks import (
     archive_records,
     declare,
@@ -24,12 +25,10 @@ from tests.helpers.sinks import (
     message,
     name,
     publish,
-    queue_depth,
     run_burst,
     start,
     stop,
     tokens,
-    wait_for,
     write_config,
 )
 

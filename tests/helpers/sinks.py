@@ -77,14 +77,6 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
         )
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting ({timeout:g}s) for: {what}")
-        time.sleep(0.05)
-
-
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
     process.send_signal(sig)
     try:
@@ -140,15 +132,6 @@ def publish(
     finally:
         connection.close()
     return count
-
-
-def queue_depth(url: str, queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        frame = connection.channel().queue_declare(queue, passive=True)
-        return int(frame.method.message_count)
-    finally:
-        connection.close()
 
 
 def declare(config_path: Path) -> None:

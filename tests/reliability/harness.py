@@ -93,15 +93,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.1)
         time.sleep(poll)
 
 
-def queue_depth(url: str, queue: str) -> int:
-    """Ready messages in ``queue`` (not counting deliveries a consumer holds unacked)."""
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
-    finally:
-        connection.close()
-
-
 class Pipeline:
     """One scenario's exchange, two sinks (file + archive), daemon process and handlers.
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from logrouter.config import ConfigError, parse_config
-from tests.reliability.harness import assert_exactly_once, queue_depth, wait_until
+from tests.helpers.broker import queue_depth
+from tests.reliability.harness import assert_exactly_once, wait_until
 
 TOTAL = 5000
 REFUSED = "config refused, keeping the old routing"
