@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         return exitcodes.CONFIG
     for line in describe(config):
         print(line)
-    sandbox = sandbox_issues(config)
+    sandbox = sandbox_issues(config, os.environ, read_only)
     if sandbox:
         for line in sandbox:
             print(line, file=sys.stderr)
