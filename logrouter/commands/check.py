@@ -34,6 +34,7 @@ from logrouter.config import (
     load_config,
 )
 from logrouter.connection import BrokerUnavailable
+from logrouter.render import escape
 
 SUPERSET_NOTE = "superset: AMQP cannot exclude a facility; the sink filters the rest"
 
@@ -174,13 +175,13 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(path, url=getattr(args, "url", None))
     except ConfigError as exc:
         for issue in exc.issues:
-            print(issue, file=sys.stderr)
+            print(escape(str(issue)), file=sys.stderr)
         count = len(exc.issues)
         problems = f"{count} problem{'s' if count != 1 else ''}"
         print(f"logrouter check: {path}: {problems}, config not usable", file=sys.stderr)
         return exitcodes.CONFIG
     for line in describe(config):
-        print(line)
+        print(escape(line))
     sandbox = sandbox_issues(config, os.environ, read_only)
     if sandbox:
         for line in sandbox:

@@ -22,6 +22,7 @@ from logrouter import cli, control
 from logrouter.connection import BrokerSettings, login
 from logrouter.sinks.service import ControlService
 from tests.adversarial.conftest import OWN_QUEUES, Attacker, publish_as
+from tests.test_sink_daemon import queue_depth
 
 DEADLINE = 20.0
 HOSTILE = "FORGED\x1b[2J\x9b31m\u202eevil"
@@ -84,15 +85,6 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-def queue_depth(url: str, queue: str) -> int:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        frame = connection.channel().queue_declare(queue, passive=True)
-        return int(frame.method.message_count)
-    finally:
-        connection.close()
 
 
 def test_requests_from_another_user_are_dropped_counted_and_never_answered(
