@@ -156,18 +156,50 @@ def decode(
     """Any message into a record dict with at least ts, facility, severity, msg.
 
     Our JSON is taken as it is (missing keys filled from the routing key and
-    properties); a foreign text body becomes ``msg``. Raises
-    ``UndecodableMessage`` only when neither the body nor the key gives a
-    facility and severity.
+    properties); a foreign text body becomes ``msg``. Total: raises
+    ``UndecodableMessage`` (and nothing else) when neither the body nor the key
+    gives a facility and severity, or the body is a JSON object nested deeper
+    than ``MAX_DEPTH``.
     """
-    record = parse_object(body)
-    if record is None:
-        record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
-    complete(record, routing_key, timestamp, message_id, app_id, arrival)
+    try:
+        record = parse_object(body)
+        if record is None:
+            record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
+        complete(record, routing_key, timestamp, message_id, app_id, arrival)
+    except UndecodableMessage:
+        raise
+    except Exception as exc:  # RecursionError, MemoryError-free oddities: a reader goes on
+        raise UndecodableMessage(f"cannot decode the body: {type(exc).__name__}") from None
     return record
 
 
 _scan_once: Any = getattr(json.JSONDecoder(), "scan_once")  # noqa: B009  (no stub)
+
+#: orjson's nesting limit; the standard library's (the recursion limit) is lower.
+MAX_DEPTH = 1024
+TOO_DEEP = f"JSON body nested deeper than the decoder allows (at most {MAX_DEPTH} levels)"
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of ``body``: total, for any bytes (pure).
+
+    Raises ``UndecodableMessage`` (only that) saying why when the body is not
+    UTF-8 JSON or is nested too deeply: a body of 100,000 ``[`` is refused, never a
+    ``RecursionError``.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc).lower():
+            raise UndecodableMessage(TOO_DEEP) from None
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UndecodableMessage(f"not UTF-8 (byte {exc.start})") from None
+    parsed = parse_object_slow(body, whole=True)
+    if parsed is _INVALID:
+        raise UndecodableMessage("not JSON")
+    return parsed
 
 
 def parse_object(body: bytes) -> dict[str, Any] | None:
@@ -176,6 +208,7 @@ def parse_object(body: bytes) -> dict[str, Any] | None:
     Exactly ``json.loads(body.decode("utf-8", "replace"))`` for bodies that start
     with ``{``; orjson takes the common case (valid UTF-8, nothing it refuses),
     the standard library everything else (NaN, lone surrogates, huge integers).
+    Raises ``UndecodableMessage`` for a body nested deeper than ``MAX_DEPTH``.
     """
     if body[:1] != b"{":
         return None
@@ -186,15 +219,27 @@ def parse_object(body: bytes) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) and parsed else None
 
 
-def parse_object_slow(body: bytes) -> Any:
-    """``json.loads`` of the body decoded with replacement characters (None if invalid)."""
+_INVALID: Any = object()
+
+
+def parse_object_slow(body: bytes, *, whole: bool = False) -> Any:
+    """``json.loads`` of the body decoded with replacement characters (None if invalid).
+
+    With ``whole``, an invalid body gives the ``_INVALID`` marker instead of None
+    (so a JSON ``null`` can be told apart). Raises ``UndecodableMessage`` when the
+    body is nested too deeply for the decoder (never ``RecursionError``).
+    """
+    invalid = _INVALID if whole else None
     text = body.decode("utf-8", "replace")
+    start = len(text) - len(text.lstrip(" \t\n\r")) if whole else 0
     try:
-        parsed, end = _scan_once(text, 0)
+        parsed, end = _scan_once(text, start)
+    except RecursionError:
+        raise UndecodableMessage(TOO_DEEP) from None
     except (ValueError, StopIteration):
-        return None
+        return invalid
     if end != len(text) and text[end:].strip(" \t\n\r"):
-        return None  # json.loads: "Extra data"
+        return invalid  # json.loads: "Extra data"
     return parsed
 
 

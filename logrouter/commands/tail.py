@@ -4,8 +4,11 @@ A temporary exclusive, auto-delete queue is bound to the log exchange with the
 selector's bindings; every record is re-checked against the selector (the
 bindings may be a superset), decoded with ``wire.decode`` and printed as a
 console line (coloured on a terminal unless ``NO_COLOR``) or, with ``--json``,
-as one JSON object per line. Ctrl-C (or SIGTERM) ends it with exit 0, as does
-reaching ``--count`` records.
+as one JSON object per line. Every control and bidi character of a record is
+escaped (``render.escape``; ``render.json_line`` for ``--json``). A message that
+cannot be decoded (no facility/severity, JSON nested too deeply) is reported
+on stderr as rejected, with the reason, and tail goes on. Ctrl-C (or SIGTERM)
+ends it with exit 0, as does reaching ``--count`` records.
 
 ``resolve_target`` (broker settings from --config / $LOGROUTER_URL / --url /
 --exchange) is shared with ``stats`` and ``reload``.
@@ -14,7 +17,6 @@ reaching ``--count`` records.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from logrouter import exitcodes, wire
+from logrouter import exitcodes, render, wire
 from logrouter.connection import (
     BadURL,
     BrokerSettings,
@@ -115,14 +117,12 @@ def use_color(stream: Any, environ: dict[str, str] | os._Environ[str] = os.envir
 def format_record(record: dict[str, Any], *, as_json: bool, color: bool) -> str:
     """One output line (or several, for tracebacks) for a decoded record."""
     if as_json:
-        return json.dumps(record, ensure_ascii=False, default=repr)
-    from logrouter.render import render_console
-
-    return render_console(record, color=color)
+        return render.json_line(record)
+    return render.render_console(record, color=color)
 
 
 def _err(message: str) -> None:
-    print(f"logrouter tail: {redact(message)}", file=sys.stderr, flush=True)
+    print(f"logrouter tail: {render.escape(redact(message))}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,11 +206,16 @@ def _tail(
                 app_id=properties.app_id,
             )
         except wire.UndecodableMessage as exc:
-            _err(f"skipped a message: {exc}")
+            _err(f"rejected a message (routing key {method.routing_key!r}): {exc}")
             continue
         if not selector.matches(str(record["facility"]), str(record["severity"])):
             continue
-        sys.stdout.write(format_record(record, as_json=args.json, color=color) + "\n")
+        try:
+            line = format_record(record, as_json=args.json, color=color)
+        except Exception as exc:  # a record tail cannot show is reported, never fatal
+            _err(f"rejected a message (routing key {method.routing_key!r}): {exc!r}")
+            continue
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
         shown += 1
         if args.count and shown >= args.count:
