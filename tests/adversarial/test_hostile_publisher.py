@@ -241,6 +241,11 @@ def test_hostile_publisher_changes_nothing_of_the_legitimate_stream(
         int(m) for r in records for m in LEGIT_TOKEN.findall(str(r.get("msg")))
     )
     assert legit_archived == Counter(dict.fromkeys(range(legit_total), 1))
+    # the forgery did aim at them: every handler record's id was pre-published as junk
+    handler_ids = {r["id"] for r in records if LEGIT_TOKEN.match(str(r.get("msg")))}
+    handler_ids -= {f"stamped-{i}" for i in range(20)}
+    assert len(handler_ids) == LEGIT
+    assert handler_ids <= {f"{prefix}{i:x}" for i in range(LEGIT + 10)}
 
     # every hostile record: written or rejected with a reason, per sink; lost = 0
     counts = {}
@@ -266,6 +271,7 @@ def test_hostile_publisher_changes_nothing_of_the_legitimate_stream(
     assert (out / "dirfac.log").is_dir()
     made = [p for p in out.iterdir() if p.is_file() and not p.is_symlink()]
     assert len(made) <= 1000 + 1
+    print(f"file sink: {len(made)} files made (overflow included)")
     assert (out / OVERFLOW_NAME).exists()
     overflow = [json.loads(line) for line in (out / OVERFLOW_NAME).read_text().splitlines()]
     assert overflow and all(r["facility"].startswith(("fan", "when")) for r in overflow)
