@@ -4,7 +4,8 @@ A temporary exclusive, auto-delete queue is bound to the log exchange with the
 selector's bindings; every record is re-checked against the selector (the
 bindings may be a superset), decoded with ``wire.decode`` and printed as a
 console line (coloured on a terminal unless ``NO_COLOR``) or, with ``--json``,
-as one JSON object per line. Ctrl-C (or SIGTERM) ends it with exit 0, as does
+as one JSON object per line. ``--host`` and ``--app`` keep only records of
+those hosts and apps. Ctrl-C (or SIGTERM) ends it with exit 0, as does
 reaching ``--count`` records.
 
 ``resolve_target`` (broker settings from --config / $LOGROUTER_URL / --url /
@@ -121,6 +122,11 @@ def format_record(record: dict[str, Any], *, as_json: bool, color: bool) -> str:
     return render_console(record, color=color)
 
 
+def from_origin(record: dict[str, Any], hosts: list[str] | None, apps: list[str] | None) -> bool:
+    """Whether ``record`` passes ``--host`` / ``--app`` (any of the names given; None: all)."""
+    return (not hosts or record.get("host") in hosts) and (not apps or record.get("app") in apps)
+
+
 def _err(message: str) -> None:
     print(f"logrouter tail: {redact(message)}", file=sys.stderr, flush=True)
 
@@ -204,11 +210,14 @@ def _tail(
                 timestamp=properties.timestamp,
                 message_id=properties.message_id,
                 app_id=properties.app_id,
+                headers=properties.headers,
             )
         except wire.UndecodableMessage as exc:
             _err(f"skipped a message: {exc}")
             continue
         if not selector.matches(str(record["facility"]), str(record["severity"])):
+            continue
+        if not from_origin(record, args.host, args.app):
             continue
         sys.stdout.write(format_record(record, as_json=args.json, color=color) + "\n")
         sys.stdout.flush()

@@ -167,6 +167,7 @@ def decode_delivery(delivery: Delivery) -> dict[str, Any]:
     props = delivery.properties
     timestamp = getattr(props, "timestamp", None)
     app_id = getattr(props, "app_id", None)
+    headers = getattr(props, "headers", None)
     return wire.decode(
         delivery.body,
         delivery.routing_key,
@@ -174,6 +175,7 @@ def decode_delivery(delivery: Delivery) -> dict[str, Any]:
         message_id=delivery.message_id,
         app_id=app_id if isinstance(app_id, str) else None,
         arrival=delivery.arrival or None,
+        headers=headers if isinstance(headers, dict) else None,
     )
 
 
@@ -265,6 +267,11 @@ def classify_pending(
             if record is None:
                 exact = False
                 record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
+            headers = getattr(props, "headers", None)  # syslog-ng: HOST, PROGRAM, PID, DATE...
+            if isinstance(headers, dict) and wire.fill_from_headers(
+                record, headers, arrivals[index] or None
+            ):
+                exact = False
             app_id = None if isinstance(record.get("app"), str) else getattr(props, "app_id", None)
             state = complete(
                 record,
