@@ -265,7 +265,7 @@ def test_time_is_the_programs_own_not_the_arrival(
     finally:
         daemon.stop()
         code = stop(sinks)
-        _delete_queue(amqp_url, f"logrouter.sng_{sink}")
+        _delete_queue(amqp_url, f"logrouter.sng_{sink}", f"{broker_settings.exchange}.unrouted")
     assert code == 0
     [line] = parsed_lines(out)["user.err.log"]
     assert line["ts"].endswith("-01-05T01:02:03.000000Z")
@@ -334,7 +334,7 @@ def test_text_json_and_header_only_bodies_all_land_with_their_metadata(
     finally:
         daemon.stop()
         code = stop(sinks)
-        _delete_queue(amqp_url, f"logrouter.{sink}")
+        _delete_queue(amqp_url, f"logrouter.{sink}", f"{broker_settings.exchange}.unrouted")
     assert code == 0
     host = socket.gethostname().split(".")[0]
     lines = parsed_lines(out)["local5.warning.log"]
@@ -368,9 +368,11 @@ def test_shipped_whole_host_config_passes_syslog_ngs_syntax_check(tmp_path: Path
     assert result.returncode == 0, result.stderr
 
 
-def _delete_queue(url: str, queue: str) -> None:
+def _delete_queue(url: str, *queues: str) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        connection.channel().queue_delete(queue)
+        channel = connection.channel()
+        for queue in queues:
+            channel.queue_delete(queue)
     finally:
         connection.close()
