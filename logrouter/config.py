@@ -54,7 +54,7 @@ PATH_FIELDS = ("facility", "severity", "host", "app", "instance")
 PATH_TIME_CODES = "YmdH"
 
 DEFAULT_FILE_FORMAT = "{ts} {host} {app}[{pid}] {facility}.{severity} {logger}: {msg}"
-DEFAULT_CONSOLE_FORMAT = "{ts} {severity:<7} {facility} {app}[{pid}] {logger}: {msg}"
+DEFAULT_CONSOLE_FORMAT = "{ts} {severity:<7} {host} {facility} {app}[{pid}] {logger}: {msg}"
 DEFAULT_FILE_MODE = 0o640
 KIB = 1024
 MIB = 1024 * KIB
