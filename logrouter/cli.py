@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     tail_parser.add_argument("--exchange", default=None)
     tail_parser.add_argument("--json", action="store_true", help="print raw JSON records")
     tail_parser.add_argument("--count", type=int, default=0, help="exit after N records")
+    tail_parser.add_argument(
+        "--host", action="append", default=None, help="only records of this host (repeatable)"
+    )
+    tail_parser.add_argument(
+        "--app", action="append", default=None, help="only records of this app (repeatable)"
+    )
 
     send_parser = commands.add_parser("send", help="publish one record, like logger(1)")
     send_parser.set_defaults(run=send.run)

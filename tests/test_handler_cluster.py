@@ -19,10 +19,8 @@ from typing import Any
 import pika
 import pytest
 
-from tests.helpers.handler import collect, delete, make_logger
+from tests.helpers.handler import collect, delete
 from tests.helpers.rabbit_nodes import RabbitNode, started_cluster
-
-__all__ = ["make_logger"]  # fixture
 
 DEADLINE = 60.0
 

@@ -6,10 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.helpers.handler import collect, declare, make_logger
+from tests.helpers.handler import collect, declare
 from tests.helpers.rabbit_nodes import RabbitNode
-
-__all__ = ["make_logger"]  # fixture
 
 
 def _ids(got: list[Any]) -> set[str]:

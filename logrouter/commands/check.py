@@ -34,6 +34,8 @@ from logrouter.config import (
     load_config,
 )
 from logrouter.connection import BrokerUnavailable
+from logrouter.render import escape
+from logrouter.sinks.file import OVERFLOW_NAME
 
 SUPERSET_NOTE = "superset: AMQP cannot exclude a facility; the sink filters the rest"
 
@@ -56,6 +58,10 @@ def describe_sink(sink: SinkConfig) -> Iterator[str]:
     yield f"  match     {sink.match}"
     yield f"  queue     {sink.queue} ({sink.queue_type})"
     yield f"  writes    {_destination(sink)}"
+    if isinstance(sink.options, FileOptions):
+        yield f"  max_files {sink.options.max_files} (then the overflow file {OVERFLOW_NAME})"
+    if sink.max_record_bytes:
+        yield f"  max_record_bytes {sink.max_record_bytes} (larger ones are rejected)"
     note = "" if sink.selector.exact else f"  ({SUPERSET_NOTE})"
     yield f"  bindings  {len(sink.selector.bindings)}{note}"
     for binding in sink.selector.bindings:
@@ -174,14 +180,14 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(path, url=getattr(args, "url", None))
     except ConfigError as exc:
         for issue in exc.issues:
-            print(issue, file=sys.stderr)
+            print(escape(str(issue)), file=sys.stderr)
         count = len(exc.issues)
         problems = f"{count} problem{'s' if count != 1 else ''}"
         print(f"logrouter check: {path}: {problems}, config not usable", file=sys.stderr)
         return exc.exit_code
     for line in describe(config):
-        print(line)
-    sandbox = sandbox_issues(config)
+        print(escape(line))
+    sandbox = sandbox_issues(config, os.environ, read_only)
     if sandbox:
         for line in sandbox:
             print(line, file=sys.stderr)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,12 +66,6 @@ def collect(url: str, queue: str, count: int, timeout: float = 30.0) -> list[Rec
     finally:
         conn.close()
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

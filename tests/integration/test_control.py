@@ -420,3 +420,51 @@ def test_sink_status_from_counters_object() -> None:
         "uptime": 3.142,
         "queue": "q",
     }
+
+
+def test_requests_from_logins_not_allowed_are_refused() -> None:
+    """No user_id, or one not in allow_users: RefusedRequest naming it; allowed: parsed."""
+    body = b'{"command": "status"}'
+    for user in (None, "mallory"):
+        with pytest.raises(control.RefusedRequest, match="not in \\[control\\] allow_users"):
+            control.parse_request(
+                body, control.DIRECT_REPLY_TO, "c", user_id=user, allow_users={"logrouter"}
+            )
+    req = control.parse_request(
+        body, control.DIRECT_REPLY_TO, "c", user_id="logrouter", allow_users={"logrouter"}
+    )
+    assert (req.command, req.user_id) == ("status", "logrouter")
+
+
+@pytest.mark.parametrize(
+    ("body", "reply_to", "why"),
+    [
+        (b'{"command": "status"}', "attacker-inbox", "not a direct reply-to"),
+        (b'{"command": "status"}', "amq.gen-abc", "not a direct reply-to"),
+        (b"[" * 100_000, control.DIRECT_REPLY_TO, "bytes"),
+        (b"[" * 1000, control.DIRECT_REPLY_TO, "nested deeper"),
+        (b"\xff" * 10, control.DIRECT_REPLY_TO, "not UTF-8"),
+        (b'{"command": "' + b"x" * 70_000 + b'"}', control.DIRECT_REPLY_TO, "bytes"),
+    ],
+)
+def test_hostile_requests_are_malformed_never_an_exception(
+    body: bytes, reply_to: str, why: str
+) -> None:
+    """Any reply_to but direct reply-to, huge, too deep or non-UTF-8 bodies: MalformedRequest."""
+    with pytest.raises(control.MalformedRequest, match=why):
+        control.parse_request(body, reply_to, "c", user_id="me", allow_users={"me"})
+
+
+def test_parse_reply_keeps_only_trusted_replies() -> None:
+    """A reply counts only with our correlation_id, a trusted user_id and a JSON object body."""
+    good = b'{"ok": true, "sink": "errors"}'
+    props = pika.BasicProperties(correlation_id="c1", user_id="logrouter")
+    trusted = {"logrouter"}
+    assert control.parse_reply(good, props, "c1", trusted) == {"ok": True, "sink": "errors"}
+    forged = pika.BasicProperties(correlation_id="c1", user_id="mallory")
+    unsigned = pika.BasicProperties(correlation_id="c1")
+    other = pika.BasicProperties(correlation_id="c2", user_id="logrouter")
+    for properties in (forged, unsigned, other):
+        assert control.parse_reply(good, properties, "c1", trusted) is None
+    for body in (b"[" * 100_000, b"\xff", b"[1]", b"{" + b" " * control.MAX_REPLY_BYTES + b"}"):
+        assert control.parse_reply(body, props, "c1", trusted) is None

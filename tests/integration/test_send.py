@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers.handler import collect, declare, delete, free_port
+from tests.helpers.handler import collect, declare, delete
+from tests.helpers.rabbit_nodes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

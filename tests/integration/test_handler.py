@@ -20,12 +20,8 @@ import structlog
 
 from logrouter import RabbitHandler
 from tests.helpers import ROOT
-from tests.helpers.handler import (
-    collect,
-    declare,
-    delete,
-    free_port,
-)
+from tests.helpers.handler import collect, declare, delete
+from tests.helpers.rabbit_nodes import free_port
 
 
 def test_50000_records_arrive_once_each(route: tuple[str, str, str], make_logger: Any) -> None:
@@ -173,8 +169,8 @@ def test_short_script_delivers_last_record(route: tuple[str, str, str], tmp_path
 
 
 def test_exit_with_broker_down_does_not_hang_and_spools(tmp_path: Path) -> None:
-    """Broker unreachable: the script exits promptly, its records in the spool (FIELD 2-4)."""
-    spool = tmp_path / "s.sqlite"
+    """Broker unreachable: the script exits promptly, its records in its spool (FIELD 2-4)."""
+    spool = tmp_path / "spool"
     url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     script = textwrap.dedent(
         f"""
@@ -192,7 +188,8 @@ def test_exit_with_broker_down_does_not_hang_and_spools(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     from logrouter.app.spool import Spool
 
-    spooled = Spool(spool)
+    [file] = spool.glob("*.sqlite")  # one spool file per process
+    spooled = Spool(file, create=False)
     rows = spooled.read((-1, -1), 1000)
     spooled.close()
     assert [json.loads(r.body)["msg"] for r in rows] == [f"kept {i}" for i in range(100)]
@@ -337,12 +334,12 @@ def test_fork_children_records_all_arrive(route: tuple[str, str, str], make_logg
 
 
 def test_default_spool_is_per_user_app_and_exchange(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default spool lives in the user's cache dir, one file per app and exchange."""
+    """The default spool lives in the user's cache dir, one directory per app and exchange."""
     from logrouter.app.handler import default_spool_path
 
     monkeypatch.setenv("XDG_CACHE_HOME", "/cache")
-    assert str(default_spool_path("billing api")) == "/cache/logrouter/spool-billing_api.sqlite"
+    assert str(default_spool_path("billing api")) == "/cache/logrouter/spool-billing_api"
     assert default_spool_path("a", "logs") != default_spool_path("a", "test.logs.1")
     handler = RabbitHandler(app="billing", exchange="audit")
-    assert str(handler.spool_path) == "/cache/logrouter/spool-billing@audit.sqlite"
+    assert str(handler.spool_path) == "/cache/logrouter/spool-billing@audit"
     assert RabbitHandler(app="billing", spool="").spool_path is None
