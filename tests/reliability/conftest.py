@@ -12,28 +12,16 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.rabbit_nodes import RabbitNode, started_node
+from tests.helpers.rabbit_nodes import RabbitNode
 from tests.reliability.harness import RESULTS, Pipeline
 from tests.reliability.results import markdown_table, merge_results
 
 
-@pytest.fixture(scope="session")
-def rel_node() -> Iterator[RabbitNode]:
-    """One private RabbitMQ node for the fault scenarios (always stopped at the end)."""
-    with started_node("lrrel") as node:
-        yield node
-
-
 @pytest.fixture
-def node(rel_node: RabbitNode) -> Iterator[RabbitNode]:
-    """The session's private node, running and alarm-free at the start and end of a test."""
-    if not rel_node.is_running():
-        rel_node.start()
-    yield rel_node
-    if not rel_node.is_running():
-        rel_node.start()
-    rel_node.set_memory_alarm(False)
-    rel_node.set_disk_alarm(False)
+def node(private_node: RabbitNode) -> RabbitNode:
+    """The session's private node (tests/helpers/rabbit_nodes.py ``private_node``), running
+    and alarm-free at the start and end of a test."""
+    return private_node
 
 
 @pytest.fixture
