@@ -71,6 +71,15 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_daemon_options(parser: argparse.ArgumentParser, burst_help: str) -> None:
+    """What ``sink`` and ``run`` share: config, URL, --burst, --metrics-port, --no-watch."""
+    _add_config(parser)
+    _add_url(parser)
+    parser.add_argument("--burst", action="store_true", help=burst_help)
+    parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics port")
+    parser.add_argument("--no-watch", action="store_true", help="do not watch the config file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="logrouter", description="Route Python logging records through RabbitMQ."
@@ -93,23 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     sink_parser = commands.add_parser("sink", help="run one sink daemon")
     sink_parser.set_defaults(run=sink.run)
     sink_parser.add_argument("name", help="sink name from the config")
-    _add_config(sink_parser)
-    _add_url(sink_parser)
-    sink_parser.add_argument("--burst", action="store_true", help="exit once the queue is drained")
-    sink_parser.add_argument(
-        "--metrics-port", type=int, default=None, help="Prometheus metrics port"
-    )
-    sink_parser.add_argument("--no-watch", action="store_true", help="do not watch the config file")
+    _add_daemon_options(sink_parser, "exit once the queue is drained")
 
     run_parser = commands.add_parser("run", help="run every sink of the config in one process")
     run_parser.set_defaults(run=run.run)
-    _add_config(run_parser)
-    _add_url(run_parser)
-    run_parser.add_argument("--burst", action="store_true", help="exit once the queues are drained")
-    run_parser.add_argument(
-        "--metrics-port", type=int, default=None, help="Prometheus metrics port"
-    )
-    run_parser.add_argument("--no-watch", action="store_true", help="do not watch the config file")
+    _add_daemon_options(run_parser, "exit once the queues are drained")
 
     tail_parser = commands.add_parser("tail", help="live view of matching records")
     tail_parser.set_defaults(run=tail.run)

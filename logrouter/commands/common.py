@@ -2,7 +2,8 @@
 
 ``resolve_target`` turns --config / $LOGROUTER_URL / --url / --exchange into
 broker settings (and the config when one was read); ``stop_on_signals`` lets a
-long-running command end cleanly on Ctrl-C or SIGTERM; ``display_order`` and
+long-running command end cleanly on Ctrl-C or SIGTERM; ``close_quietly`` ends a
+connection that may already be gone; ``display_order`` and
 ``instance_label`` order and name the instances that answered a control request.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -101,3 +102,10 @@ def instance_label(reply: Mapping[str, Any]) -> str:
     label = f"{reply.get('host', '?')}:{reply.get('pid', '?')}"
     instance = str(reply.get("instance") or "")
     return label if not instance or instance in label else f"{label} ({instance})"
+
+
+def close_quietly(connection: Any) -> None:
+    """Close ``connection`` if it is open; a broker already gone is not an error here."""
+    with suppress(Exception):
+        if connection is not None and connection.is_open:
+            connection.close()

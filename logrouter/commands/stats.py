@@ -18,7 +18,6 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ import pika.exceptions
 from logrouter import control, exitcodes, render
 from logrouter.commands.common import (
     TargetError,
+    close_quietly,
     display_order,
     instance_label,
     resolve_target,
@@ -329,9 +329,7 @@ def _once(settings: BrokerSettings, config: RoutingConfig, timeout: float) -> in
         _err(f"lost the broker: {describe_error(exc)}")
         return exitcodes.RUNTIME
     finally:
-        with suppress(Exception):
-            if connection.is_open:
-                connection.close()
+        close_quietly(connection)
     print(render_snapshot(snapshot, settings, config.path.name), flush=True)
     return exitcodes.OK
 
@@ -361,7 +359,5 @@ def _watch(settings: BrokerSettings, config: RoutingConfig, timeout: float, ever
                 while not stopped and (left := deadline - time.monotonic()) > 0:
                     time.sleep(min(left, 0.2))
         finally:
-            with suppress(Exception):
-                if connection is not None and connection.is_open:
-                    connection.close()
+            close_quietly(connection)
     return exitcodes.OK

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
 from logrouter import exitcodes, render, wire
-from logrouter.commands.common import TargetError, resolve_target, stop_on_signals
+from logrouter.commands.common import TargetError, close_quietly, resolve_target, stop_on_signals
 from logrouter.connection import (
     BrokerUnavailable,
     describe_error,
@@ -92,9 +91,7 @@ def run(args: argparse.Namespace) -> int:
             _err(f"lost the broker: {describe_error(exc)}")
             return exitcodes.RUNTIME
         finally:
-            with suppress(Exception):
-                if connection.is_open:
-                    connection.close()
+            close_quietly(connection)
 
 
 def _tail(

@@ -17,6 +17,42 @@ from logrouter.render import (
 )
 from logrouter.selector import Selector
 
+__all__ = [
+    "BROKER_KEYS",
+    "COMMON_KEYS",
+    "CONTROL_KEYS",
+    "DEFAULT_BATCH_INTERVAL",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_DEDUP_WINDOW",
+    "DEFAULT_DELIVERY_LIMIT",
+    "DEFAULT_FILE_FORMAT",
+    "DEFAULT_FILE_MODE",
+    "DEFAULT_FSYNC",
+    "DEFAULT_FSYNC_INTERVAL",
+    "DEFAULT_HEARTBEAT",
+    "DEFAULT_MAX_FILES",
+    "DEFAULT_MAX_RECORD_BYTES",
+    "DEFAULT_PREFETCH",
+    "DEFAULT_QUEUE_TYPE",
+    "FORMAT_FIELDS",
+    "KIB",
+    "MIB",
+    "PATH_FIELDS",
+    "QUEUE_PREFIX",
+    "RESERVED_SINK_NAMES",
+    "SINK_TYPES",
+    "TOP_KEYS",
+    "TYPE_KEYS",
+    "ArchiveOptions",
+    "ConfigError",
+    "ConfigIssue",
+    "ConsoleOptions",
+    "ControlSettings",
+    "FileOptions",
+    "RoutingConfig",
+    "SinkConfig",
+]
+
 SINK_TYPES = ("file", "console", "archive")
 QUEUE_PREFIX = "logrouter."
 RESERVED_SINK_NAMES = frozenset({"rejected"})  # logrouter.rejected is the dead-letter queue
