@@ -181,9 +181,12 @@ class Printer:
         self.count = 0
         self.seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.remember = False
+        #: the newest archived ``ts`` printed (canonical text)
+        self.last_key = ""
 
     def entry(self, entry: Entry) -> None:
         self.record(entry.record, entry.line)
+        self.last_key = max(self.last_key, entry.key[0])
 
     def record(self, record: dict[str, Any], raw: bytes | None = None) -> None:
         if self.remember:
@@ -257,10 +260,17 @@ def _live(
     printer: Printer,
     stopped: list[int],
 ) -> None:
-    """Live records; for ``source.settle`` seconds also what the archive sink had in hand."""
+    """Live records; for ``source.settle`` seconds also what the archive sink had in hand.
+
+    Those re-reads print records at or after the newest archived one printed
+    (and within ``FOLLOW_MARGIN`` of the bind), never one printed already.
+    """
+    since = bound - FOLLOW_MARGIN
+    if printer.last_key:
+        since = max(since, datetime.fromisoformat(printer.last_key))
     recent = RecordFilter(
         selector=query.selector,
-        since=max(bound - FOLLOW_MARGIN, query.since) if query.since else bound - FOLLOW_MARGIN,
+        since=max(since, query.since) if query.since else since,
         fields=query.fields,
         grep=query.grep,
     )
