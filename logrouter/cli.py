@@ -124,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("-o", "--output", choices=OUTPUTS, default="short")
     query.add_argument("-f", "--follow", action="store_true", help="then print live records")
 
+    rejected = commands.add_parser("rejected", help="inspect and recover rejected/unrouted")
+    rejected.add_argument("action", choices=("list", "show", "replay", "purge"))
+    rejected.add_argument("id", nargs="?", default=None, help="message id (show)")
+    rejected.add_argument("--queue", choices=("rejected", "unrouted"), default="rejected")
+    rejected.add_argument("--reason", default=None, help="only messages whose reason has TEXT")
+    rejected.add_argument("--since", default=None, help="only messages published since T")
+    rejected.add_argument("--yes", action="store_true", help="purge: yes, delete them")
+    rejected.add_argument("--config", type=Path, default=None)
+    _add_url(rejected)
+    rejected.add_argument("--exchange", default=None)
+
     reload = commands.add_parser("reload", help="ask running sinks to re-read the config")
     reload.add_argument("sink", nargs="?", default=None, help="only this sink")
     reload.add_argument("--config", type=Path, default=None)
