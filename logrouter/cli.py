@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("-o", "--output", choices=OUTPUTS, default="short")
     query.add_argument("-f", "--follow", action="store_true", help="then print live records")
 
+    replay = commands.add_parser("replay", help="re-publish archived records (backfill)")
+    _add_archive_query(replay)
+    replay.add_argument("--to-sink", default=None, metavar="NAME", help="only to this sink's queue")
+    replay.add_argument("--rate", type=float, default=None, help="at most N records per second")
+    replay.add_argument("--dry-run", action="store_true", help="print what would be replayed")
+    replay.add_argument("--resume", type=Path, default=None, metavar="FILE", help="cursor file")
+    replay.add_argument("--after", default=None, metavar="CURSOR", help="a printed cursor")
+
     rejected = commands.add_parser("rejected", help="inspect and recover rejected/unrouted")
     rejected.add_argument("action", choices=("list", "show", "replay", "purge"))
     rejected.add_argument("id", nargs="?", default=None, help="message id (show)")
