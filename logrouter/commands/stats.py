@@ -28,6 +28,7 @@ import pika.exceptions
 from logrouter import control, exitcodes
 from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals
 from logrouter.connection import BrokerSettings, BrokerUnavailable, describe_error, redact
+from logrouter.queue_probe import aside_queues
 
 if TYPE_CHECKING:
     from logrouter.config import RoutingConfig
@@ -73,6 +74,8 @@ class Snapshot:
     replies: tuple[dict[str, Any], ...]
     missing: tuple[str, ...]
     config_version: str | None
+    #: (label, queue) of the queues records are routed aside to: rejected, unrouted
+    aside: tuple[tuple[str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------- I/O
@@ -99,7 +102,8 @@ def queue_depths(connection: Any, queues: Iterable[str]) -> dict[str, QueueDepth
 def gather(connection: Any, config: RoutingConfig, exchange: str, timeout: float) -> Snapshot:
     """Queue depths and instance replies for every sink of ``config``."""
     sinks = tuple((name, sink.queue) for name, sink in config.sinks.items())
-    depths = queue_depths(connection, [queue for _, queue in sinks])
+    aside = aside_queues(exchange)
+    depths = queue_depths(connection, [queue for _, queue in (*sinks, *aside)])
     result = control.request(
         connection, exchange, "status", expected=[name for name, _ in sinks], timeout=timeout
     )
@@ -109,6 +113,7 @@ def gather(connection: Any, config: RoutingConfig, exchange: str, timeout: float
         replies=tuple(result.replies),
         missing=tuple(result.missing),
         config_version=config.digest,
+        aside=aside,
     )
 
 
@@ -279,6 +284,11 @@ def render_snapshot(
         f"config {config_name} ({version})"
     )
     text = head + "\n" + render_table(build_rows(snapshot, previous))
+    if snapshot.aside:
+        text += "\n" + "  ".join(
+            f"{label} {queue}: {_ready(snapshot.depths.get(queue))}"
+            for label, queue in snapshot.aside
+        )
     if snapshot.missing:
         text += "\nno answer from: " + ", ".join(snapshot.missing)
     return redact(text)

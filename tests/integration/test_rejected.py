@@ -178,3 +178,24 @@ def test_replay_killed_midway_loses_nothing(
 def mkdir(path: Path) -> Path:
     path.mkdir()
     return path
+
+
+def test_stats_and_metrics_show_the_aside_depths(
+    env: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stats` prints the depths of logrouter.rejected and <exchange>.unrouted; the metrics
+    endpoint's probe exports the unrouted depth as logrouter_queue_messages."""
+    from logrouter.config import load_config
+    from logrouter.metrics import render
+    from logrouter.queue_probe import QueueProbe
+
+    unrouted(env, 3, "st")
+    code = cli.main(["stats", str(env.config), "--timeout", "0.5"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"unrouted {env.exchange}.unrouted: 3" in out
+    assert f"rejected {topology.REJECTED_QUEUE}: " in out
+    probe = QueueProbe(load_config(env.config).broker, [f"{env.exchange}.unrouted", "nosuch.q"])
+    text = render({}, probe())
+    assert f'logrouter_queue_messages{{queue="{env.exchange}.unrouted"}} 3' in text
+    assert "nosuch.q" not in text
