@@ -1,13 +1,15 @@
 """``logrouter replay [SELECTOR] --since T [--until T] [--to-sink NAME | --exchange X]``.
 
 Re-publishes archived records (the same selection as ``query``), in time
-order, with publisher confirms: to the log exchange with each record's
+order, in AMQP transactions of up to 500 records (``tx.commit`` returns once
+the broker holds every message of the batch, like a confirm, without a
+round trip per record): to the log exchange with each record's
 ``facility.severity`` key, or with ``--to-sink NAME`` straight to the queue
 ``logrouter.NAME`` through the default exchange (only that sink gets them).
 Each message carries the archived line as body, the original ``message_id``
 and ``app_id``, and the header ``x-logrouter-replay`` (the run's start time).
 
-Resuming: the cursor is the (ts, id) of the newest confirmed record; records
+Resuming: the cursor is the (ts, id) of the newest committed record; records
 come in that order, so a restarted replay skips everything up to it. With
 ``--resume FILE`` it is read from and written to FILE (atomically, twice a
 second and at the end); it is also printed when a replay is interrupted
@@ -42,6 +44,9 @@ from logrouter.sinks.file import parse_ts
 
 REPLAY_HEADER = "x-logrouter-replay"
 CURSOR_EVERY = 0.5
+#: a transaction is committed after this many records or seconds
+COMMIT_EVERY = 500
+COMMIT_SECONDS = 0.2
 PROGRESS_EVERY = 0.5
 
 Cursor = tuple[str, str]
@@ -151,21 +156,29 @@ def run(args: argparse.Namespace) -> int:
         _err(f"cannot reach the broker: {exc}")
         return exitcodes.RUNTIME
     with stop_on_signals() as stopped:
-        replay = Replay(connection, exchange, queue, args, query, cursor)
+        replay: Replay | None = None
         try:
+            replay = Replay(connection, exchange, queue, args, query, cursor)
             return replay.run(entries, stopped)
         except pika.exceptions.UnroutableError:
             _err(f"queue {queue!r} does not exist (is sink {args.to_sink!r} set up?)")
             return exitcodes.RUNTIME
         except pika.exceptions.ChannelClosedByBroker as exc:
-            _err(f"broker closed the channel: {describe_error(exc)}")
+            if exc.reply_code == 404:
+                _err(
+                    f"{'queue ' + repr(queue) if queue else 'exchange ' + repr(exchange)}"
+                    f" does not exist (run `logrouter setup`)"
+                )
+            else:
+                _err(f"broker closed the channel: {describe_error(exc)}")
             return exitcodes.RUNTIME
         except pika.exceptions.AMQPError as exc:
             _err(f"lost the broker: {describe_error(exc)}")
             return exitcodes.RUNTIME
         finally:
-            replay.save()
-            if replay.interrupted:
+            if replay is not None:
+                replay.save()
+            if replay is not None and replay.interrupted:
                 _err(
                     f"interrupted; resume with --after {format_cursor(replay.cursor)}"
                     if replay.cursor
@@ -177,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 class Replay:
-    """Publishes entries with confirms, pacing, progress and the resume cursor."""
+    """Publishes entries in transactions, with pacing, progress and the resume cursor."""
 
     def __init__(
         self,
@@ -188,8 +201,13 @@ class Replay:
         query: RecordFilter,
         cursor: Cursor | None,
     ) -> None:
+        self.connection = connection
         self.channel = connection.channel()
-        self.channel.confirm_delivery()
+        if queue is not None:
+            self.channel.queue_declare(queue=queue, passive=True)  # 404 when missing
+        self.channel.tx_select()
+        self.returned: list[str] = []
+        self.channel.add_on_return_callback(self._on_return)
         self.exchange = exchange
         self.queue = queue
         self.rate: float | None = args.rate
@@ -203,7 +221,9 @@ class Replay:
         self.progress = sys.stderr.isatty()
 
     def run(self, entries: Iterator[Entry], stopped: list[int]) -> int:
-        started = last_save = last_progress = time.monotonic()
+        started = last_save = last_progress = last_commit = time.monotonic()
+        pending: Cursor | None = None
+        in_batch = 0
         for entry in entries:
             if stopped:
                 self.interrupted = True
@@ -213,11 +233,13 @@ class Replay:
                 self.channel.basic_publish("", self.queue, body, props, mandatory=True)
             else:
                 self.channel.basic_publish(self.exchange, key, body, props)
-            self.cursor = entry.key  # confirmed: basic_publish returned
-            self.count += 1
+            pending, in_batch = entry.key, in_batch + 1
             now = time.monotonic()
+            if in_batch >= COMMIT_EVERY or now - last_commit >= COMMIT_SECONDS:
+                self.commit(pending, in_batch)
+                in_batch, last_commit = 0, now
             if self.rate is not None:
-                ahead = started + self.count / self.rate - now
+                ahead = started + (self.count + in_batch) / self.rate - now
                 if ahead > 0:
                     time.sleep(ahead)
             if now - last_save >= CURSOR_EVERY:
@@ -226,11 +248,25 @@ class Replay:
             if self.progress and now - last_progress >= PROGRESS_EVERY:
                 self.show_progress(entry, now - started)
                 last_progress = now
+        if in_batch and pending is not None:
+            self.commit(pending, in_batch)
         if self.progress:
             sys.stderr.write("\n")
         target = f"queue {self.queue!r}" if self.queue else f"exchange {self.exchange!r}"
         print(f"replayed {self.count} record(s) to {target}", file=sys.stderr, flush=True)
         return exitcodes.OK if self.count or self.interrupted else exitcodes.NO_MATCH
+
+    def commit(self, cursor: Cursor, count: int) -> None:
+        """Commit the open transaction: the broker now holds the batch (or raises)."""
+        self.channel.tx_commit()
+        self.connection.process_data_events(0)  # dispatch basic.return sent before commit-ok
+        if self.returned:
+            raise pika.exceptions.UnroutableError([])
+        self.cursor = cursor
+        self.count += count
+
+    def _on_return(self, _channel: Any, _method: Any, _props: Any, _body: bytes) -> None:
+        self.returned.append(str(_method.routing_key))
 
     def save(self) -> None:
         """Write the cursor file (when one was asked for and the cursor moved)."""

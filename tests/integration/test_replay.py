@@ -199,3 +199,14 @@ def test_bad_usage(env: Archive, capsys: pytest.CaptureFixture[str]) -> None:
     assert "'nosuch'" in capsys.readouterr().err
     assert cli.main([*base, "--since", SINCE, "--after", "garbage"]) == 2
     assert "'garbage'" in capsys.readouterr().err
+
+
+def test_to_a_sink_whose_queue_does_not_exist_fails(
+    env: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--to-sink of a sink that was never set up: exit 1 naming the queue, nothing counted."""
+    fill(env, 3)
+    args = ["--dir", str(env.dir), "--url", env.url, "--config", str(env.tmp / "none.toml")]
+    code = cli.main(["replay", *args, "--since", SINCE, "--to-sink", "ghost"])
+    assert code == 1
+    assert "'logrouter.ghost' does not exist" in capsys.readouterr().err
