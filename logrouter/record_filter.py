@@ -17,7 +17,7 @@ from typing import Any
 
 from logrouter.selector import Selector
 from logrouter.severity import SEVERITIES
-from logrouter.sinks.file import parse_ts
+from logrouter.sinks.files import record_time
 from logrouter.timespec import ts_key
 
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")
@@ -76,7 +76,7 @@ def record_key(record: dict[str, Any]) -> str:
         return ts
     if not isinstance(ts, str):
         return ""
-    return ts_key(parse_ts(ts))
+    return ts_key(record_time(ts))
 
 
 def _literal(pattern: str) -> bytes | None:
