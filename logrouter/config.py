@@ -17,7 +17,7 @@ import re
 import string
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -68,6 +68,8 @@ DEFAULT_BATCH_INTERVAL = 0.2
 DEFAULT_FSYNC = "batch"
 DEFAULT_FSYNC_INTERVAL = 1.0
 DEFAULT_DEDUP_WINDOW = 100_000
+DEFAULT_MAX_RECORD_BYTES = MIB
+DEFAULT_MAX_FILES = 1000
 DEFAULT_HEARTBEAT = 10
 
 COMMON_KEYS = (
@@ -81,6 +83,7 @@ COMMON_KEYS = (
     "fsync",
     "fsync_interval",
     "dedup_window",
+    "max_record_bytes",
 )
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "file": (
@@ -91,12 +94,14 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
         "keep",
         "max_open_files",
         "file_mode",
+        "max_files",
     ),
     "console": ("stream", "color", "format"),
     "archive": ("dir", "compression", "compresslevel", "rotate_bytes", "rotate_interval"),
 }
 BROKER_KEYS = ("url", "exchange", "heartbeat", "queue_type")
-TOP_KEYS = ("broker", "sinks")
+TOP_KEYS = ("broker", "sinks", "control")
+CONTROL_KEYS = ("allow_users",)
 
 
 class ConfigIssue(NamedTuple):
@@ -141,6 +146,7 @@ class FileOptions:
     keep: int  # rotated files kept; 0 = keep all
     max_open_files: int
     file_mode: int
+    max_files: int = DEFAULT_MAX_FILES  # distinct placeholder values; then the overflow file
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,15 @@ class SinkConfig:
     fsync_interval: float
     dedup_window: int  # message_ids remembered
     options: FileOptions | ConsoleOptions | ArchiveOptions
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # larger bodies are rejected; 0 = no cap
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """``[control]``: who may send ``status``/``reload`` requests to the sinks."""
+
+    #: Broker logins whose requests are answered; empty = the broker URLs' own logins.
+    allow_users: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,6 +198,7 @@ class RoutingConfig:
     broker: BrokerSettings  # LOGROUTER_URL overrides [broker].url
     sinks: dict[str, SinkConfig]
     digest: str  # sha256 of the file bytes: the "config version"
+    control: ControlSettings = field(default_factory=ControlSettings)
 
 
 # --- where is a key? ----------------------------------------------------------------------
@@ -534,6 +550,39 @@ class _Validator:
                 return None
         return urls
 
+    # -- control
+
+    def control(self, data: Mapping[str, Any]) -> ControlSettings:
+        raw = data.get("control", {})
+        if not isinstance(raw, dict):
+            self.issue(
+                None, "control", f"expected a table [control], got {_type_name(raw)}", "control"
+            )
+            return ControlSettings()
+        for key in raw:
+            if key not in CONTROL_KEYS:
+                allowed = ", ".join(CONTROL_KEYS)
+                self.issue(
+                    None,
+                    f"control.{key}",
+                    f"unknown key (allowed in [control]: {allowed})",
+                    "control",
+                    key,
+                )
+        users = raw.get("allow_users", [])
+        if not isinstance(users, list) or not all(
+            isinstance(user, str) and user.strip() for user in users
+        ):
+            self.issue(
+                None,
+                "control.allow_users",
+                'expected a list of broker logins (e.g. ["logrouter", "ops"])',
+                "control",
+                "allow_users",
+            )
+            return ControlSettings()
+        return ControlSettings(allow_users=tuple(dict.fromkeys(users)))
+
     # -- sinks
 
     def sinks(self, data: Mapping[str, Any]) -> dict[str, SinkConfig]:
@@ -634,6 +683,7 @@ class _SinkReader:
             "fsync_interval", _float_range(0.01, 3600), DEFAULT_FSYNC_INTERVAL
         )
         dedup_window = self.get("dedup_window", _int_range(0, 10_000_000), DEFAULT_DEDUP_WINDOW)
+        max_record_bytes = self.get("max_record_bytes", _size, DEFAULT_MAX_RECORD_BYTES)
         options = self.options(kind)
         if len(self.validator.issues) != before:
             return None
@@ -654,6 +704,7 @@ class _SinkReader:
             fsync_interval=fsync_interval,
             dedup_window=dedup_window,
             options=options,
+            max_record_bytes=max_record_bytes,
         )
 
     def options(self, kind: str | None) -> FileOptions | ConsoleOptions | ArchiveOptions | None:
@@ -680,6 +731,7 @@ class _SinkReader:
             keep=self.get("keep", _int_range(0, 10_000), 7),
             max_open_files=self.get("max_open_files", _int_range(1, 4096), 64),
             file_mode=self.get("file_mode", _file_mode, DEFAULT_FILE_MODE),
+            max_files=self.get("max_files", _int_range(1, 1_000_000), DEFAULT_MAX_FILES),
         )
         return options if path else None
 
@@ -758,10 +810,11 @@ def parse_config(
             validator.issue(
                 None,
                 key,
-                "unknown top-level key (allowed: [broker] and [sinks.NAME] tables)",
+                "unknown top-level key (allowed: [broker], [control] and [sinks.NAME] tables)",
                 key,
             )
     broker = validator.broker(data, environment)
+    control = validator.control(data)
     sinks = validator.sinks(data)
     if validator.issues or broker is None:
         issues = sorted(validator.issues, key=lambda issue: (issue.line is not None, issue.line))
@@ -771,6 +824,7 @@ def parse_config(
         broker=broker,
         sinks=sinks,
         digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        control=control,
     )
 
 

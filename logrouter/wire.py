@@ -1,8 +1,9 @@
 """The wire format: one log record per AMQP message (schema version 1).
 
-``record_to_dict`` turns a ``logging.LogRecord`` into the JSON body; ``decode``
-turns any message found on a queue (ours or foreign) back into a record dict.
-Both are pure; docs/wire-format.md documents the schema.
+The record's parts (``record_message``, ``record_fields``, ``record_exception``,
+``format_ts``, ``encode``) serve the app side's encoder (``logrouter.app.encoder``
+builds the body); ``decode`` turns any message found on a queue (ours or foreign)
+back into a record dict. All pure; docs/wire-format.md documents the schema.
 """
 
 from __future__ import annotations
@@ -114,48 +115,6 @@ def record_message(record: logging.LogRecord) -> str:
         )
 
 
-def record_to_dict(
-    record: logging.LogRecord,
-    *,
-    facility: str,
-    severity: str,
-    host: str,
-    app: str,
-    max_message: int = DEFAULT_MAX_MESSAGE,
-    message: str | None = None,
-    exc: str | None = None,
-) -> dict[str, Any]:
-    """Body of the message for ``record`` (facility and severity already chosen).
-
-    ``message`` and ``exc`` are the formatted message and traceback when the
-    caller captured them already (the handler does, in the logging thread).
-    """
-    body: dict[str, Any] = {
-        "v": SCHEMA_VERSION,
-        "ts": format_ts(record.created),
-        "host": host,
-        "app": app,
-        "pid": record.process,
-        "thread": record.threadName,
-        "logger": record.name,
-        "facility": facility,
-        "severity": severity,
-        "level": record.levelname,
-        "msg": truncate(record_message(record) if message is None else message, max_message),
-        "src": {"file": record.pathname, "line": record.lineno, "func": record.funcName},
-        "fields": record_fields(record),
-    }
-    if exc is not None:
-        body["exc"] = truncate(exc, max_message)
-    elif record.exc_info and record.exc_info[0] is not None:
-        body["exc"] = truncate(_format_exception(record), max_message)
-    elif record.exc_text:
-        body["exc"] = truncate(record.exc_text, max_message)
-    if record.stack_info:
-        body["stack"] = truncate(record.stack_info, max_message)
-    return body
-
-
 _EXC_FORMATTER = logging.Formatter()
 
 
@@ -203,20 +162,52 @@ def decode(
 
     Our JSON is taken as it is; what it lacks comes from the AMQP ``headers``
     syslog daemons send (``fill_from_headers``), then from the routing key and
-    properties. A foreign text body becomes ``msg``. Raises
-    ``UndecodableMessage`` only when neither the body, the headers nor the key
-    gives a facility and severity.
+    properties. A foreign text body becomes ``msg``. Total: raises
+    ``UndecodableMessage`` (and nothing else) when neither the body, the headers
+    nor the key gives a facility and severity, or the body is a JSON object nested
+    deeper than ``MAX_DEPTH``.
     """
-    record = parse_object(body)
-    if record is None:
-        record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
-    if headers:
-        fill_from_headers(record, headers, arrival)
-    complete(record, routing_key, timestamp, message_id, app_id, arrival)
+    try:
+        record = parse_object(body)
+        if record is None:
+            record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
+        if headers:
+            fill_from_headers(record, headers, arrival)
+        complete(record, routing_key, timestamp, message_id, app_id, arrival)
+    except UndecodableMessage:
+        raise
+    except Exception as exc:  # RecursionError, MemoryError-free oddities: a reader goes on
+        raise UndecodableMessage(f"cannot decode the body: {type(exc).__name__}") from None
     return record
 
 
 _scan_once: Any = getattr(json.JSONDecoder(), "scan_once")  # noqa: B009  (no stub)
+
+#: orjson's nesting limit; the standard library's (the recursion limit) is lower.
+MAX_DEPTH = 1024
+TOO_DEEP = f"JSON body nested deeper than the decoder allows (at most {MAX_DEPTH} levels)"
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of ``body``: total, for any bytes (pure).
+
+    Raises ``UndecodableMessage`` (only that) saying why when the body is not
+    UTF-8 JSON or is nested too deeply: a body of 100,000 ``[`` is refused, never a
+    ``RecursionError``.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc).lower():
+            raise UndecodableMessage(TOO_DEEP) from None
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UndecodableMessage(f"not UTF-8 (byte {exc.start})") from None
+    parsed = parse_object_slow(body, whole=True)
+    if parsed is _INVALID:
+        raise UndecodableMessage("not JSON")
+    return parsed
 
 
 def parse_object(body: bytes) -> dict[str, Any] | None:
@@ -225,6 +216,7 @@ def parse_object(body: bytes) -> dict[str, Any] | None:
     Exactly ``json.loads(body.decode("utf-8", "replace"))`` for bodies that start
     with ``{``; orjson takes the common case (valid UTF-8, nothing it refuses),
     the standard library everything else (NaN, lone surrogates, huge integers).
+    Raises ``UndecodableMessage`` for a body nested deeper than ``MAX_DEPTH``.
     """
     if body[:1] != b"{":
         return None
@@ -235,15 +227,27 @@ def parse_object(body: bytes) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) and parsed else None
 
 
-def parse_object_slow(body: bytes) -> Any:
-    """``json.loads`` of the body decoded with replacement characters (None if invalid)."""
+_INVALID: Any = object()
+
+
+def parse_object_slow(body: bytes, *, whole: bool = False) -> Any:
+    """``json.loads`` of the body decoded with replacement characters (None if invalid).
+
+    With ``whole``, an invalid body gives the ``_INVALID`` marker instead of None
+    (so a JSON ``null`` can be told apart). Raises ``UndecodableMessage`` when the
+    body is nested too deeply for the decoder (never ``RecursionError``).
+    """
+    invalid = _INVALID if whole else None
     text = body.decode("utf-8", "replace")
+    start = len(text) - len(text.lstrip(" \t\n\r")) if whole else 0
     try:
-        parsed, end = _scan_once(text, 0)
+        parsed, end = _scan_once(text, start)
+    except RecursionError:
+        raise UndecodableMessage(TOO_DEEP) from None
     except (ValueError, StopIteration):
-        return None
+        return invalid
     if end != len(text) and text[end:].strip(" \t\n\r"):
-        return None  # json.loads: "Extra data"
+        return invalid  # json.loads: "Extra data"
     return parsed
 
 
