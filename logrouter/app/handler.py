@@ -1,15 +1,18 @@
 """``logrouter.RabbitHandler``: a logging handler that never blocks the app.
 
-``emit()`` only freezes what cannot wait (the formatted message and traceback)
-and appends the record to a bounded in-memory buffer; the I/O thread
-(``logrouter.app.publisher``) encodes, publishes with streaming confirms, spools to
-disk while the broker is away and replays in order. See docs/handler.md.
+``emit()`` = prepare + enqueue: it freezes what cannot wait (the formatted
+message and traceback) and puts the record in the ``Outbox`` (no I/O unless the
+buffer is full). The I/O thread (``Publisher``) encodes (``Encoder``), publishes
+with streaming confirms (``FrameWriter``), spools to disk while the broker is
+away and replays in order. Data flows one way: handler -> encoder -> outbox ->
+publisher -> frames. See docs/handler.md.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import encodings.idna  # noqa: F401  (see _preload below)
 import itertools
 import logging
 import os
@@ -19,16 +22,24 @@ import threading
 import time
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from logrouter import severity as sev
 from logrouter import wire
-from logrouter.app.publisher import Captured, Publisher
-from logrouter.app.spool import Spool, SpoolEntry
-from logrouter.connection import DEFAULT_EXCHANGE, DEFAULT_URL, BrokerSettings, redact
+from logrouter.app.encoder import Captured, Encoder, parse_facilities
+from logrouter.app.outbox import Outbox
+from logrouter.app.publisher import Publisher, report
+from logrouter.app.spools import SpoolDir
+from logrouter.connection import DEFAULT_EXCHANGE, DEFAULT_URL, BrokerSettings
+
+# The I/O thread must import nothing lazily: a fork taken while a thread holds a
+# module's import lock leaves that lock held forever in the child. pika resolves
+# host names in a helper thread, and ``getaddrinfo`` imports ``encodings.idna`` on
+# first use; under ``gunicorn --preload`` a worker forked during that import never
+# connected (issue 11). Hence the import above, in the importing thread.
+
+__all__ = ["DEFAULT_BUFFER", "RabbitHandler", "default_spool_path"]
 
 #: Loggers whose records are never published (no feedback loop, FIELD-NOTE 7).
 IGNORED_LOGGERS = frozenset({"pika", "logrouter"})
@@ -36,30 +47,16 @@ DEFAULT_BUFFER = 25_000  # ~0.7 KB each: bounded at ~17 MB; absorbs a burst with
 DEFAULT_SPOOL_MAX = 256 << 20
 
 _handlers: weakref.WeakSet[RabbitHandler] = weakref.WeakSet()
-
-
-def parse_facilities(value: Mapping[str, str] | str | None) -> dict[str, str]:
-    """Logger-name prefix -> facility from a dict or an ``"a=b,c=d"`` string."""
-    if not value:
-        return {}
-    if isinstance(value, str):
-        pairs: dict[str, str] = {}
-        for part in value.replace(";", ",").split(","):
-            if not part.strip():
-                continue
-            prefix, eq, facility = part.partition("=")
-            if not eq:
-                raise ValueError(f"facilities: {part.strip()!r} is not prefix=facility")
-            pairs[prefix.strip()] = facility.strip()
-        value = pairs
-    return {str(k): sev.normalize_facility(str(v)) for k, v in value.items()}
+#: State a forked child inherited: kept referenced, never closed (see _after_fork).
+_inherited: list[object] = []
 
 
 def default_spool_path(app: str, exchange: str = DEFAULT_EXCHANGE) -> Path:
-    """A per-user cache file keyed by the app name and the exchange.
+    """A per-user cache directory keyed by the app name and the exchange.
 
     Keyed by the exchange too, so that records spooled for one exchange are never
-    replayed into another (say, the next test run's exchange).
+    replayed into another (say, the next test run's exchange). Each process of the
+    app keeps its own spool file in it.
     """
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
 
@@ -67,7 +64,7 @@ def default_spool_path(app: str, exchange: str = DEFAULT_EXCHANGE) -> Path:
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:100] or "_"
 
     suffix = "" if exchange == DEFAULT_EXCHANGE else f"@{safe(exchange)}"
-    return Path(base) / "logrouter" / f"spool-{safe(app)}{suffix}.sqlite"
+    return Path(base) / "logrouter" / f"spool-{safe(app)}{suffix}"
 
 
 def _default_app() -> str:
@@ -78,14 +75,11 @@ def _default_app() -> str:
     return name.removesuffix(".py") or "python"
 
 
-def _as_bool_size(value: Any, default: int) -> int:
-    return default if value is None or value == "" else int(value)
-
-
 class RabbitHandler(logging.Handler):
     """Publish every record to a RabbitMQ topic exchange as ``facility.severity``.
 
     Every option is a plain string or number (dictConfig, fileConfig, Django).
+    Raises ValueError / BadURL for a bad option at construction, never later.
     """
 
     def __init__(
@@ -102,6 +96,7 @@ class RabbitHandler(logging.Handler):
         max_message: int | str = wire.DEFAULT_MAX_MESSAGE,
         heartbeat: int | str = 10,
         reconnect_max: float | str = 5.0,
+        fast_frames: bool | str = True,
         level: int | str = logging.NOTSET,
     ) -> None:
         super().__init__(level)
@@ -120,43 +115,56 @@ class RabbitHandler(logging.Handler):
             if spool
             else default_spool_path(self.app, self.settings.exchange)
         )
-        self.spool_max_bytes = _as_bool_size(spool_max_bytes, DEFAULT_SPOOL_MAX)
+        self.spool_max_bytes = (
+            DEFAULT_SPOOL_MAX if spool_max_bytes in (None, "") else int(spool_max_bytes)
+        )
         self.flush_timeout = float(flush_timeout)
         self.max_message = int(max_message)
         self.reconnect_max = float(reconnect_max)
+        self.fast_frames = str(fast_frames).lower() not in ("false", "0", "no", "off")
         self.host = socket.gethostname()
         self._closed = False
         self._forked = False
-        self._facility_cache: dict[str, str] = {}
         self._fresh_state()
         _handlers.add(self)
 
     def _fresh_state(self) -> None:
         """Per-process state: created at init and again in a forked child."""
-        self._run = time.time_ns()
-        self._id_prefix = uuid.uuid4().hex[:16]
+        run = time.time_ns()
         self._seq = itertools.count(1)
-        self._buffer: deque[Captured] = deque()
+        encoder = Encoder(
+            host=self.host,
+            app=self.app,
+            facility=self.facility,
+            facilities=self.facilities,
+            max_message=self.max_message,
+            run=run,
+            id_prefix=uuid.uuid4().hex[:16],
+        )
+        spools = (
+            None
+            if self.spool_path is None
+            else SpoolDir(self.spool_path, self.spool_max_bytes, name=f"p{os.getpid()}-{run}")
+        )
+        self._outbox = Outbox(encoder, spools, buffer_size=self.buffer_size, report=report)
         self._publisher: Publisher | None = None
-        self._spool: Spool | None = None
         self._start_lock = threading.Lock()
 
     # ---- public ----------------------------------------------------------------
 
     @property
     def dropped(self) -> int:
-        """Records lost because the buffer was full and the spool off or full."""
-        pub = self._publisher
-        return pub.dropped + pub.overflow_dropped if pub is not None else 0
+        """Records lost because the buffer was full and the spool off, full or unusable."""
+        return self._outbox.dropped
 
     @property
     def stats(self) -> dict[str, int]:
         pub = self._publisher
         return {
-            "buffered": len(self._buffer),
+            "buffered": len(self._outbox.buffer),
             "published": pub.published if pub else 0,
             "confirmed": pub.confirmed if pub else 0,
-            "spooled": pub.spooled if pub else 0,
+            "spooled": self._outbox.spooled,
             "dropped": self.dropped,
         }
 
@@ -168,18 +176,13 @@ class RabbitHandler(logging.Handler):
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Freeze the record and append it to the buffer; never blocks, never raises."""
+        """Freeze the record and put it in the outbox; never blocks, never raises."""
         try:
             if record.name.partition(".")[0] in IGNORED_LOGGERS:
                 return
             message = wire.record_message(record)
             exc = wire.record_exception(record) if record.exc_info or record.exc_text else None
-            captured = (next(self._seq), record, message, exc)
-            buffer = self._buffer
-            if len(buffer) >= self.buffer_size:
-                self._overflow(captured)
-                return
-            buffer.append(captured)
+            self._outbox.put(Captured(next(self._seq), record, message, exc))
             pub = self._publisher
             if pub is None:
                 self._start()
@@ -205,11 +208,12 @@ class RabbitHandler(logging.Handler):
         self._closed = True
         try:
             pub = self._publisher
+            stopped = True
             if pub is not None:
                 self._wait(self.flush_timeout, spool_rest=False)
-                pub.stop(timeout=2.0)
-            if self._spool is not None:
-                self._spool.close()
+                stopped = pub.stop(timeout=2.0)
+            if stopped:
+                self._outbox.close()
         finally:
             super().close()
 
@@ -227,25 +231,26 @@ class RabbitHandler(logging.Handler):
                 if spool_rest:
                     pub.spill_all(timeout=max(1.0, deadline - time.monotonic()))
                 return
-            if pub.sleeping and self._buffer:
+            if pub.sleeping and self._outbox.buffer:
                 pub.sleeping = False
                 pub.wake()
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
 
-    def _start(self) -> Publisher:
-        with self._start_lock:
+    def _start(self) -> None:
+        """Start the I/O thread once. Non-blocking: a signal handler that logs while
+        this thread holds the lock returns at once (its record waits in the outbox)."""
+        if not self._start_lock.acquire(blocking=False):
+            return
+        try:
             if self._publisher is not None:
-                return self._publisher
+                return
             pub = Publisher(
                 self.settings,
-                self._buffer,
-                self._encode,
-                run=self._run,
-                buffer_size=self.buffer_size,
-                spool_opener=self._open_spool,
+                self._outbox,
                 app_id=self.app,
                 reconnect_max=self.reconnect_max,
+                fast_frames=self.fast_frames,
             )
             self._publisher = pub
             pub.start()
@@ -255,115 +260,21 @@ class RabbitHandler(logging.Handler):
                 mp_util = sys.modules.get("multiprocessing.util")
                 if mp_util is not None:
                     mp_util.Finalize(self, self.close, exitpriority=100)
-            return pub
-
-    def _open_spool(self) -> Spool | None:
-        """Open the spool (called once, in the I/O thread)."""
-        if self.spool_path is None:
-            return None
-        try:
-            self._spool = Spool(self.spool_path, self.spool_max_bytes)
-        except Exception as exc:
-            sys.stderr.write(
-                f"logrouter handler: spool {self.spool_path} unusable, running without it:"
-                f" {type(exc).__name__}: {exc}\n"
-            )
-            self.spool_path = None
-        return self._spool
-
-    def _overflow(self, captured: Captured) -> None:
-        """Buffer full: this record goes straight to the spool (or is counted as dropped)."""
-        pub = self._publisher or self._start()
-        if self.spool_path is not None:
-            pub.spool_ready.wait(1.0)
-        if pub.spool is None:
-            pub.overflow_dropped += 1
-            return
-        pub.add_overflow(self._encode(captured))
-
-    def facility_for(self, name: str) -> str:
-        """Facility of a logger name: longest matching prefix of the map, else the default."""
-        cached = self._facility_cache.get(name)
-        if cached is not None:
-            return cached
-        best = self.facility
-        best_len = -1
-        for prefix, facility in self.facilities.items():
-            if (name == prefix or name.startswith(prefix + ".") or prefix == "") and len(
-                prefix
-            ) > best_len:
-                best, best_len = facility, len(prefix)
-        if len(self._facility_cache) < 10_000:
-            self._facility_cache[name] = best
-        return best
-
-    def _encode(self, captured: Captured) -> SpoolEntry:
-        """Captured record -> spool entry (runs in the I/O thread, or on overflow)."""
-        seq, record, message, exc = captured
-        message_id = f"{self._id_prefix}{seq:x}"
-        try:
-            extra_facility = record.__dict__.get("facility")
-            facility = (
-                sev.normalize_facility(str(extra_facility))
-                if extra_facility
-                else self.facility_for(record.name)
-            )
-            severity = None
-            extra_severity = record.__dict__.get("severity")
-            if isinstance(extra_severity, str):
-                try:
-                    severity = sev.parse_severity(extra_severity)
-                except ValueError:
-                    severity = None
-            if severity is None:
-                severity = sev.severity_for_level(record.levelno, record.levelname)
-            body = wire.encode(
-                wire.record_to_dict(
-                    record,
-                    facility=facility,
-                    severity=severity,
-                    host=self.host,
-                    app=self.app,
-                    max_message=self.max_message,
-                    message=message,
-                    exc=exc,
-                )
-            )
-            if len(body) > self.max_message * 2 + 65536:  # huge fields: keep what matters
-                body = wire.encode(
-                    {
-                        "v": wire.SCHEMA_VERSION,
-                        "ts": wire.format_ts(record.created),
-                        "host": self.host,
-                        "app": self.app,
-                        "pid": record.process,
-                        "logger": record.name,
-                        "facility": facility,
-                        "severity": severity,
-                        "level": record.levelname,
-                        "msg": wire.truncate(message, self.max_message),
-                        "fields": {"_truncated": f"record was {len(body)} bytes"},
-                    }
-                )
-        except Exception as err:  # never lose a record to a rendering bug
-            facility, severity = self.facility, "err"
-            body = wire.encode(
-                {
-                    "v": wire.SCHEMA_VERSION,
-                    "ts": wire.format_ts(time.time()),
-                    "host": self.host,
-                    "app": self.app,
-                    "facility": facility,
-                    "severity": severity,
-                    "msg": redact(
-                        f"{message} (record not renderable: {type(err).__name__}: {err})"
-                    ),
-                }
-            )
-        key = f"{facility}.{severity}"
-        return (self._run, seq, key, message_id, int(record.created), body)
+        finally:
+            self._start_lock.release()
 
     def _after_fork(self) -> None:
+        """In a forked child: fresh machinery; the parent's stays untouched.
+
+        The parent's outbox (with its SQLite connection) and publisher are kept
+        referenced and never closed here: closing an inherited SQLite connection
+        can drop locks of, and checkpoint, a database the parent still writes.
+        Only the parent's spool lock descriptor is closed (not unlocked).
+        """
+        old = self._outbox
+        if old.spools is not None:
+            old.spools.forget_after_fork()
+        _inherited.append((old, self._publisher))
         self._fresh_state()
         self._closed = False
         self._forked = True
