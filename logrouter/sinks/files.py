@@ -161,10 +161,14 @@ def rollback_files(checkpoint: dict[str, int]) -> None:
     """Truncate each file of ``checkpoint`` to its size (files that vanished are skipped).
 
     A size of ``ABSENT`` (negative) removes the file: it did not exist before
-    the batch that was never committed. The last component is opened with
-    ``O_NOFOLLOW`` and must be a regular file: nothing is truncated through a link.
+    the batch that was never committed. Nothing is cut or removed through a link:
+    a path whose directory is no longer what it names (a symlink on the way) is
+    skipped, the file is opened ``O_NOFOLLOW`` and must be a regular file.
     """
     for path, size in checkpoint.items():
+        parent = os.path.dirname(path)
+        if os.path.realpath(parent) != parent:
+            continue  # a link on the way now: not the file the sink wrote
         if size < 0:
             try:
                 os.unlink(path)  # removes a link, never its target

@@ -241,6 +241,11 @@ def test_hostile_publisher_changes_nothing_of_the_legitimate_stream(
         int(m) for r in records for m in LEGIT_TOKEN.findall(str(r.get("msg")))
     )
     assert legit_archived == Counter(dict.fromkeys(range(legit_total), 1))
+    # the forgery did aim at them: every handler record's id was pre-published as junk
+    handler_ids = {r["id"] for r in records if LEGIT_TOKEN.match(str(r.get("msg")))}
+    handler_ids -= {f"stamped-{i}" for i in range(20)}
+    assert len(handler_ids) == LEGIT
+    assert handler_ids <= {f"{prefix}{i:x}" for i in range(LEGIT + 10)}
 
     # every hostile record: written or rejected with a reason, per sink; lost = 0
     counts = {}
@@ -266,9 +271,65 @@ def test_hostile_publisher_changes_nothing_of_the_legitimate_stream(
     assert (out / "dirfac.log").is_dir()
     made = [p for p in out.iterdir() if p.is_file() and not p.is_symlink()]
     assert len(made) <= 1000 + 1
+    print(f"file sink: {len(made)} files made (overflow included)")
     assert (out / OVERFLOW_NAME).exists()
     overflow = [json.loads(line) for line in (out / OVERFLOW_NAME).read_text().splitlines()]
     assert overflow and all(r["facility"].startswith(("fan", "when")) for r in overflow)
     # the archive partitions come from believable times only
     days = {p.relative_to(archive).parts[0] for p in archive.rglob("*.jsonl.gz")}
     assert days <= {str(datetime.now(UTC).year), str(datetime.now(UTC).year - 1)}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RabbitHandler does not stamp user_id yet (app side of issue 13 item 1): an "
+    "unstamped forgery of its app_id and ids shares its dedup keys",
+)
+def test_unstamped_forgery_does_not_suppress_the_handler_stream(
+    sinkenv: dict[str, Any], attacker: Attacker
+) -> None:
+    """The attacker pre-publishes the handler's next ids with its app_id and no user_id:
+    every handler record still reaches the archive once (holds once the handler stamps
+    its login as user_id, which such a forgery cannot carry)."""
+    from logrouter import RabbitHandler
+
+    tmp = sinkenv["tmp"]
+    arch = name(sinkenv, "uarch")
+    config = write_config(
+        tmp / "routing.toml",
+        sinkenv["url"],
+        sinkenv["exchange"],
+        {arch: {"type": "archive", "match": "*.*", "dir": str(tmp / "archive")}},
+    )
+    declare(config)
+    handler = RabbitHandler(
+        url=sinkenv["url"], exchange=sinkenv["exchange"], facility="billing", app="billing-api"
+    )
+    logger = logging.getLogger(f"unstamped.{sinkenv['tag']}")
+    logger.propagate = False
+    prefix = handler._id_prefix
+    attack = Attack(attacker, sinkenv["exchange"])
+    attack.publish(
+        "billing.err",
+        attack.bodies(60, "billing"),
+        message_id=lambda i: f"{prefix}{i:x}",
+        app_id="billing-api",
+    )
+    logger.addHandler(handler)
+    try:
+        for i in range(50):
+            logger.error("legit-%d payment failed", i)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    result = subprocess.run(
+        [sys.executable, "-m", "logrouter", "sink", arch, str(config), "--burst"],
+        env=sinkenv["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = archive_records(tmp / "archive")
+    legit = Counter(int(m) for r in records for m in LEGIT_TOKEN.findall(str(r.get("msg"))))
+    assert legit == Counter(dict.fromkeys(range(50), 1))

@@ -111,12 +111,23 @@ def test_a_file_of_another_user_is_refused(tmp_path: Path) -> None:
 
 
 def test_rollback_never_truncates_through_a_link(tmp_path: Path) -> None:
-    """A journal entry whose file became a symlink leaves the link's target alone; a real
-    file is cut back to its committed size."""
+    """A journal entry whose file, or a directory on its way, became a symlink leaves the
+    link's target alone; a real file is cut back to its committed size."""
     victim = tmp_path / "victim"
     victim.write_text("0123456789")
     (tmp_path / "planted.log").symlink_to(victim)
     (tmp_path / "ours.log").write_text("0123456789")
-    rollback_files({str(tmp_path / "planted.log"): 2, str(tmp_path / "ours.log"): 4})
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "x.log").write_text("0123456789")
+    (tmp_path / "sub").symlink_to(tmp_path / "elsewhere")  # a directory became a link
+    rollback_files(
+        {
+            str(tmp_path / "planted.log"): 2,
+            str(tmp_path / "ours.log"): 4,
+            str(tmp_path / "sub" / "x.log"): 1,
+            str(tmp_path / "sub" / "new.log"): -1,
+        }
+    )
     assert victim.read_text() == "0123456789"
     assert (tmp_path / "ours.log").read_text() == "0123"
+    assert (tmp_path / "elsewhere" / "x.log").read_text() == "0123456789"
