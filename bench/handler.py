@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import pika
 
 from logrouter import wire
+from logrouter.app.encoder import record_to_dict
 from logrouter.app.handler import DEFAULT_BUFFER, RabbitHandler
 
 URL = os.environ.get("LOGROUTER_URL") or "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -237,7 +238,7 @@ def _bodies(count: int) -> list[bytes]:
         )
         out.append(
             wire.encode(
-                wire.record_to_dict(record, facility="user", severity="info", host="h", app="bench")
+                record_to_dict(record, facility="user", severity="info", host="h", app="bench")
             )
         )
     return out

@@ -8,13 +8,14 @@ import logging
 import pytest
 
 from logrouter import batchwire, wire
+from logrouter.app.encoder import record_to_dict
 
 
 def _body(msg: str, **extra: object) -> bytes:
     record = logging.LogRecord("billing.worker", logging.INFO, "/srv/app.py", 88, msg, None, None)
     record.__dict__.update(extra)
     return wire.encode(
-        wire.record_to_dict(record, facility="billing", severity="info", host="h", app="a")
+        record_to_dict(record, facility="billing", severity="info", host="h", app="a")
     )
 
 
