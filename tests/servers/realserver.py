@@ -36,6 +36,8 @@ START_TIMEOUT = 60.0
 #: Seconds to wait for records that should be on the broker already (bounded wait, not a
 #: performance claim: a healthy run needs well under one).
 ARRIVAL_TIMEOUT = 20.0
+#: Requests (or tasks) per scenario; LR_SERVERS_REQUESTS=2000 for the long version by hand.
+REQUESTS = int(os.environ.get("LR_SERVERS_REQUESTS", "500"))
 
 
 # ---- records on the broker ------------------------------------------------------------------
@@ -243,10 +245,24 @@ def request(port: int, n: int, timeout: float = 30.0) -> Reply | None:
     return Reply(n, 200, int(data["pid"]), int(data["logged"]), data["stats"])
 
 
-def load(port: int, numbers: Iterable[int], concurrency: int = 8) -> list[Reply]:
-    """Send every request (``concurrency`` at a time); the answered ones, in request order."""
+def load(
+    port: int,
+    numbers: Iterable[int],
+    concurrency: int = 8,
+    before: Callable[[int], None] | None = None,
+) -> list[Reply]:
+    """Send every request (``concurrency`` at a time); the answered ones, in request order.
+
+    ``before(n)`` runs just before request ``n`` is sent (say, to kill a worker mid-load).
+    """
+
+    def send(n: int) -> Reply | None:
+        if before is not None:
+            before(n)
+        return request(port, n)
+
     with ThreadPoolExecutor(concurrency) as pool:
-        replies = list(pool.map(lambda n: request(port, n), numbers))
+        replies = list(pool.map(send, numbers))
     return [r for r in replies if r is not None]
 
 
@@ -324,7 +340,9 @@ def serve_and_stop(
     the import record, once each; ``stop_within``: the server's own shutdown timeout (a
     stop that takes that long means the server had to kill a worker).
     """
+    start = time.monotonic()
     replies = load(port, range(1, requests + 1))
+    loaded = time.monotonic()
     problems = []
     if len(served(replies)) != requests:
         problems.append(f"only {len(served(replies))} of {requests} requests answered 200")
@@ -332,6 +350,7 @@ def serve_and_stop(
     pids, workers = {r.pid for r in replies}, set(workers)
     if pids != workers:
         problems.append(f"replies came from pids {sorted(pids)}, workers are {sorted(workers)}")
+    arrived = time.monotonic()
     elapsed = server.stop(stop_signal)
     if stop_within is not None and elapsed >= stop_within:
         problems.append(
@@ -341,6 +360,10 @@ def serve_and_stop(
     final = route.settle()
     problems += record_problems(final, replies, "after stop")
     problems += import_problems(final, import_pids)
+    print(
+        f"{server.name}: {requests} requests in {loaded - start:.1f} s, records on the broker"
+        f" {arrived - loaded:.1f} s later, stop {elapsed:.1f} s"
+    )
     return problems
 
 

@@ -13,6 +13,7 @@ from celery import Celery
 from realserver import (
     ARRIVAL_TIMEOUT,
     BIN,
+    REQUESTS,
     Reply,
     Route,
     Server,
@@ -20,8 +21,6 @@ from realserver import (
     import_problems,
     record_problems,
 )
-
-TASKS = 400
 
 
 @pytest.fixture
@@ -41,7 +40,7 @@ def celery_queue(amqp_url: str, unique_name: Callable[[str], str]) -> Iterator[s
 def test_prefork_four_children_every_task_record_once(
     route: Route, servers: Callable[..., Server], celery_queue: str, tmp_path: Path
 ) -> None:
-    """celery worker -c 4 --pool prefork, 400 tasks that log (an error every tenth).
+    """celery worker -c 4 --pool prefork, 500 tasks that log (an error every tenth).
 
     Every task run (traced to a file by the task: its pid and records logged) has its
     records on the broker while the worker runs, counted per child pid; the record logged
@@ -59,14 +58,14 @@ def test_prefork_four_children_every_task_record_once(
     # No need to wait for "ready": the tasks wait in their queue until the pool takes them.
     client = Celery("servers-client", broker=route.url)
     try:
-        for n in range(1, TASKS + 1):
+        for n in range(1, REQUESTS + 1):
             client.send_task("servers.log", args=[n], queue=celery_queue)
     finally:
         client.close()
-    runs = traced(trace, TASKS)
+    runs = traced(trace, REQUESTS)
     problems = []
-    if len(runs) != TASKS:
-        problems.append(f"only {len(runs)} of {TASKS} tasks ran")
+    if len(runs) != REQUESTS:
+        problems.append(f"only {len(runs)} of {REQUESTS} tasks ran")
     problems += record_problems(route.drain(complete(runs)), runs, "while running")
     if server.pid in {r.pid for r in runs}:
         problems.append(f"tasks ran in the main process {server.pid}, not the pool")

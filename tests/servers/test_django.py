@@ -6,14 +6,13 @@ import signal
 import sys
 from collections.abc import Callable
 
-from realserver import APPS, GRACEFUL, Route, Server, free_port, gunicorn, serve_and_stop
+from realserver import APPS, GRACEFUL, REQUESTS, Route, Server, free_port, gunicorn, serve_and_stop
 
-REQUESTS = 400
 PROJECT = APPS / "djproj"
 
 
 def test_runserver_every_record_once(route: Route, servers: Callable[..., Server]) -> None:
-    """manage.py runserver --noreload (threads, one process), 400 requests to one view.
+    """manage.py runserver --noreload (threads, one process), 500 requests to one view.
 
     Every record is on the broker while it runs; the import record (WSGI application
     loaded) arrives once; after Ctrl-C (SIGINT) nothing is lost or twice.

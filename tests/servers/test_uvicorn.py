@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from realserver import BIN, Route, Server, free_port, serve_and_stop
-
-REQUESTS = 600
+from realserver import BIN, REQUESTS, Route, Server, free_port, serve_and_stop
 
 
 def test_four_spawned_workers_every_record_once(
     route: Route, servers: Callable[..., Server]
 ) -> None:
-    """uvicorn --workers 4, 600 requests to an ASGI app that configures logging at import.
+    """uvicorn --workers 4, 500 requests to an ASGI app that configures logging at import.
 
     Each worker imports the app (its import record arrives once, 4 in all); every record
     of every request is on the broker while the server runs, per worker pid; after a
