@@ -1,8 +1,9 @@
 """The wire format: one log record per AMQP message (schema version 1).
 
-``record_to_dict`` turns a ``logging.LogRecord`` into the JSON body; ``decode``
-turns any message found on a queue (ours or foreign) back into a record dict.
-Both are pure; docs/wire-format.md documents the schema.
+The record's parts (``record_message``, ``record_fields``, ``record_exception``,
+``format_ts``, ``encode``) serve the app side's encoder (``logrouter.app.encoder``
+builds the body); ``decode`` turns any message found on a queue (ours or foreign)
+back into a record dict. All pure; docs/wire-format.md documents the schema.
 """
 
 from __future__ import annotations
@@ -108,48 +109,6 @@ def record_message(record: logging.LogRecord) -> str:
         return (
             f"{record.msg!r} (formatting failed: {type(exc).__name__}: {exc}; args={record.args!r})"
         )
-
-
-def record_to_dict(
-    record: logging.LogRecord,
-    *,
-    facility: str,
-    severity: str,
-    host: str,
-    app: str,
-    max_message: int = DEFAULT_MAX_MESSAGE,
-    message: str | None = None,
-    exc: str | None = None,
-) -> dict[str, Any]:
-    """Body of the message for ``record`` (facility and severity already chosen).
-
-    ``message`` and ``exc`` are the formatted message and traceback when the
-    caller captured them already (the handler does, in the logging thread).
-    """
-    body: dict[str, Any] = {
-        "v": SCHEMA_VERSION,
-        "ts": format_ts(record.created),
-        "host": host,
-        "app": app,
-        "pid": record.process,
-        "thread": record.threadName,
-        "logger": record.name,
-        "facility": facility,
-        "severity": severity,
-        "level": record.levelname,
-        "msg": truncate(record_message(record) if message is None else message, max_message),
-        "src": {"file": record.pathname, "line": record.lineno, "func": record.funcName},
-        "fields": record_fields(record),
-    }
-    if exc is not None:
-        body["exc"] = truncate(exc, max_message)
-    elif record.exc_info and record.exc_info[0] is not None:
-        body["exc"] = truncate(_format_exception(record), max_message)
-    elif record.exc_text:
-        body["exc"] = truncate(record.exc_text, max_message)
-    if record.stack_info:
-        body["stack"] = truncate(record.stack_info, max_message)
-    return body
 
 
 _EXC_FORMATTER = logging.Formatter()
