@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -324,6 +325,17 @@ def record_problems(drained: Drained, replies: list[Reply], stage: str) -> list[
     return problems
 
 
+def spooled_rows(cache: Path) -> dict[str, int]:
+    """Rows left in every handler spool (SQLite) under ``cache`` (the test's XDG_CACHE_HOME)."""
+    left = {}
+    for path in cache.rglob("*.sqlite"):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            (rows,) = db.execute("SELECT count(*) FROM spool").fetchone()
+        if rows:
+            left[str(path.relative_to(cache))] = int(rows)
+    return left
+
+
 def import_problems(drained: Drained, pids: Iterable[int]) -> list[str]:
     """Each of ``pids`` logged its ``import`` record exactly once, and nobody else did."""
     want, got = Counter(pids), drained.per_pid("import")
@@ -385,13 +397,13 @@ FLUSH_TIMEOUT = "5"
 
 
 def gunicorn(
-    servers: Callable[..., Server], *options: str, app: str = "wsgi_app:app"
+    servers: Callable[..., Server], *options: str, app: str = "wsgi_app:app", **env: str
 ) -> tuple[Server, int]:
     """A started gunicorn (``options`` added), answering on its port, 4 workers forked."""
     port = free_port()
     argv = [str(BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", "4", "--no-control-socket"]
     argv += ["--graceful-timeout", str(GRACEFUL), *options, app]
-    server = servers("gunicorn", argv, LR_TEST_FLUSH_TIMEOUT=FLUSH_TIMEOUT)
+    server = servers("gunicorn", argv, **{"LR_TEST_FLUSH_TIMEOUT": FLUSH_TIMEOUT, **env})
     server.wait_port(port)
     server.wait_children(4)
     return server, port

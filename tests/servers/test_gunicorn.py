@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from realserver import (
@@ -23,6 +24,7 @@ from realserver import (
     lost_and_duplicated,
     record_problems,
     serve_and_stop,
+    spooled_rows,
 )
 
 
@@ -76,15 +78,22 @@ def test_recycled_workers_lose_nothing(route: Route, servers: Callable[..., Serv
     assert problems == [], "\n".join(problems) + "\n" + server.output()
 
 
-def test_worker_sigkilled_mid_traffic(route: Route, servers: Callable[..., Server]) -> None:
+@pytest.mark.parametrize("buffer_size", ["25000", "2"], ids=["memory", "through-spool"])
+def test_worker_sigkilled_mid_traffic(
+    route: Route, servers: Callable[..., Server], buffer_size: str, tmp_path: Path
+) -> None:
     """One of 4 --preload workers is SIGKILLed while requests are in flight (at 3/4 of them).
 
     Bound (docs/handler.md): only records held in the killed worker's memory can be
     lost. Its last 200 reply says how many records it had logged and how many the
     broker had confirmed; that difference bounds its losses (confirmation only grows
     until the kill). Every record of the other workers arrives, nothing arrives twice.
+    With buffer_size=2 most records go through each worker's spool (the logging call
+    spools what the full buffer cannot hold): the killed worker's spool is left behind
+    and adopted by a live process, its rows replayed once: after the stop no spool holds
+    a row.
     """
-    server, port = gunicorn(servers, "--preload")
+    server, port = gunicorn(servers, "--preload", LR_TEST_BUFFER_SIZE=buffer_size)
     half = REQUESTS // 2
     first = load(port, range(1, half + 1))
     victim = first[-1].pid
@@ -116,7 +125,10 @@ def test_worker_sigkilled_mid_traffic(route: Route, servers: Callable[..., Serve
         )
     if duplicated:
         problems.append(f"killed worker {victim}: records arrived twice: {duplicated[:5]}")
+    if left := spooled_rows(tmp_path / "cache"):
+        problems.append(f"spools still hold rows after the stop: {left}")
     print(
-        f"killed worker: {len(killed)} requests answered, lost {len(lost)} records, bound {bound}"
+        f"killed worker: {len(killed)} requests answered, lost {len(lost)} records, bound {bound},"
+        f" stats at its last reply {last.stats}"
     )
     assert problems == [], "\n".join(problems) + "\n" + server.output()

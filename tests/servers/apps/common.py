@@ -1,9 +1,10 @@
 """What every test app shares: the logging config users write, and one logged request.
 
 Configured from the environment (set by tests/servers/conftest.py): ``LR_TEST_URL``,
-``LR_TEST_EXCHANGE``, ``LR_TEST_FLUSH_TIMEOUT``. Every record the tests count carries
-``kind`` (``import``, ``request``, ``error``) and, for requests, ``req`` (the request
-number) in its ``extra``, so a drained queue can be counted per pid and per request.
+``LR_TEST_EXCHANGE``, ``LR_TEST_FLUSH_TIMEOUT``, ``LR_TEST_BUFFER_SIZE``. Every record
+the tests count carries ``kind`` (``import``, ``request``, ``error``) and, for requests,
+``req`` (the request number) in its ``extra``, so a drained queue can be counted per pid
+and per request.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def logging_config() -> dict[str, Any]:
                 "url": os.environ["LR_TEST_URL"],
                 "exchange": os.environ["LR_TEST_EXCHANGE"],
                 "flush_timeout": os.environ.get("LR_TEST_FLUSH_TIMEOUT", "5"),
+                "buffer_size": os.environ.get("LR_TEST_BUFFER_SIZE", "25000"),
             }
         },
         "root": {"handlers": ["router"], "level": "INFO"},
