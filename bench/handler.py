@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import pika
 
 from logrouter import wire
-from logrouter.handler import DEFAULT_BUFFER, RabbitHandler
+from logrouter.app.handler import DEFAULT_BUFFER, RabbitHandler
 
 URL = os.environ.get("LOGROUTER_URL") or "amqp://guest:guest@127.0.0.1:5672/%2F"
 N = 20_000

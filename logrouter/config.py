@@ -54,7 +54,7 @@ PATH_FIELDS = ("facility", "severity", "host", "app", "instance")
 PATH_TIME_CODES = "YmdH"
 
 DEFAULT_FILE_FORMAT = "{ts} {host} {app}[{pid}] {facility}.{severity} {logger}: {msg}"
-DEFAULT_CONSOLE_FORMAT = "{ts} {severity:<7} {facility} {app}[{pid}] {logger}: {msg}"
+DEFAULT_CONSOLE_FORMAT = "{ts} {severity:<7} {host} {facility} {app}[{pid}] {logger}: {msg}"
 DEFAULT_FILE_MODE = 0o640
 KIB = 1024
 MIB = 1024 * KIB
@@ -68,6 +68,8 @@ DEFAULT_BATCH_INTERVAL = 0.2
 DEFAULT_FSYNC = "batch"
 DEFAULT_FSYNC_INTERVAL = 1.0
 DEFAULT_DEDUP_WINDOW = 100_000
+DEFAULT_MAX_RECORD_BYTES = MIB
+DEFAULT_MAX_FILES = 1000
 DEFAULT_HEARTBEAT = 10
 
 COMMON_KEYS = (
@@ -81,6 +83,7 @@ COMMON_KEYS = (
     "fsync",
     "fsync_interval",
     "dedup_window",
+    "max_record_bytes",
 )
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "file": (
@@ -91,6 +94,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
         "keep",
         "max_open_files",
         "file_mode",
+        "max_files",
     ),
     "console": ("stream", "color", "format"),
     "archive": ("dir", "compression", "compresslevel", "rotate_bytes", "rotate_interval"),
@@ -142,6 +146,7 @@ class FileOptions:
     keep: int  # rotated files kept; 0 = keep all
     max_open_files: int
     file_mode: int
+    max_files: int = DEFAULT_MAX_FILES  # distinct placeholder values; then the overflow file
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,7 @@ class SinkConfig:
     fsync_interval: float
     dedup_window: int  # message_ids remembered
     options: FileOptions | ConsoleOptions | ArchiveOptions
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # larger bodies are rejected; 0 = no cap
 
 
 @dataclass(frozen=True)
@@ -677,6 +683,7 @@ class _SinkReader:
             "fsync_interval", _float_range(0.01, 3600), DEFAULT_FSYNC_INTERVAL
         )
         dedup_window = self.get("dedup_window", _int_range(0, 10_000_000), DEFAULT_DEDUP_WINDOW)
+        max_record_bytes = self.get("max_record_bytes", _size, DEFAULT_MAX_RECORD_BYTES)
         options = self.options(kind)
         if len(self.validator.issues) != before:
             return None
@@ -697,6 +704,7 @@ class _SinkReader:
             fsync_interval=fsync_interval,
             dedup_window=dedup_window,
             options=options,
+            max_record_bytes=max_record_bytes,
         )
 
     def options(self, kind: str | None) -> FileOptions | ConsoleOptions | ArchiveOptions | None:
@@ -723,6 +731,7 @@ class _SinkReader:
             keep=self.get("keep", _int_range(0, 10_000), 7),
             max_open_files=self.get("max_open_files", _int_range(1, 4096), 64),
             file_mode=self.get("file_mode", _file_mode, DEFAULT_FILE_MODE),
+            max_files=self.get("max_files", _int_range(1, 1_000_000), DEFAULT_MAX_FILES),
         )
         return options if path else None
 

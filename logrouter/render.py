@@ -335,6 +335,7 @@ SEVERITY_COLORS: dict[str, str] = {
     "debug": "\x1b[2m",
 }
 SEVERITY_WIDTH = 7  # len("warning")
+HOST_WIDTH = 12
 FACILITY_WIDTH = 8
 LOGGER_WIDTH = 16
 
@@ -350,7 +351,9 @@ def console_time(ts: Any) -> str:
 def render_console(record: dict[str, Any], color: bool) -> str:
     """``record`` in aligned columns for a terminal; no trailing newline.
 
-    ``HH:MM:SS.mmm severity facility logger msg`` then traceback lines. With
+    ``HH:MM:SS.mmm severity host facility logger msg`` then traceback lines: the
+    host always (a fleet's records are read side by side), the app in the logger
+    column when a record has no logger (syslog daemons' records). With
     ``color``, ANSI colours by severity: red for err and worse (bold for
     crit and worse), yellow warning, cyan notice, default info, dim debug.
     """
@@ -358,8 +361,9 @@ def render_console(record: dict[str, Any], color: bool) -> str:
     clock = console_time(record.get("ts"))
     sev = f"{escape(severity):<{SEVERITY_WIDTH}}"
     rest = (
+        f" {escape(_text(record.get('host'))):<{HOST_WIDTH}}"
         f" {escape(_text(record.get('facility'))):<{FACILITY_WIDTH}}"
-        f" {escape(_text(record.get('logger'))):<{LOGGER_WIDTH}} "
+        f" {escape(_text(record.get('logger') or record.get('app'))):<{LOGGER_WIDTH}} "
     )
     body = escape_multiline(_text(record.get("msg"))) + traceback_text(record)
     code = SEVERITY_COLORS.get(severity, "") if color else ""

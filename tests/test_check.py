@@ -38,6 +38,7 @@ def test_default_config_prints_bindings_per_sink() -> None:
     bindings = [line.strip() for line in errors_block.splitlines() if line.startswith("    ")]
     assert bindings == ["*.alert", "*.crit", "*.emerg", "*.err"]
     assert "    *.info\n" in out and "    #\n" in out
+    assert "max_files 1000 (then the overflow file logrouter~overflow.jsonl)" in errors_block
     assert "guest:guest" not in out and "guest:***@" in out
     assert result.stderr == ""
 

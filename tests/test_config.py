@@ -202,6 +202,20 @@ BAD = [
         ["out of range", "allowed: 1..65535"],
     ),
     (
+        "max-files-out-of-range",
+        FILE_SINK + "max_files = 0 #<\n",
+        "errors",
+        "max_files",
+        ["out of range", "allowed: 1..1000000"],
+    ),
+    (
+        "max-record-bytes-not-a-size",
+        FILE_SINK + 'max_record_bytes = "big" #<\n',
+        "errors",
+        "max_record_bytes",
+        ["is not a size"],
+    ),
+    (
         "compresslevel-out-of-range",
         '[sinks.a]\ntype = "archive"\nmatch = "#"\ndir = "/x"\ncompresslevel = 10 #<\n',
         "a",
@@ -661,3 +675,16 @@ def test_dotted_keys_inside_sinks_table_point_at_their_line() -> None:
     text = '[sinks]\nerrors.type = "file"\nerrors.path = "/x/y.log"\nerrors.match = "*.bogus"\n'
     (issue,) = issues_of(text)
     assert (issue.line, issue.sink, issue.key) == (4, "errors", "match")
+
+
+def test_hostile_input_limits_have_defaults_and_can_be_set() -> None:
+    """max_files (file sinks) defaults to 1000 and max_record_bytes to 1 MiB; both take
+    the values written (a size string for bytes)."""
+    default = parse_config(FILE_SINK, CONFIG_FILE, env={}).sinks["errors"]
+    assert default.max_record_bytes == 1024 * 1024
+    assert isinstance(default.options, FileOptions)
+    assert default.options.max_files == 1000
+    text = FILE_SINK + 'max_files = 50\nmax_record_bytes = "64KiB"\n'
+    sink = parse_config(text, CONFIG_FILE, env={}).sinks["errors"]
+    assert isinstance(sink.options, FileOptions)
+    assert (sink.options.max_files, sink.max_record_bytes) == (50, 64 * 1024)

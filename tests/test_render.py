@@ -93,9 +93,11 @@ def test_bad_formats_are_refused(fmt: str) -> None:
 
 
 def test_console_columns_plain() -> None:
-    """Console: HH:MM:SS.mmm, severity padded, facility, logger, msg; no ANSI when off."""
+    """Console: HH:MM:SS.mmm, severity padded, host, facility, logger, msg; no ANSI when off."""
     text = render_console(RECORD, color=False)
-    assert text.startswith("10:11:12.345 err     auth     billing.api      login failed")
+    assert text.startswith(
+        "10:11:12.345 err     web1         auth     billing.api      login failed"
+    )
     assert "\x1b" not in text
     info = render_console({**RECORD, "severity": "info", "msg": "ok"}, color=False)
     assert info.index("ok") == text.index("login failed")
@@ -117,6 +119,15 @@ def test_console_colour_by_severity(severity: str, code: str) -> None:
     text = render_console({**RECORD, "severity": severity}, color=True)
     assert code in text
     assert text.endswith("\x1b[0m")
+
+
+def test_console_shows_the_host_and_the_app_of_a_record_without_logger() -> None:
+    """A syslog daemon's record (no logger) shows its host and its program (app)."""
+    sshd = {"ts": "2024-05-01T10:11:12.345678Z", "host": "db-2", "app": "sshd", "pid": 99,
+            "facility": "auth", "severity": "info", "msg": "Accepted publickey"}  # fmt: skip
+    assert render_console(sshd, color=False) == (
+        "10:11:12.345 info    db-2         auth     sshd             Accepted publickey"
+    )
 
 
 def test_console_info_has_no_colour() -> None:

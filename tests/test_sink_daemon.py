@@ -314,8 +314,9 @@ def test_sigterm_exits_zero_with_everything_acked(sinkenv: dict[str, Any]) -> No
 def start_blocked_sink(
     sinkenv: dict[str, Any], tag: str
 ) -> tuple[subprocess.Popen[bytes], Path, Path, str]:
-    """A file sink whose output directory is a regular file (ENOTDIR, which stops root
-    too), with 20 records queued: (process, its log, the blocking file, sink name)."""
+    """A file sink whose base directory is a regular file (ENOTDIR, which stops root
+    too: no record can be written, so it is a write error, not a refused target), with 20
+    records queued: (process, its log, the blocking file, sink name)."""
     out = sinkenv["tmp"] / "out"
     out.mkdir()
     blocker = out / "app"
@@ -325,7 +326,7 @@ def start_blocked_sink(
         sinkenv["tmp"] / "routing.toml",
         sinkenv["url"],
         sinkenv["exchange"],
-        {sink: {"type": "file", "match": "*.*", "path": f"{out}/{{facility}}/all.log"}},
+        {sink: {"type": "file", "match": "*.*", "path": f"{out}/app/{{facility}}.log"}},
     )
     declare(config)
     publish(
@@ -344,11 +345,11 @@ def test_write_error_keeps_records_on_the_broker(sinkenv: dict[str, Any]) -> Non
         assert "app" in log.read_text()  # the log names the path
         assert blocker.read_text() == "in the way\n"
         blocker.unlink()
-        wait_for(lambda: len(lines_of(blocker / "all.log")) >= 20, "records written after recovery")
+        wait_for(lambda: len(lines_of(blocker / "app.log")) >= 20, "records written after recovery")
     finally:
         code = stop(process)
     assert code == 0, log.read_text()
-    assert tokens(lines_of(blocker / "all.log")) == Counter(dict.fromkeys(range(20), 1))
+    assert tokens(lines_of(blocker / "app.log")) == Counter(dict.fromkeys(range(20), 1))
     assert queue_depth(sinkenv["url"], f"logrouter.{sink}") == 0
 
 

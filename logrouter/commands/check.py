@@ -35,6 +35,7 @@ from logrouter.config import (
 )
 from logrouter.connection import BrokerUnavailable
 from logrouter.render import escape
+from logrouter.sinks.file import OVERFLOW_NAME
 
 SUPERSET_NOTE = "superset: AMQP cannot exclude a facility; the sink filters the rest"
 
@@ -57,6 +58,10 @@ def describe_sink(sink: SinkConfig) -> Iterator[str]:
     yield f"  match     {sink.match}"
     yield f"  queue     {sink.queue} ({sink.queue_type})"
     yield f"  writes    {_destination(sink)}"
+    if isinstance(sink.options, FileOptions):
+        yield f"  max_files {sink.options.max_files} (then the overflow file {OVERFLOW_NAME})"
+    if sink.max_record_bytes:
+        yield f"  max_record_bytes {sink.max_record_bytes} (larger ones are rejected)"
     note = "" if sink.selector.exact else f"  ({SUPERSET_NOTE})"
     yield f"  bindings  {len(sink.selector.bindings)}{note}"
     for binding in sink.selector.bindings:

@@ -4,7 +4,8 @@ A temporary exclusive, auto-delete queue is bound to the log exchange with the
 selector's bindings; every record is re-checked against the selector (the
 bindings may be a superset), decoded with ``wire.decode`` and printed as a
 console line (coloured on a terminal unless ``NO_COLOR``) or, with ``--json``,
-as one JSON object per line. Every control and bidi character of a record is
+as one JSON object per line. ``--host`` and ``--app`` keep only records of
+those hosts and apps. Every control and bidi character of a record is
 escaped (``render.escape``; ``render.json_line`` for ``--json``). A message that
 cannot be decoded (no facility/severity, JSON nested too deeply) is reported
 on stderr as rejected, with the reason, and tail goes on. Ctrl-C (or SIGTERM)
@@ -121,6 +122,11 @@ def format_record(record: dict[str, Any], *, as_json: bool, color: bool) -> str:
     return render.render_console(record, color=color)
 
 
+def from_origin(record: dict[str, Any], hosts: list[str] | None, apps: list[str] | None) -> bool:
+    """Whether ``record`` passes ``--host`` / ``--app`` (any of the names given; None: all)."""
+    return (not hosts or record.get("host") in hosts) and (not apps or record.get("app") in apps)
+
+
 def _err(message: str) -> None:
     print(f"logrouter tail: {render.escape(redact(message))}", file=sys.stderr, flush=True)
 
@@ -204,11 +210,14 @@ def _tail(
                 timestamp=properties.timestamp,
                 message_id=properties.message_id,
                 app_id=properties.app_id,
+                headers=properties.headers,
             )
         except wire.UndecodableMessage as exc:
             _err(f"rejected a message (routing key {method.routing_key!r}): {exc}")
             continue
         if not selector.matches(str(record["facility"]), str(record["severity"])):
+            continue
+        if not from_origin(record, args.host, args.app):
             continue
         try:
             line = format_record(record, as_json=args.json, color=color)

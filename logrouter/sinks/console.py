@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from logrouter.config import DEFAULT_CONSOLE_FORMAT
 from logrouter.render import RESET, SEVERITY_COLORS, compile_format, render_console
-from logrouter.sinks.base import Record, WriteError
+from logrouter.sinks.base import Record, Refused, WriteError
 
 if TYPE_CHECKING:
     from logrouter.config import ConsoleOptions
@@ -68,12 +68,13 @@ class ConsoleWriter:
         code = SEVERITY_COLORS.get(str(record.get("severity")), "") if self.color else ""
         return f"{code}{text}{RESET}" if code else text
 
-    def write(self, records: Sequence[Record]) -> None:
-        """Render ``records``; they reach the stream in ``flush``."""
+    def write(self, records: Sequence[Record]) -> list[Refused]:
+        """Render ``records``; they reach the stream in ``flush``; none is refused."""
         render = self.render
         for record in records:
             self._pending.append(render(record))
             self._pending.append("\n")
+        return []
 
     def flush(self, fsync: bool) -> None:
         """Write what is pending (one write) and flush the stream; ``fsync`` is ignored."""

@@ -32,10 +32,11 @@ import pika.exceptions
 
 from logrouter import log, topology
 from logrouter.connection import BrokerSettings, describe_error
-from logrouter.sinks.base import Writer, make_writer
-from logrouter.sinks.batch import Batch, Outcome, classify_pending
-from logrouter.sinks.dedup import DedupWindow
+from logrouter.sinks.base import Writer
+from logrouter.sinks.batch import Batch, Delivery, Outcome, classify_pending
+from logrouter.sinks.dedup import DedupKey, DedupWindow
 from logrouter.sinks.journal import Journal
+from logrouter.sinks.writers import make_writer
 
 if TYPE_CHECKING:
     from logrouter.config import SinkConfig
@@ -46,6 +47,7 @@ TICK = 0.2
 BURST_IDLE = 1.0
 REASON_HEADER = "x-logrouter-reason"
 SINK_HEADER = "x-logrouter-sink"
+USER_HEADER = "x-logrouter-user-id"
 
 WriterFactory = Callable[["SinkConfig", str], Writer]
 
@@ -91,9 +93,9 @@ class SinkCounters:
 
 
 class _WithPeers:
-    """The dedup window plus the ids other instances on this host committed."""
+    """The dedup window plus the keys other instances on this host committed."""
 
-    def __init__(self, own: DedupWindow, peers: frozenset[str]) -> None:
+    def __init__(self, own: DedupWindow[DedupKey], peers: frozenset[DedupKey]) -> None:
         self.own = own
         self.peers = peers
 
@@ -136,7 +138,7 @@ class Sink:
         self._writer_factory = writer_factory
         self._writer: Writer | None = None
         self._journal = Journal(state_dir, config.queue, keep_ids=max(config.dedup_window, 1))
-        self._dedup = DedupWindow(config.dedup_window)
+        self._dedup: DedupWindow[DedupKey] = DedupWindow(config.dedup_window)
         self._batch = Batch(self._batch_limit(config), config.batch_interval)
         self._stop = threading.Event()
         self._requests: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -303,12 +305,14 @@ class Sink:
         self._last_delivery = now
         self.counters.received += 1
         self._batch.append(
-            method.delivery_tag,
-            method.routing_key,
-            body,
-            properties,
-            bool(method.redelivered),
-            time.time(),
+            Delivery(
+                method.delivery_tag,
+                method.routing_key,
+                body,
+                properties,
+                bool(method.redelivered),
+                time.time(),
+            ),
             now,
         )
 
@@ -322,19 +326,24 @@ class Sink:
         # writers that take ready JSON lines (archive) get the bodies that already are records
         write_lines = getattr(self._writer, "write_lines", None)
         dedup: Any = self._dedup
-        if any(pending.redelivered):
+        if any(delivery.redelivered for delivery in pending):
             dedup = _WithPeers(self._dedup, self._journal.peer_ids())
         outcome = classify_pending(
-            pending, self.config.selector.matches, dedup, keep_lines=write_lines is not None
+            pending,
+            self.config.selector.matches,
+            dedup,
+            keep_lines=write_lines is not None,
+            max_record_bytes=self.config.max_record_bytes,
         )
         fsync = self._fsync_due()
         self._journal.sync_intents = fsync
+        refused: list[tuple[int, str]] = []
         try:
             if outcome.records:
                 if write_lines is not None:
-                    write_lines(outcome.records, outcome.lines)
+                    refused = write_lines(outcome.records, outcome.lines)
                 else:
-                    self._writer.write(outcome.records)
+                    refused = self._writer.write(outcome.records)
             self._writer.flush(fsync)
             checkpoint = self._writer.checkpoint()
         except OSError as exc:
@@ -342,12 +351,15 @@ class Sink:
             return False
         if fsync:
             self._last_fsync = time.monotonic()
+        # a record whose target was refused is rejected like an undecodable one
+        outcome.rejected.extend((outcome.sources[index], reason) for index, reason in refused)
         self._reject(outcome)
-        self._journal.commit(checkpoint, outcome.ids, fsync=fsync)
-        self._dedup.extend(outcome.ids)
+        keys = outcome.committed_keys(index for index, _ in refused)
+        self._journal.commit(checkpoint, keys, fsync=fsync)
+        self._dedup.extend(keys)
         self._channel.basic_ack(delivery_tag=last_tag, multiple=True)
         counters = self.counters
-        counters.written += len(outcome.records)
+        counters.written += len(outcome.records) - len(refused)
         counters.duplicates += outcome.duplicates
         counters.filtered += outcome.filtered
         counters.acked += len(pending)
@@ -365,13 +377,16 @@ class Sink:
         return False
 
     def _reject(self, outcome: Outcome) -> None:
-        """Publish undecodable messages to logrouter.rejected (confirmed) with the reason."""
+        """Publish rejected messages to logrouter.rejected (confirmed) with the reason."""
         for delivery, reason in outcome.rejected:
             props = delivery.properties or pika.BasicProperties()
             headers = dict(getattr(props, "headers", None) or {})
             headers[REASON_HEADER] = reason
             headers[SINK_HEADER] = self.config.name
             headers["x-logrouter-routing-key"] = delivery.routing_key
+            user_id = getattr(props, "user_id", None)
+            if isinstance(user_id, str):  # the broker stamps ours: keep who sent it here
+                headers[USER_HEADER] = user_id
             new_props = pika.BasicProperties(
                 content_type=props.content_type,
                 content_encoding=props.content_encoding,

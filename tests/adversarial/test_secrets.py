@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from logrouter.handler import RabbitHandler
+from logrouter import RabbitHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "S3cret"

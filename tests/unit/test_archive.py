@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,18 +162,16 @@ def test_torn_last_member_leaves_earlier_records_readable(tmp_path: Path) -> Non
 
 
 def test_unwritable_directory_raises_with_path_and_recovers(tmp_path: Path) -> None:
-    """A file where a partition directory should be: OSError naming it; retry works later."""
+    """A file where a partition directory should be: the records for it are refused with a
+    reason naming it (the rest of the batch is written); once it is gone, writing works."""
     (tmp_path / "2024").write_text("in the way")
     writer = ArchiveWriter(opts(tmp_path), instance="i")
-    try:
-        writer.write([rec(1)])
-    except OSError as exc:
-        assert str(tmp_path / "2024") in str(exc)
-    else:
-        raise AssertionError("expected an OSError")
+    refused = writer.write([rec(1), rec(2, ts="2025-01-01T00:00:00Z")])
+    assert [(index, str(tmp_path / "2024") in reason) for index, reason in refused] == [(0, True)]
+    assert archive_files(tmp_path) == ["2024", "2025/01/01/i-00.jsonl.gz"]
     (tmp_path / "2024").unlink()
     commit(writer, [rec(1)])
-    assert archive_files(tmp_path) == ["2024/05/01/i-10.jsonl.gz"]
+    assert archive_files(tmp_path) == ["2024/05/01/i-10.jsonl.gz", "2025/01/01/i-00.jsonl.gz"]
 
 
 def test_make_writer_builds_an_archive_writer_from_routing_toml(tmp_path: Path) -> None:
@@ -191,3 +190,19 @@ dir = "{tmp_path}"
     writer.write([rec(1)])
     writer.flush(True)
     assert archive_files(tmp_path) == ["2024/05/01/host-9-10.jsonl.gz"]
+
+
+def test_bogus_record_times_are_partitioned_by_arrival(tmp_path: Path) -> None:
+    """ts "9999-99-99T99...", Arabic-Indic digits, or a year ahead: the record goes to the
+    partition of its arrival (now), never to a directory named by the sender; kept as sent."""
+    writer = ArchiveWriter(opts(tmp_path), instance="i")
+    bogus = ["9999-99-99T99:99:99Z", "\u0662\u0660\u0662\u0664-01-01T00:00:00Z"]
+    bogus.append(f"{datetime.now(UTC).year + 1}-01-01T00:00:00Z")
+    before = datetime.now(UTC)
+    commit(writer, [rec(i, ts=ts) for i, ts in enumerate(bogus)])
+    after = datetime.now(UTC)
+    allowed = {f"{t:%Y/%m/%d}/i-{t:%H}.jsonl.gz" for t in (before, after)}
+    files = archive_files(tmp_path)
+    assert len(files) == 1 and files[0] in allowed
+    with gzip.open(tmp_path / files[0], "rb") as handle:
+        assert [json.loads(line)["ts"] for line in handle] == bogus
