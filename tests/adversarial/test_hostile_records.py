@@ -17,9 +17,8 @@ from typing import Any
 
 import pika
 import pytest
-
-from tests.adversarial.conftest import Attacker, publish_as
-from tests.test_sink_daemon import (  # noqa: F401 - sinkenv is a fixture
+from attackers import Attacker, publish_as
+from test_sink_daemon import (  # noqa: F401 - sinkenv is a fixture
     ROOT,
     declare,
     message,
