@@ -19,9 +19,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from logrouter import __version__, exitcodes
-from logrouter.commands import check, reload, run, send, setup, sink, stats, tail
+from logrouter.commands import (
+    check,
+    query,
+    rejected,
+    reload,
+    replay,
+    run,
+    send,
+    setup,
+    sink,
+    stats,
+    tail,
+)
 from logrouter.connection import redact
 from logrouter.errors import LogrouterError
+from logrouter.render import OUTPUTS
 
 CONFIG_ENV = "LOGROUTER_CONFIG"
 SYSTEM_CONFIG = Path("/etc/logrouter/routing.toml")
@@ -78,6 +91,22 @@ def _add_daemon_options(parser: argparse.ArgumentParser, burst_help: str) -> Non
     parser.add_argument("--burst", action="store_true", help=burst_help)
     parser.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics port")
     parser.add_argument("--no-watch", action="store_true", help="do not watch the config file")
+
+
+def _add_archive_query(parser: argparse.ArgumentParser) -> None:
+    """What ``query`` and ``replay`` select: selector, archive, time range, filters."""
+    parser.add_argument("selector", nargs="?", default="*.*", help="selector, e.g. '*.err'")
+    parser.add_argument("--config", type=Path, default=None, help="config naming the archive")
+    parser.add_argument("--sink", default=None, help="archive sink of the config to read")
+    parser.add_argument("--dir", type=Path, default=None, help="archive directory to read")
+    parser.add_argument("--since", default=None, help="e.g. 2026-11-30T12:00Z, today, -2h")
+    parser.add_argument("--until", default=None, help="end of the range (exclusive)")
+    parser.add_argument(
+        "--field", action="append", default=[], metavar="KEY=VALUE", help="e.g. fields.order=42"
+    )
+    parser.add_argument("--grep", default=None, metavar="REGEX", help="message matches REGEX")
+    _add_url(parser)
+    parser.add_argument("--exchange", default=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +172,45 @@ def build_parser() -> argparse.ArgumentParser:
     stats_parser.add_argument(
         "--timeout", type=float, default=2.0, help="seconds to wait for sinks"
     )
+
+    query_parser = commands.add_parser("query", help="read the archive, like journalctl")
+    query_parser.set_defaults(run=query.run)
+    _add_archive_query(query_parser)
+    query_parser.add_argument("-n", "--lines", type=int, default=None, help="only the newest N")
+    query_parser.add_argument("-r", "--reverse", action="store_true", help="newest first")
+    query_parser.add_argument("-o", "--output", choices=OUTPUTS, default="short")
+    query_parser.add_argument("-f", "--follow", action="store_true", help="then print live records")
+
+    replay_parser = commands.add_parser("replay", help="re-publish archived records (backfill)")
+    replay_parser.set_defaults(run=replay.run)
+    _add_archive_query(replay_parser)
+    replay_parser.add_argument(
+        "--to-sink", default=None, metavar="NAME", help="only to this sink's queue"
+    )
+    replay_parser.add_argument(
+        "--rate", type=float, default=None, help="at most N records per second"
+    )
+    replay_parser.add_argument(
+        "--dry-run", action="store_true", help="print what would be replayed"
+    )
+    replay_parser.add_argument(
+        "--resume", type=Path, default=None, metavar="FILE", help="cursor file"
+    )
+    replay_parser.add_argument("--after", default=None, metavar="CURSOR", help="a printed cursor")
+
+    rejected_parser = commands.add_parser("rejected", help="inspect and recover rejected/unrouted")
+    rejected_parser.set_defaults(run=rejected.run)
+    rejected_parser.add_argument("action", choices=("list", "show", "replay", "purge"))
+    rejected_parser.add_argument("id", nargs="?", default=None, help="message id (show)")
+    rejected_parser.add_argument("--queue", choices=("rejected", "unrouted"), default="rejected")
+    rejected_parser.add_argument(
+        "--reason", default=None, help="only messages whose reason has TEXT"
+    )
+    rejected_parser.add_argument("--since", default=None, help="only messages published since T")
+    rejected_parser.add_argument("--yes", action="store_true", help="purge: yes, delete them")
+    _add_config(rejected_parser, positional=False)
+    _add_url(rejected_parser)
+    rejected_parser.add_argument("--exchange", default=None)
 
     reload_parser = commands.add_parser("reload", help="ask running sinks to re-read the config")
     reload_parser.set_defaults(run=reload.run)

@@ -386,6 +386,35 @@ def render_console(record: dict[str, Any], color: bool) -> str:
     return f"{clock} {code}{sev}{RESET}{rest}{code}{body}{RESET}"
 
 
+# --- command output (query, replay --dry-run) -------------------------------
+
+#: ``-o`` choices: console columns, the file line, the archived JSON as is,
+#: the decoded record as JSON (as ``tail --json``), the message alone.
+OUTPUTS = ("short", "long", "json", "jsonl", "cat")
+
+
+def render_output(
+    record: dict[str, Any], output: str, *, color: bool = False, raw: bytes | None = None
+) -> str:
+    """``record`` in one of ``OUTPUTS``; ``raw`` is its archived JSON line, if known.
+
+    Raises ``ValueError`` for an unknown output name.
+    """
+    if output == "short":
+        return render_console(record, color)
+    if output == "long":
+        return render_line(record)
+    if output == "json":
+        if raw is not None:
+            return raw.decode("utf-8", "replace").rstrip("\n")
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=repr)
+    if output == "jsonl":
+        return json.dumps(record, ensure_ascii=False, default=repr)
+    if output == "cat":
+        return escape_multiline(_text(record.get("msg"))) + traceback_text(record)
+    raise ValueError(f"unknown output {output!r} (choose from {', '.join(OUTPUTS)})")
+
+
 def use_color(stream: Any, env: Mapping[str, str] | None = None) -> bool:
     """The one colour decision: ``stream`` is a terminal, ``$NO_COLOR`` is unset or empty,
     and ``$TERM`` is not ``dumb`` (``env`` defaults to the process environment)."""

@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import orjson
+
 from logrouter import severity as sev
 from logrouter import wire
 from logrouter.connection import redact
@@ -119,6 +121,142 @@ def record_to_dict(
     )
 
 
+#: Cached parts of bodies kept at most (per kind); cleared when full.
+_PARTS_MAX = 4096
+_BASE_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
+#: Encoded constant parts of bodies: (host, app, pid, thread, logger, facility, severity,
+#: level) -> the bytes from "host" to "msg":, and (file, line, func) -> "src" to the end.
+_MIDDLES: dict[tuple[Any, ...], bytes] = {}
+_TAILS: dict[tuple[Any, ...], bytes] = {}
+_ts_bytes: tuple[int, bytes] = (-1, b"")
+
+
+def encode_record(
+    record: logging.LogRecord,
+    *,
+    facility: str,
+    severity: str,
+    host: str,
+    app: str,
+    max_message: int = wire.DEFAULT_MAX_MESSAGE,
+    message: str | None = None,
+    exc: str | None = None,
+) -> bytes:
+    """``wire.encode(record_to_dict(...))``, byte for byte, at a fraction of the cost.
+
+    The common record (no extras, traceback or stack; a message under the cap)
+    is one cached run of bytes per logger/thread/level and per call site, the
+    time and the message: ~1 µs instead of ~4 µs (the I/O thread shares the GIL
+    with the app, so this is the app's time too). Anything else takes the dict.
+    """
+    if message is None:
+        message = wire.record_message(record)
+    if (
+        exc is not None
+        or len(record.__dict__) != _BASE_ATTRS
+        or record.exc_info
+        or record.exc_text
+        or record.stack_info
+        or isinstance(record.msg, dict)
+        or record.process is None
+        or record.threadName is None
+        or len(message) * 4 > max_message
+    ):
+        return wire.encode(
+            record_to_dict(
+                record,
+                facility=facility,
+                severity=severity,
+                host=host,
+                app=app,
+                max_message=max_message,
+                message=message,
+                exc=exc,
+            )
+        )
+    try:
+        return b"".join(
+            (
+                b'{"v":1,"ts":"',
+                _ts_utf8(record.created),
+                b'",',
+                _middle(record, facility, severity, host, app),
+                orjson.dumps(message),
+                _tail(record),
+            )
+        )
+    except orjson.JSONEncodeError:  # lone surrogates: the json module's path
+        return wire.encode(
+            record_to_dict(
+                record,
+                facility=facility,
+                severity=severity,
+                host=host,
+                app=app,
+                max_message=max_message,
+                message=message,
+            )
+        )
+
+
+def _ts_utf8(epoch: float) -> bytes:
+    global _ts_bytes
+    second = int(epoch)
+    micros = round((epoch - second) * 1e6)
+    if second < 0 or micros >= 1_000_000:
+        return wire.format_ts(epoch).encode()
+    cached = _ts_bytes
+    if cached[0] != second:
+        cached = (second, wire.format_ts(second)[:-7].encode())
+        _ts_bytes = cached
+    return b"%b%06dZ" % (cached[1], micros)
+
+
+def _middle(record: logging.LogRecord, facility: str, severity: str, host: str, app: str) -> bytes:
+    key = (
+        host,
+        app,
+        record.process,
+        record.threadName,
+        record.name,
+        facility,
+        severity,
+        record.levelname,
+    )
+    middle = _MIDDLES.get(key)
+    if middle is None:
+        body = orjson.dumps(
+            {
+                "host": host,
+                "app": app,
+                "pid": record.process,
+                "thread": record.threadName,
+                "logger": record.name,
+                "facility": facility,
+                "severity": severity,
+                "level": record.levelname,
+                "msg": None,
+            }
+        )
+        middle = body[1 : -len(b"null}")]
+        if len(_MIDDLES) >= _PARTS_MAX:
+            _MIDDLES.clear()
+        _MIDDLES[key] = middle
+    return middle
+
+
+def _tail(record: logging.LogRecord) -> bytes:
+    key = (record.pathname, record.lineno, record.funcName)
+    tail = _TAILS.get(key)
+    if tail is None:
+        src = {"file": record.pathname, "line": record.lineno, "func": record.funcName}
+        tail = b"," + orjson.dumps({"src": src, "fields": {}})[1:]
+        if len(_TAILS) >= _PARTS_MAX:
+            _TAILS.clear()
+        _TAILS[key] = tail
+    return tail
+
+
 def parse_facilities(value: Mapping[str, str] | str | None) -> dict[str, str]:
     """Logger-name prefix -> facility from a dict or an ``"a=b,c=d"`` string.
 
@@ -201,17 +339,15 @@ class Encoder:
         seq, record, message, exc = captured
         try:
             facility, severity = self.key_words(record)
-            body = wire.encode(
-                record_to_dict(
-                    record,
-                    facility=facility,
-                    severity=severity,
-                    host=self.host,
-                    app=self.app,
-                    max_message=self.max_message,
-                    message=message,
-                    exc=exc,
-                )
+            body = encode_record(
+                record,
+                facility=facility,
+                severity=severity,
+                host=self.host,
+                app=self.app,
+                max_message=self.max_message,
+                message=message,
+                exc=exc,
             )
             if len(body) > self.max_message * 2 + 65536:  # huge fields: keep what matters
                 body = wire.encode(

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -30,10 +31,19 @@ from pika.adapters.select_connection import IOLoop, SelectConnection
 from logrouter.app.encoder import Encoded
 from logrouter.app.frames import FrameWriter
 from logrouter.app.outbox import Outbox
+from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, pack
 from logrouter.connection import BrokerSettings, describe_error, redact
 
 TICK = 0.05
 PUBLISH_BATCH = 500
+#: With batching: records taken from the outbox per pump, at most (then I/O is serviced).
+PUMP_RECORDS = 2000
+
+
+def _fields(item: Encoded) -> tuple[str, str, int, bytes]:
+    return item.routing_key, item.message_id, item.timestamp, item.body
+
+
 REPORT_INTERVAL = 30.0
 ADOPT_INTERVAL = 30.0
 NOT_FOUND = 404
@@ -61,6 +71,11 @@ class Publisher:
         max_inflight: int = 4000,
         reconnect_max: float = 5.0,
         fast_frames: bool = True,
+        batch: bool = False,
+        linger: float = 0.005,
+        batch_records: int = DEFAULT_MAX_RECORDS,
+        batch_bytes: int = DEFAULT_MAX_BYTES,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.outbox = outbox
@@ -68,6 +83,17 @@ class Publisher:
         self.max_inflight = max_inflight
         self.reconnect_max = reconnect_max
         self.fast_frames = fast_frames
+        #: batch="auto": a backlog of one routing key goes as one batch message
+        self.batch = batch
+        self.linger = max(0.0, linger)
+        self.batch_records = max(1, batch_records)
+        self.batch_bytes = max(1, batch_bytes)
+        self._on_tick = on_tick
+        #: records taken from the outbox, not yet in flight (``idle`` must not miss them)
+        self._in_hand = False
+        self._linger_until: float | None = None
+        #: AMQP messages published (``published`` counts records)
+        self.messages = 0
         #: True while the thread waits for work with the connection usable: emit()
         #: then wakes it (once per empty -> non-empty transition).
         self.sleeping = False
@@ -94,7 +120,8 @@ class Publisher:
         self._next_tag = 1
         self._nack_streak = 0  # nacks since the last ack: paces the channel reopens
         self._closing_for_nack = False
-        self._inflight: deque[tuple[int, Encoded]] = deque()
+        #: (delivery tag, the records of that message), oldest first
+        self._inflight: deque[tuple[int, tuple[Encoded, ...]]] = deque()
         self._pump_scheduled = False
         self._last_error = ""
         self._missing_exchange_said = False
@@ -123,8 +150,8 @@ class Publisher:
         return self._attempted and not self.connected
 
     def idle(self) -> bool:
-        """Nothing of ours waits: outbox empty and nothing in flight."""
-        return not self._inflight and self.outbox.idle()
+        """Nothing of ours waits: outbox empty, nothing in hand, nothing in flight."""
+        return not (self._in_hand or self._inflight) and self.outbox.idle()
 
     def spill_all(self, timeout: float) -> None:
         """Move everything in memory to the spool (in the I/O thread); wait up to timeout."""
@@ -132,7 +159,7 @@ class Publisher:
 
         def run() -> None:
             try:
-                self.outbox.rewind(item for _, item in self._drain_inflight())
+                self.outbox.rewind(self._drain_inflight())
                 self.outbox.spill(everything=True)
             finally:
                 done.set()
@@ -219,7 +246,7 @@ class Publisher:
         self._down_since = None
         self._attempted = True
         self._next_tag = 1
-        self.outbox.rewind(item for _, item in self._drain_inflight())
+        self.outbox.rewind(self._drain_inflight())
         self._schedule_pump()
 
     def _on_open_error(self, _conn: Any, exc: BaseException | str) -> None:
@@ -284,12 +311,13 @@ class Publisher:
         self.sleeping = False
         if self._down_since is None:
             self._down_since = time.monotonic()
-        self.outbox.rewind(item for _, item in self._drain_inflight())
+        self.outbox.rewind(self._drain_inflight())
 
-    def _drain_inflight(self) -> list[tuple[int, Encoded]]:
-        inflight = list(self._inflight)
+    def _drain_inflight(self) -> list[Encoded]:
+        """Every record in flight (unconfirmed), oldest message first."""
+        items = [item for _, records in self._inflight for item in records]
         self._inflight.clear()
-        return inflight
+        return items
 
     def _schedule_reconnect(self) -> None:
         if self._stopping:
@@ -321,13 +349,13 @@ class Publisher:
         done: list[Encoded] = []
         if method.multiple:
             while inflight and inflight[0][0] <= tag:
-                done.append(inflight.popleft()[1])
+                done.extend(inflight.popleft()[1])
         elif inflight and inflight[0][0] == tag:
-            done.append(inflight.popleft()[1])
+            done.extend(inflight.popleft()[1])
         else:
-            for position, (t, item) in enumerate(inflight):
+            for position, (t, records) in enumerate(inflight):
                 if t == tag:
-                    done.append(item)
+                    done.extend(records)
                     del inflight[position]
                     break
         if isinstance(method, pika.spec.Basic.Nack):
@@ -391,17 +419,23 @@ class Publisher:
             return
         inflight = self._inflight
         limit = min(self.max_inflight - len(inflight), PUBLISH_BATCH)
-        sent = 0
-        with writer:
-            while sent < limit:
-                item = outbox.take()
-                if item is None:
-                    break
-                writer.publish(item.routing_key, item.body, item.message_id, item.timestamp)
-                inflight.append((self._next_tag, item))
-                self._next_tag += 1
-                sent += 1
-        self.published += sent
+        if self.batch:
+            if self._lingering(limit):
+                return
+            sent = self._publish_packed(writer, limit)
+        else:
+            sent = 0
+            with writer:
+                while sent < limit:
+                    item = outbox.take()
+                    if item is None:
+                        break
+                    writer.publish(item.routing_key, item.body, item.message_id, item.timestamp)
+                    inflight.append((self._next_tag, (item,)))
+                    self._next_tag += 1
+                    sent += 1
+            self.published += sent
+            self.messages += sent
         if sent == limit and sent:
             if len(inflight) < self.max_inflight:
                 self._schedule_pump()  # more to do: come back after servicing I/O
@@ -414,11 +448,85 @@ class Publisher:
             self.sleeping = False
             self._schedule_pump()
 
+    def _lingering(self, limit: int) -> bool:
+        """batch="auto": hold a small backlog up to ``linger`` s while messages are in flight.
+
+        Only while the broker still owes confirms (the app is busy): a record of a
+        quiet app goes at once. True when this pump should publish nothing yet.
+        """
+        if not self.linger or not limit:
+            return False
+        now = time.monotonic()
+        until = self._linger_until
+        if until is not None:
+            if now < until:
+                return True  # the pump scheduled for ``until`` publishes
+            self._linger_until = None
+            return False
+        if self._inflight and len(self.outbox.buffer) < self.batch_records:
+            self._linger_until = now + self.linger
+            self._ioloop.call_later(self.linger, self._pump_now)
+            return True
+        return False
+
+    def _publish_packed(self, writer: FrameWriter, limit: int) -> int:
+        """Take up to PUMP_RECORDS records and publish them packed; messages published."""
+        outbox = self.outbox
+        items: list[Encoded] = []
+        budget = min(PUMP_RECORDS, limit * self.batch_records)
+        self._in_hand = True
+        try:
+            while len(items) < budget:
+                item = outbox.take()
+                if item is None:
+                    break
+                items.append(item)
+            if not items:
+                return 0
+            packets = pack(
+                items, _fields, max_records=self.batch_records, max_bytes=self.batch_bytes
+            )
+            inflight = self._inflight
+            done = 0
+            try:
+                with writer:
+                    for packet in packets:
+                        if packet.batch:
+                            writer.publish_batch(
+                                packet.routing_key,
+                                packet.body,
+                                packet.message_id,
+                                packet.timestamp,
+                                len(packet.items),
+                            )
+                        else:
+                            writer.publish(
+                                packet.routing_key,
+                                packet.body,
+                                packet.message_id,
+                                packet.timestamp,
+                            )
+                        inflight.append((self._next_tag, tuple(packet.items)))
+                        self._next_tag += 1
+                        done += 1
+            except BaseException:
+                # what was not handed to the broker goes back in front, in order
+                outbox.rewind(item for packet in packets[done:] for item in packet.items)
+                raise
+        finally:
+            self._in_hand = False
+        self.published += len(items)
+        self.messages += len(packets)
+        # more than a pump's share waiting: report a full pump so that it comes back
+        return limit if len(items) >= budget else len(packets)
+
     # ---- periodic work -------------------------------------------------------------
 
     def _tick(self) -> None:
         try:
             now = time.monotonic()
+            if self._on_tick is not None and not self._stopping:
+                self._on_tick()
             if not self._stopping:
                 self._pump()
                 if now - self._last_adopt >= ADOPT_INTERVAL:
@@ -448,7 +556,7 @@ class Publisher:
     def _begin_stop(self) -> None:
         self._stopping = True
         try:
-            self.outbox.rewind(item for _, item in self._drain_inflight())
+            self.outbox.rewind(self._drain_inflight())
             self.outbox.spill(everything=True, final=True)
         except Exception as exc:
             self._report(f"could not spool at exit: {describe_error(exc)}")

@@ -35,6 +35,7 @@ from logrouter.commands.common import (
 )
 from logrouter.connection import BrokerSettings, BrokerUnavailable, describe_error, redact
 from logrouter.counters import TABLE_COUNTERS
+from logrouter.queue_probe import aside_queues
 
 if TYPE_CHECKING:
     from logrouter.config import RoutingConfig
@@ -76,6 +77,8 @@ class Snapshot:
     missing: tuple[str, ...]
     config_version: str | None
     ignored: int = 0  # messages on the reply queue that were not a trusted reply
+    #: (label, queue) of the queues records are routed aside to: rejected, unrouted
+    aside: tuple[tuple[str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------- I/O
@@ -102,7 +105,8 @@ def queue_depths(connection: Any, queues: Iterable[str]) -> dict[str, QueueDepth
 def gather(connection: Any, config: RoutingConfig, exchange: str, timeout: float) -> Snapshot:
     """Queue depths and instance replies for every sink of ``config``."""
     sinks = tuple((name, sink.queue) for name, sink in config.sinks.items())
-    depths = queue_depths(connection, [queue for _, queue in sinks])
+    aside = aside_queues(exchange)
+    depths = queue_depths(connection, [queue for _, queue in (*sinks, *aside)])
     result = control.request(
         connection,
         exchange,
@@ -118,6 +122,7 @@ def gather(connection: Any, config: RoutingConfig, exchange: str, timeout: float
         missing=tuple(result.missing),
         config_version=config.digest,
         ignored=result.ignored,
+        aside=aside,
     )
 
 
@@ -288,6 +293,11 @@ def render_snapshot(
         f"config {config_name} ({version})"
     )
     text = head + "\n" + render_table(build_rows(snapshot, previous))
+    if snapshot.aside:
+        text += "\n" + "  ".join(
+            f"{label} {queue}: {_ready(snapshot.depths.get(queue))}"
+            for label, queue in snapshot.aside
+        )
     if snapshot.missing:
         text += "\nno answer from: " + ", ".join(snapshot.missing)
     for line in control_lines(snapshot.replies, snapshot.ignored):

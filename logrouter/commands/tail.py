@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from logrouter import exitcodes, render, wire
+from logrouter import batchwire, exitcodes, render, wire
 from logrouter.commands.common import TargetError, close_quietly, resolve_target, stop_on_signals
 from logrouter.connection import (
     BrokerUnavailable,
@@ -126,30 +126,52 @@ def _tail(
             break
         if method is None:
             continue
-        try:
-            record = wire.decode(
+        for record in _records(method.routing_key, properties, body):
+            if not selector.matches(str(record["facility"]), str(record["severity"])):
+                continue
+            if not from_origin(record, args.host, args.app):
+                continue
+            try:
+                line = format_record(record, as_json=args.json, color=color)
+            except Exception as exc:  # a record tail cannot show is reported, never fatal
+                _err(f"rejected a message (routing key {method.routing_key!r}): {exc!r}")
+                continue
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            shown += 1
+            if args.count and shown >= args.count:
+                return exitcodes.OK
+    return exitcodes.OK
+
+
+def _records(routing_key: str, properties: Any, body: bytes) -> list[dict[str, Any]]:
+    """The records of one message: one, or each line of a batch (what cannot be decoded
+    is reported on stderr and skipped)."""
+    if batchwire.is_batch(properties.content_type):
+        records = []
+        for item in batchwire.split_batch(
+            body,
+            routing_key,
+            message_id=properties.message_id,
+            timestamp=properties.timestamp,
+            app_id=properties.app_id,
+        ):
+            if item.record is None:
+                _err(f"skipped a record of a batch: {item.reason}")
+            else:
+                records.append(item.record)
+        return records
+    try:
+        return [
+            wire.decode(
                 body,
-                method.routing_key,
+                routing_key,
                 timestamp=properties.timestamp,
                 message_id=properties.message_id,
                 app_id=properties.app_id,
                 headers=properties.headers,
             )
-        except wire.UndecodableMessage as exc:
-            _err(f"rejected a message (routing key {method.routing_key!r}): {exc}")
-            continue
-        if not selector.matches(str(record["facility"]), str(record["severity"])):
-            continue
-        if not from_origin(record, args.host, args.app):
-            continue
-        try:
-            line = format_record(record, as_json=args.json, color=color)
-        except Exception as exc:  # a record tail cannot show is reported, never fatal
-            _err(f"rejected a message (routing key {method.routing_key!r}): {exc!r}")
-            continue
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-        shown += 1
-        if args.count and shown >= args.count:
-            break
-    return exitcodes.OK
+        ]
+    except wire.UndecodableMessage as exc:
+        _err(f"rejected a message (routing key {routing_key!r}): {exc}")
+        return []

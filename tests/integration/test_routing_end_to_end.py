@@ -17,12 +17,9 @@ from tests.helpers.sinks import (
     name,
     publish,
     run_burst,
-    sinkenv,
     tokens,
     write_config,
 )
-
-__all__ = ["sinkenv"]  # the fixture, re-exported for pytest
 
 FACILITIES = ("auth", "mail", "billing", "kern", "local0", "my-app")
 

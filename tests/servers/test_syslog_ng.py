@@ -11,13 +11,14 @@ logrouter.conf uses.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ class SyslogNg:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start in the foreground (a restart reuses persist file and disk buffer)."""
+        self.socket.unlink(missing_ok=True)
         with open(self.stderr, "ab") as err:
             self.process = subprocess.Popen(
                 [
@@ -104,6 +107,24 @@ class SyslogNg:
         wait_for(lambda: self.socket.exists() or not self.running(), "syslog-ng's socket")
         assert self.running(), f"syslog-ng exited: {self.stderr.read_text()}"
 
+    def queued(self) -> int:
+        """Messages d_logrouter holds (its disk buffer), from ``syslog-ng-ctl stats``."""
+        stats = subprocess.run(
+            ["syslog-ng-ctl", "stats", "-c", str(self.base / "ctl")],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        for row in stats.splitlines():
+            fields = row.split(";")
+            if (
+                fields[0] == "dst.amqp"
+                and fields[1].startswith("d_logrouter")
+                and fields[-2:-1] == ["queued"]
+            ):
+                return int(fields[-1])
+        return -1
+
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -116,17 +137,18 @@ class SyslogNg:
                 self.process.kill()
                 self.process.wait(5)
 
-    def logger(self, selector: str, tag: str, pid: int | None, text: str) -> None:
-        """What a program on the host does: ``logger -u SOCKET -p auth.err -t prog --id=N``."""
-        args = ["logger", "-u", str(self.socket), "-p", selector, "-t", tag]
-        if pid is not None:
-            args.append(f"--id={pid}")
-        subprocess.run([*args, text], check=True, timeout=10)
-
     def datagram(self, text: str) -> None:
         """A raw BSD syslog datagram (a program writing /dev/log itself)."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.sendto(text.encode(), str(self.socket))
+
+
+def logger(socket_path: Path, selector: str, tag: str, pid: int | None, text: str) -> None:
+    """What a program on the host does: ``logger -u SOCKET -p auth.err -t prog --id=N``."""
+    args = ["logger", "-u", str(socket_path), "-p", selector, "-t", tag]
+    if pid is not None:
+        args.append(f"--id={pid}")
+    subprocess.run([*args, text], check=True, timeout=10)
 
 
 @pytest.fixture
@@ -135,16 +157,6 @@ def short_base() -> Iterator[Path]:
     base = rabbit_nodes.short_dir("lrsng-")
     yield base
     shutil.rmtree(base, ignore_errors=True)
-
-
-def settle(predicate: Any, what: str, sinks: Any, *logs: Path) -> None:
-    """``wait_for`` (while the sink process runs) that shows the daemons' stderr on failure."""
-    try:
-        wait_for(lambda: predicate() or sinks.poll() is not None, what, CATCH_UP)
-        assert sinks.poll() is None, f"logrouter run exited ({sinks.returncode})"
-    except AssertionError as exc:
-        shown = "\n".join(f"--- {log}:\n{log.read_text()[-3000:]}" for log in logs if log.exists())
-        raise AssertionError(f"{exc}\n{shown}") from None
 
 
 def parsed_lines(out: Path) -> dict[str, list[dict[str, str]]]:
@@ -158,42 +170,96 @@ def parsed_lines(out: Path) -> dict[str, list[dict[str, str]]]:
     return result
 
 
-def tokens_in(out: Path) -> list[str]:
-    return [m for path in out.glob("*.log") for m in re.findall(r"tok-\d+", path.read_text())]
+class Pipeline:
+    """`logrouter run` with one file sink (`*.*` to `out/{facility}.{severity}.log`) and
+    a private syslog-ng publishing to the same exchange."""
+
+    def __init__(self, tmp: Path, base: Path, url: str, exchange: str, sink: str, extra: str = ""):
+        self.out = tmp / "out"
+        self.sink_log = tmp / "sink.err"
+        config = write_config(
+            tmp / "routing.toml",
+            url,
+            exchange,
+            {
+                sink: {
+                    "type": "file",
+                    "match": "*.*",
+                    "path": f"{self.out}/{{facility}}.{{severity}}.log",
+                }
+            },
+        )
+        declare(config)
+        self.sinks = start(["run", str(config)], sink_env(tmp / "state"), self.sink_log)
+        self.daemon = SyslogNg(base, url, exchange, extra)
+        self.code: int | None = None
+
+    def settle(self, predicate: Callable[[], bool], what: str) -> None:
+        """Wait (while the sink runs) until ``predicate``; on failure show both daemons' stderr."""
+        try:
+            wait_for(lambda: predicate() or self.sinks.poll() is not None, what, CATCH_UP)
+            assert self.sinks.poll() is None, f"logrouter run exited ({self.sinks.returncode})"
+        except AssertionError as exc:
+            logs = (self.daemon.stderr, self.sink_log)
+            shown = "\n".join(
+                f"--- {log}:\n{log.read_text()[-3000:]}" for log in logs if log.exists()
+            )
+            raise AssertionError(f"{exc}\n{shown}") from None
+
+    def tokens(self) -> list[str]:
+        """The ``tok-N`` words of every file line so far."""
+        return [
+            word
+            for path in self.out.glob("*.log")
+            for word in re.findall(r"tok-\d+", path.read_text())
+        ]
 
 
-def file_sink_config(tmp: Path, url: str, exchange: str, sink: str) -> Path:
-    config = write_config(
-        tmp / "routing.toml",
-        url,
-        exchange,
-        {
-            sink: {
-                "type": "file",
-                "match": "*.*",
-                "path": f"{tmp}/out/{{facility}}.{{severity}}.log",
-            }
-        },
-    )
-    declare(config)
-    return config
+@contextlib.contextmanager
+def pipeline(
+    tmp: Path, base: Path, url: str, exchange: str, sink: str, extra: str = ""
+) -> Iterator[Pipeline]:
+    """A started ``Pipeline``; both daemons stopped afterwards (the sink's exit code kept)."""
+    run = Pipeline(tmp, base, url, exchange, sink, extra)
+    try:
+        run.daemon.start()
+        yield run
+    finally:
+        run.daemon.stop()
+        run.code = stop(run.sinks)
+    assert run.code == 0, run.sink_log.read_text()
+
+
+@pytest.fixture
+def shared(
+    amqp_url: str, broker_settings: Any, unique_name: Callable[[str], str]
+) -> Iterator[tuple[str, str, str]]:
+    """(url, exchange, sink name) on the shared broker; the sink's and unrouted queues removed."""
+    sink = f"sng_{unique_name('s').rsplit('.', 1)[-1]}"
+    yield amqp_url, broker_settings.exchange, sink
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for queue in (f"logrouter.{sink}", f"{broker_settings.exchange}.unrouted"):
+            channel.queue_delete(queue)
+    finally:
+        connection.close()
 
 
 def test_host_logs_land_with_host_program_pid_and_time_across_a_broker_restart(
     tmp_path: Path, short_base: Path
 ) -> None:
     """`logger` messages of several facilities and severities, sent before, during and after
-    a broker restart, all end up once or more (none lost) in `{facility}.{severity}.log`,
-    with the host, the program, the pid and the time they were logged (not the arrival)."""
+    a broker outage in which syslog-ng itself restarts (only its disk buffer keeps them), all
+    end up once or more (none lost) in `{facility}.{severity}.log`, with the host, the
+    program, the pid and the time they were logged (not the arrival)."""
     require_syslog_ng()
-    with rabbit_nodes.started_node("lrsng") as node:
-        exchange, sink = "logs", "host"
-        config = file_sink_config(tmp_path, node.url, exchange, sink)
-        sinks = start(["run", str(config)], sink_env(tmp_path / "state"), tmp_path / "sink.err")
-        daemon = SyslogNg(short_base, node.url, exchange)
-        daemon.start()
-        sent: dict[str, tuple[str, str, int | None]] = {}
-        facilities = ("auth", "mail", "daemon", "local3", "cron")
+    sent: dict[str, tuple[str, str, int | None]] = {}
+    facilities = ("auth", "mail", "daemon", "local3", "cron")
+    with (
+        rabbit_nodes.started_node("lrsng") as node,
+        pipeline(tmp_path, short_base, node.url, "logs", "host") as run,
+    ):
 
         def send(count: int) -> None:
             for _ in range(count):
@@ -201,70 +267,49 @@ def test_host_logs_land_with_host_program_pid_and_time_across_a_broker_restart(
                 facility = facilities[n % len(facilities)]
                 severity = SEVERITIES[n % len(SEVERITIES)]
                 prog, pid = f"prog{n % 3}", (1000 + n if n % 4 else None)
-                daemon.logger(f"{facility}.{severity}", prog, pid, f"tok-{n} from {prog}")
+                logger(run.daemon.socket, f"{facility}.{severity}", prog, pid, f"tok-{n} {prog}")
                 sent[f"tok-{n}"] = (f"{facility}.{severity}", prog, pid)
 
-        out = tmp_path / "out"
-        logs = (daemon.stderr, tmp_path / "sink.err")
-        try:
-            before = time.time()
-            send(16)
-            settle(lambda: len(set(tokens_in(out))) == 16, "the first records", sinks, *logs)
-            node.stop()
-            send(16)  # syslog-ng keeps these in its disk buffer while the broker is away
-            restarting = time.time()
-            node.start()
-            send(8)
-            settle(lambda: set(tokens_in(out)) == set(sent), "every record", sinks, *logs)
-        finally:
-            daemon.stop()
-            code = stop(sinks)
-        assert code == 0, (tmp_path / "sink.err").read_text()
+        before = time.time()
+        send(16)
+        run.settle(lambda: len(set(run.tokens())) == 16, "the first records")
+        node.stop()
+        send(16)
+        run.settle(lambda: run.daemon.queued() == 16, "syslog-ng to buffer the outage's records")
+        run.daemon.stop()  # what it holds now survives only on disk
+        run.daemon.start()
+        restarting = time.time()
+        node.start()
+        send(8)
+        run.settle(lambda: set(run.tokens()) == set(sent), "every record")
 
-        host = socket.gethostname().split(".")[0]
-        seen = parsed_lines(out)
-        for name, lines in seen.items():
-            for line in lines:
-                token = line["msg"].split()[0]
-                key, prog, pid = sent[token]
-                assert name == f"{key}.log"
-                assert f"{line['facility']}.{line['severity']}" == key
-                assert (line["host"], line["app"]) == (host, prog)
-                assert line["pid"] == (str(pid) if pid is not None else "-")
-                logged = calendar.timegm(time.strptime(line["ts"][:19], "%Y-%m-%dT%H:%M:%S"))
-                assert int(before) <= logged, line
-                if int(token[4:]) < 32:  # logged before the broker came back: its own time
-                    assert logged <= restarting, line
-        assert {line["msg"].split()[0] for lines in seen.values() for line in lines} == set(sent)
+    host = socket.gethostname().split(".")[0]
+    seen = parsed_lines(run.out)
+    for name, lines in seen.items():
+        for line in lines:
+            token = line["msg"].split()[0]
+            key, prog, pid = sent[token]
+            assert name == f"{key}.log"
+            assert f"{line['facility']}.{line['severity']}" == key
+            assert (line["host"], line["app"]) == (host, prog)
+            assert line["pid"] == (str(pid) if pid is not None else "-")
+            logged = calendar.timegm(time.strptime(line["ts"][:19], "%Y-%m-%dT%H:%M:%S"))
+            assert int(before) <= logged, line
+            if int(token[4:]) < 32:  # logged before the broker came back: its own time
+                assert logged <= restarting, line
+    assert {line["msg"].split()[0] for lines in seen.values() for line in lines} == set(sent)
 
 
 def test_time_is_the_programs_own_not_the_arrival(
-    tmp_path: Path, short_base: Path, amqp_url: str, broker_settings: Any, unique_name: Any
+    tmp_path: Path, short_base: Path, shared: tuple[str, str, str]
 ) -> None:
     """A datagram stamped `Jan  5 01:02:03` is filed at 01:02:03 on Jan 5 (UTC), pid and
     program from its header."""
     require_syslog_ng()
-    sink = unique_name("sng").rsplit(".", 1)[-1]
-    config = file_sink_config(tmp_path, amqp_url, broker_settings.exchange, f"sng_{sink}")
-    sinks = start(["run", str(config)], sink_env(tmp_path / "state"), tmp_path / "sink.err")
-    daemon = SyslogNg(short_base, amqp_url, broker_settings.exchange)
-    out = tmp_path / "out"
-    try:
-        daemon.start()
-        daemon.datagram("<11>Jan  5 01:02:03 oldprog[77]: tok-1 stamped long ago")
-        settle(
-            lambda: tokens_in(out) == ["tok-1"],
-            "the record",
-            sinks,
-            daemon.stderr,
-            tmp_path / "sink.err",
-        )
-    finally:
-        daemon.stop()
-        code = stop(sinks)
-        _delete_queue(amqp_url, f"logrouter.sng_{sink}", f"{broker_settings.exchange}.unrouted")
-    assert code == 0
-    [line] = parsed_lines(out)["user.err.log"]
+    with pipeline(tmp_path, short_base, *shared) as run:
+        run.daemon.datagram("<11>Jan  5 01:02:03 oldprog[77]: tok-1 stamped long ago")
+        run.settle(lambda: run.tokens() == ["tok-1"], "the record")
+    [line] = parsed_lines(run.out)["user.err.log"]
     assert line["ts"].endswith("-01-05T01:02:03.000000Z")
     assert (line["app"], line["pid"]) == ("oldprog", "77")
 
@@ -286,60 +331,25 @@ log {{ source(s_bare); destination(d_bare); }};
 
 
 def test_text_json_and_header_only_bodies_all_land_with_their_metadata(
-    tmp_path: Path, short_base: Path, amqp_url: str, broker_settings: Any, unique_name: Any
+    tmp_path: Path, short_base: Path, shared: tuple[str, str, str]
 ) -> None:
     """The shipped JSON body, a text body (`body("${MESSAGE}")`) and syslog-ng's default
     empty body (metadata only in the headers) each give the same file line: host,
     program, pid, facility.severity and the message."""
     require_syslog_ng()
-    sink = f"sngb_{unique_name('b').rsplit('.', 1)[-1]}"
-    config = file_sink_config(tmp_path, amqp_url, broker_settings.exchange, sink)
-    params = pika.URLParameters(amqp_url)
+    url, exchange, _ = shared
+    params = pika.URLParameters(url)
     extra = EXTRA_DESTINATIONS.format(
-        base=short_base, host=params.host, port=params.port, exchange=broker_settings.exchange
+        base=short_base, host=params.host, port=params.port, exchange=exchange
     )
-    daemon = SyslogNg(short_base, amqp_url, broker_settings.exchange, extra)
-    sinks = start(["run", str(config)], sink_env(tmp_path / "state"), tmp_path / "sink.err")
-    out = tmp_path / "out"
-    try:
-        daemon.start()
+    with pipeline(tmp_path, short_base, *shared, extra) as run:
         wait_for(lambda: (short_base / "bare").exists(), "the extra sockets")
-        for token, path in (("tok-1", daemon.socket), ("tok-2", short_base / "text"),
-                            ("tok-3", short_base / "bare")):  # fmt: skip
-            subprocess.run(
-                [
-                    "logger",
-                    "-u",
-                    str(path),
-                    "-p",
-                    "local5.warning",
-                    "-t",
-                    "app5",
-                    "--id=555",
-                    f"{token} same message",
-                ],
-                check=True,
-                timeout=10,
-            )
-        settle(
-            lambda: len(tokens_in(out)) == 3,
-            "three records",
-            sinks,
-            daemon.stderr,
-            tmp_path / "sink.err",
-        )
-    finally:
-        daemon.stop()
-        code = stop(sinks)
-        _delete_queue(amqp_url, f"logrouter.{sink}", f"{broker_settings.exchange}.unrouted")
-    assert code == 0
+        for n, path in enumerate((run.daemon.socket, short_base / "text", short_base / "bare")):
+            logger(path, "local5.warning", "app5", 555, f"tok-{n} same message")
+        run.settle(lambda: len(run.tokens()) == 3, "three records")
     host = socket.gethostname().split(".")[0]
-    lines = parsed_lines(out)["local5.warning.log"]
-    assert sorted(line["msg"] for line in lines) == [
-        "tok-1 same message",
-        "tok-2 same message",
-        "tok-3 same message",
-    ]
+    lines = parsed_lines(run.out)["local5.warning.log"]
+    assert sorted(line["msg"] for line in lines) == [f"tok-{n} same message" for n in range(3)]
     for line in lines:
         assert (line["host"], line["app"], line["pid"]) == (host, "app5", "555")
         assert (line["facility"], line["severity"]) == ("local5", "warning")
@@ -363,13 +373,3 @@ def test_shipped_whole_host_config_passes_syslog_ngs_syntax_check(tmp_path: Path
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-
-
-def _delete_queue(url: str, *queues: str) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = connection.channel()
-        for queue in queues:
-            channel.queue_delete(queue)
-    finally:
-        connection.close()

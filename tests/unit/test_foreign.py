@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from logrouter import wire
 from logrouter.sinks.batch import Batch, Delivery, classify_pending
 from logrouter.sinks.dedup import DedupWindow
-from tests.unit.batch_reference import add, classify
+from tests.unit.batch_reference import classify
 
 #: 2026-11-30T13:00:00Z, the "now" the legacy dates below are read at
 NOW = datetime(2026, 11, 30, 13, 0, tzinfo=UTC).timestamp()
@@ -163,11 +163,13 @@ def test_any_headers_never_crash_and_the_batch_path_agrees(
 ) -> None:
     """Property: whatever the headers hold, decoding never raises anything but
     UndecodableMessage, and the consumer's inlined path gives the same records."""
-    props = SimpleNamespace(message_id="m1", timestamp=None, app_id=None, headers=headers)
+    props = SimpleNamespace(
+        message_id="m1", timestamp=None, app_id=None, user_id=None, headers=headers
+    )
     items = [Delivery(1, "user.info", body, props, arrival=NOW)]
     slow = classify(items, lambda f, s: True, DedupWindow(3))
     batch = Batch(1, 1.0)
-    add(batch, items[0], 0.0)
+    batch.append(items[0], 0.0)
     quick = classify_pending(batch.take_pending(), lambda f, s: True, DedupWindow(3))
     assert not slow.rejected and not quick.rejected
     assert json.dumps(quick.records, sort_keys=True) == json.dumps(slow.records, sort_keys=True)
