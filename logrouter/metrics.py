@@ -1,92 +1,46 @@
-"""Prometheus text-format metrics of running sinks (``--metrics-port``).
+"""Prometheus metrics of running sinks (``--metrics-port``), on ``prometheus-client``.
 
 ``start_metrics_server(port, collect)`` serves ``GET /metrics`` from a stdlib
 HTTP server in a daemon thread, bound to 127.0.0.1 unless told otherwise.
 ``collect()`` returns ``{sink name: counters}`` where counters is a mapping or an
-object with the attributes ``received written acked rejected duplicates
-reconnects`` (a ``SinkStatus`` dict with a nested ``counters`` works too) and,
-optionally, ``batch_latency``: a ``LatencyHistogram`` the sink feeds with the
-seconds each write+flush+ack batch took.
+object with the attributes of ``counters.COUNTER_NAMES`` (a ``SinkStatus`` dict
+with a nested ``counters`` works too).
 
-``render`` (pure) turns that into the exposition text.
+``SinkCollector`` is a prometheus-client custom collector over that callback (the
+counters live in the sinks' ``SinkCounters``; nothing is copied into a registry),
+and ``render`` (pure) turns one collection into the exposition text with
+``prometheus_client.generate_latest``. prometheus-client is the optional extra
+``metrics`` (``pip install 'logrouter[metrics]'``); without it ``--metrics-port``
+fails saying so. Why a library and not hand-written text: docs/operations.md.
 """
 
 from __future__ import annotations
 
-import bisect
-import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from logrouter import counters, log
+from logrouter.errors import ConfigurationError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_HOST = "127.0.0.1"
-
-#: (counter key, metric name, help text), from the one counters schema.
-COUNTERS: tuple[tuple[str, str, str], ...] = tuple(
-    (spec.name, spec.metric, spec.help) for spec in counters.COUNTERS
-)
-LATENCY_METRIC = "logrouter_batch_latency_seconds"
 QUEUE_METRIC = "logrouter_queue_messages"
-DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
+QUEUE_HELP = "Messages ready in a queue records are routed aside to."
+EXTRA_MISSING = (
+    "--metrics-port needs prometheus-client: pip install 'logrouter[metrics]' "
+    "(or pip install prometheus-client)"
 )
+
+
+class MetricsUnavailable(ConfigurationError):
+    """prometheus-client is not installed (the optional extra ``metrics``)."""
 
 
 def _log() -> Any:
     """The component logger, bound at use time (after the daemon configured logging)."""
     return log.get_logger("metrics")
-
-
-@dataclass(frozen=True)
-class HistogramSnapshot:
-    buckets: tuple[float, ...]  # upper bounds, ascending, +Inf implied
-    counts: tuple[int, ...]  # cumulative count per bound, then +Inf
-    total: float
-    count: int
-
-
-class LatencyHistogram:
-    """Thread-safe histogram of batch latencies in seconds."""
-
-    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
-        self._buckets = tuple(sorted(buckets))
-        self._counts = [0] * (len(self._buckets) + 1)
-        self._sum = 0.0
-        self._lock = threading.Lock()
-
-    def observe(self, seconds: float) -> None:
-        index = bisect.bisect_left(self._buckets, seconds)
-        with self._lock:
-            self._counts[index] += 1
-            self._sum += seconds
-
-    def snapshot(self) -> HistogramSnapshot:
-        with self._lock:
-            counts = list(self._counts)
-            total = self._sum
-        cumulative: list[int] = []
-        running = 0
-        for value in counts:
-            running += value
-            cumulative.append(running)
-        return HistogramSnapshot(self._buckets, tuple(cumulative), total, running)
 
 
 def _get(source: Any, key: str) -> Any:
@@ -98,17 +52,50 @@ def _get(source: Any, key: str) -> Any:
     return getattr(source, key, None)
 
 
-def escape_label(value: str) -> str:
-    """A label value escaped for the text format."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def format_number(value: float) -> str:
-    if isinstance(value, int) or (value == value and value.is_integer() and abs(value) < 1e15):
-        return str(int(value))
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+class SinkCollector:
+    """A prometheus-client collector: one counter family per ``counters.COUNTERS`` entry
+    (label ``sink``), and the ``logrouter_queue_messages`` gauge (label ``queue``)."""
+
+    def __init__(
+        self,
+        collect: Callable[[], Mapping[str, Any]],
+        depths: Callable[[], Mapping[str, int | None]] | None = None,
+    ) -> None:
+        self._collect = collect
+        self._depths = depths
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        if self._depths is not None:
+            gauge = GaugeMetricFamily(QUEUE_METRIC, QUEUE_HELP, labels=["queue"])
+            for queue, depth in sorted(self._depths().items()):
+                if depth is not None:
+                    gauge.add_metric([queue], depth)
+            yield gauge
+        sinks = sorted(self._collect().items())
+        for spec in counters.COUNTERS:
+            family = CounterMetricFamily(spec.metric, spec.help, labels=["sink"])
+            for sink, source in sinks:
+                value = _get(source, spec.name)
+                if _number(value):
+                    family.add_metric([sink], value)
+            yield family
+
+
+def exposition(collector: SinkCollector) -> str:
+    """The text format of one collection (raises what the collector raises)."""
+    try:
+        from prometheus_client import CollectorRegistry, generate_latest
+    except ImportError:
+        raise MetricsUnavailable(EXTRA_MISSING) from None
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry).decode("utf-8")
 
 
 def render(collected: Mapping[str, Any], queues: Mapping[str, int | None] | None = None) -> str:
@@ -117,37 +104,9 @@ def render(collected: Mapping[str, Any], queues: Mapping[str, int | None] | None
     ``queues`` (``{queue: messages ready}``, None = unknown) adds the
     ``logrouter_queue_messages`` gauge: the rejected and unrouted depths.
     """
-    lines: list[str] = []
-    if queues is not None:
-        lines.append(
-            f"# HELP {QUEUE_METRIC} Messages ready in a queue records are routed aside to."
-        )
-        lines.append(f"# TYPE {QUEUE_METRIC} gauge")
-        for queue, depth in sorted(queues.items()):
-            if depth is not None:
-                lines.append(f'{QUEUE_METRIC}{{queue="{escape_label(queue)}"}} {depth}')
-    sinks = sorted(collected.items())
-    for key, metric, help_text in COUNTERS:
-        lines.append(f"# HELP {metric} {help_text}")
-        lines.append(f"# TYPE {metric} counter")
-        for sink, source in sinks:
-            value = _get(source, key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                lines.append(f'{metric}{{sink="{escape_label(sink)}"}} {format_number(value)}')
-    lines.append(f"# HELP {LATENCY_METRIC} Seconds per write+flush+ack batch.")
-    lines.append(f"# TYPE {LATENCY_METRIC} histogram")
-    for sink, source in sinks:
-        histogram = _get(source, "batch_latency")
-        if not hasattr(histogram, "snapshot"):
-            continue
-        snap: HistogramSnapshot = histogram.snapshot()
-        label = escape_label(sink)
-        bounds = [*(format_number(b) for b in snap.buckets), "+Inf"]
-        for bound, count in zip(bounds, snap.counts, strict=True):
-            lines.append(f'{LATENCY_METRIC}_bucket{{sink="{label}",le="{bound}"}} {count}')
-        lines.append(f'{LATENCY_METRIC}_sum{{sink="{label}"}} {format_number(snap.total)}')
-        lines.append(f'{LATENCY_METRIC}_count{{sink="{label}"}} {snap.count}')
-    return "\n".join(lines) + "\n"
+    return exposition(
+        SinkCollector(lambda: collected, (lambda: queues) if queues is not None else None)
+    )
 
 
 Collector = Callable[[], Mapping[str, Any]]
@@ -164,8 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain; charset=utf-8", b"not found; try /metrics\n")
             return
         try:
-            depths = self.depths() if self.depths is not None else None
-            body = render(self.collect(), depths).encode("utf-8")
+            body = exposition(SinkCollector(self.collect, self.depths)).encode("utf-8")
         except Exception as exc:
             _log().warning("metrics collection failed", error=f"{type(exc).__name__}: {exc}")
             self._send(500, "text/plain; charset=utf-8", b"metrics collection failed\n")
@@ -219,7 +177,14 @@ class MetricsServer:
 def start_metrics_server(
     port: int, collect: Collector, host: str = DEFAULT_HOST, depths: Depths | None = None
 ) -> MetricsServer:
-    """Serve ``collect()`` (and ``depths()``) as Prometheus metrics on ``host:port`` (0 = any)."""
+    """Serve ``collect()`` (and ``depths()``) as Prometheus metrics on ``host:port`` (0 = any).
+
+    Raises ``MetricsUnavailable`` (exit 78) when prometheus-client is not installed.
+    """
+    try:
+        import prometheus_client  # noqa: F401 - the optional extra, checked before binding
+    except ImportError:
+        raise MetricsUnavailable(EXTRA_MISSING) from None
     server = MetricsServer(port, collect, host, depths)
     _log().info("metrics endpoint listening", url=server.url)
     return server

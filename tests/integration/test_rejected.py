@@ -199,5 +199,5 @@ def test_stats_and_metrics_show_the_aside_depths(
     assert f"rejected {topology.REJECTED_QUEUE}: " in out
     probe = QueueProbe(load_config(env.config).broker, [f"{env.exchange}.unrouted", "nosuch.q"])
     text = render({}, probe())
-    assert f'logrouter_queue_messages{{queue="{env.exchange}.unrouted"}} 3' in text
+    assert f'logrouter_queue_messages{{queue="{env.exchange}.unrouted"}} 3.0' in text
     assert "nosuch.q" not in text

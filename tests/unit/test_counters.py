@@ -30,7 +30,7 @@ def test_every_counter_is_a_metric() -> None:
     text = metrics.render({"errors": counters})
     for spec in COUNTERS:
         value = getattr(counters, spec.name)
-        assert f'{spec.metric}{{sink="errors"}} {value}\n' in text
+        assert f'{spec.metric}{{sink="errors"}} {float(value)}\n' in text
 
 
 def test_stats_columns_come_from_the_schema() -> None:

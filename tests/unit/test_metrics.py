@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -23,7 +23,6 @@ class FakeCounters:
     rejected: int = 0
     duplicates: int = 0
     reconnects: int = 0
-    batch_latency: metrics.LatencyHistogram = field(default_factory=metrics.LatencyHistogram)
 
 
 def parse(text: str) -> dict[str, float]:
@@ -84,29 +83,10 @@ def test_values_are_live(served: tuple[metrics.MetricsServer, dict[str, Any]]) -
     assert parse(scrape(server.url)[2])['logrouter_records_written_total{sink="archive"}'] == 500
 
 
-def test_batch_latency_histogram(served: tuple[metrics.MetricsServer, dict[str, Any]]) -> None:
-    """Batch latencies show as cumulative buckets with +Inf, a sum and a count."""
-    server, state = served
-    counters = FakeCounters()
-    for seconds in (0.002, 0.02, 0.02, 30.0):
-        counters.batch_latency.observe(seconds)
-    state["errors"] = counters
-    _, _, body = scrape(server.url)
-    samples = parse(body)
-    name = "logrouter_batch_latency_seconds"
-    assert f"# TYPE {name} histogram" in body
-    assert samples[f'{name}_bucket{{sink="errors",le="0.0025"}}'] == 1
-    assert samples[f'{name}_bucket{{sink="errors",le="0.025"}}'] == 3
-    assert samples[f'{name}_bucket{{sink="errors",le="10"}}'] == 3
-    assert samples[f'{name}_bucket{{sink="errors",le="+Inf"}}'] == 4
-    assert samples[f'{name}_count{{sink="errors"}}'] == 4
-    assert samples[f'{name}_sum{{sink="errors"}}'] == pytest.approx(30.042)
-
-
 def test_label_values_are_escaped() -> None:
     """Quotes, backslashes and newlines in a sink name cannot break the text format."""
     text = metrics.render({'we"ird\\n\nme': {"written": 3}})
-    assert 'logrouter_records_written_total{sink="we\\"ird\\\\n\\nme"} 3' in text
+    assert 'logrouter_records_written_total{sink="we\\"ird\\\\n\\nme"} 3.0' in text
 
 
 def test_unknown_path_is_404(served: tuple[metrics.MetricsServer, dict[str, Any]]) -> None:
@@ -142,3 +122,18 @@ def test_binds_loopback_by_default(served: tuple[metrics.MetricsServer, dict[str
     server, _ = served
     assert server.host == "127.0.0.1"
     assert server.url == f"http://127.0.0.1:{server.port}/metrics"
+
+
+def test_every_counter_family_is_typed_even_without_sinks() -> None:
+    """No sink yet: each counter of the schema still has its HELP and TYPE lines."""
+    text = metrics.render({})
+    assert "# TYPE logrouter_records_written_total counter" in text
+    assert "# TYPE logrouter_write_errors_total counter" in text
+    assert "{sink=" not in text
+
+
+def test_queue_depths_are_a_gauge() -> None:
+    """The rejected/unrouted depths are one gauge labelled by queue; unknown ones are left out."""
+    text = metrics.render({}, {"logrouter.rejected": 4, "logs.unrouted": None})
+    assert "# TYPE logrouter_queue_messages gauge" in text
+    assert parse(text) == {'logrouter_queue_messages{queue="logrouter.rejected"}': 4.0}
