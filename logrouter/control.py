@@ -1,5 +1,10 @@
 """Request/reply control of running sinks over AMQP (RabbitMQ's RPC mode; no open ports).
 
+Size (over 400 lines): one protocol, kept whole so both ends of it are read together:
+the contracts (status/reload payloads), the pure request/reply parsing with its
+security checks, the server and the client. Splitting the client out is the next
+cut (``control_client``) once the callers landed by other branches are settled.
+
 Topology: a durable topic exchange ``<exchange>.control``. Every running sink
 instance consumes from its own exclusive, auto-delete, server-named queue bound
 with ``sink.<name>`` and ``all``. A client publishes one request::

@@ -1,5 +1,9 @@
 """The one way to render a record as text: file lines, the console, ``logrouter tail``.
 
+Size (over 400 lines): it owns the rendering vocabulary on purpose (placeholders,
+default formats, escaping, colours, output formats), so that no other module defines
+any of it; each function is small and pure.
+
 A record is a ``wire.decode()`` dict; any key may be missing (foreign
 messages), and a missing or null value renders as ``-``. Rendering never
 raises on record content.

@@ -1,5 +1,9 @@
 """Declare the broker topology idempotently and reconcile sink bindings as a diff.
 
+Size (over 400 lines): the declarations, the binding record and its lock are one
+transaction (read record, declare, diff, write record under the lock); the pieces
+are functions of a few dozen lines each, none of them usable alone.
+
 What is declared (see docs/topology.md):
 
 - the topic exchange (``logs``), durable, with ``alternate-exchange`` = ``<exchange>.unrouted``;

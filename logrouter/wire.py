@@ -1,5 +1,9 @@
 """The wire format: one log record per AMQP message (schema version 1).
 
+Size (over 400 lines): both directions of the one schema (record parts for the
+encoder, total decoding, foreign-publisher headers) stay together so the schema
+has one owner; each function is small and pure.
+
 The record's parts (``record_message``, ``record_fields``, ``record_exception``,
 ``format_ts``, ``encode``) serve the app side's encoder (``logrouter.app.encoder``
 builds the body); ``decode`` turns any message found on a queue (ours or foreign)
