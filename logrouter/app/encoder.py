@@ -338,6 +338,7 @@ class Encoder:
     def encode(self, captured: Captured) -> Encoded:
         seq, record, message, exc = captured
         try:
+            timestamp = int(record.created)
             facility, severity = self.key_words(record)
             body = encode_record(
                 record,
@@ -365,6 +366,7 @@ class Encoder:
                     )
                 )
         except Exception as err:  # never lose a record to a rendering bug
+            timestamp = int(time.time())
             facility, severity = self.facility, "err"
             body = wire.encode(
                 record_body(
@@ -381,6 +383,6 @@ class Encoder:
             seq,
             f"{facility}.{severity}",
             f"{self.id_prefix}{seq:x}",
-            int(record.created),
+            timestamp,
             body,
         )

@@ -10,8 +10,8 @@ Fixtures (names are stable: other attack modules in this directory use them):
   ``make_attacker(configure=..., write=..., read=...)`` -> ``Attacker``.
 * ``attacker_channel``: an open pika channel logged in as ``attacker``.
 
-Helpers (in ``tests/adversarial/attackers.py``, re-exported here):
-``Attacker``, ``publish_as``, ``rabbitmqctl``, ``user_url``, ``OWN_QUEUES``.
+Helpers to import (``from attackers import ...``): ``Attacker``, ``publish_as``,
+``rabbitmqctl``, ``user_url``, ``OWN_QUEUES``.
 """
 
 from __future__ import annotations
@@ -28,23 +28,12 @@ from tests.adversarial.attackers import (
     OWN_QUEUES,
     RABBITMQCTL_TIMEOUT,
     Attacker,
-    publish_as,
     rabbitmqctl,
     user_url,
     vhost_of,
 )
 
-# fixtures, and the helpers attack modules import from here too
-__all__ = [
-    "OWN_QUEUES",
-    "Attacker",
-    "attacker",
-    "attacker_channel",
-    "make_attacker",
-    "publish_as",
-    "rabbitmqctl",
-    "user_url",
-]
+__all__ = ["attacker", "attacker_channel", "make_attacker"]
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import pytest
 from logrouter import cli, control
 from logrouter.connection import BrokerSettings, login
 from logrouter.sinks.service import ControlService
-from tests.adversarial.conftest import OWN_QUEUES, Attacker, publish_as
-from tests.test_sink_daemon import queue_depth
+from tests.adversarial.attackers import OWN_QUEUES, Attacker, publish_as
+from tests.helpers.broker import queue_depth
 
 DEADLINE = 20.0
 HOSTILE = "FORGED\x1b[2J\x9b31m\u202eevil"

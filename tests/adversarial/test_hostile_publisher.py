@@ -31,16 +31,8 @@ import pytest
 from logrouter import topology
 from logrouter.sinks.file import OVERFLOW_NAME
 from tests.adversarial.attackers import Attacker, publish_as, rabbitmqctl
-from tests.test_sink_daemon import (
-    archive_records,
-    declare,
-    name,
-    queue_depth,
-    sinkenv,
-    write_config,
-)
-
-__all__ = ["sinkenv"]  # the fixture, re-exported for pytest
+from tests.helpers.broker import queue_depth
+from tests.helpers.sinks import archive_records, declare, name, write_config
 
 LEGIT = 200
 FAN_OUT = 1_500

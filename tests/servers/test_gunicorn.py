@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from realserver import (
+
+from tests.servers.realserver import (
     GRACEFUL,
     REQUESTS,
     Route,
