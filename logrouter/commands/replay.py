@@ -40,7 +40,6 @@ from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals
 from logrouter.connection import BrokerUnavailable, describe_error, redact
 from logrouter.record_filter import RecordFilter
 from logrouter.render import render_output
-from logrouter.sinks.file import parse_ts
 
 REPLAY_HEADER = "x-logrouter-replay"
 CURSOR_EVERY = 0.5
@@ -103,7 +102,7 @@ def message_of(entry: Entry, run_id: str) -> tuple[str, bytes, pika.BasicPropert
         content_encoding="utf-8",
         delivery_mode=2,
         message_id=str(ident) if ident is not None else None,
-        timestamp=int(parse_ts(record.get("ts")).timestamp()),
+        timestamp=int(datetime.fromisoformat(entry.key[0]).timestamp()) if entry.key[0] else None,
         app_id=str(app) if app is not None else None,
         headers={REPLAY_HEADER: run_id},
     )
@@ -279,7 +278,8 @@ class Replay:
         eta = ""
         since, until = self.query.since, self.query.until or datetime.now(UTC)
         if since is not None and rate > 0:
-            done = (parse_ts(entry.key[0]) - since) / (until - since) if until > since else 1.0
+            at = datetime.fromisoformat(entry.key[0]) if entry.key[0] else since
+            done = (at - since) / (until - since) if until > since else 1.0
             if 0 < done <= 1:
                 eta = f", ETA {elapsed * (1 - done) / done:.0f}s"
         sys.stderr.write(f"\r{self.count} records, {rate:.0f}/s, at {entry.key[0]}{eta}   ")
