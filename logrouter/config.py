@@ -97,7 +97,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
         "max_files",
     ),
     "console": ("stream", "color", "format"),
-    "archive": ("dir", "compression", "compresslevel", "rotate_bytes", "rotate_interval"),
+    "archive": ("dir", "compression", "compresslevel", "rotate_bytes", "rotate_interval", "keep"),
 }
 BROKER_KEYS = ("url", "exchange", "heartbeat", "queue_type")
 TOP_KEYS = ("broker", "sinks")
@@ -146,6 +146,7 @@ class FileOptions:
     max_open_files: int
     file_mode: int
     max_files: int = DEFAULT_MAX_FILES  # distinct placeholder values; then the overflow file
+    keep_age: float | None = None  # keep = "30d": rotated files older than this are deleted
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ class ArchiveOptions:
     compresslevel: int
     rotate_bytes: int  # 0 = no size rotation
     rotate_interval: str  # "hour" | "day"
+    keep_age: float | None = None  # keep = "30d": partitions older than this are deleted
 
 
 @dataclass(frozen=True)
@@ -306,6 +308,23 @@ def _int_range(low: int, high: int) -> Callable[[object], int]:
         return value
 
     return check
+
+
+def _keep_age(value: object) -> float:
+    """``keep = "30d"``: seconds (sinks/retention.py)."""
+    from logrouter.sinks.retention import parse_age
+
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _keep_count_or_age(value: object) -> int | float:
+    """A file sink's ``keep``: rotated files kept (0..10000), or an age like ``"30d"`` (float)."""
+    if isinstance(value, str):
+        return _keep_age(value)
+    return _int_range(0, 10_000)(value)
 
 
 def _float_range(low: float, high: float) -> Callable[[object], float]:
@@ -679,13 +698,16 @@ class _SinkReader:
 
         path = self.required("path", template, '"/var/log/logrouter/{facility}.log"')
         interval = self.get("rotate_interval", _choice("none", "hour", "day"), "none")
+        default_keep: int | float = 7
+        keep = self.get("keep", _keep_count_or_age, default_keep)
         options = FileOptions(
             path=path[0] if path else "",
             base_dir=path[1] if path else Path(),
             format=self.get("format", _line_format, DEFAULT_FILE_FORMAT),
             rotate_bytes=self.get("rotate_bytes", _size, 0),
             rotate_interval=None if interval == "none" else interval,
-            keep=self.get("keep", _int_range(0, 10_000), 7),
+            keep=keep if isinstance(keep, int) else 0,
+            keep_age=keep if isinstance(keep, float) else None,
             max_open_files=self.get("max_open_files", _int_range(1, 4096), 64),
             file_mode=self.get("file_mode", _file_mode, DEFAULT_FILE_MODE),
             max_files=self.get("max_files", _int_range(1, 1_000_000), DEFAULT_MAX_FILES),
@@ -710,6 +732,7 @@ class _SinkReader:
             compresslevel=self.get("compresslevel", _int_range(1, 9), 6),
             rotate_bytes=self.get("rotate_bytes", _size, 64 * MIB),
             rotate_interval=self.get("rotate_interval", _choice("hour", "day"), "hour"),
+            keep_age=self.get("keep", _keep_age, None),
         )
         return options if path else None
 

@@ -40,6 +40,7 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("reconnects", "logrouter_reconnects_total", "Broker connections re-established."),
     ("filtered", "logrouter_records_filtered_total", "Records acked but not selected on re-check."),
     ("write_errors", "logrouter_write_errors_total", "Failed write/flush attempts (retried)."),
+    ("expired", "logrouter_files_expired_total", "Files deleted by keep (retention)."),
 )
 LATENCY_METRIC = "logrouter_batch_latency_seconds"
 QUEUE_METRIC = "logrouter_queue_messages"

@@ -85,6 +85,7 @@ class SinkCounters:
     filtered: int = 0
     reconnects: int = 0
     write_errors: int = 0
+    expired: int = 0  # files deleted by ``keep`` (retention)
     last_error: str | None = None
     state: str = "starting"
 
@@ -363,6 +364,9 @@ class Sink:
         counters.duplicates += outcome.duplicates
         counters.filtered += outcome.filtered
         counters.acked += len(pending)
+        take_expired = getattr(self._writer, "take_expired", None)
+        if take_expired is not None:
+            counters.expired += take_expired()
         if counters.state == "backing-off":
             self.log.info("writing again", queue=self.config.queue)
         counters.state = "running"
