@@ -155,7 +155,7 @@ def test_dry_run_publishes_nothing(env: Archive, capsys: pytest.CaptureFixture[s
 def test_killed_replay_resumes_and_the_target_holds_each_record_once(env: Archive) -> None:
     """kill -9 mid-replay, then the same command with --resume: the rebuilt file holds every
     selected record exactly once."""
-    count = 4000
+    count = 2000
     fill(env, count)
     cursor = env.tmp / "cursor"
     cmd = [
@@ -173,6 +173,8 @@ def test_killed_replay_resumes_and_the_target_holds_each_record_once(env: Archiv
         rebuilt(env),
         "--resume",
         str(cursor),
+        "--rate",
+        "1000",  # about 2 s: the kill lands mid-way
     ]
     process_env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(cmd, env=process_env, stderr=subprocess.DEVNULL)
