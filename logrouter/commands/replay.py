@@ -205,6 +205,12 @@ class Replay:
         if queue is not None:
             self.channel.queue_declare(queue=queue, passive=True)  # 404 when missing
         self.channel.tx_select()
+        # pika 1.x internals: BlockingChannel.basic_publish flushes every message
+        # on its own (an epoll per record); in a transaction nothing is gained by
+        # that, tx.commit (a blocking RPC) flushes the batch. So publish on the
+        # wrapped async channel; without it, the ordinary flushing publish.
+        impl: Any = getattr(self.channel, "_impl", None)
+        self.publish = getattr(impl, "basic_publish", None) or self.channel.basic_publish
         self.returned: list[str] = []
         self.channel.add_on_return_callback(self._on_return)
         self.exchange = exchange
@@ -229,9 +235,9 @@ class Replay:
                 break
             key, body, props = message_of(entry, self.run_id)
             if self.queue is not None:
-                self.channel.basic_publish("", self.queue, body, props, mandatory=True)
+                self.publish("", self.queue, body, props, mandatory=True)
             else:
-                self.channel.basic_publish(self.exchange, key, body, props)
+                self.publish(self.exchange, key, body, props)
             pending, in_batch = entry.key, in_batch + 1
             now = time.monotonic()
             if in_batch >= COMMIT_EVERY or now - last_commit >= COMMIT_SECONDS:
