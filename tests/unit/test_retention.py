@@ -121,3 +121,32 @@ def test_check_shows_keep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     path.write_text('[sinks.a]\ntype = "archive"\nmatch = "*.*"\ndir = "/tmp/a"\nkeep = "30d"\n')
     assert cli.main(["check", str(path)]) == 0
     assert "keep      30d (partitions older than that are deleted)" in capsys.readouterr().out
+
+
+def test_the_file_sink_deletes_old_rotated_files_at_a_checkpoint(tmp_path: Path) -> None:
+    """A file sink with keep = "1d": at its checkpoint, rotated files last written more than a
+    day ago go; the live file it appends to and a recent rotation stay."""
+    from logrouter.config import FileOptions
+    from logrouter.render import DEFAULT_LINE_FORMAT
+    from logrouter.sinks.file import FileWriter
+
+    for name in ("auth.log.1", "auth.log.2"):
+        (tmp_path / name).write_text("old\n")
+    old = time.time() - 3 * DAY
+    os.utime(tmp_path / "auth.log.2", (old, old))
+    options = FileOptions(
+        path=str(tmp_path / "{facility}.log"),
+        base_dir=tmp_path,
+        format=DEFAULT_LINE_FORMAT,
+        rotate_bytes=0,
+        rotate_interval=None,
+        keep=0,
+        max_open_files=8,
+        file_mode=0o640,
+        keep_age=DAY,
+    )
+    writer = FileWriter(options)
+    writer.write([rec(time.time(), 1)])
+    writer.checkpoint()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auth.log", "auth.log.1"]
+    assert writer.take_expired() == 1
