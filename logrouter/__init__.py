@@ -8,13 +8,13 @@ __version__ = "0.1.0"
 __all__ = ["RabbitHandler", "__version__"]
 
 if TYPE_CHECKING:
-    from logrouter.handler import RabbitHandler
+    from logrouter.app.handler import RabbitHandler
 
 
 def __getattr__(name: str) -> Any:
     # Lazy so that `import logrouter` (CLI, sinks) does not pull in the handler machinery.
     if name == "RabbitHandler":
-        from logrouter.handler import RabbitHandler
+        from logrouter.app.handler import RabbitHandler
 
         return RabbitHandler
     raise AttributeError(name)

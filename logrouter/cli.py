@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--exchange", default=None)
     tail.add_argument("--json", action="store_true", help="print raw JSON records")
     tail.add_argument("--count", type=int, default=0, help="exit after N records")
+    tail.add_argument(
+        "--host", action="append", default=None, help="only records of this host (repeatable)"
+    )
+    tail.add_argument(
+        "--app", action="append", default=None, help="only records of this app (repeatable)"
+    )
 
     send = commands.add_parser("send", help="publish one record, like logger(1)")
     send.add_argument("key", metavar="FACILITY.SEVERITY")

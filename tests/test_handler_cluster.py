@@ -18,10 +18,8 @@ from typing import Any
 
 import pika
 import pytest
+from conftest import collect, delete
 from rabbit_nodes import RabbitNode, started_cluster
-from test_handler import collect, delete, make_logger
-
-__all__ = ["make_logger"]  # fixture
 
 DEADLINE = 60.0
 

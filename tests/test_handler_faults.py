@@ -6,10 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from conftest import collect, declare
 from rabbit_nodes import RabbitNode
-from test_handler import collect, declare, make_logger
-
-__all__ = ["make_logger"]  # fixture
 
 
 def _ids(got: list[Any]) -> set[str]:

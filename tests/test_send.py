@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from test_handler import collect, declare, delete, free_port
+from conftest import collect, declare, delete
+from rabbit_nodes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from typing import IO
 import pika
 import pytest
 
-from logrouter import wire
+from logrouter import batchwire, wire
 from logrouter.commands.tail import format_record, use_color
 from logrouter.connection import BrokerSettings
 
@@ -138,6 +138,74 @@ def test_tail_prints_matching_records_as_json_and_exits_after_count(
         ("mail", "emerg", "third"),
     ]
     assert records[0]["id"] == "m1"
+
+
+def test_tail_filters_by_host_and_app_including_syslog_headers(
+    amqp_url: str, exchange: str
+) -> None:
+    """--host/--app keep only matching records; a syslog-ng message whose host and program
+    are only in its AMQP headers (empty body) counts by those headers."""
+    tail = Tail(
+        "*.*", "--json", "--count", "2", "--host", "web-2", "--app", "sshd", "--app", "cron",
+        "--url", amqp_url, "--exchange", exchange,
+    )  # fmt: skip
+    tail.wait_ready()
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for host, app, msg in (
+            ("web-1", "sshd", "other host"),
+            ("web-2", "nginx", "other app"),
+            ("web-2", "sshd", "first"),
+        ):
+            body = {"ts": wire.format_ts(1.0), "host": host, "app": app, "msg": msg}
+            channel.basic_publish(exchange, "auth.info", wire.encode(body))
+        headers = {"HOST": "web-2", "PROGRAM": "cron", "PID": "7", "MESSAGE": "second"}
+        channel.basic_publish(exchange, "cron.info", b"", pika.BasicProperties(headers=headers))
+    finally:
+        connection.close()
+    code, out, err = tail.finish()
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [(r["host"], r["app"], r["msg"]) for r in records] == [
+        ("web-2", "sshd", "first"),
+        ("web-2", "cron", "second"),
+    ]
+    assert records[1]["pid"] == 7
+
+
+def test_tail_shows_each_record_of_a_batch(amqp_url: str, exchange: str) -> None:
+    """A batch message shows as its records, one line each; a bad line is reported, not shown."""
+    tail = Tail("auth.*", "--json", "--count", "3", "--url", amqp_url, "--exchange", exchange)
+    tail.wait_ready()
+    lines = [
+        batchwire.record_line(
+            wire.encode({"ts": wire.format_ts(1.0), "msg": f"batched {n}"}), f"r{n}"
+        )
+        for n in range(3)
+    ]
+    lines.insert(1, b"{not a record")
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        connection.channel().basic_publish(
+            exchange,
+            "auth.info",
+            batchwire.encode_batch(lines),
+            pika.BasicProperties(
+                message_id="r0+4",
+                content_type=batchwire.CONTENT_TYPE,
+                headers=batchwire.headers(len(lines)),
+            ),
+        )
+    finally:
+        connection.close()
+    code, out, err = tail.finish()
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [(r["msg"], r["id"], r["severity"]) for r in records] == [
+        (f"batched {n}", f"r{n}", "info") for n in range(3)
+    ]
+    assert "skipped a record of a batch: line 2: not a JSON object" in err
 
 
 def test_tail_rechecks_records_against_the_selector(amqp_url: str, exchange: str) -> None:

@@ -22,8 +22,9 @@ import pika
 import pika.exceptions
 
 from logrouter import exitcodes, wire
+from logrouter.app.encoder import record_body
 from logrouter.commands.tail import TargetError, resolve_target
-from logrouter.connection import BrokerUnavailable, describe_error
+from logrouter.connection import BrokerUnavailable, connection_login, describe_error
 from logrouter.severity import RANK, normalize_facility, parse_severity
 
 _LEVELS = {
@@ -49,21 +50,19 @@ def parse_key(key: str) -> tuple[str, str]:
 
 def build_record(facility: str, severity: str, message: str, app: str) -> dict[str, Any]:
     """The schema-v1 body of a record sent from the shell."""
-    now = time.time()
-    return {
-        "v": wire.SCHEMA_VERSION,
-        "ts": wire.format_ts(now),
-        "host": socket.gethostname(),
-        "app": app,
-        "pid": os.getpid(),
-        "thread": threading.current_thread().name,
-        "logger": "logrouter.send",
-        "facility": facility,
-        "severity": severity,
-        "level": _LEVELS[severity],
-        "msg": message,
-        "fields": {},
-    }
+    return record_body(
+        ts=time.time(),
+        host=socket.gethostname(),
+        app=app,
+        pid=os.getpid(),
+        thread=threading.current_thread().name,
+        logger="logrouter.send",
+        facility=facility,
+        severity=severity,
+        level=_LEVELS[severity],
+        msg=message,
+        fields={},
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     except BrokerUnavailable as exc:
         print(f"logrouter send: not sent: {exc}", file=sys.stderr)
         return exitcodes.RUNTIME
+    # the broker checks user_id against the login: sinks key dedup by it (issue 13)
+    properties.user_id = connection_login(connection)
     timer = threading.Timer(timeout, _abort, args=(connection,))
     timer.daemon = True
     timer.start()

@@ -20,12 +20,18 @@ from typing import Any, NamedTuple
 import orjson
 
 from logrouter import wire
+from logrouter.batchwire import is_batch, split_batch
 from logrouter.sinks.archive import body_line
 from logrouter.sinks.dedup import DedupKey
 
 
 class Delivery(NamedTuple):
-    """One message as it came off the queue."""
+    """One message as it came off the queue (or one line of a batch message).
+
+    A line of a batch (``logrouter.batchwire``) is a Delivery of its own when it
+    must be rejected alone: ``body`` is the line, ``record_id`` its record's id,
+    ``properties`` still the batch message's.
+    """
 
     tag: int
     routing_key: str
@@ -33,6 +39,7 @@ class Delivery(NamedTuple):
     properties: Any  # pika.BasicProperties (kept untyped: pika has no stubs we rely on)
     redelivered: bool = False
     arrival: float = 0.0
+    record_id: str | None = None
 
     @property
     def message_id(self) -> str | None:
@@ -48,19 +55,26 @@ class Batch:
         self.interval = max(0.0, interval)
         self.pending: list[Delivery] = []
         self.started: float | None = None
+        #: records in hand: a batch message counts as the records it declares
+        self.records = 0
 
     def __len__(self) -> int:
         return len(self.pending)
 
-    def append(self, delivery: Delivery, now: float) -> None:
-        """Add one delivery (``now``: monotonic time, starts the interval of a new batch)."""
+    def append(self, delivery: Delivery, now: float, records: int = 1) -> None:
+        """Add one delivery (``now``: monotonic time, starts the interval of a new batch).
+
+        ``records``: how many records the delivery carries (a batch message's
+        declared count), so that ``size`` bounds records, not messages.
+        """
         if self.started is None:
             self.started = now
         self.pending.append(delivery)
+        self.records += records
 
     @property
     def full(self) -> bool:
-        return len(self.pending) >= self.size
+        return self.records >= self.size
 
     def due(self, now: float) -> bool:
         """Full, or non-empty and older than the interval."""
@@ -73,6 +87,7 @@ class Batch:
     def take_pending(self) -> list[Delivery]:
         """Hand over the batch and start an empty one."""
         pending, self.pending, self.started = self.pending, [], None
+        self.records = 0
         return pending
 
 
@@ -137,6 +152,11 @@ def classify_pending(
     cache: dict[tuple[str, str], bool] = {}
     for delivery in pending:
         props = delivery.properties
+        if is_batch(getattr(props, "content_type", None)):
+            _classify_lines(
+                delivery, outcome, matches, dedup, in_batch, cache, keep_lines, max_record_bytes
+            )
+            continue
         message_id = _text(getattr(props, "message_id", None))
         app_id = _text(getattr(props, "app_id", None))
         key: DedupKey | None = None
@@ -166,6 +186,11 @@ def classify_pending(
             if record is None:
                 exact = False
                 record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
+            headers = getattr(props, "headers", None)  # syslog-ng: HOST, PROGRAM, PID, DATE...
+            if isinstance(headers, dict) and wire.fill_from_headers(
+                record, headers, delivery.arrival or None
+            ):
+                exact = False
             state = complete(
                 record,
                 delivery.routing_key,
@@ -197,3 +222,70 @@ def classify_pending(
                 else None
             )
     return outcome
+
+
+def _classify_lines(
+    delivery: Delivery,
+    outcome: Outcome,
+    matches: Callable[[str, str], bool],
+    dedup: Container[DedupKey],
+    in_batch: set[DedupKey],
+    cache: dict[tuple[str, str], bool],
+    keep_lines: bool,
+    max_record_bytes: int,
+) -> None:
+    """``classify_pending`` for one batch message: every line is a record of its own.
+
+    Dedup, the selector, the size cap and rejection apply per record; a line
+    that is not a record is rejected alone (a ``Delivery`` of that line).
+    """
+    props = delivery.properties
+    app_id = _text(getattr(props, "app_id", None))
+    user_id = getattr(props, "user_id", None)
+    user = user_id if isinstance(user_id, str) else ""
+    for item in split_batch(
+        delivery.body,
+        delivery.routing_key,
+        message_id=_text(getattr(props, "message_id", None)),
+        timestamp=_timestamp(props),
+        app_id=app_id,
+        arrival=delivery.arrival or None,
+    ):
+        key: DedupKey | None = None
+        if item.id is not None:
+            key = (user, app_id or "", item.id)
+            if key in dedup or key in in_batch:
+                outcome.duplicates += 1
+                continue
+        source = Delivery(
+            delivery.tag,
+            delivery.routing_key,
+            item.line,
+            props,
+            delivery.redelivered,
+            delivery.arrival,
+            item.id,
+        )
+        record = item.record
+        if record is None:
+            outcome.rejected.append((source, item.reason or "not a record"))
+            continue
+        if max_record_bytes and len(item.line) > max_record_bytes:
+            outcome.rejected.append(
+                (source, f"record of {len(item.line)} bytes exceeds max_record_bytes")
+            )
+            continue
+        pair = (record["facility"], record["severity"])
+        wanted = cache.get(pair)
+        if wanted is None:
+            wanted = cache[pair] = matches(*pair)
+        if not wanted:
+            outcome.filtered += 1
+            continue
+        outcome.records.append(record)
+        outcome.sources.append(source)
+        outcome.keys.append(key)
+        if key is not None:
+            in_batch.add(key)
+        if keep_lines:
+            outcome.lines.append(item.line + b"\n" if item.exact else None)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pika
 import pika.exceptions
 
-from logrouter import log, topology
+from logrouter import batchwire, log, topology, wire
 from logrouter.connection import BrokerSettings, describe_error
 from logrouter.sinks.base import Writer
 from logrouter.sinks.batch import Batch, Delivery, Outcome, classify_pending
@@ -46,6 +46,10 @@ TICK = 0.2
 #: ``--burst``: the queue counts as drained after this long without a delivery.
 BURST_IDLE = 1.0
 REASON_HEADER = "x-logrouter-reason"
+#: On a rejected line of a batch: the message_id of the batch it came from.
+BATCH_HEADER = "x-logrouter-batch"
+#: A batch declaring more records than this counts as this many toward a sink batch.
+MAX_RECORDS_PER_MESSAGE = 10_000
 SINK_HEADER = "x-logrouter-sink"
 USER_HEADER = "x-logrouter-user-id"
 
@@ -305,6 +309,10 @@ class Sink:
         now = time.monotonic()
         self._last_delivery = now
         self.counters.received += 1
+        records = 1
+        if batchwire.is_batch(getattr(properties, "content_type", None)):  # count records
+            declared = batchwire.declared_count(getattr(properties, "headers", None))
+            records = min(max(declared or 1, 1), MAX_RECORDS_PER_MESSAGE)
         self._batch.append(
             Delivery(
                 method.delivery_tag,
@@ -315,6 +323,7 @@ class Sink:
                 time.time(),
             ),
             now,
+            records,
         )
 
     # ---- one batch -----------------------------------------------------
@@ -391,12 +400,18 @@ class Sink:
             user_id = getattr(props, "user_id", None)
             if isinstance(user_id, str):  # the broker stamps ours: keep who sent it here
                 headers[USER_HEADER] = user_id
+            content_type, message_id = props.content_type, props.message_id
+            if delivery.record_id is not None or batchwire.is_batch(content_type):
+                # one line of a batch: rejected alone, as a single-record message
+                headers.pop(batchwire.RECORDS_HEADER, None)
+                headers[BATCH_HEADER] = message_id
+                content_type, message_id = wire.CONTENT_TYPE, delivery.record_id
             new_props = pika.BasicProperties(
-                content_type=props.content_type,
+                content_type=content_type,
                 content_encoding=props.content_encoding,
                 headers=headers,
                 delivery_mode=2,
-                message_id=props.message_id,
+                message_id=message_id,
                 timestamp=props.timestamp,
                 app_id=props.app_id,
                 type=props.type,

@@ -134,7 +134,13 @@ class Runner:
             self._start(name)
         self.watcher = ConfigWatcher(config.path, self._reload.set) if watch else None
         self.control = (
-            ControlService(config.broker, self.instances, self.sink_status, self.reload_for)
+            ControlService(
+                config.broker,
+                self.instances,
+                self.sink_status,
+                self.reload_for,
+                allow_users=config.control.allow_users,
+            )
             if control
             else None
         )

@@ -13,7 +13,7 @@ from batch_reference import add, classify, take, time_left
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logrouter import wire
+from logrouter import batchwire, wire
 from logrouter.config import ArchiveOptions
 from logrouter.sinks.archive import ArchiveWriter
 from logrouter.sinks.batch import Batch, Delivery, classify_pending
@@ -325,3 +325,118 @@ def test_committed_keys_leave_out_refused_records() -> None:
     outcome = classify_pending(batch, only_err_and_worse, DedupWindow(10))
     assert outcome.committed_keys([0]) == [("u", "app", "2")]
     assert [d.tag for d in outcome.sources] == [1, 2]
+
+
+# ---- batch messages (logrouter.batchwire): every line a record of its own ----------------
+
+
+def _line(msg: str, record_id: str, severity: str = "err") -> bytes:
+    body = wire.encode(
+        {
+            "v": 1,
+            "ts": "2024-05-01T10:00:00.000001Z",
+            "app": "app",
+            "facility": "auth",
+            "severity": severity,
+            "msg": msg,
+        }
+    )
+    return batchwire.record_line(body, record_id)
+
+
+def batch_delivery(tag: int, lines: list[bytes], **kw: Any) -> Delivery:
+    values: dict[str, Any] = {
+        "message_id": "b1+3",
+        "content_type": batchwire.CONTENT_TYPE,
+        "headers": batchwire.headers(len(lines)),
+        "timestamp": 1_600_000_000,
+        "app_id": "app",
+        "user_id": "alice",
+    }
+    values.update(kw)
+    return Delivery(
+        tag, "auth.err", batchwire.encode_batch(lines), props(**values), arrival=ARRIVAL
+    )
+
+
+def test_batch_message_gives_one_record_per_line_with_its_own_key() -> None:
+    """Each line is a record; its dedup key is (user_id, app_id, the line's id)."""
+    item = batch_delivery(1, [_line("one", "r1"), _line("two", "r2"), _line("three", "r3")])
+    outcome = classify_pending([item], only_err_and_worse, DedupWindow(10))
+    assert [r["msg"] for r in outcome.records] == ["one", "two", "three"]
+    assert outcome.committed_keys() == [("alice", "app", f"r{n}") for n in (1, 2, 3)]
+    assert [s.record_id for s in outcome.sources] == ["r1", "r2", "r3"]
+
+
+def test_one_bad_line_is_rejected_alone() -> None:
+    """A batch with one undecodable line: that line is rejected with the reason, the rest kept."""
+    lines = [_line("one", "r1"), b"{broken", _line("three", "r3")]
+    outcome = classify_pending([batch_delivery(7, lines)], only_err_and_worse, DedupWindow(10))
+    assert [r["msg"] for r in outcome.records] == ["one", "three"]
+    ((source, reason),) = outcome.rejected
+    assert source.body == b"{broken" and source.tag == 7 and source.record_id == "b1+3/1"
+    assert reason == "line 2: not a JSON object"
+    assert ("alice", "app", "b1+3/1") not in outcome.committed_keys()
+
+
+def test_batch_lines_dedup_per_record_against_window_and_single_messages() -> None:
+    """A record already written (alone or in another batch) is a duplicate inside a batch."""
+    single = Delivery(
+        1, "auth.err", _line("two", "r2"), props("r2", app_id="app", user_id="alice"), False
+    )
+    again = batch_delivery(2, [_line("one", "r1"), _line("two", "r2"), _line("three", "r3")])
+    window = DedupWindow(10, [("alice", "app", "r1")])
+    outcome = classify_pending([single, again], only_err_and_worse, window)
+    assert [r["msg"] for r in outcome.records] == ["two", "three"]
+    assert outcome.duplicates == 2
+
+
+def test_another_user_cannot_suppress_batch_records() -> None:
+    """The same record ids from another broker user are not duplicates."""
+    window = DedupWindow(10, [("mallory", "app", "r1")])
+    outcome = classify_pending(
+        [batch_delivery(1, [_line("one", "r1")])], only_err_and_worse, window
+    )
+    assert [r["msg"] for r in outcome.records] == ["one"]
+
+
+def test_selector_and_size_cap_apply_per_line() -> None:
+    """A line below the selector is filtered, an oversized line rejected, the others written."""
+    lines = [_line("keep", "r1"), _line("quiet", "r2", "info"), _line("x" * 500, "r3")]
+    outcome = classify_pending(
+        [batch_delivery(1, lines)], only_err_and_worse, DedupWindow(10), max_record_bytes=300
+    )
+    assert [r["msg"] for r in outcome.records] == ["keep"]
+    assert outcome.filtered == 1
+    assert [reason for _, reason in outcome.rejected] == [
+        f"record of {len(lines[2])} bytes exceeds max_record_bytes"
+    ]
+
+
+def test_archive_writes_batch_lines_as_they_came(tmp_path: Any) -> None:
+    """With keep_lines the archive gets each batch line as it is (no re-encoding)."""
+    lines = [_line("one", "r1"), _line("two", "r2")]
+    outcome = classify_pending(
+        [batch_delivery(1, lines)], only_err_and_worse, DedupWindow(10), keep_lines=True
+    )
+    assert outcome.lines == [line + b"\n" for line in lines]
+    options = ArchiveOptions(
+        dir=tmp_path, compression="gzip", compresslevel=1, rotate_bytes=0, rotate_interval="day"
+    )
+    writer = ArchiveWriter(options, instance="i")
+    writer.write_lines(outcome.records, outcome.lines)
+    writer.close()
+    (path,) = tmp_path.rglob("*.jsonl.gz")
+    with gzip.open(path, "rb") as handle:
+        assert handle.read() == b"".join(line + b"\n" for line in lines)
+
+
+def test_a_sink_batch_is_bounded_by_records() -> None:
+    """A batch message counts as the records it carries toward the sink's batch size."""
+    batch = Batch(size=10, interval=5.0)
+    batch.append(batch_delivery(1, []), 0.0, records=6)
+    assert not batch.full
+    batch.append(batch_delivery(2, []), 0.0, records=6)
+    assert batch.full and len(batch) == 2
+    batch.take_pending()
+    assert not batch.full and batch.records == 0

@@ -7,115 +7,22 @@ import logging
 import logging.config
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 import structlog
+from conftest import collect, declare, delete
+from rabbit_nodes import free_port
 
 from logrouter import RabbitHandler
-from logrouter.connection import BrokerSettings
 
-ROOT = Path(__file__).resolve().parent.parent
-
-Received = tuple[str, str, dict[str, Any]]  # (message_id, routing_key, body)
-
-
-def declare(url: str, exchange: str, queue: str, *, durable: bool = False) -> None:
-    """Declare a topic exchange and a queue bound to every key."""
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        ch = conn.channel()
-        ch.exchange_declare(exchange, "topic", durable=durable)
-        ch.queue_declare(queue, durable=durable)
-        ch.queue_bind(queue, exchange, "#")
-    finally:
-        conn.close()
-
-
-def delete(url: str, exchange: str, queue: str) -> None:
-    try:
-        conn = pika.BlockingConnection(pika.URLParameters(url))
-    except pika.exceptions.AMQPError:
-        return
-    try:
-        ch = conn.channel()
-        ch.queue_delete(queue)
-        ch.exchange_delete(exchange)
-    finally:
-        conn.close()
-
-
-def collect(url: str, queue: str, count: int, timeout: float = 30.0) -> list[Received]:
-    """Consume until ``count`` distinct message_ids arrived or ``timeout`` passed (bounded).
-
-    Redelivered duplicates (same message_id, at-least-once) are kept in the list.
-    """
-    deadline = time.monotonic() + timeout
-    out: list[Received] = []
-    seen: set[str] = set()
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        ch = conn.channel()
-        ch.basic_qos(prefetch_count=1000)
-        for method, props, body in ch.consume(queue, auto_ack=True, inactivity_timeout=0.2):
-            if method is not None:
-                out.append((props.message_id, method.routing_key, json.loads(body)))
-                seen.add(props.message_id)
-            if len(seen) >= count or time.monotonic() > deadline:
-                break
-        ch.cancel()
-    finally:
-        conn.close()
-    return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def route(
-    amqp_url: str, broker_settings: BrokerSettings, unique_name: Callable[[str], str]
-) -> Iterator[tuple[str, str, str]]:
-    """(url, exchange, queue): a fresh exchange with one queue bound to ``#``."""
-    queue = unique_name("q")
-    declare(amqp_url, broker_settings.exchange, queue)
-    yield amqp_url, broker_settings.exchange, queue
-    delete(amqp_url, broker_settings.exchange, queue)
-
-
-@pytest.fixture
-def make_logger(
-    tmp_path: Path, unique_name: Callable[[str], str]
-) -> Iterator[Callable[..., tuple[logging.Logger, RabbitHandler]]]:
-    """Factory: a fresh app logger with a RabbitHandler; handlers closed afterwards."""
-    made: list[tuple[logging.Logger, RabbitHandler]] = []
-
-    def make(**options: Any) -> tuple[logging.Logger, RabbitHandler]:
-        options.setdefault("spool", str(tmp_path / "spool.sqlite"))
-        options.setdefault("app", "testapp")
-        handler = RabbitHandler(**options)
-        logger = logging.getLogger(unique_name("app"))
-        logger.setLevel(logging.DEBUG)
-        logger.propagate = False
-        logger.addHandler(handler)
-        made.append((logger, handler))
-        return logger, handler
-
-    yield make
-    for logger, handler in made:
-        logger.removeHandler(handler)
-        handler.close()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_50000_records_arrive_once_each(route: tuple[str, str, str], make_logger: Any) -> None:
@@ -263,8 +170,8 @@ def test_short_script_delivers_last_record(route: tuple[str, str, str], tmp_path
 
 
 def test_exit_with_broker_down_does_not_hang_and_spools(tmp_path: Path) -> None:
-    """Broker unreachable: the script exits promptly, its records in the spool (FIELD 2-4)."""
-    spool = tmp_path / "s.sqlite"
+    """Broker unreachable: the script exits promptly, its records in its spool (FIELD 2-4)."""
+    spool = tmp_path / "spool"
     url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
     script = textwrap.dedent(
         f"""
@@ -280,9 +187,10 @@ def test_exit_with_broker_down_does_not_hang_and_spools(tmp_path: Path) -> None:
         [sys.executable, "-c", script], cwd=ROOT, timeout=30, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
-    from logrouter.spool import Spool
+    from logrouter.app.spool import Spool
 
-    spooled = Spool(spool)
+    [file] = spool.glob("*.sqlite")  # one spool file per process
+    spooled = Spool(file, create=False)
     rows = spooled.read((-1, -1), 1000)
     spooled.close()
     assert [json.loads(r.body)["msg"] for r in rows] == [f"kept {i}" for i in range(100)]
@@ -427,12 +335,12 @@ def test_fork_children_records_all_arrive(route: tuple[str, str, str], make_logg
 
 
 def test_default_spool_is_per_user_app_and_exchange(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default spool lives in the user's cache dir, one file per app and exchange."""
-    from logrouter.handler import default_spool_path
+    """The default spool lives in the user's cache dir, one directory per app and exchange."""
+    from logrouter.app.handler import default_spool_path
 
     monkeypatch.setenv("XDG_CACHE_HOME", "/cache")
-    assert str(default_spool_path("billing api")) == "/cache/logrouter/spool-billing_api.sqlite"
+    assert str(default_spool_path("billing api")) == "/cache/logrouter/spool-billing_api"
     assert default_spool_path("a", "logs") != default_spool_path("a", "test.logs.1")
     handler = RabbitHandler(app="billing", exchange="audit")
-    assert str(handler.spool_path) == "/cache/logrouter/spool-billing@audit.sqlite"
+    assert str(handler.spool_path) == "/cache/logrouter/spool-billing@audit"
     assert RabbitHandler(app="billing", spool="").spool_path is None

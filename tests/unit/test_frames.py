@@ -1,4 +1,4 @@
-"""The I/O thread's hand-marshaled frames are byte for byte what pika would send (pure)."""
+"""frames: the hand-marshaled publish frames are byte for byte what pika would send (pure)."""
 
 from __future__ import annotations
 
@@ -7,24 +7,27 @@ import pika.frame
 import pika.spec
 import pytest
 
-from logrouter.publisher import content_frames, publish_method_frame, shortstr
+from logrouter.app.frames import content_frames, property_tail, publish_method_frame, shortstr
 
 
+@pytest.mark.parametrize("user_id", [None, "billing-app"])
 @pytest.mark.parametrize("body", [b"", b"{}", b'{"msg":"h\\u00e9"}' * 50])
-def test_content_frames_equal_pikas(body: bytes) -> None:
-    """Header + body frames for our properties equal pika's own marshaling."""
+def test_content_frames_equal_pikas(body: bytes, user_id: str | None) -> None:
+    """Header + body frames for our properties (with and without user_id) equal pika's own."""
     props = pika.BasicProperties(
         content_type="application/json",
         content_encoding="utf-8",
         delivery_mode=2,
         message_id="0123456789abcdef1a",
         timestamp=1_795_725_294,
+        user_id=user_id,
         app_id="billing-api",
     )
     expected = pika.frame.Header(7, len(body), props).marshal()
     if body:
         expected += pika.frame.Body(7, body).marshal()
-    ours = content_frames(7, body, "0123456789abcdef1a", 1_795_725_294, shortstr("billing-api"))
+    tail = property_tail("billing-api", user_id)
+    ours = content_frames(7, body, "0123456789abcdef1a", 1_795_725_294, tail)
     assert ours == expected
 
 

@@ -7,8 +7,11 @@ process, so replay order is the order in which records were logged even when the
 caller and the I/O thread spill concurrently. Rows leave the spool only once the
 broker confirmed them (at-least-once; sinks drop duplicates by message_id).
 
-Thread-safe (one lock around the SQLite connection). Not fork-safe: after a fork
-the child opens its own ``Spool``.
+Thread-safe (one lock around the SQLite connection). Not fork-safe: a child never
+uses (nor closes) a connection it inherited; it opens a spool file of its own
+(``logrouter.app.spools``). Private at rest: the directory is made 0700 and the
+file 0600 whatever the umask (SQLite gives its -wal/-shm files the mode of the
+database file).
 """
 
 from __future__ import annotations
@@ -51,13 +54,28 @@ CREATE INDEX IF NOT EXISTS spool_order ON spool (run, seq);
 """
 
 
+def private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) and set it to 0700 whatever the umask."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != 0o700:
+        os.chmod(path, 0o700)
+
+
 class Spool:
     """A bounded, ordered, durable queue of encoded records."""
 
-    def __init__(self, path: str | os.PathLike[str], max_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], max_bytes: int = 256 << 20, *, create: bool = True
+    ) -> None:
+        """Open (or, with ``create``, make) the spool file; raises OSError / sqlite3.Error."""
         self.path = Path(path)
         self.max_bytes = max_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            private_dir(self.path.parent)
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+            os.chmod(self.path, 0o600)
+        elif not self.path.is_file():
+            raise FileNotFoundError(f"no spool file {self.path}")
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
             self.path, timeout=10.0, isolation_level=None, check_same_thread=False
@@ -125,15 +143,13 @@ class Spool:
             self._count = max(0, self._count - len(batch))
             self._bytes = max(0, self._bytes - sum(size for _, size in batch))
 
-    def refresh(self) -> int:
-        """Re-count rows (other processes may have added or removed some)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT count(*), coalesce(sum(length(body)), 0) FROM spool"
-            ).fetchone()
-            self._count, self._bytes = row[0], row[1]
-        return self._count
-
     def close(self) -> None:
         with self._lock, contextlib.suppress(sqlite3.Error):
             self._db.close()
+
+    def remove(self) -> None:
+        """Close and delete the file with its -wal and -shm (the owner, when empty)."""
+        self.close()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")

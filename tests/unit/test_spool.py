@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from logrouter.spool import Spool
+from logrouter.app.spool import Spool
 
 
 def _entry(run: int, seq: int, size: int = 10) -> tuple[int, int, str, str, int, bytes]:

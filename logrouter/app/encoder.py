@@ -1,0 +1,386 @@
+"""Record -> wire bytes: the one place that builds a record's JSON body.
+
+``record_body`` is the schema-v1 body (docs/wire-format.md) in its canonical key
+order; the handler's records (``record_to_dict``), its fallbacks for huge or
+unrenderable records, and ``logrouter send`` all go through it. ``Encoder`` adds
+what the handler decides per record: facility (extra, logger map, default),
+severity (extra, level), message id and routing key.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import orjson
+
+from logrouter import severity as sev
+from logrouter import wire
+from logrouter.connection import redact
+
+
+class Captured(NamedTuple):
+    """What ``emit()`` froze in the logging thread: the rest is done later."""
+
+    seq: int
+    record: logging.LogRecord
+    message: str
+    exc: str | None
+
+
+class Encoded(NamedTuple):
+    """An encoded record, ready to publish or spool.
+
+    ``run`` and ``seq`` give its logging order; ``spool_id`` is its spool row
+    (None while it lives only in memory).
+    """
+
+    run: int
+    seq: int
+    routing_key: str
+    message_id: str
+    timestamp: int
+    body: bytes
+    spool_id: int | None = None
+
+
+def record_body(
+    *,
+    ts: float,
+    host: str,
+    app: str,
+    facility: str,
+    severity: str,
+    msg: str,
+    pid: int | None = None,
+    thread: str | None = None,
+    logger: str | None = None,
+    level: str | None = None,
+    src: dict[str, Any] | None = None,
+    fields: dict[str, Any] | None = None,
+    exc: str | None = None,
+    stack: str | None = None,
+) -> dict[str, Any]:
+    """The schema-v1 body; keys given as None are left out (the schema's optional keys)."""
+    body: dict[str, Any] = {"v": wire.SCHEMA_VERSION, "ts": wire.format_ts(ts), "host": host}
+    optional = (
+        ("app", app),
+        ("pid", pid),
+        ("thread", thread),
+        ("logger", logger),
+        ("facility", facility),
+        ("severity", severity),
+        ("level", level),
+        ("msg", msg),
+        ("src", src),
+        ("fields", fields),
+        ("exc", exc),
+        ("stack", stack),
+    )
+    body.update((key, value) for key, value in optional if value is not None)
+    return body
+
+
+def record_to_dict(
+    record: logging.LogRecord,
+    *,
+    facility: str,
+    severity: str,
+    host: str,
+    app: str,
+    max_message: int = wire.DEFAULT_MAX_MESSAGE,
+    message: str | None = None,
+    exc: str | None = None,
+) -> dict[str, Any]:
+    """Body of the message for ``record`` (facility and severity already chosen).
+
+    ``message`` and ``exc`` are the formatted message and traceback when the
+    caller captured them already (the handler does, in the logging thread).
+    """
+    if exc is None and record.exc_info and record.exc_info[0] is not None:
+        exc = wire.record_exception(record)
+    elif exc is None and record.exc_text:
+        exc = record.exc_text
+    return record_body(
+        ts=record.created,
+        host=host,
+        app=app,
+        pid=record.process,
+        thread=record.threadName,
+        logger=record.name,
+        facility=facility,
+        severity=severity,
+        level=record.levelname,
+        msg=wire.truncate(wire.record_message(record) if message is None else message, max_message),
+        src={"file": record.pathname, "line": record.lineno, "func": record.funcName},
+        fields=wire.record_fields(record),
+        exc=None if exc is None else wire.truncate(exc, max_message),
+        stack=wire.truncate(record.stack_info, max_message) if record.stack_info else None,
+    )
+
+
+#: Cached parts of bodies kept at most (per kind); cleared when full.
+_PARTS_MAX = 4096
+_BASE_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
+#: Encoded constant parts of bodies: (host, app, pid, thread, logger, facility, severity,
+#: level) -> the bytes from "host" to "msg":, and (file, line, func) -> "src" to the end.
+_MIDDLES: dict[tuple[Any, ...], bytes] = {}
+_TAILS: dict[tuple[Any, ...], bytes] = {}
+_ts_bytes: tuple[int, bytes] = (-1, b"")
+
+
+def encode_record(
+    record: logging.LogRecord,
+    *,
+    facility: str,
+    severity: str,
+    host: str,
+    app: str,
+    max_message: int = wire.DEFAULT_MAX_MESSAGE,
+    message: str | None = None,
+    exc: str | None = None,
+) -> bytes:
+    """``wire.encode(record_to_dict(...))``, byte for byte, at a fraction of the cost.
+
+    The common record (no extras, traceback or stack; a message under the cap)
+    is one cached run of bytes per logger/thread/level and per call site, the
+    time and the message: ~1 µs instead of ~4 µs (the I/O thread shares the GIL
+    with the app, so this is the app's time too). Anything else takes the dict.
+    """
+    if message is None:
+        message = wire.record_message(record)
+    if (
+        exc is not None
+        or len(record.__dict__) != _BASE_ATTRS
+        or record.exc_info
+        or record.exc_text
+        or record.stack_info
+        or isinstance(record.msg, dict)
+        or record.process is None
+        or record.threadName is None
+        or len(message) * 4 > max_message
+    ):
+        return wire.encode(
+            record_to_dict(
+                record,
+                facility=facility,
+                severity=severity,
+                host=host,
+                app=app,
+                max_message=max_message,
+                message=message,
+                exc=exc,
+            )
+        )
+    try:
+        return b"".join(
+            (
+                b'{"v":1,"ts":"',
+                _ts_utf8(record.created),
+                b'",',
+                _middle(record, facility, severity, host, app),
+                orjson.dumps(message),
+                _tail(record),
+            )
+        )
+    except orjson.JSONEncodeError:  # lone surrogates: the json module's path
+        return wire.encode(
+            record_to_dict(
+                record,
+                facility=facility,
+                severity=severity,
+                host=host,
+                app=app,
+                max_message=max_message,
+                message=message,
+            )
+        )
+
+
+def _ts_utf8(epoch: float) -> bytes:
+    global _ts_bytes
+    second = int(epoch)
+    micros = round((epoch - second) * 1e6)
+    if second < 0 or micros >= 1_000_000:
+        return wire.format_ts(epoch).encode()
+    cached = _ts_bytes
+    if cached[0] != second:
+        cached = (second, wire.format_ts(second)[:-7].encode())
+        _ts_bytes = cached
+    return b"%b%06dZ" % (cached[1], micros)
+
+
+def _middle(record: logging.LogRecord, facility: str, severity: str, host: str, app: str) -> bytes:
+    key = (
+        host,
+        app,
+        record.process,
+        record.threadName,
+        record.name,
+        facility,
+        severity,
+        record.levelname,
+    )
+    middle = _MIDDLES.get(key)
+    if middle is None:
+        body = orjson.dumps(
+            {
+                "host": host,
+                "app": app,
+                "pid": record.process,
+                "thread": record.threadName,
+                "logger": record.name,
+                "facility": facility,
+                "severity": severity,
+                "level": record.levelname,
+                "msg": None,
+            }
+        )
+        middle = body[1 : -len(b"null}")]
+        if len(_MIDDLES) >= _PARTS_MAX:
+            _MIDDLES.clear()
+        _MIDDLES[key] = middle
+    return middle
+
+
+def _tail(record: logging.LogRecord) -> bytes:
+    key = (record.pathname, record.lineno, record.funcName)
+    tail = _TAILS.get(key)
+    if tail is None:
+        src = {"file": record.pathname, "line": record.lineno, "func": record.funcName}
+        tail = b"," + orjson.dumps({"src": src, "fields": {}})[1:]
+        if len(_TAILS) >= _PARTS_MAX:
+            _TAILS.clear()
+        _TAILS[key] = tail
+    return tail
+
+
+def parse_facilities(value: Mapping[str, str] | str | None) -> dict[str, str]:
+    """Logger-name prefix -> facility from a dict or an ``"a=b,c=d"`` string.
+
+    Raises ValueError for a part that is not ``prefix=facility``.
+    """
+    if not value:
+        return {}
+    if isinstance(value, str):
+        pairs: dict[str, str] = {}
+        for part in value.replace(";", ",").split(","):
+            if not part.strip():
+                continue
+            prefix, eq, facility = part.partition("=")
+            if not eq:
+                raise ValueError(f"facilities: {part.strip()!r} is not prefix=facility")
+            pairs[prefix.strip()] = facility.strip()
+        value = pairs
+    return {str(k): sev.normalize_facility(str(v)) for k, v in value.items()}
+
+
+class Encoder:
+    """Captured record -> ``Encoded`` (runs in the I/O thread, or in emit on overflow).
+
+    Never raises: a record that cannot be rendered still goes out, as an ``err``
+    record saying why.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        app: str,
+        facility: str,
+        facilities: Mapping[str, str],
+        max_message: int,
+        run: int,
+        id_prefix: str,
+    ) -> None:
+        self.host = host
+        self.app = app
+        self.facility = facility
+        self.facilities = dict(facilities)
+        self.max_message = max_message
+        self.run = run
+        self.id_prefix = id_prefix
+        self._facility_cache: dict[str, str] = {}
+
+    def facility_for(self, name: str) -> str:
+        """Facility of a logger name: longest matching prefix of the map, else the default."""
+        cached = self._facility_cache.get(name)
+        if cached is not None:
+            return cached
+        best = self.facility
+        best_len = -1
+        for prefix, facility in self.facilities.items():
+            matches = name == prefix or name.startswith(prefix + ".") or prefix == ""
+            if matches and len(prefix) > best_len:
+                best, best_len = facility, len(prefix)
+        if len(self._facility_cache) < 10_000:
+            self._facility_cache[name] = best
+        return best
+
+    def key_words(self, record: logging.LogRecord) -> tuple[str, str]:
+        """(facility, severity) of a record: its extras win over the map and the level."""
+        extra_facility = record.__dict__.get("facility")
+        facility = (
+            sev.normalize_facility(str(extra_facility))
+            if extra_facility
+            else self.facility_for(record.name)
+        )
+        extra_severity = record.__dict__.get("severity")
+        if isinstance(extra_severity, str):
+            try:
+                return facility, sev.parse_severity(extra_severity)
+            except ValueError:
+                pass
+        return facility, sev.severity_for_level(record.levelno, record.levelname)
+
+    def encode(self, captured: Captured) -> Encoded:
+        seq, record, message, exc = captured
+        try:
+            facility, severity = self.key_words(record)
+            body = encode_record(
+                record,
+                facility=facility,
+                severity=severity,
+                host=self.host,
+                app=self.app,
+                max_message=self.max_message,
+                message=message,
+                exc=exc,
+            )
+            if len(body) > self.max_message * 2 + 65536:  # huge fields: keep what matters
+                body = wire.encode(
+                    record_body(
+                        ts=record.created,
+                        host=self.host,
+                        app=self.app,
+                        pid=record.process,
+                        logger=record.name,
+                        facility=facility,
+                        severity=severity,
+                        level=record.levelname,
+                        msg=wire.truncate(message, self.max_message),
+                        fields={"_truncated": f"record was {len(body)} bytes"},
+                    )
+                )
+        except Exception as err:  # never lose a record to a rendering bug
+            facility, severity = self.facility, "err"
+            body = wire.encode(
+                record_body(
+                    ts=time.time(),
+                    host=self.host,
+                    app=self.app,
+                    facility=facility,
+                    severity=severity,
+                    msg=redact(f"{message} (record not renderable: {type(err).__name__}: {err})"),
+                )
+            )
+        return Encoded(
+            self.run,
+            seq,
+            f"{facility}.{severity}",
+            f"{self.id_prefix}{seq:x}",
+            int(record.created),
+            body,
+        )

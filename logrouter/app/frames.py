@@ -1,0 +1,171 @@
+"""AMQP publish frames written in one ``send()``: the only module that touches pika internals.
+
+pika spends most of a publish encoding ``BasicProperties`` field by field, and
+writes each frame (method, header, body) to the socket on its own: three
+syscalls per record. Our properties differ only by message_id and timestamp, so
+``FrameWriter`` marshals them itself and gathers a batch of publishes into one
+write through pika 1.x's private ``_adapter_emit_data`` hook (and its
+``_body_max_length`` and ``bytes_sent``). pika is pinned in pyproject.toml to the
+versions this is tested against; without the hook (or with ``fast=False``, or a
+body larger than one frame) publishing takes pika's own ``basic_publish``. The
+marshaled bytes are checked byte for byte against pika in tests/unit/test_frames.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from typing import Any
+
+import pika
+import pika.frame
+import pika.spec
+
+from logrouter import batchwire, wire
+
+_FRAME_END = b"\xce"
+_CONTENT_TYPE, _ENCODING, _DELIVERY_MODE = 1 << 15, 1 << 14, 1 << 12
+_MESSAGE_ID, _TIMESTAMP, _USER_ID, _APP_ID = 1 << 7, 1 << 6, 1 << 4, 1 << 3
+_CONSTANT_PROPS = b"\x10application/json\x05utf-8\x02"  # type, encoding, persistent
+
+
+def shortstr(value: str) -> bytes:
+    """AMQP short string (cut to 255 bytes)."""
+    data = value.encode("utf-8")[:255]
+    return bytes((len(data),)) + data
+
+
+def publish_method_frame(channel: int, exchange: str, routing_key: str) -> bytes:
+    """Marshaled basic.publish method frame (cached per routing key)."""
+    method = pika.spec.Basic.Publish(exchange=exchange, routing_key=routing_key)
+    return bytes(pika.frame.Method(channel, method).marshal())
+
+
+def property_tail(app_id: str, user_id: str | None) -> tuple[int, bytes]:
+    """(property flags, marshaled user_id + app_id): the properties after the timestamp."""
+    flags = _CONTENT_TYPE | _ENCODING | _DELIVERY_MODE | _MESSAGE_ID | _TIMESTAMP | _APP_ID
+    tail = shortstr(app_id)
+    if user_id is not None:
+        flags |= _USER_ID
+        tail = shortstr(user_id) + tail
+    return flags, tail
+
+
+def content_frames(
+    channel: int, body: bytes, message_id: str, timestamp: int, tail: tuple[int, bytes]
+) -> bytes:
+    """Content header + one body frame, as pika would marshal them for our properties."""
+    flags, rest = tail
+    props = _CONSTANT_PROPS + shortstr(message_id) + struct.pack(">Q", timestamp) + rest
+    header = struct.pack(">HHQH", 60, 0, len(body), flags) + props
+    head = struct.pack(">BHI", 2, channel, len(header)) + header + _FRAME_END
+    if not body:
+        return head
+    return b"".join((head, struct.pack(">BHI", 3, channel, len(body)), body, _FRAME_END))
+
+
+def properties(message_id: str, timestamp: int, app_id: str, user_id: str | None) -> Any:
+    """pika's BasicProperties for one record (the fallback path)."""
+    return pika.BasicProperties(
+        content_type=wire.CONTENT_TYPE,
+        content_encoding="utf-8",
+        delivery_mode=2,
+        message_id=message_id,
+        timestamp=timestamp,
+        user_id=user_id,
+        app_id=app_id,
+    )
+
+
+class FrameWriter:
+    """Publishes bodies on one channel; a batch goes to the socket in one write.
+
+    Use as ``with writer: writer.publish(...)`` from the I/O thread.
+    """
+
+    def __init__(
+        self,
+        conn: Any,
+        channel: Any,
+        exchange: str,
+        *,
+        app_id: str,
+        user_id: str | None,
+        fast: bool = True,
+    ) -> None:
+        self._conn = conn
+        self._channel = channel
+        self._exchange = exchange
+        self._app_id = app_id
+        self._user_id = user_id
+        self._number: int = channel.channel_number
+        self._tail = property_tail(app_id, user_id)
+        self._methods: dict[str, bytes] = {}
+        self._fast = fast and hasattr(conn, "_adapter_emit_data")
+        self._body_max: int = (getattr(conn, "_body_max_length", None) or 0) if self._fast else 0
+        self._frames: list[bytes] | None = None
+
+    @property
+    def fast(self) -> bool:
+        return self._fast
+
+    def __enter__(self) -> FrameWriter:
+        self._gather()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._emit()
+
+    def publish(self, routing_key: str, body: bytes, message_id: str, timestamp: int) -> None:
+        """One message: gathered into the batch, or through pika (keeping wire order)."""
+        frames = self._frames
+        if frames is not None and len(body) <= self._body_max:
+            method = self._methods.get(routing_key)
+            if method is None:
+                method = publish_method_frame(self._number, self._exchange, routing_key)
+                self._methods[routing_key] = method
+            frames.append(method)
+            frames.append(content_frames(self._number, body, message_id, timestamp, self._tail))
+            return
+        self._emit()
+        self._channel.basic_publish(
+            self._exchange,
+            routing_key,
+            body,
+            properties(message_id, timestamp, self._app_id, self._user_id),
+        )
+        self._gather()
+
+    def publish_batch(
+        self, routing_key: str, body: bytes, message_id: str, timestamp: int, count: int
+    ) -> None:
+        """One batch message (``logrouter.batchwire``) through pika, keeping wire order.
+
+        Its properties differ from a record's (content type, count header), and
+        pika's cost is paid once for many records.
+        """
+        self._emit()
+        props = properties(message_id, timestamp, self._app_id, self._user_id)
+        props.content_type = batchwire.CONTENT_TYPE
+        props.headers = batchwire.headers(count)
+        self._channel.basic_publish(self._exchange, routing_key, body, props)
+        self._gather()
+
+    def _gather(self) -> None:
+        if not self._fast:
+            return
+        frames: list[bytes] = []
+        self._conn._adapter_emit_data = frames.append
+        self._frames = frames
+
+    def _emit(self) -> None:
+        frames, self._frames = self._frames, None
+        if frames is None:
+            return
+        conn = self._conn
+        with contextlib.suppress(AttributeError):
+            del conn._adapter_emit_data  # back to the class's method
+        if frames and conn.is_open:
+            data = b"".join(frames)
+            conn.bytes_sent += len(data)
+            conn._adapter_emit_data(data)

@@ -1,0 +1,380 @@
+"""``logrouter.RabbitHandler``: a logging handler that never blocks the app.
+
+``emit()`` = prepare + enqueue: it freezes what cannot wait (the formatted
+message and traceback) and puts the record in the ``Outbox`` (no I/O unless the
+buffer is full). The I/O thread (``Publisher``) encodes (``Encoder``), publishes
+with streaming confirms (``FrameWriter``), spools to disk while the broker is
+away and replays in order. Data flows one way: handler -> encoder -> outbox ->
+publisher -> frames. See docs/handler.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import encodings.idna  # noqa: F401  (see _preload below)
+import itertools
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+
+from logrouter import severity as sev
+from logrouter import wire
+from logrouter.app.encoder import Captured, Encoder, parse_facilities
+from logrouter.app.outbox import Outbox
+from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, parse_mode
+from logrouter.app.publisher import Publisher, report
+from logrouter.app.ratelimit import RateLimiter, RateLimitSettings, key_function
+from logrouter.app.spools import SpoolDir
+from logrouter.connection import DEFAULT_EXCHANGE, DEFAULT_URL, BrokerSettings
+
+# The I/O thread must import nothing lazily: a fork taken while a thread holds a
+# module's import lock leaves that lock held forever in the child. pika resolves
+# host names in a helper thread, and ``getaddrinfo`` imports ``encodings.idna`` on
+# first use; under ``gunicorn --preload`` a worker forked during that import never
+# connected (issue 11). Hence the import above, in the importing thread.
+
+__all__ = ["DEFAULT_BUFFER", "RabbitHandler", "default_spool_path"]
+
+#: Loggers whose records are never published (no feedback loop, FIELD-NOTE 7).
+IGNORED_LOGGERS = frozenset({"pika", "logrouter"})
+DEFAULT_BUFFER = 25_000  # ~0.7 KB each: bounded at ~17 MB; absorbs a burst without spooling
+DEFAULT_SPOOL_MAX = 256 << 20
+DEFAULT_LINGER_MS = 5.0
+#: Seconds between two looks for due rate-limit summaries from emit (the I/O thread
+#: also looks every tick).
+SUMMARY_CHECK = 0.5
+
+_handlers: weakref.WeakSet[RabbitHandler] = weakref.WeakSet()
+#: State a forked child inherited: kept referenced, never closed (see _after_fork).
+_inherited: list[object] = []
+
+
+def default_spool_path(app: str, exchange: str = DEFAULT_EXCHANGE) -> Path:
+    """A per-user cache directory keyed by the app name and the exchange.
+
+    Keyed by the exchange too, so that records spooled for one exchange are never
+    replayed into another (say, the next test run's exchange). Each process of the
+    app keeps its own spool file in it.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+
+    def safe(text: str) -> str:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:100] or "_"
+
+    suffix = "" if exchange == DEFAULT_EXCHANGE else f"@{safe(exchange)}"
+    return Path(base) / "logrouter" / f"spool-{safe(app)}{suffix}"
+
+
+def _default_app() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = os.path.basename(argv0)
+    if name in ("", "-c", "__main__.py"):
+        return "python"
+    return name.removesuffix(".py") or "python"
+
+
+class RabbitHandler(logging.Handler):
+    """Publish every record to a RabbitMQ topic exchange as ``facility.severity``.
+
+    Every option is a plain string or number (dictConfig, fileConfig, Django).
+    Raises ValueError / BadURL for a bad option at construction, never later.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        exchange: str = DEFAULT_EXCHANGE,
+        facility: str = sev.DEFAULT_FACILITY,
+        facilities: Mapping[str, str] | str | None = None,
+        app: str | None = None,
+        buffer_size: int | str = DEFAULT_BUFFER,
+        spool: str | None = None,
+        spool_max_bytes: int | str = DEFAULT_SPOOL_MAX,
+        flush_timeout: float | str = 5.0,
+        max_message: int | str = wire.DEFAULT_MAX_MESSAGE,
+        heartbeat: int | str = 10,
+        reconnect_max: float | str = 5.0,
+        fast_frames: bool | str = True,
+        batch: str = "off",
+        linger_ms: float | str = DEFAULT_LINGER_MS,
+        batch_records: int | str = DEFAULT_MAX_RECORDS,
+        batch_bytes: int | str = DEFAULT_MAX_BYTES,
+        rate_limit: float | str | None = None,
+        burst: int | str | None = None,
+        rate_limit_key: str | None = None,
+        rate_limit_exempt: str | None = None,
+        rate_limit_interval: float | str | None = None,
+        level: int | str = logging.NOTSET,
+    ) -> None:
+        super().__init__(level)
+        url = url or os.environ.get("LOGROUTER_URL") or DEFAULT_URL
+        self.settings = BrokerSettings.from_url(
+            url, exchange=exchange, heartbeat=int(heartbeat), client_name="logrouter-handler"
+        )
+        self.facility = sev.normalize_facility(facility)
+        self.facilities = parse_facilities(facilities)
+        self.app = app or _default_app()
+        self.buffer_size = max(2, int(buffer_size))
+        self.spool_path: Path | None = (
+            None
+            if spool == ""
+            else Path(spool)
+            if spool
+            else default_spool_path(self.app, self.settings.exchange)
+        )
+        self.spool_max_bytes = (
+            DEFAULT_SPOOL_MAX if spool_max_bytes in (None, "") else int(spool_max_bytes)
+        )
+        self.flush_timeout = float(flush_timeout)
+        self.max_message = int(max_message)
+        self.reconnect_max = float(reconnect_max)
+        self.fast_frames = str(fast_frames).lower() not in ("false", "0", "no", "off")
+        self.batch = parse_mode(batch)
+        self.linger = float(linger_ms) / 1000.0
+        self.batch_records = int(batch_records)
+        self.batch_bytes = int(batch_bytes)
+        if self.linger < 0 or self.batch_records < 1 or self.batch_bytes < 1:
+            raise ValueError(
+                "linger_ms must be >= 0, batch_records and batch_bytes >= 1"
+                f" (got {linger_ms!r}, {batch_records!r}, {batch_bytes!r})"
+            )
+        self.rate_limit = RateLimitSettings.from_options(
+            rate_limit, burst, rate_limit_key, rate_limit_exempt, rate_limit_interval
+        )
+        self.host = socket.gethostname()
+        self._closed = False
+        self._forked = False
+        self._fresh_state()
+        _handlers.add(self)
+
+    def _fresh_state(self) -> None:
+        """Per-process state: created at init and again in a forked child."""
+        run = time.time_ns()
+        self._seq = itertools.count(1)
+        encoder = Encoder(
+            host=self.host,
+            app=self.app,
+            facility=self.facility,
+            facilities=self.facilities,
+            max_message=self.max_message,
+            run=run,
+            id_prefix=uuid.uuid4().hex[:16],
+        )
+        spools = (
+            None
+            if self.spool_path is None
+            else SpoolDir(self.spool_path, self.spool_max_bytes, name=f"p{os.getpid()}-{run}")
+        )
+        self._outbox = Outbox(encoder, spools, buffer_size=self.buffer_size, report=report)
+        self._publisher: Publisher | None = None
+        limit = self.rate_limit
+        self._limiter = (
+            None
+            if limit is None
+            else RateLimiter(limit, key_function(limit.key, encoder.key_words))
+        )
+        #: The limiter's summaries are looked for (in emit) from this ``created`` on.
+        self._summaries_at = 0.0
+        self._start_lock = threading.Lock()
+
+    # ---- public ----------------------------------------------------------------
+
+    @property
+    def dropped(self) -> int:
+        """Records lost because the buffer was full and the spool off, full or unusable."""
+        return self._outbox.dropped
+
+    @property
+    def stats(self) -> dict[str, int]:
+        pub = self._publisher
+        return {
+            "buffered": len(self._outbox.buffer),
+            "published": pub.published if pub else 0,
+            "confirmed": pub.confirmed if pub else 0,
+            "messages": pub.messages if pub else 0,
+            "spooled": self._outbox.spooled,
+            "dropped": self.dropped,
+            "suppressed": self._limiter.suppressed if self._limiter else 0,
+        }
+
+    @property
+    def suppressed_by_key(self) -> dict[str, int]:
+        """Records the rate limit suppressed, by key, as its summaries reported them."""
+        return dict(self._limiter.by_key) if self._limiter else {}
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """As logging.Handler.handle, minus the lock: emit() is thread-safe by itself."""
+        if self.filters and not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Freeze the record and put it in the outbox; never blocks, never raises."""
+        try:
+            if record.name.partition(".")[0] in IGNORED_LOGGERS:
+                return
+            limiter = self._limiter
+            if limiter is not None:
+                if record.created >= self._summaries_at:
+                    self._summarize(record.created)
+                if not limiter.allow(record):  # before any encoding: a cheap no
+                    return
+            message = wire.record_message(record)
+            exc = wire.record_exception(record) if record.exc_info or record.exc_text else None
+            self._outbox.put(Captured(next(self._seq), record, message, exc))
+            pub = self._publisher
+            if pub is None:
+                self._start()
+            elif pub.sleeping:
+                pub.sleeping = False
+                pub.wake()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        """Wait up to ``flush_timeout`` for every record to be confirmed; spool the rest.
+
+        Pending rate-limit summaries are sent first.
+        """
+        if self._closed:
+            return
+        self._summarize(time.time(), everything=True)
+        self._wait(self.flush_timeout, spool_rest=True)
+
+    def close(self) -> None:
+        """Flush (bounded), spool what is left, stop the I/O thread. Idempotent."""
+        if self._closed:
+            super().close()
+            return
+        with contextlib.suppress(Exception):  # closing must not fail on a summary
+            self._summarize(time.time(), everything=True)
+        self._closed = True
+        try:
+            pub = self._publisher
+            stopped = True
+            if pub is not None:
+                self._wait(self.flush_timeout, spool_rest=False)
+                stopped = pub.stop(timeout=2.0)
+            if stopped:
+                self._outbox.close()
+        finally:
+            super().close()
+
+    # ---- internals -----------------------------------------------------------------
+
+    def _wait(self, timeout: float, *, spool_rest: bool) -> None:
+        pub = self._publisher
+        if pub is None:
+            return
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        while not pub.idle():
+            if pub.unavailable or time.monotonic() >= deadline:
+                # The broker is away (or slow): keep the records on disk, don't wait.
+                if spool_rest:
+                    pub.spill_all(timeout=max(1.0, deadline - time.monotonic()))
+                return
+            if pub.sleeping and self._outbox.buffer:
+                pub.sleeping = False
+                pub.wake()
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
+
+    def _summarize(self, now: float, *, everything: bool = False) -> None:
+        """Put the rate limit's due summary records in the outbox (any thread)."""
+        limiter = self._limiter
+        if limiter is None:
+            return
+        self._summaries_at = now + SUMMARY_CHECK
+        if not limiter.active:
+            return
+        for suppression in limiter.due(now, everything=everything):
+            record = suppression.record(limiter.settings)
+            self._outbox.put(Captured(next(self._seq), record, record.getMessage(), None))
+            pub = self._publisher
+            if pub is None:
+                self._start()
+            elif pub.sleeping:
+                pub.sleeping = False
+                pub.wake()
+
+    def _tick(self) -> None:
+        """The I/O thread's periodic call: a flood that ended while the app is quiet
+        still gets its summary."""
+        self._summarize(time.time())
+
+    def _start(self) -> None:
+        """Start the I/O thread once. Non-blocking: a signal handler that logs while
+        this thread holds the lock returns at once (its record waits in the outbox)."""
+        if not self._start_lock.acquire(blocking=False):
+            return
+        try:
+            if self._publisher is not None:
+                return
+            pub = Publisher(
+                self.settings,
+                self._outbox,
+                app_id=self.app,
+                reconnect_max=self.reconnect_max,
+                fast_frames=self.fast_frames,
+                batch=self.batch == "auto",
+                linger=self.linger,
+                batch_records=self.batch_records,
+                batch_bytes=self.batch_bytes,
+                on_tick=self._tick if self._limiter is not None else None,
+            )
+            self._publisher = pub
+            pub.start()
+            if self._forked:
+                # multiprocessing children leave through os._exit(): no atexit there.
+                # (Registered now: multiprocessing clears its registry right after fork.)
+                mp_util = sys.modules.get("multiprocessing.util")
+                if mp_util is not None:
+                    mp_util.Finalize(self, self.close, exitpriority=100)
+        finally:
+            self._start_lock.release()
+
+    def _after_fork(self) -> None:
+        """In a forked child: fresh machinery; the parent's stays untouched.
+
+        The parent's outbox (with its SQLite connection) and publisher are kept
+        referenced and never closed here: closing an inherited SQLite connection
+        can drop locks of, and checkpoint, a database the parent still writes.
+        Only the parent's spool lock descriptor is closed (not unlocked).
+        """
+        old = self._outbox
+        if old.spools is not None:
+            old.spools.forget_after_fork()
+        _inherited.append((old, self._publisher))
+        self._fresh_state()
+        self._closed = False
+        self._forked = True
+
+    def __repr__(self) -> str:
+        return f"<RabbitHandler {self.settings.describe()} exchange={self.settings.exchange}>"
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_handlers):
+        handler._after_fork()
+
+
+def _at_exit() -> None:
+    for handler in list(_handlers):
+        with contextlib.suppress(Exception):
+            handler.close()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)

@@ -1,0 +1,288 @@
+"""What waits to be published: bounded buffer, disk spool, overflow, in logging order.
+
+``emit()`` puts captured records here (``put``); the I/O thread takes them out
+encoded, oldest first (``take``), and hands back what the broker confirmed,
+nacked, or left unconfirmed when a connection was lost. The outbox decides what
+goes to the spool and when (spill policy), and merges the spool, the buffer and
+records re-queued after a nack or a lost connection by their logging position
+``(run, seq)``.
+
+Threads: ``put``, ``dropped`` and ``stats`` run in any thread; everything else in
+the I/O thread. Spool writes from both sides and the drop counter share one lock
+(re-entrant: a signal handler that logs while the lock is held must not hang).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from logrouter.app.encoder import Captured, Encoded, Encoder
+from logrouter.app.spool import Spool, SpoolEntry
+from logrouter.app.spools import SpoolDir
+
+SPILL_BATCH = 2000
+SPOOL_READ = 1000
+OVERFLOW_BATCH = 256
+#: A spool that cannot be opened is tried again after this long (doubling, capped).
+OPEN_RETRY = (1.0, 30.0)
+#: The I/O thread releases the GIL at least this often (seconds) while it spills, so
+#: that a logging thread never waits a whole switch interval (5 ms) behind it.
+YIELD_INTERVAL = 0.0005
+
+
+def _position(item: Encoded) -> tuple[int, int]:
+    return (item.run, item.seq)
+
+
+def _entry(item: Encoded) -> SpoolEntry:
+    return (item.run, item.seq, item.routing_key, item.message_id, item.timestamp, item.body)
+
+
+class Outbox:
+    """Bounded in-memory buffer in front of an optional per-process disk spool."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        spools: SpoolDir | None,
+        *,
+        buffer_size: int,
+        report: Callable[[str], None],
+    ) -> None:
+        self.encoder = encoder
+        self.spools = spools
+        self.buffer_size = buffer_size
+        self.buffer: deque[Captured] = deque()
+        self._report = report
+        self._lock = threading.RLock()
+        self.dropped = 0
+        self.spooled = 0
+        #: Bumped by every spool write; replay compares it to what it has read.
+        self._writes = 0
+        self._seen = 0
+        #: Oldest position written since replay last looked (None: nothing older).
+        self._rewind: tuple[int, int] | None = None
+        self._overflow: list[SpoolEntry] = []
+        self._open_error = ""
+        self._open_retry_at = 0.0
+        self._open_delay = OPEN_RETRY[0]
+        # I/O thread only:
+        self._retry: deque[Encoded] = deque()
+        self._ahead: deque[Encoded] = deque()
+        self._cursor: tuple[int, int] = (-1, -1)
+        self._done: list[tuple[int, int]] = []
+        self._last_yield = 0.0
+
+    # ---- any thread -----------------------------------------------------------------
+
+    def put(self, captured: Captured) -> bool:
+        """Append a record; False when the buffer was full (spooled or counted instead)."""
+        if len(self.buffer) < self.buffer_size:
+            self.buffer.append(captured)
+            return True
+        entry = _entry(self.encoder.encode(captured))
+        with self._lock:
+            if self.spool() is None:
+                self.dropped += 1
+                return False
+            self._overflow.append(entry)
+            if len(self._overflow) >= OVERFLOW_BATCH:
+                self._flush_overflow()
+        return False
+
+    def spool(self) -> Spool | None:
+        """This process's spool, opened on first need; None while off or unusable."""
+        spools = self.spools
+        if spools is None:
+            return None
+        if spools.spool is not None:
+            return spools.spool
+        with self._lock:
+            if spools.spool is None and time.monotonic() >= self._open_retry_at:
+                try:
+                    spools.open_own()
+                    self._open_delay = OPEN_RETRY[0]
+                except Exception as exc:  # retried later; records wait in memory meanwhile
+                    self._open_retry_at = time.monotonic() + self._open_delay
+                    self._open_delay = min(self._open_delay * 2, OPEN_RETRY[1])
+                    text = f"spool {spools.path} unusable (retrying): {type(exc).__name__}: {exc}"
+                    if text != self._open_error:
+                        self._open_error = text
+                        self._report(text)
+            return spools.spool
+
+    # ---- the I/O thread ---------------------------------------------------------------
+
+    def adopt(self) -> None:
+        """Take over the spools of dead processes of this app (their rows replay first)."""
+        if self.spools is None:
+            return
+        try:
+            moved = self.spools.adopt()
+        except Exception as exc:
+            self._report(f"cannot adopt spools in {self.spools.path}: {type(exc).__name__}: {exc}")
+            return
+        if moved:
+            with self._lock:
+                self._writes += 1
+                self._rewind = (-1, -1)
+
+    def idle(self) -> bool:
+        """Nothing waits: buffer, re-queued records, unread spool rows, overflow."""
+        return not (
+            self.buffer
+            or self._retry
+            or self._ahead
+            or self._overflow
+            or self._writes != self._seen
+        )
+
+    def take(self) -> Encoded | None:
+        """The oldest record not yet published: re-queued ones, then spool and buffer merged."""
+        if self._retry:
+            return self._retry.popleft()
+        ahead = self._ahead
+        buffer = self.buffer
+        for attempt in range(3):
+            if self._overflow:
+                with self._lock:
+                    self._flush_overflow()  # older than what the buffer holds now
+            if self._rewind is not None:
+                self._apply_rewind()
+            if not ahead and self._writes != self._seen:
+                self._read_spool()
+            if ahead and not (buffer and (self.encoder.run, buffer[0].seq) < _position(ahead[0])):
+                return ahead.popleft()
+            if not buffer:
+                return None
+            captured = buffer.popleft()
+            if attempt < 2 and (self._overflow or self._rewind is not None):
+                # emit() spilled an older record meanwhile: take that one first.
+                buffer.appendleft(captured)
+                continue
+            return self.encoder.encode(captured)
+        return None
+
+    def confirmed(self, items: Iterable[Encoded]) -> None:
+        """The broker stored these: their spool rows go at the next ``sweep``."""
+        self._done.extend((i.spool_id, len(i.body)) for i in items if i.spool_id is not None)
+
+    def retry(self, items: Iterable[Encoded]) -> None:
+        """Nacked: publish these again, after the records already waiting for a retry."""
+        self._retry.extend(items)
+
+    def rewind(self, items: Iterable[Encoded]) -> None:
+        """Unconfirmed when the channel went away: back in front, in logging order."""
+        merged = [*items, *self._retry]
+        if merged:
+            merged.sort(key=_position)
+            self._retry = deque(merged)
+
+    def sweep(self) -> None:
+        """Delete confirmed spool rows (one transaction)."""
+        if self._done:
+            spool = self.spools.spool if self.spools else None
+            if spool is not None:
+                spool.delete(self._done)
+            self._done = []
+
+    def maybe_spill(self, down_for: float) -> None:
+        """Broker away or blocked: move records to the spool beyond half the buffer,
+        or all of them once it has been away for a second."""
+        if len(self.buffer) > self.buffer_size // 2 or (self.buffer and down_for > 1.0):
+            self.spill(everything=False)
+
+    def spill(self, *, everything: bool, final: bool = False) -> None:
+        """Move records from memory to the spool, in batches (one transaction each).
+
+        ``everything`` takes re-queued records and the whole buffer; ``final`` (the
+        thread stops) counts what has nowhere to go as dropped.
+        """
+        if everything:
+            with self._lock:
+                self._flush_overflow()
+        if self.spool() is None:
+            if final:
+                with self._lock:
+                    self.dropped += len(self.buffer) + len(self._retry)
+                self.buffer.clear()
+                self._retry.clear()
+            return
+        if everything:
+            retry = [_entry(item) for item in self._retry if item.spool_id is None]
+            self._retry.clear()
+            self._store(retry)  # unconfirmed records from memory too (duplicates are harmless)
+            self._ahead.clear()
+            self._cursor = (-1, -1)
+            with self._lock:
+                self._seen = -1
+        buffer = self.buffer
+        encode = self.encoder.encode
+        while buffer:
+            batch: list[SpoolEntry] = []
+            while buffer and len(batch) < SPILL_BATCH:
+                batch.append(_entry(encode(buffer.popleft())))
+                if not len(batch) % 8:
+                    self._yield_gil()
+            self._store(batch)
+            if not everything and len(buffer) <= self.buffer_size // 4:
+                break
+
+    def close(self) -> None:
+        """Close the spool (deleted when empty)."""
+        if self.spools is not None:
+            self.spools.close()
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _store(self, entries: list[SpoolEntry]) -> None:
+        """Write to the spool (any thread, lock held or not) and account for it."""
+        spool = self.spool()
+        if not entries:
+            return
+        rejected = spool.append(entries) if spool is not None else entries
+        first = min((e[0], e[1]) for e in entries)
+        with self._lock:
+            self._writes += 1
+            self.spooled += len(entries) - len(rejected)
+            self.dropped += len(rejected)
+            if self._rewind is None or first < self._rewind:
+                self._rewind = first
+
+    def _flush_overflow(self) -> None:
+        """Write the overflow batch (lock held: the I/O thread, which flushes it before
+        taking a newer record, never publishes past a record on its way to the spool)."""
+        pending, self._overflow = self._overflow, []
+        self._store(pending)
+
+    def _apply_rewind(self) -> None:
+        """Rows older than what replay already read were written: read again from there."""
+        with self._lock:
+            rewind, self._rewind = self._rewind, None
+        if rewind is not None and rewind <= self._cursor:
+            self._cursor = (rewind[0], rewind[1] - 1)
+            self._ahead.clear()  # re-read in order (duplicates are harmless)
+            with self._lock:
+                self._seen = -1  # and do read, whatever the write counter says
+
+    def _read_spool(self) -> None:
+        spool = self.spools.spool if self.spools else None
+        if spool is None:
+            self._seen = self._writes
+            return
+        writes = self._writes
+        rows = spool.read(self._cursor, SPOOL_READ)
+        if rows:
+            self._cursor = (rows[-1].run, rows[-1].seq)
+            self._ahead.extend(Encoded(*row[1:], spool_id=row.id) for row in rows)
+        else:
+            self._seen = writes
+
+    def _yield_gil(self) -> None:
+        now = time.perf_counter()
+        if now - self._last_yield >= YIELD_INTERVAL:
+            time.sleep(0)
+            self._last_yield = time.perf_counter()
