@@ -38,7 +38,7 @@ from typing import Any, BinaryIO, NamedTuple, TypeVar
 from logrouter.record_filter import RecordFilter, record_key
 from logrouter.sinks.archive import SUFFIX
 from logrouter.timespec import ts_key
-from logrouter.wire import parse_object
+from logrouter.wire import UndecodableMessage, parse_object
 
 READ_CHUNK = 1 << 16
 #: Members decompressed ahead of the parser, per open file.
@@ -256,9 +256,14 @@ def _raw_entries(
     wants = query.wants
     for data, _end in read_ahead(members(path, 0, on_error)):
         for line in query.candidates(data):
-            record = parse_object(line)
+            try:
+                record = parse_object(line)
+            except UndecodableMessage as exc:
+                record, why = None, str(exc)
+            else:
+                why = "not a JSON object"
             if record is None:
-                on_error(f"{path}: a line that is not a JSON object; skipped")
+                on_error(f"{path}: a line that cannot be read ({why}); skipped")
                 continue
             key = record_key(record, first)
             if not first <= key < end:
