@@ -63,6 +63,12 @@ COUNTERS: tuple[CounterSpec, ...] = (
         "Failed write/flush attempts (retried).",
         None,
     ),
+    CounterSpec(
+        "expired",
+        "logrouter_files_expired_total",
+        "Files deleted by keep (retention).",
+        None,
+    ),
 )
 COUNTER_NAMES: tuple[str, ...] = tuple(spec.name for spec in COUNTERS)
 #: The counters ``logrouter stats`` shows, in column order.
@@ -82,6 +88,7 @@ class SinkCounters:
     filtered: int = 0
     reconnects: int = 0
     write_errors: int = 0
+    expired: int = 0  # files deleted by ``keep`` (retention)
     last_error: str | None = None
     state: str = "starting"
 

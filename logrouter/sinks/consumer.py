@@ -338,6 +338,9 @@ class Sink:
         counters.duplicates += outcome.duplicates
         counters.filtered += outcome.filtered
         counters.acked += len(pending)
+        take_expired = getattr(self._writer, "take_expired", None)
+        if take_expired is not None:
+            counters.expired += take_expired()
         if counters.state == "backing-off":
             self.log.info("writing again", queue=self.config.queue)
         counters.state = "running"
