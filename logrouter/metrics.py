@@ -40,6 +40,11 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("reconnects", "logrouter_reconnects_total", "Broker connections re-established."),
     ("filtered", "logrouter_records_filtered_total", "Records acked but not selected on re-check."),
     ("write_errors", "logrouter_write_errors_total", "Failed write/flush attempts (retried)."),
+    (
+        "suppressed",
+        "logrouter_records_suppressed_total",
+        "Records apps suppressed (rate_limit), as their summary records report.",
+    ),
 )
 LATENCY_METRIC = "logrouter_batch_latency_seconds"
 DEFAULT_BUCKETS: tuple[float, ...] = (

@@ -33,7 +33,7 @@ import pika.exceptions
 from logrouter import batchwire, log, topology, wire
 from logrouter.connection import BrokerSettings, describe_error
 from logrouter.sinks.base import Writer
-from logrouter.sinks.batch import Batch, Delivery, Outcome, classify_pending
+from logrouter.sinks.batch import Batch, Delivery, Outcome, classify_pending, suppressed_in
 from logrouter.sinks.dedup import DedupKey, DedupWindow
 from logrouter.sinks.journal import Journal
 from logrouter.sinks.writers import make_writer
@@ -87,6 +87,8 @@ class SinkCounters:
     rejected: int = 0
     duplicates: int = 0
     filtered: int = 0
+    #: records apps suppressed by rate_limit, from the summary records written
+    suppressed: int = 0
     reconnects: int = 0
     write_errors: int = 0
     last_error: str | None = None
@@ -369,6 +371,7 @@ class Sink:
         self._channel.basic_ack(delivery_tag=last_tag, multiple=True)
         counters = self.counters
         counters.written += len(outcome.records) - len(refused)
+        counters.suppressed += suppressed_in(outcome.records)
         counters.duplicates += outcome.duplicates
         counters.filtered += outcome.filtered
         counters.acked += len(pending)
