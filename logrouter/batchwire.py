@@ -74,6 +74,30 @@ def encode_batch(lines: Sequence[bytes]) -> bytes:
     return b"\n".join(lines) + b"\n" if lines else b""
 
 
+def linable(body: bytes) -> bool:
+    """True when ``body`` can be a batch line: a one-line compact JSON object."""
+    return body[:1] == b"{" and body[-1:] == b"}" and b"\n" not in body
+
+
+def encode_records(records: Sequence[tuple[bytes, str]]) -> bytes:
+    """``encode_batch([record_line(body, id) ...])``, faster (pure; the packer's hot path).
+
+    Every body must pass ``linable`` (else ``ValueError``).
+    """
+    parts: list[bytes] = []
+    append = parts.append
+    for body, record_id in records:
+        if body[:1] != b"{" or body[-1:] != b"}" or b"\n" in body:
+            raise ValueError("a batch line must be a one-line JSON object")
+        if not body.isascii() and has_separator(body):
+            body = one_line(body)
+        if len(body) > 2 and record_id.isascii() and record_id.isalnum():  # ours: hex ids
+            append(b'%b,"id":"%b"}\n' % (body[:-1], record_id.encode("ascii")))
+        else:
+            append(record_line(body, record_id) + b"\n")
+    return b"".join(parts)
+
+
 def batch_message_id(first_id: str, count: int) -> str:
     """``message_id`` of a batch message: its first record's id, ``+``, the count."""
     return f"{first_id}+{count}"
