@@ -379,6 +379,7 @@ def end_to_end(tmp: Path) -> dict[str, tuple[float, float | None]]:
 
     run("RabbitHandler (confirmed)", lambda r: ours(r, {}))
     run("RabbitHandler (confirmed), buffer_size=5000", lambda r: ours(r, {"buffer_size": 5_000}))
+    run("RabbitHandler (confirmed), batch=auto", lambda r: ours(r, {"batch": "auto"}))
     return results
 
 
