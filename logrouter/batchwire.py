@@ -186,12 +186,13 @@ def split_batch(
             except decode_error:
                 try:
                     parsed = wire.parse_object_slow(line)
-                except RecursionError:  # nested too deep for the json module
-                    parsed = None
+                except wire.UndecodableMessage as exc:  # nested too deep for any decoder
+                    parsed = exc
         if not isinstance(parsed, dict) or not parsed:
-            out.append(
-                BatchRecord(index, fallback_id, None, line, f"line {number}: not a JSON object")
+            why = (
+                str(parsed) if isinstance(parsed, wire.UndecodableMessage) else "not a JSON object"
             )
+            out.append(BatchRecord(index, fallback_id, None, line, f"line {number}: {why}"))
             index += 1
             continue
         record: dict[str, Any] = parsed

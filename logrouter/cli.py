@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from logrouter import __version__, exitcodes
+from logrouter.render import OUTPUTS
 
 CONFIG_ENV = "LOGROUTER_CONFIG"
 SYSTEM_CONFIG = Path("/etc/logrouter/routing.toml")
@@ -43,6 +44,22 @@ def _add_url(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="broker URL(s), space-separated for failover (default: $LOGROUTER_URL or config)",
     )
+
+
+def _add_archive_query(parser: argparse.ArgumentParser) -> None:
+    """What ``query`` and ``replay`` select: selector, archive, time range, filters."""
+    parser.add_argument("selector", nargs="?", default="*.*", help="selector, e.g. '*.err'")
+    parser.add_argument("--config", type=Path, default=None, help="config naming the archive")
+    parser.add_argument("--sink", default=None, help="archive sink of the config to read")
+    parser.add_argument("--dir", type=Path, default=None, help="archive directory to read")
+    parser.add_argument("--since", default=None, help="e.g. 2026-11-30T12:00Z, today, -2h")
+    parser.add_argument("--until", default=None, help="end of the range (exclusive)")
+    parser.add_argument(
+        "--field", action="append", default=[], metavar="KEY=VALUE", help="e.g. fields.order=42"
+    )
+    parser.add_argument("--grep", default=None, metavar="REGEX", help="message matches REGEX")
+    _add_url(parser)
+    parser.add_argument("--exchange", default=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--exchange", default=None)
     tail.add_argument("--json", action="store_true", help="print raw JSON records")
     tail.add_argument("--count", type=int, default=0, help="exit after N records")
+    tail.add_argument(
+        "--host", action="append", default=None, help="only records of this host (repeatable)"
+    )
+    tail.add_argument(
+        "--app", action="append", default=None, help="only records of this app (repeatable)"
+    )
 
     send = commands.add_parser("send", help="publish one record, like logger(1)")
     send.add_argument("key", metavar="FACILITY.SEVERITY")
@@ -99,6 +122,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_url(stats)
     stats.add_argument("--watch", type=float, nargs="?", const=2.0, default=None)
     stats.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for sinks")
+
+    query = commands.add_parser("query", help="read the archive, like journalctl")
+    _add_archive_query(query)
+    query.add_argument("-n", "--lines", type=int, default=None, help="only the newest N")
+    query.add_argument("-r", "--reverse", action="store_true", help="newest first")
+    query.add_argument("-o", "--output", choices=OUTPUTS, default="short")
+    query.add_argument("-f", "--follow", action="store_true", help="then print live records")
+
+    replay = commands.add_parser("replay", help="re-publish archived records (backfill)")
+    _add_archive_query(replay)
+    replay.add_argument("--to-sink", default=None, metavar="NAME", help="only to this sink's queue")
+    replay.add_argument("--rate", type=float, default=None, help="at most N records per second")
+    replay.add_argument("--dry-run", action="store_true", help="print what would be replayed")
+    replay.add_argument("--resume", type=Path, default=None, metavar="FILE", help="cursor file")
+    replay.add_argument("--after", default=None, metavar="CURSOR", help="a printed cursor")
+
+    rejected = commands.add_parser("rejected", help="inspect and recover rejected/unrouted")
+    rejected.add_argument("action", choices=("list", "show", "replay", "purge"))
+    rejected.add_argument("id", nargs="?", default=None, help="message id (show)")
+    rejected.add_argument("--queue", choices=("rejected", "unrouted"), default="rejected")
+    rejected.add_argument("--reason", default=None, help="only messages whose reason has TEXT")
+    rejected.add_argument("--since", default=None, help="only messages published since T")
+    rejected.add_argument("--yes", action="store_true", help="purge: yes, delete them")
+    rejected.add_argument("--config", type=Path, default=None)
+    _add_url(rejected)
+    rejected.add_argument("--exchange", default=None)
 
     reload = commands.add_parser("reload", help="ask running sinks to re-read the config")
     reload.add_argument("sink", nargs="?", default=None, help="only this sink")

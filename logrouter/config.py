@@ -17,7 +17,7 @@ import re
 import string
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -54,7 +54,7 @@ PATH_FIELDS = ("facility", "severity", "host", "app", "instance")
 PATH_TIME_CODES = "YmdH"
 
 DEFAULT_FILE_FORMAT = "{ts} {host} {app}[{pid}] {facility}.{severity} {logger}: {msg}"
-DEFAULT_CONSOLE_FORMAT = "{ts} {severity:<7} {facility} {app}[{pid}] {logger}: {msg}"
+DEFAULT_CONSOLE_FORMAT = "{ts} {severity:<7} {host} {facility} {app}[{pid}] {logger}: {msg}"
 DEFAULT_FILE_MODE = 0o640
 KIB = 1024
 MIB = 1024 * KIB
@@ -100,7 +100,8 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "archive": ("dir", "compression", "compresslevel", "rotate_bytes", "rotate_interval"),
 }
 BROKER_KEYS = ("url", "exchange", "heartbeat", "queue_type")
-TOP_KEYS = ("broker", "sinks")
+TOP_KEYS = ("broker", "sinks", "control")
+CONTROL_KEYS = ("allow_users",)
 
 
 class ConfigIssue(NamedTuple):
@@ -184,11 +185,20 @@ class SinkConfig:
 
 
 @dataclass(frozen=True)
+class ControlSettings:
+    """``[control]``: who may send ``status``/``reload`` requests to the sinks."""
+
+    #: Broker logins whose requests are answered; empty = the broker URLs' own logins.
+    allow_users: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RoutingConfig:
     path: Path
     broker: BrokerSettings  # LOGROUTER_URL overrides [broker].url
     sinks: dict[str, SinkConfig]
     digest: str  # sha256 of the file bytes: the "config version"
+    control: ControlSettings = field(default_factory=ControlSettings)
 
 
 # --- where is a key? ----------------------------------------------------------------------
@@ -540,6 +550,39 @@ class _Validator:
                 return None
         return urls
 
+    # -- control
+
+    def control(self, data: Mapping[str, Any]) -> ControlSettings:
+        raw = data.get("control", {})
+        if not isinstance(raw, dict):
+            self.issue(
+                None, "control", f"expected a table [control], got {_type_name(raw)}", "control"
+            )
+            return ControlSettings()
+        for key in raw:
+            if key not in CONTROL_KEYS:
+                allowed = ", ".join(CONTROL_KEYS)
+                self.issue(
+                    None,
+                    f"control.{key}",
+                    f"unknown key (allowed in [control]: {allowed})",
+                    "control",
+                    key,
+                )
+        users = raw.get("allow_users", [])
+        if not isinstance(users, list) or not all(
+            isinstance(user, str) and user.strip() for user in users
+        ):
+            self.issue(
+                None,
+                "control.allow_users",
+                'expected a list of broker logins (e.g. ["logrouter", "ops"])',
+                "control",
+                "allow_users",
+            )
+            return ControlSettings()
+        return ControlSettings(allow_users=tuple(dict.fromkeys(users)))
+
     # -- sinks
 
     def sinks(self, data: Mapping[str, Any]) -> dict[str, SinkConfig]:
@@ -767,10 +810,11 @@ def parse_config(
             validator.issue(
                 None,
                 key,
-                "unknown top-level key (allowed: [broker] and [sinks.NAME] tables)",
+                "unknown top-level key (allowed: [broker], [control] and [sinks.NAME] tables)",
                 key,
             )
     broker = validator.broker(data, environment)
+    control = validator.control(data)
     sinks = validator.sinks(data)
     if validator.issues or broker is None:
         issues = sorted(validator.issues, key=lambda issue: (issue.line is not None, issue.line))
@@ -780,6 +824,7 @@ def parse_config(
         broker=broker,
         sinks=sinks,
         digest=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        control=control,
     )
 
 

@@ -47,6 +47,7 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
     ),
 )
 LATENCY_METRIC = "logrouter_batch_latency_seconds"
+QUEUE_METRIC = "logrouter_queue_messages"
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.001,
     0.0025,
@@ -126,9 +127,21 @@ def format_number(value: float) -> str:
     return repr(float(value))
 
 
-def render(collected: Mapping[str, Any]) -> str:
-    """The exposition text for ``{sink: counters}`` (one sample per sink and metric)."""
+def render(collected: Mapping[str, Any], queues: Mapping[str, int | None] | None = None) -> str:
+    """The exposition text for ``{sink: counters}`` (one sample per sink and metric).
+
+    ``queues`` (``{queue: messages ready}``, None = unknown) adds the
+    ``logrouter_queue_messages`` gauge: the rejected and unrouted depths.
+    """
     lines: list[str] = []
+    if queues is not None:
+        lines.append(
+            f"# HELP {QUEUE_METRIC} Messages ready in a queue records are routed aside to."
+        )
+        lines.append(f"# TYPE {QUEUE_METRIC} gauge")
+        for queue, depth in sorted(queues.items()):
+            if depth is not None:
+                lines.append(f'{QUEUE_METRIC}{{queue="{escape_label(queue)}"}} {depth}')
     sinks = sorted(collected.items())
     for key, metric, help_text in COUNTERS:
         lines.append(f"# HELP {metric} {help_text}")
@@ -154,10 +167,12 @@ def render(collected: Mapping[str, Any]) -> str:
 
 
 Collector = Callable[[], Mapping[str, Any]]
+Depths = Callable[[], Mapping[str, int | None]]
 
 
 class _Handler(BaseHTTPRequestHandler):
     collect: Collector  # set on the per-server subclass
+    depths: Depths | None = None
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -165,7 +180,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain; charset=utf-8", b"not found; try /metrics\n")
             return
         try:
-            body = render(self.collect()).encode("utf-8")
+            depths = self.depths() if self.depths is not None else None
+            body = render(self.collect(), depths).encode("utf-8")
         except Exception as exc:
             _log().warning("metrics collection failed", error=f"{type(exc).__name__}: {exc}")
             self._send(500, "text/plain; charset=utf-8", b"metrics collection failed\n")
@@ -186,8 +202,14 @@ class _Handler(BaseHTTPRequestHandler):
 class MetricsServer:
     """A running endpoint: ``port`` (the real one when 0 was asked), ``url``, ``close()``."""
 
-    def __init__(self, port: int, collect: Collector, host: str = DEFAULT_HOST) -> None:
-        handler = type("MetricsHandler", (_Handler,), {"collect": staticmethod(collect)})
+    def __init__(
+        self, port: int, collect: Collector, host: str = DEFAULT_HOST, depths: Depths | None = None
+    ) -> None:
+        methods = {
+            "collect": staticmethod(collect),
+            "depths": staticmethod(depths) if depths else None,
+        }
+        handler = type("MetricsHandler", (_Handler,), methods)
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self.host = host
@@ -210,8 +232,10 @@ class MetricsServer:
         self._thread.join(5)
 
 
-def start_metrics_server(port: int, collect: Collector, host: str = DEFAULT_HOST) -> MetricsServer:
-    """Serve ``collect()`` as Prometheus metrics on ``host:port`` (0 = any free port)."""
-    server = MetricsServer(port, collect, host)
+def start_metrics_server(
+    port: int, collect: Collector, host: str = DEFAULT_HOST, depths: Depths | None = None
+) -> MetricsServer:
+    """Serve ``collect()`` (and ``depths()``) as Prometheus metrics on ``host:port`` (0 = any)."""
+    server = MetricsServer(port, collect, host, depths)
     _log().info("metrics endpoint listening", url=server.url)
     return server

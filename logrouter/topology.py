@@ -28,7 +28,8 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exchange_type import ExchangeType
 
-from logrouter.connection import DEFAULT_EXCHANGE, BrokerSettings
+from logrouter import log
+from logrouter.connection import DEFAULT_EXCHANGE, BrokerSettings, connection_login
 
 if TYPE_CHECKING:
     from logrouter.config import SinkConfig
@@ -37,6 +38,11 @@ REJECTED_QUEUE = "logrouter.rejected"
 UNROUTED_QUEUE = f"{DEFAULT_EXCHANGE}.unrouted"
 STATE_QUEUE = "logrouter.topology"
 UNROUTED_MAX_LENGTH = 100_000
+#: Byte bounds of logrouter's own queues (x-max-length-bytes, overflow drop-head: the
+#: newest are kept), so a flood of big or hostile messages cannot fill the broker's disk.
+UNROUTED_MAX_BYTES = 256 * 1024 * 1024
+REJECTED_MAX_BYTES = 1024 * 1024 * 1024
+BOUNDED_ARGUMENTS = ("x-max-length-bytes", "x-overflow")
 LOCK_TIMEOUT = 15.0
 STATE_VERSION = 1
 QUEUE_TYPES = ("classic", "quorum")
@@ -192,18 +198,28 @@ def _declare_exchanges(session: _Session, names: TopologyNames) -> None:
     try:
         ch.exchange_declare(names.unrouted, ExchangeType("fanout"), durable=True)
         current = ("queue", names.unrouted)
-        ch.queue_declare(
+        ch = _declare_bounded(
+            session,
             names.unrouted,
-            durable=True,
-            arguments=names.queue_arguments(
-                **{"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"}
+            names.queue_arguments(
+                **{
+                    "x-max-length": UNROUTED_MAX_LENGTH,
+                    "x-max-length-bytes": UNROUTED_MAX_BYTES,
+                    "x-overflow": "drop-head",
+                }
             ),
         )
         ch.queue_bind(names.unrouted, names.unrouted, routing_key="")
         current = ("exchange", names.rejected)
         ch.exchange_declare(names.rejected, ExchangeType("fanout"), durable=True)
         current = ("queue", names.rejected)
-        ch.queue_declare(names.rejected, durable=True, arguments=names.queue_arguments())
+        ch = _declare_bounded(
+            session,
+            names.rejected,
+            names.queue_arguments(
+                **{"x-max-length-bytes": REJECTED_MAX_BYTES, "x-overflow": "drop-head"}
+            ),
+        )
         ch.queue_bind(names.rejected, names.rejected, routing_key="")
         current = ("exchange", names.exchange)
         ch.exchange_declare(
@@ -217,6 +233,40 @@ def _declare_exchanges(session: _Session, names: TopologyNames) -> None:
         if exc.reply_code != _PRECONDITION_FAILED:
             raise
         raise TopologyError(describe_mismatch(*current, exc)) from None
+
+
+def _declare_bounded(session: _Session, name: str, arguments: dict[str, Any]) -> BlockingChannel:
+    """Declare one of logrouter's own queues with its byte bound; the channel to go on with.
+
+    A queue made by an older logrouter (without the bound) cannot be changed in
+    place: it is kept as it is, and a warning says how to bound it. The attempt
+    runs on a channel of its own, so the session's channel stays open either way.
+    """
+    probe = session.connection.channel()
+    try:
+        probe.queue_declare(name, durable=True, arguments=arguments)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        arg = _INEQUIVALENT.search(str(exc.reply_text))
+        if (
+            exc.reply_code != _PRECONDITION_FAILED
+            or not arg
+            or arg.group(1) not in (BOUNDED_ARGUMENTS)
+        ):
+            raise
+        legacy = {k: v for k, v in arguments.items() if k not in BOUNDED_ARGUMENTS}
+        if "x-max-length" in legacy:
+            legacy["x-overflow"] = arguments["x-overflow"]
+        session.channel.queue_declare(name, durable=True, arguments=legacy)
+        log.get_logger("topology").warning(
+            "queue has no byte bound (made by an older logrouter)",
+            queue=name,
+            fix=f"drain and delete it (rabbitmqctl delete_queue {name}), then run setup again",
+            wanted=f"x-max-length-bytes={arguments['x-max-length-bytes']}",
+        )
+    finally:
+        if probe.is_open:
+            probe.close()
+    return session.channel
 
 
 def declare_exchange(channel: BlockingChannel, exchange: Target) -> None:
@@ -287,13 +337,16 @@ def _read_state(channel: BlockingChannel, names: TopologyNames) -> State:
     tags: list[int] = []
     try:
         for _ in range(10):  # x-max-length 1 keeps one; tolerate a few after a crash
-            method, _props, body = channel.basic_get(names.state, auto_ack=False)
+            method, props, body = channel.basic_get(names.state, auto_ack=False)
             if method is None or method.delivery_tag is None:
                 break
             tags.append(method.delivery_tag)
+            writer = getattr(props, "user_id", None)
+            if writer is not None and writer != connection_login(channel.connection):
+                continue  # published by another login: not a record logrouter wrote
             try:
                 state = State.from_json(body or b"")
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except Exception:  # any body (too deep, not JSON ...) is just not a record
                 continue
             if state.seq >= best.seq:
                 best = state
@@ -310,7 +363,11 @@ def _write_state(channel: BlockingChannel, names: TopologyNames, state: State) -
         exchange="",
         routing_key=names.state,
         body=state.to_json(),
-        properties=pika.BasicProperties(content_type="application/json", delivery_mode=2),
+        properties=pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=2,
+            user_id=connection_login(channel.connection),
+        ),
         mandatory=True,
     )
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "routing.toml"
 
@@ -130,3 +132,50 @@ def test_diff_with_bad_config_still_exits_78(tmp_path: Path) -> None:
     config.write_text("[sinks.a]\n")
     result = check(str(config), "--diff")
     assert result.returncode == 78
+
+
+def _two_sink_config(tmp_path: Path) -> Path:
+    path = tmp_path / "routing.toml"
+    path.write_text(
+        "[sinks.errors]\n"
+        'type = "file"\nmatch = "*.err"\npath = "/srv/logs/{facility}.log"\n\n'
+        "[sinks.archive]\n"
+        'type = "archive"\nmatch = "*.*"\ndir = "/var/log/logrouter/archive"\n'
+    )
+    return path
+
+
+def test_sandbox_issue_names_the_read_only_dir_and_the_readwritepaths_fix(
+    tmp_path: Path,
+) -> None:
+    """Under the unit (LOGS_DIRECTORY set), output on a read-only mount: the fix is named."""
+    from logrouter.commands.check import sandbox_issues
+    from logrouter.config import load_config
+
+    config = load_config(_two_sink_config(tmp_path))
+    env = {"LOGS_DIRECTORY": "/var/log/logrouter", "STATE_DIRECTORY": "/var/lib/logrouter"}
+
+    def read_only(path: Path) -> bool:
+        return not str(path).startswith("/var/log/logrouter")
+
+    issues = sandbox_issues(config, env, read_only)
+    assert len(issues) == 1
+    assert "sink errors: /srv/logs is read-only here (EROFS)" in issues[0]
+    assert "ReadWritePaths=/srv/logs" in issues[0]
+    assert "systemctl edit logrouter-sink@errors.service" in issues[0]
+    assert sandbox_issues(config, env, lambda _path: False) == []
+
+
+def test_check_exits_78_when_a_sink_cannot_write_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`logrouter check` refuses (exit 78) a config whose output is on a read-only mount."""
+    from logrouter import cli
+    from logrouter.commands import check as check_command
+
+    monkeypatch.setattr(check_command, "read_only", lambda path: str(path) == "/srv/logs")
+    monkeypatch.setenv("LOGS_DIRECTORY", "/var/log/logrouter")
+    code = cli.main(["check", str(_two_sink_config(tmp_path))])
+    err = capsys.readouterr().err
+    assert code == 78
+    assert "ReadWritePaths=/srv/logs" in err

@@ -11,18 +11,20 @@ import pika
 import pytest
 
 from logrouter import cli, control, log
-from logrouter.connection import BrokerSettings
+from logrouter.connection import BrokerSettings, login
 
 # --------------------------------------------------------------------------- pure parts
 
 
 def test_parse_request_reads_command_and_sink() -> None:
     """A JSON object with reply_to gives the command, the sink and the correlation id."""
-    req = control.parse_request(b'{"command": "status", "sink": "errors"}', "q", "c1")
+    req = control.parse_request(
+        b'{"command": "status", "sink": "errors"}', control.DIRECT_REPLY_TO, "c1"
+    )
     assert (req.command, req.sink, req.reply_to, req.correlation_id) == (
         "status",
         "errors",
-        "q",
+        control.DIRECT_REPLY_TO,
         "c1",
     )
 
@@ -30,9 +32,9 @@ def test_parse_request_reads_command_and_sink() -> None:
 @pytest.mark.parametrize(
     ("body", "reply_to", "why"),
     [
-        (b"not json", "q", "not JSON"),
-        (b"[1, 2]", "q", "not an object"),
-        (b"\xff\xfe", "q", "not JSON"),
+        (b"not json", control.DIRECT_REPLY_TO, "not JSON"),
+        (b"[1, 2]", control.DIRECT_REPLY_TO, "not an object"),
+        (b"\xff\xfe", control.DIRECT_REPLY_TO, "not JSON"),
         (b'{"command": "status"}', None, "no reply_to"),
         (b'{"command": "status"}', "", "no reply_to"),
     ],
@@ -45,7 +47,7 @@ def test_parse_request_rejects_malformed(body: bytes, reply_to: str | None, why:
 
 def test_build_reply_adds_identity_to_handler_result() -> None:
     """A known command answers ok with the sink, instance, host and pid beside the result."""
-    req = control.parse_request(b'{"command": "status"}', "q", "c")
+    req = control.parse_request(b'{"command": "status"}', control.DIRECT_REPLY_TO, "c")
     ident = control.Identity(sink="errors", instance="a", host="h1", pid=42)
     reply = control.build_reply(req, ident, {"status": lambda _: {"state": "running"}})
     assert reply == {
@@ -61,7 +63,7 @@ def test_build_reply_adds_identity_to_handler_result() -> None:
 
 def test_build_reply_unknown_command() -> None:
     """An unknown command gets an error reply naming it."""
-    req = control.parse_request(b'{"command": "explode"}', "q", "c")
+    req = control.parse_request(b'{"command": "explode"}', control.DIRECT_REPLY_TO, "c")
     reply = control.build_reply(req, control.Identity("s", "i"), {"status": lambda _: {}})
     assert reply["ok"] is False
     assert reply["error"] == "unknown command 'explode'"
@@ -74,7 +76,7 @@ def test_build_reply_handler_failure_is_an_error_reply() -> None:
     def boom(_: dict[str, Any]) -> Mapping[str, Any]:
         raise RuntimeError("disk on fire")
 
-    req = control.parse_request(b'{"command": "reload"}', "q", "c")
+    req = control.parse_request(b'{"command": "reload"}', control.DIRECT_REPLY_TO, "c")
     reply = control.build_reply(req, control.Identity("s", "i"), {"reload": boom})
     assert reply["ok"] is False
     assert "disk on fire" in reply["error"]
@@ -83,7 +85,7 @@ def test_build_reply_handler_failure_is_an_error_reply() -> None:
 def test_build_reply_redacts_every_string() -> None:
     """Passwords inside any string of a reply (nested, keys too) are hidden."""
     secret = "amqp://guest:s3cret@broker:5672/%2F"
-    req = control.parse_request(b'{"command": "status"}', "q", "c")
+    req = control.parse_request(b'{"command": "status"}', control.DIRECT_REPLY_TO, "c")
     reply = control.build_reply(
         req,
         control.Identity("s", "i"),
@@ -141,7 +143,12 @@ class Responder:
             try:
                 channel = connection.channel()
                 self.server = control.ControlServer(
-                    channel, self.exchange, self.sink, self.instance, self.handlers
+                    channel,
+                    self.exchange,
+                    self.sink,
+                    self.instance,
+                    self.handlers,
+                    allow_users=[login(self.url)],
                 )
                 self.ready.set()
                 while not self.stop.is_set():
@@ -250,15 +257,19 @@ def test_malformed_requests_are_dropped_and_server_keeps_answering(
     try:
         channel = connection.channel()
         name = control.control_exchange(exchange)
-        props = pika.BasicProperties(reply_to=control.DIRECT_REPLY_TO, correlation_id="x")
+        user = login(amqp_url)
+        props = pika.BasicProperties(
+            reply_to=control.DIRECT_REPLY_TO, correlation_id="x", user_id=user
+        )
         channel.basic_consume(control.DIRECT_REPLY_TO, lambda *a: None, auto_ack=True)
         channel.basic_publish(name, "all", b"\x00not json", props)
-        channel.basic_publish(name, "all", b'{"command": "status"}')  # no reply_to
+        no_reply_to = pika.BasicProperties(user_id=user)
+        channel.basic_publish(name, "all", b'{"command": "status"}', no_reply_to)
     finally:
         connection.close()
     result = ask(amqp_url, exchange, "status", expected=["errors"], timeout=5)
     assert [r["state"] for r in result.replies] == ["ok"]
-    assert responder.server is not None and responder.server.dropped == 2
+    assert responder.server is not None and responder.server.counters.malformed == 2
 
 
 def test_silent_sink_is_listed_missing_and_client_returns(
@@ -461,3 +472,51 @@ def test_sink_status_from_counters_object() -> None:
         "uptime": 3.142,
         "queue": "q",
     }
+
+
+def test_requests_from_logins_not_allowed_are_refused() -> None:
+    """No user_id, or one not in allow_users: RefusedRequest naming it; allowed: parsed."""
+    body = b'{"command": "status"}'
+    for user in (None, "mallory"):
+        with pytest.raises(control.RefusedRequest, match="not in \\[control\\] allow_users"):
+            control.parse_request(
+                body, control.DIRECT_REPLY_TO, "c", user_id=user, allow_users={"logrouter"}
+            )
+    req = control.parse_request(
+        body, control.DIRECT_REPLY_TO, "c", user_id="logrouter", allow_users={"logrouter"}
+    )
+    assert (req.command, req.user_id) == ("status", "logrouter")
+
+
+@pytest.mark.parametrize(
+    ("body", "reply_to", "why"),
+    [
+        (b'{"command": "status"}', "attacker-inbox", "not a direct reply-to"),
+        (b'{"command": "status"}', "amq.gen-abc", "not a direct reply-to"),
+        (b"[" * 100_000, control.DIRECT_REPLY_TO, "bytes"),
+        (b"[" * 1000, control.DIRECT_REPLY_TO, "nested deeper"),
+        (b"\xff" * 10, control.DIRECT_REPLY_TO, "not UTF-8"),
+        (b'{"command": "' + b"x" * 70_000 + b'"}', control.DIRECT_REPLY_TO, "bytes"),
+    ],
+)
+def test_hostile_requests_are_malformed_never_an_exception(
+    body: bytes, reply_to: str, why: str
+) -> None:
+    """Any reply_to but direct reply-to, huge, too deep or non-UTF-8 bodies: MalformedRequest."""
+    with pytest.raises(control.MalformedRequest, match=why):
+        control.parse_request(body, reply_to, "c", user_id="me", allow_users={"me"})
+
+
+def test_parse_reply_keeps_only_trusted_replies() -> None:
+    """A reply counts only with our correlation_id, a trusted user_id and a JSON object body."""
+    good = b'{"ok": true, "sink": "errors"}'
+    props = pika.BasicProperties(correlation_id="c1", user_id="logrouter")
+    trusted = {"logrouter"}
+    assert control.parse_reply(good, props, "c1", trusted) == {"ok": True, "sink": "errors"}
+    forged = pika.BasicProperties(correlation_id="c1", user_id="mallory")
+    unsigned = pika.BasicProperties(correlation_id="c1")
+    other = pika.BasicProperties(correlation_id="c2", user_id="logrouter")
+    for properties in (forged, unsigned, other):
+        assert control.parse_reply(good, properties, "c1", trusted) is None
+    for body in (b"[" * 100_000, b"\xff", b"[1]", b"{" + b" " * control.MAX_REPLY_BYTES + b"}"):
+        assert control.parse_reply(body, props, "c1", trusted) is None

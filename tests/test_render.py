@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from logrouter.render import DEFAULT_LINE_FORMAT, compile_format, render_console, render_line
+from logrouter.render import (
+    DEFAULT_LINE_FORMAT,
+    RESET,
+    SEVERITY_COLORS,
+    compile_format,
+    render_console,
+    render_line,
+)
 
 RECORD = {
     "ts": "2024-05-01T10:11:12.345678Z",
@@ -86,9 +93,11 @@ def test_bad_formats_are_refused(fmt: str) -> None:
 
 
 def test_console_columns_plain() -> None:
-    """Console: HH:MM:SS.mmm, severity padded, facility, logger, msg; no ANSI when off."""
+    """Console: HH:MM:SS.mmm, severity padded, host, facility, logger, msg; no ANSI when off."""
     text = render_console(RECORD, color=False)
-    assert text.startswith("10:11:12.345 err     auth     billing.api      login failed")
+    assert text.startswith(
+        "10:11:12.345 err     web1         auth     billing.api      login failed"
+    )
     assert "\x1b" not in text
     info = render_console({**RECORD, "severity": "info", "msg": "ok"}, color=False)
     assert info.index("ok") == text.index("login failed")
@@ -112,6 +121,15 @@ def test_console_colour_by_severity(severity: str, code: str) -> None:
     assert text.endswith("\x1b[0m")
 
 
+def test_console_shows_the_host_and_the_app_of_a_record_without_logger() -> None:
+    """A syslog daemon's record (no logger) shows its host and its program (app)."""
+    sshd = {"ts": "2024-05-01T10:11:12.345678Z", "host": "db-2", "app": "sshd", "pid": 99,
+            "facility": "auth", "severity": "info", "msg": "Accepted publickey"}  # fmt: skip
+    assert render_console(sshd, color=False) == (
+        "10:11:12.345 info    db-2         auth     sshd             Accepted publickey"
+    )
+
+
 def test_console_info_has_no_colour() -> None:
     """info stays in the terminal's default colour."""
     assert "\x1b" not in render_console({**RECORD, "severity": "info"}, color=True)
@@ -121,3 +139,55 @@ def test_console_escapes_terminal_sequences_in_msg() -> None:
     """An ESC inside a message is shown escaped, never sent to the terminal."""
     text = render_console({**RECORD, "severity": "info", "msg": "\x1b]0;pwned\x07"}, color=True)
     assert "\x1b" not in text and "\\x1b]0;pwned\\x07" in text
+
+
+HOSTILE = "a\x1b[2Jb\x9b31mc\x85d\u202eevil\u2066e\x7ff\u200fg\x00h\ti"
+
+
+def test_every_control_and_bidi_character_is_escaped_visibly() -> None:
+    """ESC, C1 (CSI, NEL), DEL, NUL, bidi overrides/isolates/marks: escaped; TAB kept."""
+    from logrouter.render import escape
+
+    assert escape(HOSTILE) == (
+        "a\\x1b[2Jb\\x9b31mc\\x85d\\u202eevil\\u2066e\\x7ff\\u200fg\\x00h\ti"
+    )
+
+
+@pytest.mark.parametrize("key", ["msg", "host", "app", "logger", "facility"])
+def test_file_and_console_lines_never_hold_a_raw_control(key: str) -> None:
+    """Whatever field carries the hostile text, the rendered line holds no raw control/bidi."""
+    record = {"ts": "2026-01-01T00:00:00Z", "facility": "auth", "severity": "err", "msg": "m"}
+    record[key] = HOSTILE
+    raw = "\x1b\x9b\x85\u202e\u2066\x7f\u200f\x00"
+    line = render_line(record)
+    assert not set(raw) & set(line), line
+    # colour codes are ours: with them removed, no ESC (or other control) is left
+    console = render_console(record, color=True)
+    for code in (*SEVERITY_COLORS.values(), RESET):
+        console = console.replace(code, "") if code else console
+    assert not set(raw) & set(console), console
+
+
+def test_json_line_escapes_what_a_terminal_would_act_on() -> None:
+    """tail --json: C1/bidi/DEL become \\uNNNN escapes; the line is still the same JSON."""
+    import json
+
+    from logrouter.render import json_line
+
+    record = {"msg": HOSTILE, "fields": {"k\u202e": ["\x9b"]}}
+    line = json_line(record)
+    assert json.loads(line) == record
+    assert all(ord(c) >= 0x20 and not 0x7F <= ord(c) <= 0x9F for c in line)
+    assert "\u202e" not in line and "\u2066" not in line and "\u200f" not in line
+
+
+def test_too_deep_values_render_without_an_exception() -> None:
+    """A field nested past the encoder's limit renders as a marker, never an exception."""
+    from logrouter.render import TOO_DEEP, json_line
+
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    record = {"ts": "t", "facility": "a", "severity": "info", "msg": "m", "fields": {"d": deep}}
+    assert TOO_DEEP in render_line(record, "{msg} {fields}")
+    assert json_line(record) == f'"{TOO_DEEP}"'

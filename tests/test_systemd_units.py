@@ -113,6 +113,16 @@ def test_sink_unit_has_the_contracted_service_settings() -> None:
     assert values["WantedBy"] == "logrouter.target"
 
 
+@pytest.mark.parametrize("unit", ["logrouter-sink@.service", "logrouter-setup.service"])
+def test_services_umask_and_network_allow_list(unit: str) -> None:
+    """UMask=0027 (no world-readable files) and IP traffic denied except to the local broker."""
+    values = dict(_directives(unit))
+    assert values["UMask"] == "0027"
+    assert values["IPAddressDeny"] == "any"
+    assert values["IPAddressAllow"] == "localhost"
+    assert "IPAddressAllow=" in (UNIT_DIR / unit).read_text().split("IPAddressDeny=any")[0]
+
+
 def test_setup_unit_is_a_oneshot_and_the_target_groups_the_units() -> None:
     """logrouter-setup is oneshot + RemainAfterExit; logrouter.target pulls in setup."""
     setup = dict(_directives("logrouter-setup.service"))

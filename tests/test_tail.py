@@ -140,6 +140,40 @@ def test_tail_prints_matching_records_as_json_and_exits_after_count(
     assert records[0]["id"] == "m1"
 
 
+def test_tail_filters_by_host_and_app_including_syslog_headers(
+    amqp_url: str, exchange: str
+) -> None:
+    """--host/--app keep only matching records; a syslog-ng message whose host and program
+    are only in its AMQP headers (empty body) counts by those headers."""
+    tail = Tail(
+        "*.*", "--json", "--count", "2", "--host", "web-2", "--app", "sshd", "--app", "cron",
+        "--url", amqp_url, "--exchange", exchange,
+    )  # fmt: skip
+    tail.wait_ready()
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for host, app, msg in (
+            ("web-1", "sshd", "other host"),
+            ("web-2", "nginx", "other app"),
+            ("web-2", "sshd", "first"),
+        ):
+            body = {"ts": wire.format_ts(1.0), "host": host, "app": app, "msg": msg}
+            channel.basic_publish(exchange, "auth.info", wire.encode(body))
+        headers = {"HOST": "web-2", "PROGRAM": "cron", "PID": "7", "MESSAGE": "second"}
+        channel.basic_publish(exchange, "cron.info", b"", pika.BasicProperties(headers=headers))
+    finally:
+        connection.close()
+    code, out, err = tail.finish()
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [(r["host"], r["app"], r["msg"]) for r in records] == [
+        ("web-2", "sshd", "first"),
+        ("web-2", "cron", "second"),
+    ]
+    assert records[1]["pid"] == 7
+
+
 def test_tail_shows_each_record_of_a_batch(amqp_url: str, exchange: str) -> None:
     """A batch message shows as its records, one line each; a bad line is reported, not shown."""
     tail = Tail("auth.*", "--json", "--count", "3", "--url", amqp_url, "--exchange", exchange)

@@ -24,8 +24,8 @@ from typing import Any
 
 import pika.exceptions
 
-from logrouter import control, exitcodes
-from logrouter.commands.stats import display_order, instance_label
+from logrouter import control, exitcodes, render
+from logrouter.commands.stats import display_order, instance_label, trusted_logins
 from logrouter.commands.tail import TargetError, resolve_target
 from logrouter.connection import (
     DEFAULT_EXCHANGE,
@@ -43,6 +43,7 @@ class Target:
     settings: BrokerSettings
     sinks: tuple[str, ...]  # expected sinks (empty when unknown)
     warning: str | None = None  # why the config could not be used as it is
+    trusted: tuple[str, ...] = ()  # logins whose replies are believed (besides our own)
 
 
 def lenient_target(path: Path, url: str | None) -> Target:
@@ -76,8 +77,9 @@ def find_target(config_path: Path, url: str | None) -> Target:
             raise
         target = lenient_target(config_path, url)
         return Target(target.settings, target.sinks, f"the config does not validate:\n{exc}")
-    sinks = tuple(config.sinks) if config is not None else ()
-    return Target(settings, sinks)
+    if config is None:
+        return Target(settings, ())
+    return Target(settings, tuple(config.sinks), trusted=trusted_logins(config))
 
 
 def describe_reply(reply: Mapping[str, Any]) -> tuple[bool, list[str]]:
@@ -100,7 +102,7 @@ def describe_reply(reply: Mapping[str, Any]) -> tuple[bool, list[str]]:
 
 
 def _err(message: str) -> None:
-    print(f"logrouter reload: {redact(message)}", file=sys.stderr, flush=True)
+    print(f"logrouter reload: {render.escape(redact(message))}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             sink=args.sink,
             expected=target.sinks,
             timeout=args.timeout,
+            trusted=target.trusted,
         )
     except BrokerUnavailable as exc:
         _err(f"cannot reach the broker: {exc}")
@@ -131,9 +134,11 @@ def run(args: argparse.Namespace) -> int:
     for reply in sorted(result.replies, key=display_order):
         applied, lines = describe_reply(reply)
         all_applied = all_applied and applied
-        print(redact("\n".join(lines)), flush=True)
+        print(render.escape_multiline(redact("\n".join(lines)), indent=""), flush=True)
     for name in result.missing:
         print(f"{name}: no answer within {args.timeout:g}s", flush=True)
+    if result.ignored:
+        _err(f"ignored {result.ignored} reply(ies) not from a trusted login")
     if not result.replies:
         _err("no running sink answered")
     return exitcodes.OK if all_applied else exitcodes.RUNTIME

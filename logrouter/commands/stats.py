@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from logrouter import control, exitcodes
+from logrouter import control, exitcodes, render
 from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals
 from logrouter.connection import BrokerSettings, BrokerUnavailable, describe_error, redact
+from logrouter.queue_probe import aside_queues
 
 if TYPE_CHECKING:
     from logrouter.config import RoutingConfig
@@ -73,6 +74,9 @@ class Snapshot:
     replies: tuple[dict[str, Any], ...]
     missing: tuple[str, ...]
     config_version: str | None
+    ignored: int = 0  # messages on the reply queue that were not a trusted reply
+    #: (label, queue) of the queues records are routed aside to: rejected, unrouted
+    aside: tuple[tuple[str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------- I/O
@@ -99,9 +103,15 @@ def queue_depths(connection: Any, queues: Iterable[str]) -> dict[str, QueueDepth
 def gather(connection: Any, config: RoutingConfig, exchange: str, timeout: float) -> Snapshot:
     """Queue depths and instance replies for every sink of ``config``."""
     sinks = tuple((name, sink.queue) for name, sink in config.sinks.items())
-    depths = queue_depths(connection, [queue for _, queue in sinks])
+    aside = aside_queues(exchange)
+    depths = queue_depths(connection, [queue for _, queue in (*sinks, *aside)])
     result = control.request(
-        connection, exchange, "status", expected=[name for name, _ in sinks], timeout=timeout
+        connection,
+        exchange,
+        "status",
+        expected=[name for name, _ in sinks],
+        timeout=timeout,
+        trusted=trusted_logins(config),
     )
     return Snapshot(
         sinks=sinks,
@@ -109,7 +119,30 @@ def gather(connection: Any, config: RoutingConfig, exchange: str, timeout: float
         replies=tuple(result.replies),
         missing=tuple(result.missing),
         config_version=config.digest,
+        ignored=result.ignored,
+        aside=aside,
     )
+
+
+def trusted_logins(config: RoutingConfig) -> tuple[str, ...]:
+    """Logins whose replies a client believes: the config's broker logins and allow_users."""
+    return (*config.broker.logins(), *config.control.allow_users)
+
+
+def control_lines(replies: Iterable[Mapping[str, Any]], ignored: int) -> list[str]:
+    """What the control plane turned away: refused requests per instance, ignored replies."""
+    lines = []
+    for reply in sorted(replies, key=display_order):
+        counts = reply.get("control")
+        refused = counts.get("refused") if isinstance(counts, dict) else None
+        if isinstance(refused, int) and refused:
+            lines.append(
+                f"control: {reply.get('sink')} {instance_label(reply)} refused {refused} "
+                "request(s) from logins not in [control] allow_users"
+            )
+    if ignored:
+        lines.append(f"control: ignored {ignored} reply(ies) not from a trusted login")
+    return lines
 
 
 # --------------------------------------------------------------------------- pure
@@ -279,16 +312,23 @@ def render_snapshot(
         f"config {config_name} ({version})"
     )
     text = head + "\n" + render_table(build_rows(snapshot, previous))
+    if snapshot.aside:
+        text += "\n" + "  ".join(
+            f"{label} {queue}: {_ready(snapshot.depths.get(queue))}"
+            for label, queue in snapshot.aside
+        )
     if snapshot.missing:
         text += "\nno answer from: " + ", ".join(snapshot.missing)
-    return redact(text)
+    for line in control_lines(snapshot.replies, snapshot.ignored):
+        text += "\n" + line
+    return render.escape_multiline(redact(text), indent="")
 
 
 # --------------------------------------------------------------------------- command
 
 
 def _err(message: str) -> None:
-    print(f"logrouter stats: {redact(message)}", file=sys.stderr, flush=True)
+    print(f"logrouter stats: {render.escape(redact(message))}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -341,7 +381,7 @@ def _watch(settings: BrokerSettings, config: RoutingConfig, timeout: float, ever
                     text = f"broker unreachable, retrying every {every:g}s: " + (
                         str(exc) if isinstance(exc, BrokerUnavailable) else describe_error(exc)
                     )
-                    print(clear + redact(text), flush=True)
+                    print(clear + render.escape_multiline(redact(text), indent=""), flush=True)
                 else:
                     rendered = render_snapshot(snapshot, settings, config.path.name, previous)
                     print(clear + rendered + "\n", flush=True)

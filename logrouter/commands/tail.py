@@ -4,8 +4,12 @@ A temporary exclusive, auto-delete queue is bound to the log exchange with the
 selector's bindings; every record is re-checked against the selector (the
 bindings may be a superset), decoded with ``wire.decode`` and printed as a
 console line (coloured on a terminal unless ``NO_COLOR``) or, with ``--json``,
-as one JSON object per line. Ctrl-C (or SIGTERM) ends it with exit 0, as does
-reaching ``--count`` records.
+as one JSON object per line. ``--host`` and ``--app`` keep only records of
+those hosts and apps. Every control and bidi character of a record is
+escaped (``render.escape``; ``render.json_line`` for ``--json``). A message that
+cannot be decoded (no facility/severity, JSON nested too deeply) is reported
+on stderr as rejected, with the reason, and tail goes on. Ctrl-C (or SIGTERM)
+ends it with exit 0, as does reaching ``--count`` records.
 
 ``resolve_target`` (broker settings from --config / $LOGROUTER_URL / --url /
 --exchange) is shared with ``stats`` and ``reload``.
@@ -14,7 +18,6 @@ reaching ``--count`` records.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from logrouter import batchwire, exitcodes, wire
+from logrouter import batchwire, exitcodes, render, wire
 from logrouter.connection import (
     BadURL,
     BrokerSettings,
@@ -115,14 +118,17 @@ def use_color(stream: Any, environ: dict[str, str] | os._Environ[str] = os.envir
 def format_record(record: dict[str, Any], *, as_json: bool, color: bool) -> str:
     """One output line (or several, for tracebacks) for a decoded record."""
     if as_json:
-        return json.dumps(record, ensure_ascii=False, default=repr)
-    from logrouter.render import render_console
+        return render.json_line(record)
+    return render.render_console(record, color=color)
 
-    return render_console(record, color=color)
+
+def from_origin(record: dict[str, Any], hosts: list[str] | None, apps: list[str] | None) -> bool:
+    """Whether ``record`` passes ``--host`` / ``--app`` (any of the names given; None: all)."""
+    return (not hosts or record.get("host") in hosts) and (not apps or record.get("app") in apps)
 
 
 def _err(message: str) -> None:
-    print(f"logrouter tail: {redact(message)}", file=sys.stderr, flush=True)
+    print(f"logrouter tail: {render.escape(redact(message))}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,7 +206,14 @@ def _tail(
         for record in _records(method.routing_key, properties, body):
             if not selector.matches(str(record["facility"]), str(record["severity"])):
                 continue
-            sys.stdout.write(format_record(record, as_json=args.json, color=color) + "\n")
+            if not from_origin(record, args.host, args.app):
+                continue
+            try:
+                line = format_record(record, as_json=args.json, color=color)
+            except Exception as exc:  # a record tail cannot show is reported, never fatal
+                _err(f"rejected a message (routing key {method.routing_key!r}): {exc!r}")
+                continue
+            sys.stdout.write(line + "\n")
             sys.stdout.flush()
             shown += 1
             if args.count and shown >= args.count:
@@ -233,8 +246,9 @@ def _records(routing_key: str, properties: Any, body: bytes) -> list[dict[str, A
                 timestamp=properties.timestamp,
                 message_id=properties.message_id,
                 app_id=properties.app_id,
+                headers=properties.headers,
             )
         ]
     except wire.UndecodableMessage as exc:
-        _err(f"skipped a message: {exc}")
+        _err(f"rejected a message (routing key {routing_key!r}): {exc}")
         return []

@@ -186,6 +186,11 @@ def classify_pending(
             if record is None:
                 exact = False
                 record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
+            headers = getattr(props, "headers", None)  # syslog-ng: HOST, PROGRAM, PID, DATE...
+            if isinstance(headers, dict) and wire.fill_from_headers(
+                record, headers, delivery.arrival or None
+            ):
+                exact = False
             state = complete(
                 record,
                 delivery.routing_key,

@@ -200,22 +200,8 @@ def fsync_closed(paths: set[str], directories: set[str]) -> None:
     """fsync files written since the last flush but closed since (LRU, rotation), then
     the directories where files were created; each set is emptied as it is done."""
     for path in list(paths):
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except (FileNotFoundError, IsADirectoryError):  # rotated away or deleted
-            paths.discard(path)
-            continue
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                paths.discard(path)
-                continue
-            raise WriteError(path, exc, "fsync") from exc
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise WriteError(path, exc, "fsync") from exc
-        finally:
-            os.close(fd)
+        # rotated away, deleted or replaced by a link: nothing of ours left to sync
+        _fsync_path(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         paths.discard(path)
     for directory in list(directories):
         fsync_dir(directory)
@@ -224,16 +210,24 @@ def fsync_closed(paths: set[str], directories: set[str]) -> None:
 
 def fsync_dir(directory: str) -> None:
     """fsync a directory (its entries: created, renamed files); missing ones are skipped."""
+    _fsync_path(directory, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _fsync_path(path: str, flags: int) -> None:
+    """Open ``path`` with ``flags`` and fsync it; a path that is gone, a directory where a
+    file was, or a link is skipped; other errors raise ``WriteError``."""
     try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
+        fd = os.open(path, flags | os.O_CLOEXEC)
+    except (FileNotFoundError, IsADirectoryError):
         return
     except OSError as exc:
-        raise WriteError(directory, exc, "fsync") from exc
+        if exc.errno == errno.ELOOP:
+            return
+        raise WriteError(path, exc, "fsync") from exc
     try:
         os.fsync(fd)
     except OSError as exc:
-        raise WriteError(directory, exc, "fsync") from exc
+        raise WriteError(path, exc, "fsync") from exc
     finally:
         os.close(fd)
 

@@ -22,6 +22,7 @@ def decode_delivery(delivery: Delivery) -> dict[str, Any]:
     props = delivery.properties
     timestamp = getattr(props, "timestamp", None)
     app_id = getattr(props, "app_id", None)
+    headers = getattr(props, "headers", None)
     return wire.decode(
         delivery.body,
         delivery.routing_key,
@@ -29,6 +30,7 @@ def decode_delivery(delivery: Delivery) -> dict[str, Any]:
         message_id=delivery.message_id,
         app_id=app_id if isinstance(app_id, str) else None,
         arrival=delivery.arrival or None,
+        headers=headers if isinstance(headers, dict) else None,
     )
 
 
