@@ -199,3 +199,44 @@ def test_dictconfig_strings_for_batch_and_rate_limit(route: tuple[str, str, str]
         assert "batch: 'sometimes' is not one of off, auto" in str(err.__cause__ or err)
     else:
         raise AssertionError("a bad batch option was accepted")
+
+
+def test_auto_spools_per_record_and_replays_in_order(
+    amqp_url: str, unique_name: Any, make_logger: Any
+) -> None:
+    """batch="auto" against an exchange that does not exist yet: records go to the spool
+    one by one, and once it exists they are replayed (in batches) in logging order, every
+    record at least once and each id with one record."""
+    exchange, queue = unique_name("late"), unique_name("q")
+    log, handler = make_logger(url=amqp_url, exchange=exchange, buffer_size=50, batch="auto")
+    try:
+        for i in range(1000):
+            log.info("n %d", i)
+        time.sleep(1.5)  # the channel is refused (404); records go to the spool
+        assert handler.stats["spooled"] > 0
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            ch = conn.channel()
+            ch.exchange_declare(exchange, "topic")
+            ch.queue_declare(queue)
+            ch.queue_bind(queue, exchange, "#")
+        finally:
+            conn.close()
+        for i in range(1000, 1200):
+            log.info("n %d", i)
+        handler.flush()
+        messages = drain(amqp_url, queue)
+        records = records_of(messages)
+        by_id: dict[str, str] = {}
+        for record in records:
+            assert by_id.setdefault(record["id"], record["msg"]) == record["msg"]
+        first_seen = list(dict.fromkeys(r["msg"] for r in records))
+        assert first_seen == [f"n {i}" for i in range(1200)]
+        assert any(batchwire.is_batch(props.content_type) for _, props, _ in messages)
+    finally:
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            conn.channel().queue_delete(queue)
+            conn.channel().exchange_delete(exchange)
+        finally:
+            conn.close()
