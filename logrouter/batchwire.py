@@ -216,6 +216,46 @@ def split_batch(
     return out
 
 
+def decode_message(
+    body: bytes,
+    routing_key: str,
+    *,
+    content_type: str | None = None,
+    message_id: str | None = None,
+    timestamp: float | None = None,
+    app_id: str | None = None,
+    arrival: float | None = None,
+    headers: Mapping[Any, Any] | None = None,
+) -> list[BatchRecord]:
+    """Any message as its records: each line of a batch, or the one record of a single
+    message (``wire.decode``, foreign publishers' ``headers`` included); never raises
+    (pure). A reader of live messages (tail, query --follow) calls this and prints each
+    ``record``, or reports its ``reason``."""
+    if is_batch(content_type):
+        return split_batch(
+            body,
+            routing_key,
+            message_id=message_id,
+            timestamp=timestamp,
+            app_id=app_id,
+            arrival=arrival,
+        )
+    try:
+        record = wire.decode(
+            body,
+            routing_key,
+            timestamp=timestamp,
+            message_id=message_id,
+            app_id=app_id,
+            arrival=arrival,
+            headers=headers,
+        )
+    except Exception as exc:  # a reader never crashes on input
+        reason = str(exc) if isinstance(exc, wire.UndecodableMessage) else repr(exc)
+        return [BatchRecord(0, message_id, None, body, reason)]
+    return [BatchRecord(0, message_id, record, body)]
+
+
 def count_problem(declared: int | None, found: int) -> str | None:
     """What is wrong when a batch holds another number of lines than it declares."""
     if declared is None or declared == found:
