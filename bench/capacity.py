@@ -25,14 +25,10 @@ from typing import Any
 
 import pika
 
-from bench._docs import write_section
-from bench.volume import _logger, _loop
+from bench._shared import bench_logger, publish, workload
 from logrouter import RabbitHandler
 
-SMOKE = bool(os.environ.get("LOGROUTER_BENCH_N"))
 N = int(os.environ.get("LOGROUTER_BENCH_N") or 200_000)
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "capacity.md"
 
 
 def measure(urls: list[str], tmp: Path, mode: str) -> dict[str, float]:
@@ -52,12 +48,12 @@ def measure(urls: list[str], tmp: Path, mode: str) -> dict[str, float]:
         flush_timeout=900,
         batch=mode,
     )
-    log = _logger(handler)
+    log = bench_logger(handler)
     log.info("warm-up")
     handler.flush()
     base = handler.stats
     start = time.perf_counter()
-    _loop(log, N)
+    workload(log, N)
     handler.flush()
     elapsed = time.perf_counter() - start
     stats = handler.stats
@@ -113,15 +109,7 @@ def main() -> int:
         urls = [node.url for node in nodes]
         for mode in ("off", "auto"):
             results[mode] = measure(urls, Path(tmp_name), mode)
-    text = report(results)
-    print(text)
-    if SMOKE:
-        print("(smoke run: LOGROUTER_BENCH_N is set, results not written)")
-        return 0
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("# Capacity benchmark\n\n" + text)
-    write_section("capacity", "Capacity (3-node quorum cluster)", text)
-    return 0
+    return publish("capacity", "Capacity (3-node quorum cluster)", report(results))
 
 
 if __name__ == "__main__":

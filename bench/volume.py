@@ -42,41 +42,20 @@ from typing import Any
 
 import pika
 
-from bench._docs import write_section
+from bench._shared import IP, SMOKE, bench_logger, publish, workload
 from logrouter import RabbitHandler, batchwire, topology
 from logrouter.config import load_config
 
 URL = os.environ.get("LOGROUTER_URL") or "amqp://guest:guest@127.0.0.1:5672/%2F"
-SMOKE = bool(os.environ.get("LOGROUTER_BENCH_N"))
 N = int(os.environ.get("LOGROUTER_BENCH_N") or 1_000_000)
 N_OFF = max(1000, N // 5)
 COST_N = min(N, 100_000)
-IP = "10.0.0.1"
 FLEET_PROCESSES = 4
 FLEET_RATE = 5_000 if SMOKE else 50_000
 FLEET_SECONDS = 2.0 if SMOKE else 10.0
 FLOOD_SECONDS = 2.0 if SMOKE else 10.0
 FLOOD_LIMIT, FLOOD_BURST, OTHER_RATE = 100, 200, 100
 LATENCY_SECONDS = 2.0 if SMOKE else 5.0
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "volume.md"
-
-
-def _logger(handler: logging.Handler, name: str | None = None) -> logging.Logger:
-    log = logging.getLogger(name or f"bench.{uuid.uuid4().hex[:6]}")
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    log.handlers[:] = [handler]
-    return log
-
-
-def _loop(log: logging.Logger, count: int) -> float:
-    """Seconds for ``count`` calls of the workload."""
-    info = log.info
-    start = time.perf_counter()
-    for i in range(count):
-        info("user %s logged in from %s", i, IP)
-    return time.perf_counter() - start
 
 
 class Route:
@@ -143,12 +122,12 @@ def confirmed_rate(tmp: Path, count: int, **options: Any) -> dict[str, float]:
     """records/s from the first call until all ``count`` are confirmed; messages per record."""
     route = Route(max_length=100_000)  # the broker stores and drops: memory stays bounded
     handler = _ours(route.exchange, tmp, **options)
-    log = _logger(handler)
+    log = bench_logger(handler)
     log.info("warm-up")
     handler.flush()
     base = handler.stats
     start = time.perf_counter()
-    loop = _loop(log, count)
+    loop = workload(log, count)
     handler.flush()
     elapsed = time.perf_counter() - start
     stats = handler.stats
@@ -166,21 +145,21 @@ def confirmed_rate(tmp: Path, count: int, **options: Any) -> dict[str, float]:
 
 def null_rate(count: int) -> float:
     """calls/s of the workload with a NullHandler."""
-    return count / _loop(_logger(logging.NullHandler()), count)
+    return count / workload(bench_logger(logging.NullHandler()), count)
 
 
 def caller_costs(tmp: Path) -> dict[str, float]:
     """µs per call (wall clock of the loop) for QueueHandler, NullHandler and ours (auto)."""
     costs: dict[str, float] = {}
-    costs["NullHandler"] = _loop(_logger(logging.NullHandler()), COST_N) / COST_N * 1e6
+    costs["NullHandler"] = workload(bench_logger(logging.NullHandler()), COST_N) / COST_N * 1e6
     qh = logging.handlers.QueueHandler(queue_mod.SimpleQueue())
-    costs["QueueHandler (no listener)"] = _loop(_logger(qh), COST_N) / COST_N * 1e6
+    costs["QueueHandler (no listener)"] = workload(bench_logger(qh), COST_N) / COST_N * 1e6
     for mode in ("auto", "off"):
         route = Route(max_length=100_000)
         handler = _ours(route.exchange, tmp, batch=mode)
-        log = _logger(handler)
-        _loop(log, 1000)
-        costs[f"RabbitHandler batch={mode}"] = _loop(log, COST_N) / COST_N * 1e6
+        log = bench_logger(handler)
+        workload(log, 1000)
+        costs[f"RabbitHandler batch={mode}"] = workload(log, COST_N) / COST_N * 1e6
         handler.close()
         route.close()
     return costs
@@ -231,7 +210,7 @@ def _fleet_app(exchange: str, mode: str, rate: int, seconds: float, spool: str, 
     handler = RabbitHandler(
         url=URL, exchange=exchange, facility="fleet", batch=mode, spool=spool, flush_timeout=600
     )
-    log = _logger(handler, "fleet")
+    log = bench_logger(handler, "fleet")
     total = int(rate * seconds)
     start = time.perf_counter()
     step = 500  # records per pacing step: a busy app logs in bursts
@@ -335,8 +314,8 @@ def flood(tmp: Path) -> dict[str, float]:
         burst=FLOOD_BURST,
         rate_limit_key="site",
     )
-    flood_log = _logger(handler, "billing.worker")
-    other_log = _logger(handler, "billing.web")
+    flood_log = bench_logger(handler, "billing.worker")
+    other_log = bench_logger(handler, "billing.web")
     other_sent = 0
     calls = 0
     start = time.perf_counter()
@@ -365,7 +344,7 @@ def flood(tmp: Path) -> dict[str, float]:
     # caller cost of a suppressed call against a sent one (same handler options, no limit)
     cost_suppressed = _flood_cost(tmp, limited=True)
     cost_sent = _flood_cost(tmp, limited=False)
-    null_log = _logger(logging.NullHandler(), "billing.null")
+    null_log = bench_logger(logging.NullHandler(), "billing.null")
     start_null = time.perf_counter()
     for _ in range(COST_N):
         null_log.error("payment gateway timeout")
@@ -394,7 +373,7 @@ def _flood_cost(tmp: Path, *, limited: bool) -> float:
     if limited:
         options.update(rate_limit=1, burst=1)
     handler = _ours(route.exchange, tmp, **options)
-    log = _logger(handler, "billing.worker")
+    log = bench_logger(handler, "billing.worker")
     for _ in range(1000):
         log.error("payment gateway timeout")
     start = time.perf_counter()
@@ -518,15 +497,7 @@ def main() -> int:
         results["latency"] = latencies(tmp)
         results["fleet"] = {"auto": fleet(tmp, "auto")}
         results["flood"] = flood(tmp)
-    text = report(results)
-    print(text)
-    if SMOKE:
-        print("(smoke run: LOGROUTER_BENCH_N is set, results not written)")
-        return 0
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("# Volume benchmark\n\n" + text)
-    write_section("volume", "Volume (batching, flood protection)", text)
-    return 0
+    return publish("volume", "Volume (batching, flood protection)", report(results))
 
 
 if __name__ == "__main__":
