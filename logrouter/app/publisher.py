@@ -473,15 +473,10 @@ class Publisher:
     def _publish_packed(self, writer: FrameWriter, limit: int) -> int:
         """Take up to PUMP_RECORDS records and publish them packed; messages published."""
         outbox = self.outbox
-        items: list[Encoded] = []
         budget = min(PUMP_RECORDS, limit * self.batch_records)
         self._in_hand = True
         try:
-            while len(items) < budget:
-                item = outbox.take()
-                if item is None:
-                    break
-                items.append(item)
+            items = outbox.take_many(budget)
             if not items:
                 return 0
             packets = pack(
