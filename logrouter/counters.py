@@ -64,6 +64,12 @@ COUNTERS: tuple[CounterSpec, ...] = (
         None,
     ),
     CounterSpec(
+        "suppressed",
+        "logrouter_records_suppressed_total",
+        "Records apps suppressed (rate_limit), as their summary records report.",
+        None,
+    ),
+    CounterSpec(
         "expired",
         "logrouter_files_expired_total",
         "Files deleted by keep (retention).",
@@ -86,6 +92,8 @@ class SinkCounters:
     rejected: int = 0
     duplicates: int = 0
     filtered: int = 0
+    #: records apps suppressed by rate_limit, from the summary records written
+    suppressed: int = 0
     reconnects: int = 0
     write_errors: int = 0
     expired: int = 0  # files deleted by ``keep`` (retention)

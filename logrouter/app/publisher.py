@@ -15,6 +15,7 @@ Everything here runs in the I/O thread except ``start``, ``wake``, ``idle``,
 from __future__ import annotations
 
 import contextlib
+import operator
 import sys
 import threading
 import time
@@ -38,8 +39,8 @@ PUBLISH_BATCH = 500
 PUMP_RECORDS = 2000
 
 
-def _fields(item: Encoded) -> tuple[str, str, int, bytes]:
-    return item.routing_key, item.message_id, item.timestamp, item.body
+#: What the packer needs of an encoded record: (routing_key, message_id, timestamp, body).
+_fields = operator.attrgetter("routing_key", "message_id", "timestamp", "body")
 
 
 REPORT_INTERVAL = 30.0
@@ -298,15 +299,10 @@ class Publisher:
     def _publish_packed(self, writer: FrameWriter, limit: int) -> int:
         """Take up to PUMP_RECORDS records and publish them packed; messages published."""
         outbox = self.outbox
-        items: list[Encoded] = []
         budget = min(PUMP_RECORDS, limit * self.batch_records)
         self._in_hand = True
         try:
-            while len(items) < budget:
-                item = outbox.take()
-                if item is None:
-                    break
-                items.append(item)
+            items = outbox.take_many(budget)
             if not items:
                 return 0
             packets = pack(
