@@ -200,6 +200,7 @@ class Encoder:
     def encode(self, captured: Captured) -> Encoded:
         seq, record, message, exc = captured
         try:
+            timestamp = int(record.created)
             facility, severity = self.key_words(record)
             body = wire.encode(
                 record_to_dict(
@@ -229,6 +230,7 @@ class Encoder:
                     )
                 )
         except Exception as err:  # never lose a record to a rendering bug
+            timestamp = int(time.time())
             facility, severity = self.facility, "err"
             body = wire.encode(
                 record_body(
@@ -245,6 +247,6 @@ class Encoder:
             seq,
             f"{facility}.{severity}",
             f"{self.id_prefix}{seq:x}",
-            int(record.created),
+            timestamp,
             body,
         )
