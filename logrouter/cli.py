@@ -221,9 +221,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: options whose value may be a negative offset (``--since -2h``), which argparse
+#: would otherwise take for an option
+_TIME_OPTIONS = ("--since", "--until")
+
+
+def _attach_times(argv: Sequence[str]) -> list[str]:
+    """``--since -2h`` -> ``--since=-2h`` (argparse refuses a value that starts with -)."""
+    out: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token in _TIME_OPTIONS:
+            value = next(tokens, None)
+            if value is not None and value[:1] == "-" and value[1:2].isdigit():
+                out.append(f"{token}={value}")
+                continue
+            out.append(token)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_times(sys.argv[1:] if argv is None else argv))
     _settle_config(parser, args)
     try:
         code: int = args.run(args)

@@ -63,6 +63,18 @@ COUNTERS: tuple[CounterSpec, ...] = (
         "Failed write/flush attempts (retried).",
         None,
     ),
+    CounterSpec(
+        "suppressed",
+        "logrouter_records_suppressed_total",
+        "Records apps suppressed (rate_limit), as their summary records report.",
+        None,
+    ),
+    CounterSpec(
+        "expired",
+        "logrouter_files_expired_total",
+        "Files deleted by keep (retention).",
+        None,
+    ),
 )
 COUNTER_NAMES: tuple[str, ...] = tuple(spec.name for spec in COUNTERS)
 #: The counters ``logrouter stats`` shows, in column order.
@@ -80,8 +92,11 @@ class SinkCounters:
     rejected: int = 0
     duplicates: int = 0
     filtered: int = 0
+    #: records apps suppressed by rate_limit, from the summary records written
+    suppressed: int = 0
     reconnects: int = 0
     write_errors: int = 0
+    expired: int = 0  # files deleted by ``keep`` (retention)
     last_error: str | None = None
     state: str = "starting"
 

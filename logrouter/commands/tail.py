@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from logrouter import batchwire, exitcodes, render, wire
+from logrouter import batchwire, exitcodes, render
 from logrouter.commands.common import TargetError, close_quietly, resolve_target, stop_on_signals
 from logrouter.connection import (
     BrokerUnavailable,
@@ -147,31 +147,20 @@ def _tail(
 def _records(routing_key: str, properties: Any, body: bytes) -> list[dict[str, Any]]:
     """The records of one message: one, or each line of a batch (what cannot be decoded
     is reported on stderr and skipped)."""
-    if batchwire.is_batch(properties.content_type):
-        records = []
-        for item in batchwire.split_batch(
-            body,
-            routing_key,
-            message_id=properties.message_id,
-            timestamp=properties.timestamp,
-            app_id=properties.app_id,
-        ):
-            if item.record is None:
-                _err(f"skipped a record of a batch: {item.reason}")
-            else:
-                records.append(item.record)
-        return records
-    try:
-        return [
-            wire.decode(
-                body,
-                routing_key,
-                timestamp=properties.timestamp,
-                message_id=properties.message_id,
-                app_id=properties.app_id,
-                headers=properties.headers,
-            )
-        ]
-    except wire.UndecodableMessage as exc:
-        _err(f"rejected a message (routing key {routing_key!r}): {exc}")
-        return []
+    records = []
+    for item in batchwire.decode_message(
+        body,
+        routing_key,
+        content_type=properties.content_type,
+        message_id=properties.message_id,
+        timestamp=properties.timestamp,
+        app_id=properties.app_id,
+        headers=properties.headers,
+    ):
+        if item.record is not None:
+            records.append(item.record)
+        elif batchwire.is_batch(properties.content_type):
+            _err(f"skipped a record of a batch: {item.reason}")
+        else:
+            _err(f"rejected a message (routing key {routing_key!r}): {item.reason}")
+    return records

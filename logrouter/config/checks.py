@@ -81,6 +81,23 @@ def int_range(low: int, high: int) -> Callable[[object], int]:
     return check
 
 
+def keep_age(value: object) -> float:
+    """``keep = "30d"``: seconds (sinks/retention.py)."""
+    from logrouter.sinks.retention import parse_age
+
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def keep_count_or_age(value: object) -> int | float:
+    """A file sink's ``keep``: rotated files kept (0..10000), or an age like ``"30d"`` (float)."""
+    if isinstance(value, str):
+        return keep_age(value)
+    return int_range(0, 10_000)(value)
+
+
 def float_range(low: float, high: float) -> Callable[[object], float]:
     def check(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -104,7 +104,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
         "max_files",
     ),
     "console": ("stream", "color", "format"),
-    "archive": ("dir", "compression", "compresslevel", "rotate_bytes", "rotate_interval"),
+    "archive": ("dir", "compression", "compresslevel", "rotate_bytes", "rotate_interval", "keep"),
 }
 BROKER_KEYS = ("url", "exchange", "heartbeat", "queue_type")
 TOP_KEYS = ("broker", "sinks", "control")
@@ -154,6 +154,7 @@ class FileOptions:
     max_open_files: int
     file_mode: int
     max_files: int = DEFAULT_MAX_FILES  # distinct placeholder values; then the overflow file
+    keep_age: float | None = None  # keep = "30d": rotated files older than this are deleted
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ class ArchiveOptions:
     compresslevel: int
     rotate_bytes: int  # 0 = no size rotation
     rotate_interval: str  # "hour" | "day"
+    keep_age: float | None = None  # keep = "30d": partitions older than this are deleted
 
 
 @dataclass(frozen=True)

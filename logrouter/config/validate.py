@@ -321,13 +321,16 @@ class SinkReader:
 
         path = self.required("path", template, '"/var/log/logrouter/{facility}.log"')
         interval = self.get("rotate_interval", checks.choice("none", "hour", "day"), "none")
+        default_keep: int | float = 7
+        keep = self.get("keep", checks.keep_count_or_age, default_keep)
         options = FileOptions(
             path=path[0] if path else "",
             base_dir=path[1] if path else Path(),
             format=self.get("format", checks.line_format, DEFAULT_FILE_FORMAT),
             rotate_bytes=self.get("rotate_bytes", checks.size_value, 0),
             rotate_interval=None if interval == "none" else interval,
-            keep=self.get("keep", checks.int_range(0, 10_000), 7),
+            keep=keep if isinstance(keep, int) else 0,
+            keep_age=keep if isinstance(keep, float) else None,
             max_open_files=self.get("max_open_files", checks.int_range(1, 4096), 64),
             file_mode=self.get("file_mode", checks.file_mode, DEFAULT_FILE_MODE),
             max_files=self.get("max_files", checks.int_range(1, 1_000_000), DEFAULT_MAX_FILES),
@@ -352,5 +355,6 @@ class SinkReader:
             compresslevel=self.get("compresslevel", checks.int_range(1, 9), 6),
             rotate_bytes=self.get("rotate_bytes", checks.size_value, 64 * MIB),
             rotate_interval=self.get("rotate_interval", checks.choice("hour", "day"), "hour"),
+            keep_age=self.get("keep", checks.keep_age, None),
         )
         return options if path else None

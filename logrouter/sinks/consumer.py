@@ -35,7 +35,7 @@ from logrouter.connection import BrokerSettings, describe_error
 from logrouter.counters import SinkCounters
 from logrouter.errors import LogrouterError
 from logrouter.sinks.base import Writer
-from logrouter.sinks.batch import Batch, Delivery, Outcome, classify_pending
+from logrouter.sinks.batch import Batch, Delivery, Outcome, classify_pending, suppressed_in
 from logrouter.sinks.dedup import DedupKey, DedupWindow
 from logrouter.sinks.journal import Journal
 from logrouter.sinks.writers import make_writer
@@ -335,9 +335,13 @@ class Sink:
         self._channel.basic_ack(delivery_tag=last_tag, multiple=True)
         counters = self.counters
         counters.written += len(outcome.records) - len(refused)
+        counters.suppressed += suppressed_in(outcome.records)
         counters.duplicates += outcome.duplicates
         counters.filtered += outcome.filtered
         counters.acked += len(pending)
+        take_expired = getattr(self._writer, "take_expired", None)
+        if take_expired is not None:
+            counters.expired += take_expired()
         if counters.state == "backing-off":
             self.log.info("writing again", queue=self.config.queue)
         counters.state = "running"

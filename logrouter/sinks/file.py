@@ -33,6 +33,7 @@ from logrouter.render import DEFAULT_LINE_FORMAT, PATH_PLACEHOLDERS, compile_for
 from logrouter.sinks.archive import record_line
 from logrouter.sinks.base import ABSENT, Record, Refused, WriteError
 from logrouter.sinks.files import FilesWriter, TargetRefused, record_time
+from logrouter.sinks.retention import Retention
 
 if TYPE_CHECKING:
     from logrouter.config import FileOptions
@@ -200,6 +201,7 @@ class FileWriter(FilesWriter):
         self.rotate_bytes = options.rotate_bytes or 0
         self.rotate_interval = options.rotate_interval or None
         self.keep = options.keep
+        self.retention = Retention(options.keep_age) if options.keep_age else None
         self.max_files = max(1, options.max_files)
         self.overflow_path = os.path.join(self.paths.base, OVERFLOW_NAME)
         self._slots: set[tuple[str, ...]] = set()
@@ -254,6 +256,9 @@ class FileWriter(FilesWriter):
         return refused
 
     # -- rotation -------------------------------------------------------------
+
+    def _sweep(self, retention: Retention) -> None:
+        retention.sweep_rotated(self.paths.base, set(self._open))
 
     def _rotate_due(self, touched: dict[str, int], first: dict[str, int]) -> None:
         now = time.time()

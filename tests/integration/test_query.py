@@ -265,6 +265,7 @@ def test_no_match_is_exit_1_and_bad_tokens_are_named(
     """Nothing matched: exit 1, no output. A bad selector/time/field: exit 2 naming it."""
     d = str(archive.dir)
     assert query(capsys, "--dir", d, "--since", "2030-01-01")[:2] == (1, [])
+    assert query(capsys, "--dir", d, "--since", "-1h", "--until", "-30m")[:2] == (1, [])
     code, _, err = query(capsys, "*.eror", "--dir", d)
     assert code == 2 and "'eror'" in err
     code, _, err = query(capsys, "--dir", d, "--since", "last tuesday")
