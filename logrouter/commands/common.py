@@ -3,8 +3,9 @@
 ``resolve_target`` turns --config / $LOGROUTER_URL / --url / --exchange into
 broker settings (and the config when one was read); ``stop_on_signals`` lets a
 long-running command end cleanly on Ctrl-C or SIGTERM; ``close_quietly`` ends a
-connection that may already be gone; ``display_order`` and
-``instance_label`` order and name the instances that answered a control request.
+connection that may already be gone; ``broker_failure`` says what went wrong with
+the broker; ``display_order`` and ``instance_label`` order and name the instances
+that answered a control request.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import pika.exceptions
+
 from logrouter import exitcodes
-from logrouter.connection import BadURL, BrokerSettings, split_urls
+from logrouter.connection import BadURL, BrokerSettings, describe_error, split_urls
 from logrouter.errors import LogrouterError
 
 if TYPE_CHECKING:
@@ -109,3 +112,13 @@ def close_quietly(connection: Any) -> None:
     with suppress(Exception):
         if connection is not None and connection.is_open:
             connection.close()
+
+
+def broker_failure(exc: Exception, missing: str) -> str:
+    """What to print when the broker fails a command: ``missing`` when it answered 404
+    (a queue or exchange that does not exist), else the channel close or the lost connection."""
+    if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
+        if exc.reply_code == 404:
+            return missing
+        return f"broker closed the channel: {describe_error(exc)}"
+    return f"lost the broker: {describe_error(exc)}"

@@ -23,7 +23,6 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,8 +32,14 @@ import pika.exceptions
 
 from logrouter import errors, exitcodes, wire
 from logrouter.archive_reader import Entry, last_entries, read_archive
-from logrouter.commands.common import TargetError, resolve_target, stop_on_signals
-from logrouter.connection import BrokerUnavailable, describe_error, redact
+from logrouter.commands.common import (
+    TargetError,
+    broker_failure,
+    close_quietly,
+    resolve_target,
+    stop_on_signals,
+)
+from logrouter.connection import BrokerUnavailable, redact
 from logrouter.record_filter import FieldError, RecordFilter, parse_field, record_key
 from logrouter.render import render_output, use_color
 from logrouter.selector import SelectorError, compile_selector
@@ -235,19 +240,12 @@ def _follow(
             for entry in _archived(source, query, lines, False):
                 printer.entry(entry)
             _live(channel, queue, source, query, bound, printer, stopped)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                _err(f"exchange {settings.exchange!r} does not exist on {settings.describe()}")
-            else:
-                _err(f"broker closed the channel: {describe_error(exc)}")
-            return exitcodes.RUNTIME
         except pika.exceptions.AMQPError as exc:
-            _err(f"lost the broker: {describe_error(exc)}")
+            missing = f"exchange {settings.exchange!r} does not exist on {settings.describe()}"
+            _err(broker_failure(exc, missing))
             return exitcodes.RUNTIME
         finally:
-            with suppress(Exception):
-                if connection.is_open:
-                    connection.close()
+            close_quietly(connection)
     return exitcodes.OK if printer.count else exitcodes.NO_MATCH
 
 

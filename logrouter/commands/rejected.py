@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +29,7 @@ import pika
 import pika.exceptions
 
 from logrouter import exitcodes
-from logrouter.commands.common import TargetError, resolve_target
+from logrouter.commands.common import TargetError, broker_failure, close_quietly, resolve_target
 from logrouter.connection import BrokerUnavailable, describe_error, redact
 from logrouter.render import escape
 from logrouter.sinks.consumer import REASON_HEADER, SINK_HEADER
@@ -218,19 +217,12 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "purge":
             return _purge(channel, wanted, queue)
         return _replay(connection, channel, wanted, settings.exchange)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code == 404:
-            _err(f"queue {queue!r} does not exist on {settings.describe()}")
-        else:
-            _err(f"broker closed the channel: {describe_error(exc)}")
-        return exitcodes.RUNTIME
     except pika.exceptions.AMQPError as exc:
-        _err(f"lost the broker: {describe_error(exc)}")
+        missing = f"queue {queue!r} does not exist on {settings.describe()}"
+        _err(broker_failure(exc, missing))
         return exitcodes.RUNTIME
     finally:
-        with suppress(Exception):
-            if connection.is_open:
-                connection.close()  # unacked messages go back to the queue
+        close_quietly(connection)  # unacked messages go back to the queue
 
 
 def _list(wanted: Iterator[Held]) -> int:

@@ -25,7 +25,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,9 +34,15 @@ import pika.exceptions
 
 from logrouter import exitcodes, wire
 from logrouter.archive_reader import Entry, read_archive
-from logrouter.commands.common import TargetError, resolve_target, stop_on_signals
+from logrouter.commands.common import (
+    TargetError,
+    broker_failure,
+    close_quietly,
+    resolve_target,
+    stop_on_signals,
+)
 from logrouter.commands.query import UsageError, build_filter, resolve_source
-from logrouter.connection import BrokerUnavailable, describe_error, redact
+from logrouter.connection import BrokerUnavailable, redact
 from logrouter.record_filter import RecordFilter
 from logrouter.render import render_output
 
@@ -162,17 +167,12 @@ def run(args: argparse.Namespace) -> int:
         except pika.exceptions.UnroutableError:
             _err(f"queue {queue!r} does not exist (is sink {args.to_sink!r} set up?)")
             return exitcodes.RUNTIME
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                _err(
-                    f"{'queue ' + repr(queue) if queue else 'exchange ' + repr(exchange)}"
-                    f" does not exist (run `logrouter setup`)"
-                )
-            else:
-                _err(f"broker closed the channel: {describe_error(exc)}")
-            return exitcodes.RUNTIME
         except pika.exceptions.AMQPError as exc:
-            _err(f"lost the broker: {describe_error(exc)}")
+            missing = (
+                f"{'queue ' + repr(queue) if queue else 'exchange ' + repr(exchange)}"
+                " does not exist (run `logrouter setup`)"
+            )
+            _err(broker_failure(exc, missing))
             return exitcodes.RUNTIME
         finally:
             if replay is not None:
@@ -183,9 +183,7 @@ def run(args: argparse.Namespace) -> int:
                     if replay.cursor
                     else "interrupted before the first record"
                 )
-            with suppress(Exception):
-                if connection.is_open:
-                    connection.close()
+            close_quietly(connection)
 
 
 class Replay:

@@ -23,10 +23,15 @@ from typing import TYPE_CHECKING, Any
 import pika.exceptions
 
 from logrouter import batchwire, exitcodes, render
-from logrouter.commands.common import TargetError, close_quietly, resolve_target, stop_on_signals
+from logrouter.commands.common import (
+    TargetError,
+    broker_failure,
+    close_quietly,
+    resolve_target,
+    stop_on_signals,
+)
 from logrouter.connection import (
     BrokerUnavailable,
-    describe_error,
     redact,
 )
 from logrouter.render import use_color
@@ -78,17 +83,12 @@ def run(args: argparse.Namespace) -> int:
             return exitcodes.RUNTIME
         try:
             return _tail(connection, settings.exchange, selector, args, stopped)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                _err(
-                    f"exchange {settings.exchange!r} does not exist on {settings.describe()} "
-                    "(run `logrouter setup` first)"
-                )
-            else:
-                _err(f"broker closed the channel: {describe_error(exc)}")
-            return exitcodes.RUNTIME
         except pika.exceptions.AMQPError as exc:
-            _err(f"lost the broker: {describe_error(exc)}")
+            missing = (
+                f"exchange {settings.exchange!r} does not exist on {settings.describe()} "
+                "(run `logrouter setup` first)"
+            )
+            _err(broker_failure(exc, missing))
             return exitcodes.RUNTIME
         finally:
             close_quietly(connection)
