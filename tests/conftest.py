@@ -31,8 +31,9 @@ pytest_plugins = ["tests.helpers.sinks", "tests.helpers.handler"]
 private_node = rabbit_nodes.private_node
 session_node = rabbit_nodes.session_node
 rabbit_cluster = rabbit_nodes.rabbit_cluster
+session_cluster = rabbit_nodes.session_cluster
 
-__all__ = ["private_node", "rabbit_cluster", "session_node"]
+__all__ = ["private_node", "rabbit_cluster", "session_cluster", "session_node"]
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 CONTAINER_IMAGE = "rabbitmq:3.10"

@@ -13,23 +13,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pika
 import pytest
 
 from tests.helpers.handler import collect, delete
-from tests.helpers.rabbit_nodes import RabbitNode, started_cluster
+from tests.helpers.rabbit_nodes import RabbitNode
 
 DEADLINE = 60.0
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[list[RabbitNode]]:
-    """Three private nodes in one cluster, for this module only (its test kills one)."""
-    with started_cluster("lrh") as nodes:
-        yield nodes
+@pytest.fixture
+def cluster(rabbit_cluster: list[RabbitNode]) -> list[RabbitNode]:
+    """The session's three-node cluster, every node running at the start and end of each
+    test (its test kills one)."""
+    return rabbit_cluster
 
 
 def declare_quorum(url: str, exchange: str, queue: str) -> None:

@@ -439,7 +439,19 @@ def started_cluster(prefix: str = "lrc", size: int = 3) -> Iterator[list[RabbitN
 
 
 @pytest.fixture(scope="session")
-def rabbit_cluster() -> Iterator[list[RabbitNode]]:
-    """Three private nodes joined into one cluster; all killed at the end of the session."""
+def session_cluster() -> Iterator[list[RabbitNode]]:
+    """Three private nodes joined into one cluster for the session (per xdist worker);
+    all killed at the end. Forming a cluster takes tens of seconds, so tests share it."""
     with started_cluster("lrc") as nodes:
         yield nodes
+
+
+@pytest.fixture
+def rabbit_cluster(session_cluster: list[RabbitNode]) -> Iterator[list[RabbitNode]]:
+    """The session's cluster with every node running and alarm-free at the start and end
+    of a test; a test may kill, stop or restart nodes (a restarted node rejoins)."""
+    for node in session_cluster:
+        reset_node(node)
+    yield session_cluster
+    for node in session_cluster:
+        reset_node(node)

@@ -27,7 +27,7 @@ import pytest
 
 from logrouter import RabbitHandler
 from tests.helpers.broker import wait_for as _wait_for
-from tests.helpers.rabbit_nodes import RabbitNode, started_cluster
+from tests.helpers.rabbit_nodes import RabbitNode
 from tests.helpers.sinks import ROOT, logrouter, sink_env, tokens, write_config
 
 DEADLINE = 120.0
@@ -40,12 +40,11 @@ def wait_for(predicate: Any, what: str, timeout: float = DEADLINE) -> None:
 # ---------------------------------------------------------------- the cluster
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[list[RabbitNode]]:
-    """Three private nodes joined into one cluster, for this module only (its tests kill
-    nodes, so the session-wide ``rabbit_cluster`` is left alone); all killed afterwards."""
-    with started_cluster("lrq") as nodes:
-        yield nodes
+@pytest.fixture
+def cluster(rabbit_cluster: list[RabbitNode]) -> list[RabbitNode]:
+    """The session's three-node cluster (tests/helpers/rabbit_nodes.py), every node running
+    at the start and end of each test (the tests kill nodes)."""
+    return rabbit_cluster
 
 
 def live(nodes: list[RabbitNode]) -> RabbitNode:
