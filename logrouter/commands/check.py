@@ -144,7 +144,7 @@ def diff(config: RoutingConfig, args: argparse.Namespace) -> int:
         connection = config.broker.connect()
     except BrokerUnavailable as exc:
         print(f"logrouter check --diff: {exc}", file=sys.stderr)
-        return exitcodes.RUNTIME
+        return exc.exit_code
     try:
         print()
         print(f"diff against the broker ({config.broker.describe()}):")
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         count = len(exc.issues)
         problems = f"{count} problem{'s' if count != 1 else ''}"
         print(f"logrouter check: {path}: {problems}, config not usable", file=sys.stderr)
-        return exitcodes.CONFIG
+        return exc.exit_code
     for line in describe(config):
         print(escape(line))
     sandbox = sandbox_issues(config, os.environ, read_only)

@@ -35,8 +35,8 @@ import pika.exceptions
 
 from logrouter import exitcodes, wire
 from logrouter.archive_reader import Entry, read_archive
+from logrouter.commands.common import TargetError, resolve_target, stop_on_signals
 from logrouter.commands.query import UsageError, build_filter, resolve_source
-from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals
 from logrouter.connection import BrokerUnavailable, describe_error, redact
 from logrouter.record_filter import RecordFilter
 from logrouter.render import render_output
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             cursor = read_cursor_file(args.resume)
     except UsageError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     entries = after(
         read_archive(source.root, query, interval=source.interval, on_error=_err), cursor
     )
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         settings, config = resolve_target(args.config, args.url, args.exchange)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     if args.to_sink is not None:
         if config is not None and args.to_sink not in config.sinks:
             _err(f"no sink {args.to_sink!r} in {args.config} (sinks: {', '.join(config.sinks)})")

@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from logrouter.render import DEFAULT_LINE_FORMAT, compile_format
+from logrouter.errors import LogrouterError
+from logrouter.render import DEFAULT_LINE_FORMAT, PATH_PLACEHOLDERS, compile_format
 from logrouter.sinks.archive import record_line
 from logrouter.sinks.base import ABSENT, Record, Refused, WriteError
 from logrouter.sinks.files import FilesWriter, TargetRefused, record_time
@@ -37,7 +38,6 @@ from logrouter.sinks.retention import Retention
 if TYPE_CHECKING:
     from logrouter.config import FileOptions
 
-PATH_PLACEHOLDERS = ("facility", "severity", "host", "app", "level", "logger")
 MAX_COMPONENT = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
 # directives coarser than an hour: the hour prefix of ts is enough as cache key
@@ -47,7 +47,7 @@ _MAX_CACHE = 4096
 OVERFLOW_NAME = "logrouter~overflow.jsonl"
 
 
-class PathEscapeError(ValueError):
+class PathEscapeError(LogrouterError, ValueError):
     """A rendered path would leave the base directory."""
 
 

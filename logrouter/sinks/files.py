@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from logrouter.errors import LogrouterError
 from logrouter.sinks.base import ABSENT, IntentHook, WriteError
 from logrouter.sinks.retention import Retention
 
@@ -52,7 +53,7 @@ MAX_FUTURE = timedelta(days=1)
 _TS = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d)", re.ASCII)
 
 
-class TargetRefused(OSError):
+class TargetRefused(LogrouterError, OSError):
     """A record's target file is not one the sink may write (symlink, directory, ...)."""
 
 

@@ -25,12 +25,14 @@ from typing import Any
 
 import pika
 import pytest
-from test_sink_daemon import ROOT, declare, publish, sink_env, start, stop, wait_for, write_config
 
 from logrouter import cli, wire
 from logrouter.archive_reader import read_archive
 from logrouter.record_filter import RecordFilter
 from logrouter.render import render_console
+from tests.helpers import ROOT
+from tests.helpers.broker import wait_for
+from tests.helpers.sinks import declare, publish, sink_env, start, stop, write_config
 
 BASE = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)
 COUNT = 40

@@ -14,22 +14,28 @@ from pathlib import Path
 
 import pika
 import pytest
-from test_query import Archive, archived, body_of, drop_archive, message_of, start_sink
-from test_sink_daemon import (
-    ROOT,
+
+from logrouter import cli
+from tests.helpers import ROOT
+from tests.helpers.broker import queue_depth, wait_for
+from tests.helpers.sinks import (
     declare,
     lines_of,
     publish,
-    queue_depth,
     run_burst,
     sink_env,
     stop,
     tokens,
-    wait_for,
     write_config,
 )
-
-from logrouter import cli
+from tests.integration.test_query import (
+    Archive,
+    archived,
+    body_of,
+    drop_archive,
+    message_of,
+    start_sink,
+)
 
 SINCE = "2026-11-29T00:00:00Z"
 
