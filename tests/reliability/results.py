@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import json
 import os
 import sys
@@ -30,8 +31,19 @@ def results_file() -> Path:
 
 
 def merge_results(rows: list[dict[str, Any]], argv: Sequence[str]) -> Path:
-    """Merge ``rows`` (one per scenario) into the results file; returns its path."""
+    """Merge ``rows`` (one per scenario) into the results file; returns its path.
+
+    Under pytest-xdist every worker merges its own scenarios when it finishes; a lock
+    file keeps two workers from overwriting each other's rows.
+    """
     path = results_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _merge_locked(path, rows, argv)
+
+
+def _merge_locked(path: Path, rows: list[dict[str, Any]], argv: Sequence[str]) -> Path:
     previous: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         previous = json.loads(path.read_text())
@@ -39,7 +51,6 @@ def merge_results(rows: list[dict[str, Any]], argv: Sequence[str]) -> Path:
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     for row in rows:
         scenarios[row["scenario"]] = {**row, "when": now}
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "command": "python -m pytest " + " ".join(argv),
         "updated": now,
