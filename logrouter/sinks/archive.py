@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from logrouter.sinks.base import Record, Refused, WriteError
-from logrouter.sinks.files import REFUSED_ERRNOS, FilesWriter, TargetRefused, record_time
+from logrouter.sinks.files import FilesWriter, record_time
+from logrouter.sinks.fsio import REFUSED_ERRNOS, TargetRefused
 from logrouter.sinks.retention import Retention
 
 if TYPE_CHECKING:

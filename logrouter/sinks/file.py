@@ -6,7 +6,7 @@ record's values, sanitised to one harmless path component each (separators,
 ``.`` gets a ``_`` before it); strftime directives in the literal parts take
 the record's time (UTC, from a validated ``ts``, else the arrival time). The
 final path is normalised and checked to stay inside ``base_dir``, and opened
-beneath it without following any symlink (``files.open_beneath``).
+beneath it without following any symlink (``fsio.open_beneath``).
 
 Fan-out is bounded: at most ``max_files`` distinct placeholder values per
 writer; records past the cap go, as JSON lines with every field, to
@@ -32,7 +32,8 @@ from logrouter.errors import LogrouterError
 from logrouter.render import DEFAULT_LINE_FORMAT, PATH_PLACEHOLDERS, compile_format
 from logrouter.sinks.archive import record_line
 from logrouter.sinks.base import ABSENT, Record, Refused, WriteError
-from logrouter.sinks.files import FilesWriter, TargetRefused, record_time
+from logrouter.sinks.files import FilesWriter, record_time
+from logrouter.sinks.fsio import TargetRefused
 from logrouter.sinks.retention import Retention
 
 if TYPE_CHECKING:
