@@ -131,11 +131,11 @@ def test_signal_handler_that_logs_while_the_thread_starts(route: tuple[str, str,
 
         log = logging.getLogger("app")
         signal.signal(signal.SIGUSR1, lambda *_: log.warning("from the signal handler"))
-        original = publisher.Publisher.start
-        def start(self):
+        original = publisher.Publisher.__init__
+        def init(self, *args, **kwargs):
             os.kill(os.getpid(), signal.SIGUSR1)  # delivered inside _start, lock held
-            original(self)
-        publisher.Publisher.start = start
+            original(self, *args, **kwargs)
+        publisher.Publisher.__init__ = init
         h = RabbitHandler(url={url!r}, exchange={exchange!r}, spool="")
         log.addHandler(h)
         log.warning("first")
