@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LINTED := $(wildcard logrouter tests bench)
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+# Two pytest workers (pytest-xdist), whole files per worker so module and session
+# fixtures (private nodes, clusters) start once per worker. PYTEST_ARGS= runs serially.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: test install tools lint typecheck broker bench demo clean
 
@@ -17,14 +20,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Command-line tools the tests call: docker-compose (compose file check) and
-# systemd-analyze (unit checks). Installed with apt when missing and we are root;
-# otherwise the tests that need them fail with a message saying how to get them.
+# Command-line tools the tests call: docker-compose (compose file check),
+# systemd-analyze (unit checks), syslog-ng with its amqp() module (the whole-host
+# tests). Installed with apt when missing and we are root; otherwise the tests
+# that need them fail with a message saying how to get them.
 tools:
 	@missing=""; \
 	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 \
 	    || missing="$$missing docker-compose"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v syslog-ng >/dev/null 2>&1 || missing="$$missing syslog-ng-core"; \
+	ls /usr/lib/syslog-ng/*/libafamqp.so >/dev/null 2>&1 || missing="$$missing syslog-ng-mod-amqp"; \
 	if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	        echo "tools: installing$$missing with apt" >&2; \
@@ -51,14 +57,21 @@ test: $(STAMP) tools broker lint
 bench: $(STAMP) broker
 	$(BIN)/python -m bench
 
-# The quickstart: install, a broker (local one, else Docker compose's), then
-# check + setup + sinks + the demo app + where each record went (logrouter/demo.py).
+# The quickstart: install, a broker (one answering, else the local rabbitmq-server,
+# else Docker compose's), then check + setup + sinks + the demo app + where each
+# record went (logrouter/demo.py). Recipes run under /bin/sh (dash on Debian: no
+# /dev/tcp), so Python checks whether the broker answers.
+DEMO_BROKER ?= 127.0.0.1 5672
+DEMO_WAIT   ?= 60
+BROKER_ANSWERS = $(BIN)/python -c 'import socket, sys; \
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), 2).close()' $(DEMO_BROKER) 2>/dev/null
+
 demo: $(STAMP)
-	@bash .ci/ensure-broker || true
-	@(exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null || [ -n "$${LOGROUTER_URL:-}" ] || { \
-	    echo "demo: starting RabbitMQ with docker compose" >&2; \
+	@[ -n "$${LOGROUTER_URL:-}" ] || $(BROKER_ANSWERS) || bash .ci/ensure-broker >&2 || true
+	@[ -n "$${LOGROUTER_URL:-}" ] || $(BROKER_ANSWERS) || { \
+	    echo "demo: no RabbitMQ on $(DEMO_BROKER); starting one with docker compose" >&2; \
 	    docker compose up -d --wait rabbitmq || docker-compose up -d rabbitmq; \
-	    for i in $$(seq 1 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done; }
+	    for i in $$(seq 1 $(DEMO_WAIT)); do $(BROKER_ANSWERS) && break; sleep 1; done; }
 	$(BIN)/python -m logrouter.demo --full config/demo.toml --var var
 
 clean:

@@ -6,10 +6,12 @@ Workload (FIELD-NOTES reference): 20,000 ``log.info("user %s logged in from %s",
    stdlib QueueHandler (with and without a QueueListener draining it),
    FileHandler, python-logging-rabbitmq's RabbitMQHandler and
    RabbitMQHandlerOneWay, and ours with the broker up and down.
-2. End to end (records/s from the first call until a consumer in another
-   process received all): ours (every record confirmed), a raw pika
-   BlockingConnection publish loop without confirms, raw pika confirm-each,
-   and python-logging-rabbitmq's two handlers.
+2. End to end (records/s from the first call until the broker holds all, i.e.
+   the queue bound to the exchange holds N messages): ours (every record
+   confirmed), the strongest plain loops (a raw pika BlockingConnection
+   publish loop without confirms, confirm-each, and a SelectConnection loop
+   with streaming confirms, all publishing pre-encoded bodies), and
+   python-logging-rabbitmq's two handlers.
 3. Broker down, 5,000 records/s for 2 s: per-call p99.9 and the max, memory bound.
 
 Run: ``.venv/bin/python -m bench handler`` (broker from $LOGROUTER_URL or localhost).
@@ -28,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,17 +39,15 @@ from urllib.parse import urlsplit
 
 import pika
 
+from bench._shared import IP, bench_logger, publish, workload
 from logrouter import wire
+from logrouter.app.encoder import record_to_dict
 from logrouter.app.handler import DEFAULT_BUFFER, RabbitHandler
 
 URL = os.environ.get("LOGROUTER_URL") or "amqp://guest:guest@127.0.0.1:5672/%2F"
-N = 20_000
+#: Records per run; LOGROUTER_BENCH_N makes a quick smoke run (figures need the default).
+N = int(os.environ.get("LOGROUTER_BENCH_N") or 20_000)
 REPS = 3
-IP = "10.0.0.1"
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "handler.md"
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- handler:begin -->", "<!-- handler:end -->"
 
 
 def _free_port() -> int:
@@ -55,21 +56,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _logger(handler: logging.Handler) -> logging.Logger:
-    log = logging.getLogger(f"bench.{uuid.uuid4().hex[:6]}")
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    log.addHandler(handler)
-    return log
-
-
 def _loop(log: logging.Logger, count: int = N) -> float:
     """Seconds for ``count`` calls (the workload)."""
-    info = log.info
-    start = time.perf_counter()
-    for i in range(count):
-        info("user %s logged in from %s", i, IP)
-    return time.perf_counter() - start
+    return workload(log, count)
 
 
 class Route:
@@ -110,7 +99,10 @@ def _consume(queue: str, count: int, out: Any) -> None:
 
 
 class Consumer:
-    """Counts ``count`` messages in another process; ``wait()`` -> (received, time of last)."""
+    """Counts ``count`` messages in another process; ``wait()`` -> (received, time of last).
+
+    (bench/servers.py measures with it; this module's end-to-end rows measure until the
+    broker holds all, see ``broker_holds``.)"""
 
     def __init__(self, queue: str, count: int = N) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -125,6 +117,47 @@ class Consumer:
         finally:
             self.proc.join(timeout=5)
         return int(got), float(last)
+
+
+class DepthProbe:
+    """Polls a queue's depth on a connection opened before any clock starts."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.conn = pika.BlockingConnection(pika.URLParameters(URL))
+        self.channel = self.conn.channel()
+
+    def depth(self) -> int:
+        return int(self.channel.queue_declare(self.queue, passive=True).method.message_count)
+
+    def wait(self, count: int, *, stall: float = 10.0) -> tuple[int, float]:
+        """Until the queue holds ``count`` messages: (messages held, time.time() then).
+
+        Gives up when the depth has not grown for ``stall`` seconds (records lost).
+        """
+        held, changed = -1, time.monotonic()
+        while True:
+            depth = self.depth()
+            now = time.time()
+            if depth >= count:
+                return depth, now
+            if depth != held:
+                held, changed = depth, time.monotonic()
+            elif time.monotonic() - changed > stall:
+                return depth, now
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def broker_holds(queue: str, count: int) -> tuple[int, float]:
+    """``DepthProbe(queue).wait(count)`` on a connection of its own."""
+    probe = DepthProbe(queue)
+    try:
+        return probe.wait(count)
+    finally:
+        probe.close()
 
 
 def _plr(kind: str, exchange: str) -> logging.Handler:
@@ -164,7 +197,7 @@ def caller_costs(tmp: Path) -> dict[str, float]:
         best = float("inf")
         for _ in range(REPS):  # best of REPS fresh handlers: the box is shared and noisy
             handler, cleanup = make()
-            log = _logger(handler)
+            log = bench_logger(handler)
             _loop(log, 1000)
             best = min(best, _loop(log) / N * 1e6)
             cleanup()
@@ -234,60 +267,174 @@ def caller_costs(tmp: Path) -> dict[str, float]:
 # ---- 2. end to end -----------------------------------------------------------------------
 
 
-def _body(i: int) -> bytes:
-    return wire.encode({"v": 1, "msg": f"user {i} logged in from {IP}", "severity": "info"})
+def _bodies(count: int) -> list[bytes]:
+    """The bodies our handler would send for the workload, encoded before any clock starts."""
+    out = []
+    for i in range(count):
+        record = logging.LogRecord(
+            "bench", logging.INFO, __file__, 1, "user %s logged in from %s", (i, IP), None
+        )
+        out.append(
+            wire.encode(
+                record_to_dict(record, facility="user", severity="info", host="h", app="bench")
+            )
+        )
+    return out
+
+
+#: Unconfirmed messages the streaming-confirm reference allows (as the handler's default).
+STREAM_WINDOW = 4000
+
+
+def raw_streaming_confirms(exchange: str, bodies: list[bytes]) -> float:
+    """Publish ``bodies`` with streaming confirms; returns time.time() of the last ack.
+
+    The plain asynchronous loop pika's docs describe: publish while fewer than
+    STREAM_WINDOW are unconfirmed, count acks (honouring ``multiple``).
+    """
+    from pika.adapters.select_connection import SelectConnection
+
+    unconfirmed: deque[int] = deque()
+    state: dict[str, Any] = {"next": 0, "acked": 0, "done": 0.0, "channel": None}
+    props = pika.BasicProperties(content_type="application/json", delivery_mode=2)
+
+    def publish() -> None:
+        ch = state["channel"]
+        while state["next"] < len(bodies) and len(unconfirmed) < STREAM_WINDOW:
+            ch.basic_publish(exchange, "user.info", bodies[state["next"]], props)
+            state["next"] += 1
+            unconfirmed.append(state["next"])
+
+    def on_confirm(frame: Any) -> None:
+        tag, multiple = frame.method.delivery_tag, frame.method.multiple
+        if multiple:
+            while unconfirmed and unconfirmed[0] <= tag:
+                unconfirmed.popleft()
+                state["acked"] += 1
+        else:
+            unconfirmed.remove(tag)
+            state["acked"] += 1
+        if state["acked"] >= len(bodies):
+            state["done"] = time.time()
+            conn.close()
+        else:
+            publish()
+
+    def on_channel(ch: Any) -> None:
+        state["channel"] = ch
+        ch.confirm_delivery(ack_nack_callback=on_confirm, callback=lambda _frame: publish())
+
+    conn = SelectConnection(
+        pika.URLParameters(URL),
+        on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+        on_open_error_callback=lambda _c, _e: conn.ioloop.stop(),
+        on_close_callback=lambda _c, _e: conn.ioloop.stop(),
+    )
+    conn.ioloop.start()
+    return float(state["done"])
+
+
+#: A contender, connected and ready: runs the workload, returns when all were confirmed (or None).
+Go = Callable[[], float | None]
 
 
 def end_to_end(tmp: Path) -> dict[str, tuple[float, float | None]]:
-    """records/s until all received (and, for ours, until all confirmed)."""
-    results: dict[str, tuple[float, float | None]] = {}
+    """records/s from the first call until the broker holds all (and, for ours, confirmed).
 
-    def run(name: str, body: Callable[[Route], float | None]) -> None:
+    Every contender is measured the same way: connected first (a warm-up record
+    for the handlers), then the clock starts at its first call and stops when
+    the queue bound to the exchange holds all N messages.
+    The raw pika loops publish bodies encoded before the clock starts (the
+    strongest plain loop: no encoding at all in it).
+    """
+    results: dict[str, tuple[float, float | None]] = {}
+    bodies = _bodies(N)
+    #: what a contender closes once it has been measured (closing is not part of it)
+    after: list[Callable[[], None]] = []
+
+    def run(name: str, prepare: Callable[[Route], Go], *, batched: bool = False) -> None:
         route = Route()
-        consumer = Consumer(route.queue)
+        go = prepare(route)  # connected and warm: the clock measures records, not set-up
+        probe = DepthProbe(route.queue)
+        warm = probe.depth()
         start = time.time()
-        confirmed_at = body(route)
-        got, last = consumer.wait()
+        confirmed_at = go()
+        if batched:  # the queue holds messages of many records: all confirmed = all held
+            held, last = (N, confirmed_at) if confirmed_at else (0, time.time())
+        else:
+            held, last = probe.wait(warm + N)
+            held -= warm
+        probe.close()
+        while after:
+            after.pop()()
         route.close()
-        rate = got / (last - start) if got == N else 0.0
+        rate = N / (last - start) if held >= N else 0.0
         confirmed = N / (confirmed_at - start) if confirmed_at else None
         results[name] = (rate, confirmed)
         note = f", all confirmed at {confirmed:,.0f}/s" if confirmed else ""
-        print(f"  end to end {name}: {rate:,.0f} records/s ({got} received{note})", flush=True)
+        print(f"  end to end {name}: {rate:,.0f} records/s ({held} held{note})", flush=True)
 
-    def raw(route: Route, confirm: bool) -> None:
+    def raw(route: Route, confirm: bool) -> Go:
         conn = pika.BlockingConnection(pika.URLParameters(URL))
         ch = conn.channel()
         if confirm:
             ch.confirm_delivery()
         props = pika.BasicProperties(content_type="application/json", delivery_mode=2)
-        for i in range(N):
-            ch.basic_publish(route.exchange, "user.info", _body(i), props)
-        conn.close()
+        publish, exchange = ch.basic_publish, route.exchange
+
+        def go() -> None:
+            for body in bodies:
+                publish(exchange, "user.info", body, props)
+
+        after.append(conn.close)
+        return go
 
     run("raw pika, no confirms", lambda r: raw(r, False))
     run("raw pika, confirm each", lambda r: raw(r, True))
+    run(
+        "raw pika, streaming confirms",
+        lambda r: lambda: raw_streaming_confirms(r.exchange, bodies),
+    )
 
-    def plr(route: Route, kind: str) -> None:
-        # Left open: closing the one-way handler early loses what its thread holds.
-        _loop(_logger(_plr(kind, route.exchange)))
+    def plr(route: Route, kind: str) -> Go:
+        log = bench_logger(_plr(kind, route.exchange))
+        log.info("warm-up")  # connects
+        broker_holds(route.queue, 1)
+
+        def go() -> None:
+            _loop(log)  # left open: closing the one-way handler early loses records
+
+        return go
 
     run("python-logging-rabbitmq RabbitMQHandler", lambda r: plr(r, "sync"))
     run("python-logging-rabbitmq RabbitMQHandlerOneWay", lambda r: plr(r, "oneway"))
 
-    def ours(route: Route, options: dict[str, Any]) -> float:
+    def ours(route: Route, options: dict[str, Any]) -> Go:
         handler = _ours(route, tmp, flush_timeout=60, **options)
-        _loop(_logger(handler))
+        log = bench_logger(handler)
+        log.info("warm-up")  # starts the I/O thread and connects
         handler.flush()
-        done = time.time()
-        handler.close()
-        return done
+
+        def go() -> float | None:
+            _loop(log)
+            handler.flush()
+            done = time.time()
+            confirmed = handler.stats["confirmed"]
+            return done if confirmed >= N + 1 else None  # + the warm-up record
+
+        after.append(handler.close)
+        return go
 
     run("RabbitHandler (confirmed)", lambda r: ours(r, {}))
     run("RabbitHandler (confirmed), buffer_size=5000", lambda r: ours(r, {"buffer_size": 5_000}))
     # The fast frames path (logrouter/app/frames.py, pika internals) against pika's own
     # basic_publish, same run: what pinning pika buys.
     run("RabbitHandler (confirmed), fast_frames=false", lambda r: ours(r, {"fast_frames": False}))
+    run(
+        "RabbitHandler (confirmed), batch=auto",
+        lambda r: ours(r, {"batch": "auto"}),
+        batched=True,
+    )
     return results
 
 
@@ -300,7 +447,7 @@ DOWN_RATE, DOWN_SECONDS = 5000, 6
 def down_paced(tmp: Path) -> dict[str, float]:
     """Broker unreachable, 5,000 records/s for 6 s: per-call latency, buffer bound."""
     handler = _ours(None, tmp)
-    log = _logger(handler)
+    log = bench_logger(handler)
     times: list[float] = []
     start = time.perf_counter()
     peak = 0
@@ -346,22 +493,27 @@ def report(
     ]
     for name, value in costs.items():
         lines.append(f"| {name} | {value:.2f} | {value / qh:.2f} | {value / ql:.2f} |")
-    raw = e2e["raw pika, no confirms"][0]
+    raw = e2e["raw pika, no confirms"][0] or float("nan")
+    stream = e2e["raw pika, streaming confirms"][0] or float("nan")
     plr_best = max(
         e2e["python-logging-rabbitmq RabbitMQHandler"][0],
         e2e["python-logging-rabbitmq RabbitMQHandlerOneWay"][0],
-    )
+    ) or float("nan")
     lines += [
         "",
-        "End to end (first call until a consumer in another process received all):",
+        "End to end (first call until the broker holds all N messages in the queue bound to"
+        " the exchange; raw pika loops publish pre-encoded bodies):",
         "",
-        "| contender | records/s | ratio to raw no-confirm"
+        "| contender | records/s | ratio to raw no-confirm | ratio to raw streaming confirms"
         " | ratio to best python-logging-rabbitmq |",
-        "|---|---|---|---|",
+        "|---|---|---|---|---|",
     ]
     for name, (rate, confirmed) in e2e.items():
         extra = f" (all confirmed: {confirmed:,.0f}/s)" if confirmed else ""
-        lines.append(f"| {name}{extra} | {rate:,.0f} | {rate / raw:.2f} | {rate / plr_best:.2f} |")
+        lines.append(
+            f"| {name}{extra} | {rate:,.0f} | {rate / raw:.2f} | {rate / stream:.2f}"
+            f" | {rate / plr_best:.2f} |"
+        )
     lines += [
         "",
         f"Broker down, {DOWN_RATE:,} records/s for {DOWN_SECONDS} s, default buffer_size"
@@ -389,18 +541,6 @@ def report(
     return "\n".join(lines) + "\n"
 
 
-def _write_docs(text: str) -> None:
-    section = f"{BEGIN}\n## Handler\n\n{text}{END}\n"
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
-    if BEGIN in current and END in current:
-        head, _, rest = current.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        current = head + section + tail.lstrip("\n")
-    else:
-        current = current.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(current)
-
-
 def main() -> int:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -408,12 +548,7 @@ def main() -> int:
         costs = caller_costs(tmp)
         e2e = end_to_end(tmp)
         down = down_paced(tmp)
-    text = report(costs, e2e, down)
-    print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("# Handler benchmark\n\n" + text)
-    _write_docs(text)
-    return 0
+    return publish("handler", "Handler", report(costs, e2e, down))
 
 
 if __name__ == "__main__":

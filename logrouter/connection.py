@@ -10,12 +10,14 @@ import os
 import re
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
+
+from logrouter.errors import LogrouterError, UsageError
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_EXCHANGE = "logs"
@@ -23,20 +25,86 @@ URL_ENV = "LOGROUTER_URL"
 
 # Query keys of the RabbitMQ URI spec that we turn into an ssl.SSLContext ourselves.
 _TLS_KEYS = ("cacertfile", "certfile", "keyfile", "verify", "server_name_indication")
-_USERINFO = re.compile(r"(amqps?://)([^:/@\s]*):([^@\s]*)@")
+#: Where a URL starts: any scheme, any case (``AMQP://``, ``amqps://``, ``https://``).
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_TOKEN = re.compile(r"\S*://\S*")
 
 
-class BrokerUnavailable(ConnectionError):
+class BrokerUnavailable(LogrouterError, ConnectionError):
     """No URL of the list answered. The message is safe to print (no password)."""
 
 
-class BadURL(ValueError):
+class BadURL(UsageError, ValueError):
     """A broker URL that cannot be used; the message names it, password hidden."""
 
 
 def redact(text: str) -> str:
-    """Hide the password of every AMQP URL inside ``text``."""
-    return _USERINFO.sub(lambda m: f"{m.group(1)}{m.group(2)}:***@", text)
+    """``text`` with the password of every URL in it replaced by ``***``.
+
+    Parsed, not pattern-matched on the password: each run of non-space characters
+    holding ``scheme://`` (any scheme, any case) is cut at every scheme, and in
+    each URL everything between ``user:`` and the LAST ``@`` is the password, so
+    one containing ``@``, ``%40``, ``:`` or ``/`` is hidden whole. Several URLs
+    separated by spaces or commas are each redacted. Never raises.
+    """
+    if "://" not in text:
+        return text
+    return _TOKEN.sub(_redact_token, text)
+
+
+def _redact_token(match: re.Match[str]) -> str:
+    token = match.group()
+    starts = [m.start() for m in _SCHEME.finditer(token)]
+    if not starts:
+        return token
+    pieces = [token[: starts[0]]]
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else len(token)
+        pieces.append(_redact_url(token[start:end]))
+    return "".join(pieces)
+
+
+def _redact_url(url: str) -> str:
+    """One URL (maybe with trailing punctuation) with its password hidden."""
+    head, _, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    return f"{head}://{user}{':***' if colon else ''}@{host}"
+
+
+def redact_all(value: Any) -> Any:
+    """``value`` with every string (keys included) passed through ``redact``.
+
+    Containers are copied recursively (lists for any sequence or set); other
+    objects become their redacted ``repr``.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): redact_all(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_all(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    try:
+        return redact(repr(value))
+    except Exception as exc:  # a broken __repr__ must not break a log line
+        return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+
+
+def login(url: str) -> str:
+    """The user name ``url`` logs in as (``guest`` when it names none, as pika does)."""
+    return str(getattr(pika.URLParameters(url).credentials, "username", "") or "guest")
+
+
+def connection_login(connection: Any) -> str | None:
+    """The login of an open pika connection (what RabbitMQ accepts as ``user_id``)."""
+    impl = getattr(connection, "_impl", connection)  # BlockingConnection wraps the real one
+    credentials = getattr(getattr(impl, "params", None), "credentials", None)
+    username = getattr(credentials, "username", None)
+    return username if isinstance(username, str) else None
 
 
 def split_urls(value: str) -> tuple[str, ...]:
@@ -54,7 +122,14 @@ def validate_url(url: str) -> None:
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:
-        raise BadURL(f"broker URL {redact(url)!r}: {exc}") from None
+        # "Port out of range" is safe; "could not be cast ... as 'x'" quotes what
+        # follows the last ':', which is part of the password when it holds a raw '/'
+        reason = (
+            str(exc)
+            if "out of range" in str(exc)
+            else "bad port (a '/', '@' or ':' in the password must be written %2F, %40, %3A)"
+        )
+        raise BadURL(f"broker URL {redact(url)!r}: {reason}") from None
     for key, value in parse_qsl(parts.query):
         if key == "verify" and value not in ("verify_peer", "verify_none"):
             raise BadURL(f"broker URL {redact(url)!r}: verify must be verify_peer or verify_none")
@@ -73,7 +148,6 @@ class BrokerSettings:
     #: Type of logrouter's own queues (unrouted, rejected, topology record) and the
     #: default for sink queues: "quorum" on a cluster, so none lives on one node only.
     queue_type: str = "classic"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.urls:
@@ -93,6 +167,10 @@ class BrokerSettings:
 
     def with_name(self, client_name: str) -> BrokerSettings:
         return replace(self, client_name=client_name)
+
+    def logins(self) -> tuple[str, ...]:
+        """The user names the URLs log in as (distinct, in order)."""
+        return tuple(dict.fromkeys(login(url) for url in self.urls))
 
     def describe(self) -> str:
         """The URL list with passwords hidden, for logs and CLI output."""

@@ -14,12 +14,22 @@ which expected sinks did not answer.
 A reply is ``{"ok": true, "command", "sink", "instance", "host", "pid", ...}``
 plus the handler's result, or ``{"ok": false, "error": "unknown command 'x'", ...}``.
 Every string of a reply goes through ``connection.redact``: no password leaves.
-A malformed request (not a JSON object, or no ``reply_to``) is dropped and logged.
 
-``ControlServer`` attaches to the sink's own BlockingConnection channel (a
-``basic_consume`` callback served by the sink's ``process_data_events`` loop,
-no extra thread). ``request`` is the client used by ``logrouter stats`` and
-``logrouter reload``.
+Who may ask: any broker user can publish to the control exchange, so a sink
+answers only requests whose ``user_id`` (which RabbitMQ checks against the
+publishing connection's login) is in ``[control] allow_users`` (default: the
+sink's own login), whose ``reply_to`` is a direct reply-to address (so a reply
+never lands in a queue of someone's choosing), and whose body is a JSON object
+of at most ``MAX_REQUEST_BYTES``. Anything else is dropped and counted
+(``refused`` / ``malformed``, shown by ``status``); nothing a request holds can
+raise out of the consumer callback. Every request and reply carries the
+sender's ``user_id``; the client keeps only replies with its ``correlation_id``
+from a trusted login and counts the rest as ``ignored``.
+
+``ControlServer`` attaches to a channel (a ``basic_consume`` callback served by
+that connection's ``process_data_events``); ``sinks.service.ControlService``
+runs it on a connection and thread of its own. ``request`` is the client used
+by ``logrouter stats`` and ``logrouter reload``.
 """
 
 from __future__ import annotations
@@ -29,20 +39,26 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
 import pika
 import pika.spec
 
-from logrouter import log
-from logrouter.connection import BrokerSettings, redact
+from logrouter import log, wire
+from logrouter.connection import BrokerSettings, connection_login, redact, redact_all
+from logrouter.counters import counter_values
+from logrouter.errors import LogrouterError
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 BROADCAST_KEY = "all"
 CONTENT_TYPE = "application/json"
 COMMANDS = ("status", "reload")
+#: A request is a few keys; anything bigger is not one of ours.
+MAX_REQUEST_BYTES = 64 * 1024
+#: A reply holds a status or a reload's issues; bigger ones are not read.
+MAX_REPLY_BYTES = 1024 * 1024
 
 Handler = Callable[[dict[str, Any]], Mapping[str, Any]]
 
@@ -55,15 +71,9 @@ def _log() -> Any:
 # --------------------------------------------------------------------------- contracts
 
 
-class Counters(TypedDict):
-    """Monotonic counters of one sink instance since it started."""
-
-    received: int  # deliveries taken from the queue
-    written: int  # records written to the output
-    acked: int  # deliveries acked (written, or dropped as duplicates)
-    rejected: int  # dead-lettered to logrouter.rejected
-    duplicates: int  # redeliveries dropped by the message_id window
-    reconnects: int  # broker connections re-established
+#: Monotonic counters of one sink instance since it started, keyed by
+#: ``counters.COUNTER_NAMES`` (the one schema).
+Counters = dict[str, int]
 
 
 class SinkStatus(TypedDict):
@@ -92,9 +102,6 @@ class ReloadResult(TypedDict):
     issues: NotRequired[list[str]]
 
 
-COUNTER_NAMES = ("received", "written", "acked", "rejected", "duplicates", "reconnects")
-
-
 def sink_status(
     counters: Any,
     *,
@@ -104,22 +111,14 @@ def sink_status(
     queue: str | None = None,
     unacked: int | None = None,
 ) -> SinkStatus:
-    """A ``SinkStatus`` from a counters object (``sinks.consumer.SinkCounters``-like:
-    attributes ``received written acked rejected duplicates reconnects state last_error``).
+    """A ``SinkStatus`` from a counters object (``counters.SinkCounters``-like: the
+    attributes ``counters.COUNTER_NAMES``, ``state`` and ``last_error``).
     """
-    values = {name: int(getattr(counters, name, 0) or 0) for name in COUNTER_NAMES}
     status: SinkStatus = {
         "state": str(getattr(counters, "state", "unknown")),
         "config_version": config_version,
         "bindings": sorted(bindings),
-        "counters": Counters(
-            received=values["received"],
-            written=values["written"],
-            acked=values["acked"],
-            rejected=values["rejected"],
-            duplicates=values["duplicates"],
-            reconnects=values["reconnects"],
-        ),
+        "counters": counter_values(counters),
         "last_error": _optional_str(getattr(counters, "last_error", None)),
         "uptime": round(uptime, 3),
     }
@@ -154,8 +153,12 @@ def declare_control_exchange(channel: Any, exchange: str) -> str:
 # --------------------------------------------------------------------------- pure parts
 
 
-class MalformedRequest(ValueError):
-    """A request that cannot be answered at all (dropped and logged)."""
+class MalformedRequest(LogrouterError, ValueError):
+    """A request that cannot be answered at all (dropped, counted and logged)."""
+
+
+class RefusedRequest(MalformedRequest):
+    """A request from a login not in ``[control] allow_users`` (dropped and counted)."""
 
 
 @dataclass(frozen=True)
@@ -165,40 +168,63 @@ class ControlRequest:
     reply_to: str
     correlation_id: str | None
     payload: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None
 
 
-def parse_request(body: bytes, reply_to: str | None, correlation_id: str | None) -> ControlRequest:
-    """A request from a message, or ``MalformedRequest`` saying why it cannot be answered."""
+def is_direct_reply_to(reply_to: str) -> bool:
+    """Whether ``reply_to`` is a direct reply-to address (only its requester reads it)."""
+    return reply_to == DIRECT_REPLY_TO or reply_to.startswith(DIRECT_REPLY_TO + ".")
+
+
+def parse_request(
+    body: bytes,
+    reply_to: str | None,
+    correlation_id: str | None,
+    *,
+    user_id: str | None = None,
+    allow_users: Collection[str] | None = None,
+) -> ControlRequest:
+    """A request from a message, or why it cannot be answered (total: raises only these).
+
+    Raises ``RefusedRequest`` when ``allow_users`` is given and ``user_id`` is
+    not in it, ``MalformedRequest`` when ``reply_to`` is missing or not a direct
+    reply-to address, or the body is bigger than ``MAX_REQUEST_BYTES`` or not a
+    JSON object.
+    """
+    if allow_users is not None and user_id not in allow_users:
+        who = "no user_id" if user_id is None else f"user_id {_short(user_id)}"
+        raise RefusedRequest(f"request from {who}, not in [control] allow_users")
     if not reply_to:
         raise MalformedRequest("request has no reply_to")
+    if not is_direct_reply_to(reply_to):
+        raise MalformedRequest(f"reply_to {_short(reply_to)} is not a direct reply-to address")
+    if len(body) > MAX_REQUEST_BYTES:
+        raise MalformedRequest(f"request body of {len(body)} bytes (at most {MAX_REQUEST_BYTES})")
     try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        payload = wire.parse_json(body)
+    except wire.UndecodableMessage as exc:
         raise MalformedRequest(f"request body is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise MalformedRequest(f"request body is a JSON {type(payload).__name__}, not an object")
     command = payload.get("command")
     sink = payload.get("sink")
     return ControlRequest(
-        command=command if isinstance(command, str) else repr(command),
+        command=command if isinstance(command, str) else _short(command),
         sink=sink if isinstance(sink, str) else None,
         reply_to=reply_to,
         correlation_id=correlation_id,
         payload=payload,
+        user_id=user_id,
     )
 
 
-def redact_all(value: Any) -> Any:
-    """``value`` with every string (keys included) passed through ``redact``."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {redact(str(k)): redact_all(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [redact_all(v) for v in value]
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return redact(repr(value))
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (for logs of hostile input)."""
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails (e.g. too deep) still gives a log line
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -237,13 +263,27 @@ def build_reply(
 # --------------------------------------------------------------------------- server
 
 
+@dataclass
+class ControlCounters:
+    """What a control service did since it started (shown by ``status``)."""
+
+    answered: int = 0
+    refused: int = 0  # user_id not in [control] allow_users
+    malformed: int = 0  # bad reply_to, too big, not a JSON object, or failed to answer
+
+    def as_dict(self) -> dict[str, int]:
+        return {"answered": self.answered, "refused": self.refused, "malformed": self.malformed}
+
+
 class ControlServer:
-    """Answers control requests for one sink instance on the sink's own channel.
+    """Answers control requests for one sink instance on a channel.
 
     Construction declares the control exchange, an exclusive auto-delete queue
     bound with ``sink.<name>`` and ``all``, and a ``basic_consume`` callback;
-    replies are sent from inside the channel's ``process_data_events``. After a
-    reconnect, make a new ``ControlServer`` on the new channel.
+    replies are sent from inside the channel's ``process_data_events``. Only
+    requests from ``allow_users`` are answered (see the module docstring);
+    replies carry ``user_id`` (the channel's login). After a reconnect, make a
+    new ``ControlServer`` on the new channel (``counters`` can be shared).
     """
 
     def __init__(
@@ -253,10 +293,17 @@ class ControlServer:
         sink_name: str,
         instance: str,
         handlers: Mapping[str, Handler],
+        *,
+        allow_users: Collection[str],
+        user_id: str | None = None,
+        counters: ControlCounters | None = None,
     ) -> None:
         self.channel = channel
         self.identity = Identity(sink=sink_name, instance=instance)
         self.handlers = dict(handlers)
+        self.allow_users = frozenset(allow_users)
+        self.user_id = user_id if user_id is not None else connection_login(channel.connection)
+        self.counters = counters if counters is not None else ControlCounters()
         self.exchange = declare_control_exchange(channel, exchange)
         frame = channel.queue_declare(queue="", exclusive=True, auto_delete=True)
         self.queue: str = frame.method.queue
@@ -265,8 +312,6 @@ class ControlServer:
         self.consumer_tag: str = channel.basic_consume(
             queue=self.queue, on_message_callback=self._on_message, auto_ack=True
         )
-        self.answered = 0
-        self.dropped = 0
 
     def _on_message(
         self,
@@ -276,9 +321,28 @@ class ControlServer:
         body: bytes,
     ) -> None:
         try:
-            request = parse_request(body, properties.reply_to, properties.correlation_id)
+            self._answer(channel, properties, body)
+        except Exception as exc:  # nothing a request holds may end the control service
+            self.counters.malformed += 1
+            _log().warning(
+                "control request failed", error=f"{type(exc).__name__}", sink=self.identity.sink
+            )
+
+    def _answer(self, channel: Any, properties: pika.spec.BasicProperties, body: bytes) -> None:
+        try:
+            request = parse_request(
+                body,
+                _str_or_none(properties.reply_to),
+                _str_or_none(properties.correlation_id),
+                user_id=_str_or_none(properties.user_id),
+                allow_users=self.allow_users,
+            )
+        except RefusedRequest as exc:
+            self.counters.refused += 1
+            _log().warning("control request refused", reason=str(exc), sink=self.identity.sink)
+            return
         except MalformedRequest as exc:
-            self.dropped += 1
+            self.counters.malformed += 1
             _log().warning("control request dropped", reason=str(exc), sink=self.identity.sink)
             return
         if request.sink is not None and request.sink != self.identity.sink:
@@ -289,7 +353,9 @@ class ControlServer:
                 exchange="",
                 routing_key=request.reply_to,
                 properties=pika.BasicProperties(
-                    correlation_id=request.correlation_id, content_type=CONTENT_TYPE
+                    correlation_id=request.correlation_id,
+                    content_type=CONTENT_TYPE,
+                    user_id=self.user_id,
                 ),
                 body=json.dumps(reply, default=repr).encode("utf-8"),
             )
@@ -299,8 +365,13 @@ class ControlServer:
                 "control reply not sent", error=redact(str(exc)), sink=self.identity.sink
             )
             return
-        self.answered += 1
-        _log().debug("control request answered", command=request.command, ok=reply["ok"])
+        self.counters.answered += 1
+        _log().debug(
+            "control request answered",
+            command=request.command,
+            ok=reply["ok"],
+            user_id=request.user_id,
+        )
 
     def close(self) -> None:
         """Stop answering (the queue goes away with the consumer)."""
@@ -308,15 +379,21 @@ class ControlServer:
             self.channel.basic_cancel(self.consumer_tag)
 
 
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 # --------------------------------------------------------------------------- client
 
 
 @dataclass
 class ControlResult:
-    """Replies collected for one request, and the expected sinks that did not answer."""
+    """Replies collected for one request, the expected sinks that did not answer,
+    and how many messages came back that were not a trusted reply (``ignored``)."""
 
     replies: list[dict[str, Any]]
     missing: list[str]
+    ignored: int = 0
 
     def by_sink(self) -> dict[str, list[dict[str, Any]]]:
         grouped: dict[str, list[dict[str, Any]]] = {}
@@ -325,9 +402,33 @@ class ControlResult:
         return grouped
 
 
+def parse_reply(
+    body: bytes,
+    properties: Any,
+    correlation_id: str,
+    trusted: Collection[str],
+) -> dict[str, Any] | None:
+    """The reply in a message, or None when it is not a trusted reply to our request.
+
+    Trusted: our ``correlation_id``, a ``user_id`` in ``trusted`` (RabbitMQ vouches
+    for it), at most ``MAX_REPLY_BYTES``, a JSON object. Total: never raises.
+    """
+    if getattr(properties, "correlation_id", None) != correlation_id:
+        return None
+    if getattr(properties, "user_id", None) not in trusted:
+        return None
+    if len(body) > MAX_REPLY_BYTES:
+        return None
+    try:
+        reply = wire.parse_json(body)
+    except wire.UndecodableMessage:
+        return None
+    return reply if isinstance(reply, dict) else None
+
+
 def missing_sinks(expected: Iterable[str], replies: Iterable[Mapping[str, Any]]) -> list[str]:
     """Expected sink names that no reply came from, in the given order."""
-    answered = {reply.get("sink") for reply in replies}
+    answered = {str(reply.get("sink")) for reply in replies}
     return [name for name in expected if name not in answered]
 
 
@@ -341,29 +442,31 @@ def request(
     timeout: float = 2.0,
     settle: float = 0.3,
     extra: Mapping[str, Any] | None = None,
+    trusted: Collection[str] = (),
 ) -> ControlResult:
     """Send ``command`` to one sink (every instance) or all, collect replies.
 
-    Returns at ``timeout`` at the latest; earlier, ``settle`` seconds after every
-    expected sink answered (other instances of the same sink answer within that
-    window). With nothing expected it waits the whole timeout.
+    The request carries the connection's login as ``user_id``; replies are kept
+    only from that login or one in ``trusted`` (see ``parse_reply``). Returns at
+    ``timeout`` at the latest; earlier, ``settle`` seconds after every expected
+    sink answered (other instances of the same sink answer within that window).
+    With nothing expected it waits the whole timeout.
     """
     expected = list(expected) if sink is None else [sink]
+    user_id = connection_login(connection)
+    accepted = {*trusted, *([user_id] if user_id else [])}
     channel = connection.channel()
     try:
         name = declare_control_exchange(channel, exchange)
         correlation_id = uuid.uuid4().hex
-        replies: list[dict[str, Any]] = []
+        result = ControlResult(replies=[], missing=[])
 
         def on_reply(_ch: Any, _m: Any, properties: pika.spec.BasicProperties, body: bytes) -> None:
-            if properties.correlation_id != correlation_id:
-                return
-            try:
-                reply = json.loads(body.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                return
-            if isinstance(reply, dict):
-                replies.append(reply)
+            reply = parse_reply(body, properties, correlation_id, accepted)
+            if reply is None:
+                result.ignored += 1
+            else:
+                result.replies.append(reply)
 
         channel.basic_consume(queue=DIRECT_REPLY_TO, on_message_callback=on_reply, auto_ack=True)
         message = {"command": command, "sink": sink, **(extra or {})}
@@ -375,17 +478,19 @@ def request(
                 correlation_id=correlation_id,
                 content_type=CONTENT_TYPE,
                 expiration=str(max(1, int(timeout * 1000))),
+                user_id=user_id,
             ),
             body=json.dumps(message).encode("utf-8"),
         )
         deadline = time.monotonic() + timeout
         settling = False
         while (now := time.monotonic()) < deadline:
-            if expected and not settling and not missing_sinks(expected, replies):
+            if expected and not settling and not missing_sinks(expected, result.replies):
                 deadline = min(deadline, now + settle)
                 settling = True
             connection.process_data_events(time_limit=min(0.1, max(0.0, deadline - now)))
-        return ControlResult(replies=replies, missing=missing_sinks(expected, replies))
+        result.missing = missing_sinks(expected, result.replies)
+        return result
     finally:
         if channel.is_open:
             channel.close()

@@ -2,6 +2,11 @@
 
 These never go through the router itself (no feedback loop): they are written by
 structlog's own logger straight to stderr, where journald reads them.
+
+Every value of every event is redacted (``connection.redact_all``) after the
+traceback is formatted, so a password in an exception message or a local
+repr never reaches the log; on a terminal, control and bidi characters are
+escaped too (``render.escape``; the JSON renderer escapes all non-ASCII).
 """
 
 from __future__ import annotations
@@ -14,15 +19,27 @@ from typing import Any
 
 import structlog
 
-from logrouter.connection import redact
+from logrouter.connection import redact_all
+from logrouter.render import escape_multiline
 
 
 def _redact_secrets(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
+    """Every value redacted (strings, containers, and other objects as their repr)."""
     for key, value in event_dict.items():
-        if isinstance(value, str) and "://" in value:
-            event_dict[key] = redact(value)
+        if not isinstance(value, bool | int | float) and value is not None:
+            event_dict[key] = redact_all(value)
+    return event_dict
+
+
+def _escape_controls(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """String values with control and bidi characters escaped (for a terminal)."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = escape_multiline(value)
     return event_dict
 
 
@@ -40,8 +57,9 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact_secrets,
             structlog.processors.format_exc_info,
+            _redact_secrets,
+            *([] if as_json else [_escape_controls]),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

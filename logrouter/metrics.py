@@ -21,27 +21,17 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from logrouter import log
+from logrouter import counters, log
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_HOST = "127.0.0.1"
 
-#: (counter key, metric name, help text)
-COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("received", "logrouter_records_received_total", "Deliveries taken from the sink's queue."),
-    ("written", "logrouter_records_written_total", "Records written to the sink's output."),
-    ("acked", "logrouter_records_acked_total", "Deliveries acknowledged to the broker."),
-    ("rejected", "logrouter_records_rejected_total", "Messages dead-lettered as unhandleable."),
-    (
-        "duplicates",
-        "logrouter_duplicates_dropped_total",
-        "Redelivered duplicates dropped by message_id.",
-    ),
-    ("reconnects", "logrouter_reconnects_total", "Broker connections re-established."),
-    ("filtered", "logrouter_records_filtered_total", "Records acked but not selected on re-check."),
-    ("write_errors", "logrouter_write_errors_total", "Failed write/flush attempts (retried)."),
+#: (counter key, metric name, help text), from the one counters schema.
+COUNTERS: tuple[tuple[str, str, str], ...] = tuple(
+    (spec.name, spec.metric, spec.help) for spec in counters.COUNTERS
 )
 LATENCY_METRIC = "logrouter_batch_latency_seconds"
+QUEUE_METRIC = "logrouter_queue_messages"
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.001,
     0.0025,
@@ -121,9 +111,21 @@ def format_number(value: float) -> str:
     return repr(float(value))
 
 
-def render(collected: Mapping[str, Any]) -> str:
-    """The exposition text for ``{sink: counters}`` (one sample per sink and metric)."""
+def render(collected: Mapping[str, Any], queues: Mapping[str, int | None] | None = None) -> str:
+    """The exposition text for ``{sink: counters}`` (one sample per sink and metric).
+
+    ``queues`` (``{queue: messages ready}``, None = unknown) adds the
+    ``logrouter_queue_messages`` gauge: the rejected and unrouted depths.
+    """
     lines: list[str] = []
+    if queues is not None:
+        lines.append(
+            f"# HELP {QUEUE_METRIC} Messages ready in a queue records are routed aside to."
+        )
+        lines.append(f"# TYPE {QUEUE_METRIC} gauge")
+        for queue, depth in sorted(queues.items()):
+            if depth is not None:
+                lines.append(f'{QUEUE_METRIC}{{queue="{escape_label(queue)}"}} {depth}')
     sinks = sorted(collected.items())
     for key, metric, help_text in COUNTERS:
         lines.append(f"# HELP {metric} {help_text}")
@@ -149,10 +151,12 @@ def render(collected: Mapping[str, Any]) -> str:
 
 
 Collector = Callable[[], Mapping[str, Any]]
+Depths = Callable[[], Mapping[str, int | None]]
 
 
 class _Handler(BaseHTTPRequestHandler):
     collect: Collector  # set on the per-server subclass
+    depths: Depths | None = None
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -160,7 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain; charset=utf-8", b"not found; try /metrics\n")
             return
         try:
-            body = render(self.collect()).encode("utf-8")
+            depths = self.depths() if self.depths is not None else None
+            body = render(self.collect(), depths).encode("utf-8")
         except Exception as exc:
             _log().warning("metrics collection failed", error=f"{type(exc).__name__}: {exc}")
             self._send(500, "text/plain; charset=utf-8", b"metrics collection failed\n")
@@ -181,8 +186,14 @@ class _Handler(BaseHTTPRequestHandler):
 class MetricsServer:
     """A running endpoint: ``port`` (the real one when 0 was asked), ``url``, ``close()``."""
 
-    def __init__(self, port: int, collect: Collector, host: str = DEFAULT_HOST) -> None:
-        handler = type("MetricsHandler", (_Handler,), {"collect": staticmethod(collect)})
+    def __init__(
+        self, port: int, collect: Collector, host: str = DEFAULT_HOST, depths: Depths | None = None
+    ) -> None:
+        methods = {
+            "collect": staticmethod(collect),
+            "depths": staticmethod(depths) if depths else None,
+        }
+        handler = type("MetricsHandler", (_Handler,), methods)
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self.host = host
@@ -205,8 +216,10 @@ class MetricsServer:
         self._thread.join(5)
 
 
-def start_metrics_server(port: int, collect: Collector, host: str = DEFAULT_HOST) -> MetricsServer:
-    """Serve ``collect()`` as Prometheus metrics on ``host:port`` (0 = any free port)."""
-    server = MetricsServer(port, collect, host)
+def start_metrics_server(
+    port: int, collect: Collector, host: str = DEFAULT_HOST, depths: Depths | None = None
+) -> MetricsServer:
+    """Serve ``collect()`` (and ``depths()``) as Prometheus metrics on ``host:port`` (0 = any)."""
+    server = MetricsServer(port, collect, host, depths)
     _log().info("metrics endpoint listening", url=server.url)
     return server

@@ -8,22 +8,37 @@ A rendered record is one line, plus its traceback (``exc``, then ``stack``)
 as following lines indented by four spaces. A message that contains line
 breaks keeps them, but every continuation line is indented by four spaces too,
 so no record can fake the start of another (records always start in column
-0). Other control characters (CR, ESC, NUL, Unicode line separators ...) are
-escaped as ``\\xNN`` / ``\\uNNNN`` so they can neither fake lines nor drive a
-terminal.
+0). Every other control or bidi character is escaped visibly, as journalctl
+and less do: C0 controls but TAB (CR, ESC, NUL ...), DEL, C1 controls
+(U+0080-U+009F), the bidi overrides, embeddings and isolates (U+202A-U+202E,
+U+2066-U+2069) and marks (U+061C, U+200E, U+200F), and the Unicode line and
+paragraph separators, as ``\\xNN`` (below U+0100) or ``\\uNNNN``. So a record can
+neither fake lines, nor drive a terminal, nor reorder what is shown.
+``escape`` is the one function every text output uses (files, console,
+``tail``, ``stats``, ``reload``); ``json_line`` is its JSON twin (``tail --json``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
 #: The default file line: time, host, app[pid], facility.severity, logger, message.
 DEFAULT_LINE_FORMAT = "{ts} {host} {app}[{pid}] {facility}.{severity} {logger}: {msg}"
+#: The console sink's default ``format`` (rendered as aligned columns, see ``render_console``).
+DEFAULT_CONSOLE_FORMAT = "{ts} {severity:<7} {host} {facility} {app}[{pid}] {logger}: {msg}"
+
+#: Placeholders of a file ``path`` template filled from each record ...
+PATH_PLACEHOLDERS = ("facility", "severity", "host", "app", "level", "logger")
+#: ... the one fixed for a writer's life (its instance id, ``<host>-<slot>``) ...
+PATH_INSTANCE = "instance"
+#: ... and the strftime codes a path may use (UTC, from the record's ``ts``).
+PATH_TIME_CODES = "YmdH"
 
 #: Placeholders with a meaning of their own; any other name is looked up in
 #: the record's ``fields`` (then at the top level of the record).
@@ -50,11 +65,17 @@ PLACEHOLDERS = frozenset(
 MISSING = "-"
 INDENT = "    "
 
-# C0 controls except TAB, DEL, C1 NEL, and the Unicode line/paragraph separators:
-# everything a reader (or str.splitlines, or a terminal) could take as a line
-# break or an escape sequence. LF is handled separately (indent or escape).
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
-_CONTROL_NO_LF = re.compile("[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]")
+# C0 controls except TAB, DEL, C1, bidi controls and the Unicode line/paragraph
+# separators: everything a reader (or str.splitlines, or a terminal) could take
+# as a line break or an escape sequence, or that reorders the text shown.
+# LF is handled separately (indent or escape).
+_UNSAFE = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\x00-\x08\x0a-\x1f{_UNSAFE}]")
+_CONTROL_NO_LF = re.compile(f"[\x00-\x08\x0b-\x1f{_UNSAFE}]")
+# What json.dumps(ensure_ascii=False) leaves raw but a terminal would act on.
+_JSON_UNSAFE = re.compile(f"[{_UNSAFE}]")
+#: What a value too deeply nested to render shows as (never an exception).
+TOO_DEEP = "<nested too deeply to render>"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -85,13 +106,26 @@ def escape_multiline(text: str, indent: str = INDENT) -> str:
     return text.replace("\n", "\n" + indent)
 
 
+def json_line(value: Any) -> str:
+    """``value`` as one line of JSON, safe on a terminal; total (never raises).
+
+    ``json.dumps`` escapes C0 controls; every other character ``escape`` would
+    escape becomes a ``\\uNNNN`` escape too, so the line is still the same JSON.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (RecursionError, ValueError):
+        text = json.dumps(TOO_DEEP)
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _text(value: Any) -> str:
     if value is None or value == "":
         return MISSING
     if isinstance(value, str):
         return value
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+        return json_value(value)
     return str(value)
 
 
@@ -105,8 +139,14 @@ def _fields_text(record: dict[str, Any]) -> str:
 
 
 def json_value(value: Any) -> str:
-    """A non-string field value as compact JSON (repr for what JSON cannot hold)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+    """A non-string field value as compact JSON (repr for what JSON cannot hold).
+
+    Total: a value nested too deeply for the encoder renders as ``TOO_DEEP``.
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+    except (RecursionError, ValueError):
+        return TOO_DEEP
 
 
 Getter = Callable[[dict[str, Any]], str]
@@ -305,6 +345,7 @@ SEVERITY_COLORS: dict[str, str] = {
     "debug": "\x1b[2m",
 }
 SEVERITY_WIDTH = 7  # len("warning")
+HOST_WIDTH = 12
 FACILITY_WIDTH = 8
 LOGGER_WIDTH = 16
 
@@ -320,7 +361,9 @@ def console_time(ts: Any) -> str:
 def render_console(record: dict[str, Any], color: bool) -> str:
     """``record`` in aligned columns for a terminal; no trailing newline.
 
-    ``HH:MM:SS.mmm severity facility logger msg`` then traceback lines. With
+    ``HH:MM:SS.mmm severity host facility logger msg`` then traceback lines: the
+    host always (a fleet's records are read side by side), the app in the logger
+    column when a record has no logger (syslog daemons' records). With
     ``color``, ANSI colours by severity: red for err and worse (bold for
     crit and worse), yellow warning, cyan notice, default info, dim debug.
     """
@@ -328,8 +371,9 @@ def render_console(record: dict[str, Any], color: bool) -> str:
     clock = console_time(record.get("ts"))
     sev = f"{escape(severity):<{SEVERITY_WIDTH}}"
     rest = (
+        f" {escape(_text(record.get('host'))):<{HOST_WIDTH}}"
         f" {escape(_text(record.get('facility'))):<{FACILITY_WIDTH}}"
-        f" {escape(_text(record.get('logger'))):<{LOGGER_WIDTH}} "
+        f" {escape(_text(record.get('logger') or record.get('app'))):<{LOGGER_WIDTH}} "
     )
     body = escape_multiline(_text(record.get("msg"))) + traceback_text(record)
     code = SEVERITY_COLORS.get(severity, "") if color else ""
@@ -340,3 +384,44 @@ def render_console(record: dict[str, Any], color: bool) -> str:
     # colour the severity word and the message; time, facility and logger stay plain
     body = body.replace("\n", RESET + "\n" + code)
     return f"{clock} {code}{sev}{RESET}{rest}{code}{body}{RESET}"
+
+
+# --- command output (query, replay --dry-run) -------------------------------
+
+#: ``-o`` choices: console columns, the file line, the archived JSON as is,
+#: the decoded record as JSON (as ``tail --json``), the message alone.
+OUTPUTS = ("short", "long", "json", "jsonl", "cat")
+
+
+def render_output(
+    record: dict[str, Any], output: str, *, color: bool = False, raw: bytes | None = None
+) -> str:
+    """``record`` in one of ``OUTPUTS``; ``raw`` is its archived JSON line, if known.
+
+    Raises ``ValueError`` for an unknown output name.
+    """
+    if output == "short":
+        return render_console(record, color)
+    if output == "long":
+        return render_line(record)
+    if output == "json":
+        if raw is not None:
+            return raw.decode("utf-8", "replace").rstrip("\n")
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=repr)
+    if output == "jsonl":
+        return json.dumps(record, ensure_ascii=False, default=repr)
+    if output == "cat":
+        return escape_multiline(_text(record.get("msg"))) + traceback_text(record)
+    raise ValueError(f"unknown output {output!r} (choose from {', '.join(OUTPUTS)})")
+
+
+def use_color(stream: Any, env: Mapping[str, str] | None = None) -> bool:
+    """The one colour decision: ``stream`` is a terminal, ``$NO_COLOR`` is unset or empty,
+    and ``$TERM`` is not ``dumb`` (``env`` defaults to the process environment)."""
+    env = os.environ if env is None else env
+    if env.get("NO_COLOR") or env.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False

@@ -28,7 +28,10 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.exchange_type import ExchangeType
 
-from logrouter.connection import DEFAULT_EXCHANGE, BrokerSettings
+from logrouter import log
+from logrouter.backoff import Backoff
+from logrouter.connection import DEFAULT_EXCHANGE, BrokerSettings, connection_login
+from logrouter.errors import LogrouterError
 
 if TYPE_CHECKING:
     from logrouter.config import SinkConfig
@@ -37,6 +40,11 @@ REJECTED_QUEUE = "logrouter.rejected"
 UNROUTED_QUEUE = f"{DEFAULT_EXCHANGE}.unrouted"
 STATE_QUEUE = "logrouter.topology"
 UNROUTED_MAX_LENGTH = 100_000
+#: Byte bounds of logrouter's own queues (x-max-length-bytes, overflow drop-head: the
+#: newest are kept), so a flood of big or hostile messages cannot fill the broker's disk.
+UNROUTED_MAX_BYTES = 256 * 1024 * 1024
+REJECTED_MAX_BYTES = 1024 * 1024 * 1024
+BOUNDED_ARGUMENTS = ("x-max-length-bytes", "x-overflow")
 LOCK_TIMEOUT = 15.0
 STATE_VERSION = 1
 QUEUE_TYPES = ("classic", "quorum")
@@ -47,7 +55,7 @@ _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
 _RECEIVED = re.compile(r"received (?:the value )?('[^']*'|\S+).*current is ('[^']*'|\S+)")
 
 
-class TopologyError(RuntimeError):
+class TopologyError(LogrouterError, RuntimeError):
     """The topology cannot be declared as asked; ``str(e)`` says what and how to fix it.
 
     ``diffs`` holds what was applied anyway (other queues) when one queue failed.
@@ -192,18 +200,28 @@ def _declare_exchanges(session: _Session, names: TopologyNames) -> None:
     try:
         ch.exchange_declare(names.unrouted, ExchangeType("fanout"), durable=True)
         current = ("queue", names.unrouted)
-        ch.queue_declare(
+        ch = _declare_bounded(
+            session,
             names.unrouted,
-            durable=True,
-            arguments=names.queue_arguments(
-                **{"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"}
+            names.queue_arguments(
+                **{
+                    "x-max-length": UNROUTED_MAX_LENGTH,
+                    "x-max-length-bytes": UNROUTED_MAX_BYTES,
+                    "x-overflow": "drop-head",
+                }
             ),
         )
         ch.queue_bind(names.unrouted, names.unrouted, routing_key="")
         current = ("exchange", names.rejected)
         ch.exchange_declare(names.rejected, ExchangeType("fanout"), durable=True)
         current = ("queue", names.rejected)
-        ch.queue_declare(names.rejected, durable=True, arguments=names.queue_arguments())
+        ch = _declare_bounded(
+            session,
+            names.rejected,
+            names.queue_arguments(
+                **{"x-max-length-bytes": REJECTED_MAX_BYTES, "x-overflow": "drop-head"}
+            ),
+        )
         ch.queue_bind(names.rejected, names.rejected, routing_key="")
         current = ("exchange", names.exchange)
         ch.exchange_declare(
@@ -217,6 +235,40 @@ def _declare_exchanges(session: _Session, names: TopologyNames) -> None:
         if exc.reply_code != _PRECONDITION_FAILED:
             raise
         raise TopologyError(describe_mismatch(*current, exc)) from None
+
+
+def _declare_bounded(session: _Session, name: str, arguments: dict[str, Any]) -> BlockingChannel:
+    """Declare one of logrouter's own queues with its byte bound; the channel to go on with.
+
+    A queue made by an older logrouter (without the bound) cannot be changed in
+    place: it is kept as it is, and a warning says how to bound it. The attempt
+    runs on a channel of its own, so the session's channel stays open either way.
+    """
+    probe = session.connection.channel()
+    try:
+        probe.queue_declare(name, durable=True, arguments=arguments)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        arg = _INEQUIVALENT.search(str(exc.reply_text))
+        if (
+            exc.reply_code != _PRECONDITION_FAILED
+            or not arg
+            or arg.group(1) not in (BOUNDED_ARGUMENTS)
+        ):
+            raise
+        legacy = {k: v for k, v in arguments.items() if k not in BOUNDED_ARGUMENTS}
+        if "x-max-length" in legacy:
+            legacy["x-overflow"] = arguments["x-overflow"]
+        session.channel.queue_declare(name, durable=True, arguments=legacy)
+        log.get_logger("topology").warning(
+            "queue has no byte bound (made by an older logrouter)",
+            queue=name,
+            fix=f"drain and delete it (rabbitmqctl delete_queue {name}), then run setup again",
+            wanted=f"x-max-length-bytes={arguments['x-max-length-bytes']}",
+        )
+    finally:
+        if probe.is_open:
+            probe.close()
+    return session.channel
 
 
 def declare_exchange(channel: BlockingChannel, exchange: Target) -> None:
@@ -287,13 +339,16 @@ def _read_state(channel: BlockingChannel, names: TopologyNames) -> State:
     tags: list[int] = []
     try:
         for _ in range(10):  # x-max-length 1 keeps one; tolerate a few after a crash
-            method, _props, body = channel.basic_get(names.state, auto_ack=False)
+            method, props, body = channel.basic_get(names.state, auto_ack=False)
             if method is None or method.delivery_tag is None:
                 break
             tags.append(method.delivery_tag)
+            writer = getattr(props, "user_id", None)
+            if writer is not None and writer != connection_login(channel.connection):
+                continue  # published by another login: not a record logrouter wrote
             try:
                 state = State.from_json(body or b"")
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except Exception:  # any body (too deep, not JSON ...) is just not a record
                 continue
             if state.seq >= best.seq:
                 best = state
@@ -310,7 +365,11 @@ def _write_state(channel: BlockingChannel, names: TopologyNames, state: State) -
         exchange="",
         routing_key=names.state,
         body=state.to_json(),
-        properties=pika.BasicProperties(content_type="application/json", delivery_mode=2),
+        properties=pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=2,
+            user_id=connection_login(channel.connection),
+        ),
         mandatory=True,
     )
 
@@ -321,7 +380,7 @@ def _locked(
 ) -> Iterator[BlockingChannel]:
     """Hold the topology lock; yields a channel in confirm mode for the record."""
     deadline = time.monotonic() + timeout
-    delay = 0.05
+    backoff = Backoff(first=0.05, cap=0.5)
     while True:
         channel = connection.channel()
         try:
@@ -335,8 +394,7 @@ def _locked(
                     f"another logrouter holds the topology lock (queue {names.lock!r}) "
                     f"for more than {timeout:g}s; try again later"
                 ) from None
-            connection.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            connection.sleep(backoff.next())
     try:
         channel.confirm_delivery()
         _declare_state_queue(channel, names)
@@ -395,18 +453,11 @@ def declare_queue(channel: BlockingChannel, exchange: Target, spec: QueueSpec) -
     return diff
 
 
-def live_bindings(channel: BlockingChannel, exchange: Target, queue: str) -> frozenset[str]:
-    """The bindings of ``queue`` to ``exchange`` as applied by logrouter (from the record).
-
-    A queue logrouter never reconciled has no record: the result is empty.
-    """
-    return recorded_bindings(channel, exchange, queue) or frozenset()
-
-
 def recorded_bindings(
     channel: BlockingChannel, exchange: Target, queue: str
 ) -> frozenset[str] | None:
-    """Like ``live_bindings``, but None when logrouter has no record of the queue."""
+    """The bindings of ``queue`` to ``exchange`` as applied by logrouter (from the record);
+    None when logrouter has no record of the queue (it never reconciled it)."""
     names = _names(exchange)
     with _locked(channel.connection, names) as state_channel:
         recorded = _read_state(state_channel, names).queues.get(queue)

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
+from logrouter.errors import LogrouterError
 from logrouter.severity import (
+    ALIASES,
     DEFAULT_FACILITY,
     RANK,
+    SEVERITIES,
     normalize_facility,
     parse_severity,
     split_routing_key,
@@ -39,7 +44,7 @@ STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dic
 }
 
 
-class UndecodableMessage(ValueError):
+class UndecodableMessage(LogrouterError, ValueError):
     """A message that cannot be turned into a record; the text says why."""
 
 
@@ -152,22 +157,58 @@ def decode(
     message_id: str | None = None,
     app_id: str | None = None,
     arrival: float | None = None,
+    headers: Mapping[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Any message into a record dict with at least ts, facility, severity, msg.
 
-    Our JSON is taken as it is (missing keys filled from the routing key and
-    properties); a foreign text body becomes ``msg``. Raises
-    ``UndecodableMessage`` only when neither the body nor the key gives a
-    facility and severity.
+    Our JSON is taken as it is; what it lacks comes from the AMQP ``headers``
+    syslog daemons send (``fill_from_headers``), then from the routing key and
+    properties. A foreign text body becomes ``msg``. Total: raises
+    ``UndecodableMessage`` (and nothing else) when neither the body, the headers
+    nor the key gives a facility and severity, or the body is a JSON object nested
+    deeper than ``MAX_DEPTH``.
     """
-    record = parse_object(body)
-    if record is None:
-        record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
-    complete(record, routing_key, timestamp, message_id, app_id, arrival)
+    try:
+        record = parse_object(body)
+        if record is None:
+            record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
+        if headers:
+            fill_from_headers(record, headers, arrival)
+        complete(record, routing_key, timestamp, message_id, app_id, arrival)
+    except UndecodableMessage:
+        raise
+    except Exception as exc:  # RecursionError, MemoryError-free oddities: a reader goes on
+        raise UndecodableMessage(f"cannot decode the body: {type(exc).__name__}") from None
     return record
 
 
 _scan_once: Any = getattr(json.JSONDecoder(), "scan_once")  # noqa: B009  (no stub)
+
+#: orjson's nesting limit; the standard library's (the recursion limit) is lower.
+MAX_DEPTH = 1024
+TOO_DEEP = f"JSON body nested deeper than the decoder allows (at most {MAX_DEPTH} levels)"
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of ``body``: total, for any bytes (pure).
+
+    Raises ``UndecodableMessage`` (only that) saying why when the body is not
+    UTF-8 JSON or is nested too deeply: a body of 100,000 ``[`` is refused, never a
+    ``RecursionError``.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc) or "recursion" in str(exc).lower():
+            raise UndecodableMessage(TOO_DEEP) from None
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UndecodableMessage(f"not UTF-8 (byte {exc.start})") from None
+    parsed = parse_object_slow(body, whole=True)
+    if parsed is _INVALID:
+        raise UndecodableMessage("not JSON")
+    return parsed
 
 
 def parse_object(body: bytes) -> dict[str, Any] | None:
@@ -176,6 +217,7 @@ def parse_object(body: bytes) -> dict[str, Any] | None:
     Exactly ``json.loads(body.decode("utf-8", "replace"))`` for bodies that start
     with ``{``; orjson takes the common case (valid UTF-8, nothing it refuses),
     the standard library everything else (NaN, lone surrogates, huge integers).
+    Raises ``UndecodableMessage`` for a body nested deeper than ``MAX_DEPTH``.
     """
     if body[:1] != b"{":
         return None
@@ -186,15 +228,27 @@ def parse_object(body: bytes) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) and parsed else None
 
 
-def parse_object_slow(body: bytes) -> Any:
-    """``json.loads`` of the body decoded with replacement characters (None if invalid)."""
+_INVALID: Any = object()
+
+
+def parse_object_slow(body: bytes, *, whole: bool = False) -> Any:
+    """``json.loads`` of the body decoded with replacement characters (None if invalid).
+
+    With ``whole``, an invalid body gives the ``_INVALID`` marker instead of None
+    (so a JSON ``null`` can be told apart). Raises ``UndecodableMessage`` when the
+    body is nested too deeply for the decoder (never ``RecursionError``).
+    """
+    invalid = _INVALID if whole else None
     text = body.decode("utf-8", "replace")
+    start = len(text) - len(text.lstrip(" \t\n\r")) if whole else 0
     try:
-        parsed, end = _scan_once(text, 0)
+        parsed, end = _scan_once(text, start)
+    except RecursionError:
+        raise UndecodableMessage(TOO_DEEP) from None
     except (ValueError, StopIteration):
-        return None
+        return invalid
     if end != len(text) and text[end:].strip(" \t\n\r"):
-        return None  # json.loads: "Extra data"
+        return invalid  # json.loads: "Extra data"
     return parsed
 
 
@@ -289,3 +343,178 @@ def complete(
         record["app"] = app_id
         changed = CHANGED
     return changed
+
+
+# --- foreign publishers' AMQP headers ----------------------------------------
+
+#: Header names (compared case-insensitively) that syslog daemons put their
+#: metadata in, per record key, first match wins. syslog-ng's ``amqp()`` sends
+#: HOST PROGRAM PID DATE FACILITY PRIORITY MESSAGE (docs/wire-format.md).
+FOREIGN_HEADERS: dict[str, tuple[str, ...]] = {
+    "host": ("host", "hostname", "fromhost"),
+    "app": ("program", "programname", "app_name", "app"),
+    "pid": ("pid", "procid"),
+    "ts": ("isodate", "date", "timestamp", "timereported"),
+    "facility": ("facility",),
+    "severity": ("level", "priority", "severity"),
+    "msg": ("message", "msg"),
+}
+#: Longest host / app / facility text taken from a header (longer is cut).
+MAX_HEADER_WORD = 255
+#: Facility names of syslog's numeric codes (RFC 5424 section 6.2.1, syslog-ng's words).
+# fmt: off
+SYSLOG_FACILITIES = (
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "ntp", "security", "console", "solaris-cron",
+    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+)
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# fmt: on
+
+_LEGACY_DATE = re.compile(
+    f"({'|'.join(MONTHS)}) +(\\d{{1,2}}) (\\d{{2}}):(\\d{{2}}):(\\d{{2}})(?:\\.(\\d{{1,9}}))?\\Z",
+    re.ASCII,
+)
+_SEVERITY_WORDS = frozenset(RANK) | frozenset(ALIASES)
+_MONTHS = {name: index for index, name in enumerate(MONTHS, 1)}
+
+
+def header_text(value: Any) -> str | None:
+    """A header value as stripped text (bytes decoded with replacement); None for no text."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value or None
+
+
+def parse_syslog_date(value: Any, now: float | None = None) -> str | None:
+    """A foreign time as our ``ts`` text (RFC 3339 UTC, microseconds, ``Z``), or None.
+
+    Takes ISO 8601 / RFC 3339 (syslog-ng ``ts-format(iso)``, rsyslog
+    ``date-rfc3339``; no offset means UTC), the legacy BSD form
+    ``Nov 30 12:20:06`` (with optional fraction: syslog-ng's default ``DATE``;
+    no year and no zone, so UTC and the year that puts it at most a day after
+    ``now``), epoch seconds, and a ``datetime``. Anything else: None, never raises.
+    """
+    try:
+        if isinstance(value, datetime):
+            parsed = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            epoch = float(value)
+            return format_ts(epoch) if 0 <= epoch < 253402300800 else None
+        else:
+            text = header_text(value)
+            if text is None or len(text) > 64:
+                return None
+            legacy = _LEGACY_DATE.match(text)
+            if legacy is not None:
+                return _legacy_ts(legacy, time.time() if now is None else now)
+            parsed = datetime.fromisoformat(text.replace("z", "Z"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return format_ts(parsed.timestamp())
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _legacy_ts(match: re.Match[str], now: float) -> str | None:
+    month, day, hour, minute, second, fraction = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    year = datetime.fromtimestamp(now, UTC).year
+    for candidate in (year + 1, year, year - 1):  # Dec 31 read on Jan 1, Jan 1 read on Dec 31
+        try:
+            when = datetime(
+                candidate, _MONTHS[month], int(day), int(hour), int(minute), int(second), micros,
+                tzinfo=UTC,
+            )  # fmt: skip
+        except ValueError:  # Feb 29 of a year that has none, day 31 of a short month
+            continue
+        if when.timestamp() <= now + timedelta(days=1).total_seconds():
+            return format_ts(when.timestamp())
+    return None
+
+
+def _header_severity(value: Any) -> tuple[str | None, str | None]:
+    """(severity, facility) of a severity header: a word, an alias, 0-7, or a numeric PRI."""
+    text = header_text(value)
+    if text is None:
+        return None, None
+    if text.isascii() and text.isdigit() and len(text) <= 3:
+        number = int(text)
+        if number < 8:
+            return SEVERITIES[number], None
+        code = number // 8
+        facility = SYSLOG_FACILITIES[code] if code < len(SYSLOG_FACILITIES) else None
+        return SEVERITIES[number % 8], facility
+    try:
+        return parse_severity(text), None
+    except ValueError:
+        return None, None
+
+
+def _missing(record: dict[str, Any], key: str) -> bool:
+    value = record.get(key)
+    if key == "severity":
+        return not (isinstance(value, str) and (value in RANK or value.lower() in _SEVERITY_WORDS))
+    if key == "pid":
+        return value is None or value == ""
+    return not (isinstance(value, str) and value)
+
+
+def fill_from_headers(
+    record: dict[str, Any], headers: Mapping[Any, Any], now: float | None = None
+) -> bool:
+    """Fill what ``record`` lacks from a foreign publisher's AMQP headers, in place (pure).
+
+    The body always wins: only keys the record lacks (or holds empty) are
+    taken: host, app (PROGRAM), pid, ts (DATE, parsed by ``parse_syslog_date``),
+    facility, severity (LEVEL / PRIORITY: a word, 0-7 or a numeric PRI), and
+    ``msg`` (MESSAGE) when the body gave no text. A header that cannot be read
+    is ignored. Returns whether anything changed; never raises on header content.
+    """
+    wanted = [key for key in FOREIGN_HEADERS if _missing(record, key)]
+    if not wanted:
+        return False
+    lowered: dict[str, Any] = {}
+    for name, value in headers.items():
+        if isinstance(name, str):
+            lowered.setdefault(name.lower(), value)
+    changed = False
+    for key in wanted:
+        for name in FOREIGN_HEADERS[key]:
+            if name not in lowered:
+                continue
+            value = _header_value(key, lowered[name], now)
+            if value is None:
+                continue
+            if key == "severity":
+                severity, facility = value
+                record["severity"] = severity
+                if facility and _missing(record, "facility"):
+                    record["facility"] = facility
+            else:
+                record[key] = value
+            changed = True
+            break
+    return changed
+
+
+def _header_value(key: str, raw: Any, now: float | None) -> Any:
+    """The record value of header ``raw`` for ``key``, or None when it gives none."""
+    if key == "ts":
+        return parse_syslog_date(raw, now)
+    if key == "severity":
+        severity, facility = _header_severity(raw)
+        return None if severity is None else (severity, facility)
+    text = header_text(raw)
+    if text is None:
+        return None
+    if key == "pid":
+        return int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else None
+    if key == "msg":
+        return text
+    return text[:MAX_HEADER_WORD]

@@ -17,18 +17,27 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
 
+from logrouter import batchwire
+from tests.helpers.broker import wait_for as _wait_for
+
 TOTAL = 50_000
 DEADLINE = 90.0
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    _wait_for(predicate, what, timeout)
+
+
 LINE = re.compile(r"^\S+ \S+ \S+\[\S*\] comp\.info \S+: rec-(\d+)$")
 
 
@@ -134,6 +143,33 @@ class Fleet:
             )
         connection.close()
 
+    def publish_batches(self, start: int, stop: int, per_message: int = 50) -> None:
+        """Records ``rec-start`` .. ``rec-(stop-1)`` on comp.info, ``per_message`` to a
+        batch message (logrouter.batchwire), each line with its own id."""
+        connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        channel = connection.channel()
+        for first in range(start, stop, per_message):
+            numbers = range(first, min(stop, first + per_message))
+            lines = [
+                batchwire.record_line(
+                    json.dumps({"ts": "2026-01-01T10:00:00.000000Z", "msg": f"rec-{n}"}).encode(),
+                    f"{self.tag}-{n}",
+                )
+                for n in numbers
+            ]
+            channel.basic_publish(
+                self.exchange,
+                "comp.info",
+                batchwire.encode_batch(lines),
+                pika.BasicProperties(
+                    delivery_mode=2,
+                    content_type=batchwire.CONTENT_TYPE,
+                    headers=batchwire.headers(len(lines)),
+                    message_id=batchwire.batch_message_id(f"{self.tag}-{first}", len(lines)),
+                ),
+            )
+        connection.close()
+
     def file_lines(self) -> list[str]:
         """Lines of every instance's file."""
         return [
@@ -179,15 +215,6 @@ def archive_count(fleet: Fleet) -> int:
             total += text.count(b"\n")
             data = unpacker.unused_data
     return total
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def exactly_once(seen: Counter[int], total: int) -> tuple[list[int], list[int]]:
@@ -328,3 +355,95 @@ def test_restarting_one_file_instance_keeps_the_other_instances_lines(fleet: Fle
 
     missing, _ = exactly_once(fleet.file_numbers(), TOTAL // 5)
     assert missing == [], f"{len(missing)} acked records cut from the files"
+
+
+# ---- batch messages (issue 16): exactly once per record inside a batch ----------------
+
+
+def test_two_instances_write_batched_and_single_records_exactly_once(fleet: Fleet) -> None:
+    """Half the records come one per message, half in batch messages of 20 (as from
+    handlers with batch="off" and "auto"): two instances of each sink write every record
+    exactly once, and the batches are shared between the instances."""
+    total = TOTAL // 5
+    fleet.publish(total // 2)
+    fleet.publish_batches(total // 2, total, per_message=20)
+    procs = start_pairs(fleet)
+    wait_for(lambda: archive_count(fleet) >= total, "every record in the archive")
+    wait_for(lambda: len(fleet.file_lines()) >= total, "every record in the files")
+    for proc in fleet.procs:
+        fleet.stop(proc)
+
+    for seen in (fleet.archive_numbers(), fleet.file_numbers()):
+        missing, duplicated = exactly_once(seen, total)
+        assert (missing, duplicated) == ([], []), (len(missing), len(duplicated))
+    for sink, pair in procs.items():
+        shares = [fleet.written_by(proc) for proc in pair]
+        assert all(share > 0 for share in shares) and sum(shares) == total, (sink, shares)
+
+
+@pytest.mark.parametrize("which", ["archive", "files"])
+def test_sink_killed_mid_batch_writes_each_record_once_after_restart(
+    fleet: Fleet, which: str
+) -> None:
+    """kill -9 of the only instance while it drains batch messages, then a restart: its
+    journal rolls its output back to the last commit and the redelivered batches are
+    deduplicated per record, so every record is written exactly once."""
+    total = TOTAL
+    sink = getattr(fleet, which)
+    fleet.publish_batches(0, total, per_message=25)
+    first = fleet.start(sink)
+    written = archive_count if which == "archive" else (lambda f: len(f.file_lines()))
+    wait_for(lambda: written(fleet) >= total // 20, "the drain to be under way")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    restarted = fleet.start(sink)
+    wait_for(lambda: written(fleet) >= total, "every record written")
+    fleet.stop(restarted)
+
+    seen = fleet.archive_numbers() if which == "archive" else fleet.file_numbers()
+    missing, duplicated = exactly_once(seen, total)
+    assert (missing, duplicated) == ([], []), (len(missing), len(duplicated))
+
+
+def test_batch_with_one_undecodable_line_rejects_that_record_only(fleet: Fleet) -> None:
+    """A batch whose second line is not JSON: the file gets the other records, and
+    logrouter.rejected gets that line alone, as a single-record message with the reason."""
+    connection = pika.BlockingConnection(pika.URLParameters(fleet.url))
+    channel = connection.channel()
+    watch = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(watch, "logrouter.rejected")
+    lines = [
+        batchwire.record_line(json.dumps({"msg": "rec-0"}).encode(), f"{fleet.tag}-0"),
+        b"\x00 not a record",
+        batchwire.record_line(json.dumps({"msg": "rec-2"}).encode(), f"{fleet.tag}-2"),
+    ]
+    channel.basic_publish(
+        fleet.exchange,
+        "comp.info",
+        batchwire.encode_batch(lines),
+        pika.BasicProperties(
+            content_type=batchwire.CONTENT_TYPE,
+            headers=batchwire.headers(3),
+            message_id="batch-7",
+        ),
+    )
+    proc = fleet.start(fleet.files)
+    wait_for(lambda: len(fleet.file_lines()) >= 2, "two records in the file")
+    rejected: list[tuple[Any, bytes]] = []
+
+    def got_reject() -> bool:
+        method, props, body = channel.basic_get(watch, auto_ack=True)
+        if method is not None:
+            rejected.append((props, body))
+        return bool(rejected)
+
+    wait_for(got_reject, "the rejected line")
+    fleet.stop(proc)
+    connection.close()
+    assert sorted(fleet.file_numbers()) == [0, 2]
+    ((props, body),) = rejected
+    assert body == b"\x00 not a record"
+    assert props.content_type == "application/json" and props.message_id == "batch-7/1"
+    assert props.headers["x-logrouter-reason"] == "line 2: not a JSON object"
+    assert props.headers["x-logrouter-batch"] == "batch-7"
+    assert batchwire.RECORDS_HEADER not in props.headers

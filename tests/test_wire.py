@@ -130,3 +130,46 @@ def test_format_ts_matches_datetime(epoch: float) -> None:
     expected = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     assert wire.format_ts(epoch) == expected
     assert wire.format_ts(epoch) == expected  # second call: from the cache
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"msg":' + b"[" * 100_000,
+        b'{"msg":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"msg":' + b"[" * 100_000 + b"\xff",
+        b'{"a":' + b'{"a":' * 2000 + b"1" + b"}" * 2001,
+    ],
+)
+def test_deeply_nested_json_is_undecodable_never_a_crash(body: bytes) -> None:
+    """A 100,000-deep JSON object body: UndecodableMessage with the reason, no RecursionError."""
+    with pytest.raises(wire.UndecodableMessage, match="nested deeper"):
+        wire.decode(body, "auth.err")
+
+
+def test_a_bracket_flood_that_is_not_an_object_is_text() -> None:
+    """'[' x 100,000 is no JSON object: it is a foreign text body, decoded as msg."""
+    record = wire.decode(b"[" * 100_000, "auth.err")
+    assert record["msg"] == "[" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[" * 100_000, "nested deeper"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{", "not JSON"),
+        (b"1" * 5000, "not JSON"),
+    ],
+)
+def test_parse_json_is_total(body: bytes, reason: str) -> None:
+    """parse_json raises only UndecodableMessage, saying why."""
+    with pytest.raises(wire.UndecodableMessage, match=reason):
+        wire.parse_json(body)
+
+
+def test_parse_json_reads_any_json_value() -> None:
+    """Valid JSON of any kind (with surrounding whitespace, NaN) comes back as the value."""
+    assert wire.parse_json(b" [1, 2] \n") == [1, 2]
+    assert wire.parse_json(b"null") is None
+    assert wire.parse_json(b'{"a": NaN}')["a"] != wire.parse_json(b'{"a": NaN}')["a"]

@@ -29,7 +29,9 @@ from logrouter import severity as sev
 from logrouter import wire
 from logrouter.app.encoder import Captured, Encoder, parse_facilities
 from logrouter.app.outbox import Outbox
+from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, parse_mode
 from logrouter.app.publisher import Publisher, report
+from logrouter.app.ratelimit import RateLimiter, RateLimitSettings, key_function
 from logrouter.app.spools import SpoolDir
 from logrouter.connection import DEFAULT_EXCHANGE, DEFAULT_URL, BrokerSettings
 
@@ -45,6 +47,10 @@ __all__ = ["DEFAULT_BUFFER", "RabbitHandler", "default_spool_path"]
 IGNORED_LOGGERS = frozenset({"pika", "logrouter"})
 DEFAULT_BUFFER = 25_000  # ~0.7 KB each: bounded at ~17 MB; absorbs a burst without spooling
 DEFAULT_SPOOL_MAX = 256 << 20
+DEFAULT_LINGER_MS = 5.0
+#: Seconds between two looks for due rate-limit summaries from emit (the I/O thread
+#: also looks every tick).
+SUMMARY_CHECK = 0.5
 
 _handlers: weakref.WeakSet[RabbitHandler] = weakref.WeakSet()
 #: State a forked child inherited: kept referenced, never closed (see _after_fork).
@@ -97,6 +103,15 @@ class RabbitHandler(logging.Handler):
         heartbeat: int | str = 10,
         reconnect_max: float | str = 5.0,
         fast_frames: bool | str = True,
+        batch: str = "off",
+        linger_ms: float | str = DEFAULT_LINGER_MS,
+        batch_records: int | str = DEFAULT_MAX_RECORDS,
+        batch_bytes: int | str = DEFAULT_MAX_BYTES,
+        rate_limit: float | str | None = None,
+        burst: int | str | None = None,
+        rate_limit_key: str | None = None,
+        rate_limit_exempt: str | None = None,
+        rate_limit_interval: float | str | None = None,
         level: int | str = logging.NOTSET,
     ) -> None:
         super().__init__(level)
@@ -122,6 +137,18 @@ class RabbitHandler(logging.Handler):
         self.max_message = int(max_message)
         self.reconnect_max = float(reconnect_max)
         self.fast_frames = str(fast_frames).lower() not in ("false", "0", "no", "off")
+        self.batch = parse_mode(batch)
+        self.linger = float(linger_ms) / 1000.0
+        self.batch_records = int(batch_records)
+        self.batch_bytes = int(batch_bytes)
+        if self.linger < 0 or self.batch_records < 1 or self.batch_bytes < 1:
+            raise ValueError(
+                "linger_ms must be >= 0, batch_records and batch_bytes >= 1"
+                f" (got {linger_ms!r}, {batch_records!r}, {batch_bytes!r})"
+            )
+        self.rate_limit = RateLimitSettings.from_options(
+            rate_limit, burst, rate_limit_key, rate_limit_exempt, rate_limit_interval
+        )
         self.host = socket.gethostname()
         self._closed = False
         self._forked = False
@@ -150,6 +177,14 @@ class RabbitHandler(logging.Handler):
             spools = SpoolDir(path, self.spool_max_bytes, name=name, legacy=legacy)
         self._outbox = Outbox(encoder, spools, buffer_size=self.buffer_size, report=report)
         self._publisher: Publisher | None = None
+        limit = self.rate_limit
+        self._limiter = (
+            None
+            if limit is None
+            else RateLimiter(limit, key_function(limit.key, encoder.key_words))
+        )
+        #: The limiter's summaries are looked for (in emit) from this ``created`` on.
+        self._summaries_at = 0.0
         self._start_lock = threading.Lock()
 
     # ---- public ----------------------------------------------------------------
@@ -166,9 +201,16 @@ class RabbitHandler(logging.Handler):
             "buffered": len(self._outbox.buffer),
             "published": pub.published if pub else 0,
             "confirmed": pub.confirmed if pub else 0,
+            "messages": pub.messages if pub else 0,
             "spooled": self._outbox.spooled,
             "dropped": self.dropped,
+            "suppressed": self._limiter.suppressed if self._limiter else 0,
         }
+
+    @property
+    def suppressed_by_key(self) -> dict[str, int]:
+        """Records the rate limit suppressed, by key, as its summaries reported them."""
+        return dict(self._limiter.by_key) if self._limiter else {}
 
     def handle(self, record: logging.LogRecord) -> bool:
         """As logging.Handler.handle, minus the lock: emit() is thread-safe by itself."""
@@ -182,6 +224,12 @@ class RabbitHandler(logging.Handler):
         try:
             if record.name.partition(".")[0] in IGNORED_LOGGERS:
                 return
+            limiter = self._limiter
+            if limiter is not None:
+                if record.created >= self._summaries_at:
+                    self._summarize(record.created)
+                if not limiter.allow(record):  # before any encoding: a cheap no
+                    return
             message = wire.record_message(record)
             exc = wire.record_exception(record) if record.exc_info or record.exc_text else None
             self._outbox.put(Captured(next(self._seq), record, message, exc))
@@ -197,9 +245,13 @@ class RabbitHandler(logging.Handler):
             self.handleError(record)
 
     def flush(self) -> None:
-        """Wait up to ``flush_timeout`` for every record to be confirmed; spool the rest."""
+        """Wait up to ``flush_timeout`` for every record to be confirmed; spool the rest.
+
+        Pending rate-limit summaries are sent first.
+        """
         if self._closed:
             return
+        self._summarize(time.time(), everything=True)
         self._wait(self.flush_timeout, spool_rest=True)
 
     def close(self) -> None:
@@ -207,6 +259,8 @@ class RabbitHandler(logging.Handler):
         if self._closed:
             super().close()
             return
+        with contextlib.suppress(Exception):  # closing must not fail on a summary
+            self._summarize(time.time(), everything=True)
         self._closed = True
         try:
             pub = self._publisher
@@ -239,6 +293,29 @@ class RabbitHandler(logging.Handler):
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
 
+    def _summarize(self, now: float, *, everything: bool = False) -> None:
+        """Put the rate limit's due summary records in the outbox (any thread)."""
+        limiter = self._limiter
+        if limiter is None:
+            return
+        self._summaries_at = now + SUMMARY_CHECK
+        if not limiter.active:
+            return
+        for suppression in limiter.due(now, everything=everything):
+            record = suppression.record(limiter.settings)
+            self._outbox.put(Captured(next(self._seq), record, record.getMessage(), None))
+            pub = self._publisher
+            if pub is None:
+                self._start()
+            elif pub.sleeping:
+                pub.sleeping = False
+                pub.wake()
+
+    def _tick(self) -> None:
+        """The I/O thread's periodic call: a flood that ended while the app is quiet
+        still gets its summary."""
+        self._summarize(time.time())
+
     def _start(self) -> None:
         """Start the I/O thread once. Non-blocking: a signal handler that logs while
         this thread holds the lock returns at once (its record waits in the outbox)."""
@@ -253,6 +330,11 @@ class RabbitHandler(logging.Handler):
                 app_id=self.app,
                 reconnect_max=self.reconnect_max,
                 fast_frames=self.fast_frames,
+                batch=self.batch == "auto",
+                linger=self.linger,
+                batch_records=self.batch_records,
+                batch_bytes=self.batch_bytes,
+                on_tick=self._tick if self._limiter is not None else None,
             )
             self._publisher = pub
             pub.start()

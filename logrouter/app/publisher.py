@@ -15,22 +15,34 @@ Everything here runs in the I/O thread except ``start``, ``wake``, ``idle``,
 from __future__ import annotations
 
 import contextlib
+import operator
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import pika.spec
 from pika.adapters.select_connection import IOLoop
 
 from logrouter.app.encoder import Encoded
+from logrouter.app.frames import FrameWriter
 from logrouter.app.link import Link
 from logrouter.app.outbox import Outbox
+from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, pack
 from logrouter.connection import BrokerSettings, describe_error
 
 TICK = 0.05
 PUBLISH_BATCH = 500
+#: With batching: records taken from the outbox per pump, at most (then I/O is serviced).
+PUMP_RECORDS = 2000
+
+
+#: What the packer needs of an encoded record: (routing_key, message_id, timestamp, body).
+_fields = operator.attrgetter("routing_key", "message_id", "timestamp", "body")
+
+
 REPORT_INTERVAL = 30.0
 ADOPT_INTERVAL = 30.0
 
@@ -47,9 +59,25 @@ class Publisher:
         max_inflight: int = 4000,
         reconnect_max: float = 5.0,
         fast_frames: bool = True,
+        batch: bool = False,
+        linger: float = 0.005,
+        batch_records: int = DEFAULT_MAX_RECORDS,
+        batch_bytes: int = DEFAULT_MAX_BYTES,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         self.outbox = outbox
         self.max_inflight = max_inflight
+        #: batch="auto": a backlog of one routing key goes as one batch message
+        self.batch = batch
+        self.linger = max(0.0, linger)
+        self.batch_records = max(1, batch_records)
+        self.batch_bytes = max(1, batch_bytes)
+        self._on_tick = on_tick
+        #: records taken from the outbox, not yet in flight (``idle`` must not miss them)
+        self._in_hand = False
+        self._linger_until: float | None = None
+        #: AMQP messages published (``published`` counts records)
+        self.messages = 0
         #: True while the thread waits for work with the connection usable: emit()
         #: then wakes it (once per empty -> non-empty transition).
         self.sleeping = False
@@ -72,7 +100,8 @@ class Publisher:
         self._thread = threading.Thread(target=self._main, name="logrouter-publisher", daemon=True)
         self._stopped = threading.Event()
         self._next_tag = 1
-        self._inflight: deque[tuple[int, Encoded]] = deque()
+        #: (delivery tag, the records of that message), oldest first
+        self._inflight: deque[tuple[int, tuple[Encoded, ...]]] = deque()
         self._pump_scheduled = False
         self._last_adopt = time.monotonic()
         self._last_drop_report = -REPORT_INTERVAL
@@ -100,8 +129,8 @@ class Publisher:
         return self.link.connections
 
     def idle(self) -> bool:
-        """Nothing of ours waits: outbox empty and nothing in flight."""
-        return not self._inflight and self.outbox.idle()
+        """Nothing of ours waits: outbox empty, nothing in hand, nothing in flight."""
+        return not (self._in_hand or self._inflight) and self.outbox.idle()
 
     def spill_all(self, timeout: float) -> None:
         """Move everything in memory to the spool (in the I/O thread); wait up to timeout."""
@@ -161,7 +190,7 @@ class Publisher:
 
     def _rewind_inflight(self) -> None:
         """Unconfirmed records go back to the outbox, in front (their tags are void)."""
-        self.outbox.rewind(item for _, item in self._inflight)
+        self.outbox.rewind(item for _, records in self._inflight for item in records)
         self._inflight.clear()
 
     # ---- confirms ---------------------------------------------------------------
@@ -173,13 +202,13 @@ class Publisher:
         done: list[Encoded] = []
         if method.multiple:
             while inflight and inflight[0][0] <= tag:
-                done.append(inflight.popleft()[1])
+                done.extend(inflight.popleft()[1])
         elif inflight and inflight[0][0] == tag:
-            done.append(inflight.popleft()[1])
+            done.extend(inflight.popleft()[1])
         else:
-            for position, (t, item) in enumerate(inflight):
+            for position, (t, records) in enumerate(inflight):
                 if t == tag:
-                    done.append(item)
+                    done.extend(records)
                     del inflight[position]
                     break
         if isinstance(method, pika.spec.Basic.Nack):
@@ -218,17 +247,23 @@ class Publisher:
             return
         inflight = self._inflight
         limit = min(self.max_inflight - len(inflight), PUBLISH_BATCH)
-        sent = 0
-        with writer:
-            while sent < limit:
-                item = outbox.take()
-                if item is None:
-                    break
-                writer.publish(item.routing_key, item.body, item.message_id, item.timestamp)
-                inflight.append((self._next_tag, item))
-                self._next_tag += 1
-                sent += 1
-        self.published += sent
+        if self.batch:
+            if self._lingering(limit):
+                return
+            sent = self._publish_packed(writer, limit)
+        else:
+            sent = 0
+            with writer:
+                while sent < limit:
+                    item = outbox.take()
+                    if item is None:
+                        break
+                    writer.publish(item.routing_key, item.body, item.message_id, item.timestamp)
+                    inflight.append((self._next_tag, (item,)))
+                    self._next_tag += 1
+                    sent += 1
+            self.published += sent
+            self.messages += sent
         if sent == limit and sent:
             if len(inflight) < self.max_inflight:
                 self._schedule_pump()  # more to do: come back after servicing I/O
@@ -241,11 +276,80 @@ class Publisher:
             self.sleeping = False
             self._schedule_pump()
 
+    def _lingering(self, limit: int) -> bool:
+        """batch="auto": hold a small backlog up to ``linger`` s while messages are in flight.
+
+        Only while the broker still owes confirms (the app is busy): a record of a
+        quiet app goes at once. True when this pump should publish nothing yet.
+        """
+        if not self.linger or not limit:
+            return False
+        now = time.monotonic()
+        until = self._linger_until
+        if until is not None:
+            if now < until:
+                return True  # the pump scheduled for ``until`` publishes
+            self._linger_until = None
+            return False
+        if self._inflight and len(self.outbox.buffer) < self.batch_records:
+            self._linger_until = now + self.linger
+            self._ioloop.call_later(self.linger, self._pump_now)
+            return True
+        return False
+
+    def _publish_packed(self, writer: FrameWriter, limit: int) -> int:
+        """Take up to PUMP_RECORDS records and publish them packed; messages published."""
+        outbox = self.outbox
+        budget = min(PUMP_RECORDS, limit * self.batch_records)
+        self._in_hand = True
+        try:
+            items = outbox.take_many(budget)
+            if not items:
+                return 0
+            packets = pack(
+                items, _fields, max_records=self.batch_records, max_bytes=self.batch_bytes
+            )
+            inflight = self._inflight
+            done = 0
+            try:
+                with writer:
+                    for packet in packets:
+                        if packet.batch:
+                            writer.publish_batch(
+                                packet.routing_key,
+                                packet.body,
+                                packet.message_id,
+                                packet.timestamp,
+                                len(packet.items),
+                            )
+                        else:
+                            writer.publish(
+                                packet.routing_key,
+                                packet.body,
+                                packet.message_id,
+                                packet.timestamp,
+                            )
+                        inflight.append((self._next_tag, tuple(packet.items)))
+                        self._next_tag += 1
+                        done += 1
+            except BaseException:
+                # what was not handed to the broker goes back in front, in order
+                outbox.rewind(item for packet in packets[done:] for item in packet.items)
+                raise
+        finally:
+            self._in_hand = False
+        self.published += len(items)
+        self.messages += len(packets)
+        # more than a pump's share waiting: report a full pump so that it comes back
+        return limit if len(items) >= budget else len(packets)
+
     # ---- periodic work -------------------------------------------------------------
 
     def _tick(self) -> None:
         try:
             now = time.monotonic()
+            if self._on_tick is not None and not self.link.stopping:
+                self._on_tick()
             if not self.link.stopping:
                 self._pump()
                 if now - self._last_adopt >= ADOPT_INTERVAL:

@@ -24,9 +24,9 @@ from typing import Any
 
 import pika.exceptions
 
-from logrouter import control, exitcodes
-from logrouter.commands.stats import display_order, instance_label
-from logrouter.commands.tail import TargetError, resolve_target
+from logrouter import control, exitcodes, render
+from logrouter.commands.common import TargetError, display_order, instance_label, resolve_target
+from logrouter.commands.stats import trusted_logins
 from logrouter.connection import (
     DEFAULT_EXCHANGE,
     BrokerSettings,
@@ -43,6 +43,7 @@ class Target:
     settings: BrokerSettings
     sinks: tuple[str, ...]  # expected sinks (empty when unknown)
     warning: str | None = None  # why the config could not be used as it is
+    trusted: tuple[str, ...] = ()  # logins whose replies are believed (besides our own)
 
 
 def lenient_target(path: Path, url: str | None) -> Target:
@@ -72,12 +73,13 @@ def find_target(config_path: Path, url: str | None) -> Target:
     try:
         settings, config = resolve_target(config_path, url, None)
     except TargetError as exc:
-        if exc.code != exitcodes.CONFIG:
+        if exc.exit_code != exitcodes.CONFIG:
             raise
         target = lenient_target(config_path, url)
         return Target(target.settings, target.sinks, f"the config does not validate:\n{exc}")
-    sinks = tuple(config.sinks) if config is not None else ()
-    return Target(settings, sinks)
+    if config is None:
+        return Target(settings, ())
+    return Target(settings, tuple(config.sinks), trusted=trusted_logins(config))
 
 
 def describe_reply(reply: Mapping[str, Any]) -> tuple[bool, list[str]]:
@@ -100,7 +102,7 @@ def describe_reply(reply: Mapping[str, Any]) -> tuple[bool, list[str]]:
 
 
 def _err(message: str) -> None:
-    print(f"logrouter reload: {redact(message)}", file=sys.stderr, flush=True)
+    print(f"logrouter reload: {render.escape(redact(message))}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         target = find_target(args.config, args.url)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     if target.warning:
         _err(f"warning: {target.warning}")
     if args.sink is not None and target.sinks and args.sink not in target.sinks:
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             sink=args.sink,
             expected=target.sinks,
             timeout=args.timeout,
+            trusted=target.trusted,
         )
     except BrokerUnavailable as exc:
         _err(f"cannot reach the broker: {exc}")
@@ -131,9 +134,11 @@ def run(args: argparse.Namespace) -> int:
     for reply in sorted(result.replies, key=display_order):
         applied, lines = describe_reply(reply)
         all_applied = all_applied and applied
-        print(redact("\n".join(lines)), flush=True)
+        print(render.escape_multiline(redact("\n".join(lines)), indent=""), flush=True)
     for name in result.missing:
         print(f"{name}: no answer within {args.timeout:g}s", flush=True)
+    if result.ignored:
+        _err(f"ignored {result.ignored} reply(ies) not from a trusted login")
     if not result.replies:
         _err("no running sink answered")
     return exitcodes.OK if all_applied else exitcodes.RUNTIME

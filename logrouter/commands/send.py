@@ -23,8 +23,8 @@ import pika.exceptions
 
 from logrouter import exitcodes, wire
 from logrouter.app.encoder import record_body
-from logrouter.commands.tail import TargetError, resolve_target
-from logrouter.connection import BrokerUnavailable, describe_error
+from logrouter.commands.common import TargetError, resolve_target
+from logrouter.connection import BrokerUnavailable, connection_login, describe_error
 from logrouter.severity import RANK, normalize_facility, parse_severity
 
 _LEVELS = {
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         settings, _ = resolve_target(args.config, args.url, args.exchange)
     except TargetError as exc:
         print(f"logrouter send: {exc}", file=sys.stderr)
-        return exc.code
+        return exc.exit_code
     timeout = max(0.1, float(args.timeout))
     settings = replace(
         settings,
@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     except BrokerUnavailable as exc:
         print(f"logrouter send: not sent: {exc}", file=sys.stderr)
         return exitcodes.RUNTIME
+    # the broker checks user_id against the login: sinks key dedup by it (issue 13)
+    properties.user_id = connection_login(connection)
     timer = threading.Timer(timeout, _abort, args=(connection,))
     timer.daemon = True
     timer.start()

@@ -18,16 +18,24 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from logrouter import control, exitcodes
-from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals
+from logrouter import control, exitcodes, render
+from logrouter.commands.common import (
+    TargetError,
+    close_quietly,
+    display_order,
+    instance_label,
+    resolve_target,
+    stop_on_signals,
+)
 from logrouter.connection import BrokerSettings, BrokerUnavailable, describe_error, redact
+from logrouter.counters import TABLE_COUNTERS
+from logrouter.queue_probe import aside_queues
 
 if TYPE_CHECKING:
     from logrouter.config import RoutingConfig
@@ -40,12 +48,7 @@ HEADER = (
     "CONSUMERS",
     "INSTANCE",
     "STATE",
-    "RECEIVED",
-    "WRITTEN",
-    "ACKED",
-    "REJECTED",
-    "DUPS",
-    "RECONN",
+    *(str(spec.column) for spec in TABLE_COUNTERS),
     "WRITTEN/S",
     "CONFIG",
     "LAST ERROR",
@@ -73,6 +76,9 @@ class Snapshot:
     replies: tuple[dict[str, Any], ...]
     missing: tuple[str, ...]
     config_version: str | None
+    ignored: int = 0  # messages on the reply queue that were not a trusted reply
+    #: (label, queue) of the queues records are routed aside to: rejected, unrouted
+    aside: tuple[tuple[str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------- I/O
@@ -99,9 +105,15 @@ def queue_depths(connection: Any, queues: Iterable[str]) -> dict[str, QueueDepth
 def gather(connection: Any, config: RoutingConfig, exchange: str, timeout: float) -> Snapshot:
     """Queue depths and instance replies for every sink of ``config``."""
     sinks = tuple((name, sink.queue) for name, sink in config.sinks.items())
-    depths = queue_depths(connection, [queue for _, queue in sinks])
+    aside = aside_queues(exchange)
+    depths = queue_depths(connection, [queue for _, queue in (*sinks, *aside)])
     result = control.request(
-        connection, exchange, "status", expected=[name for name, _ in sinks], timeout=timeout
+        connection,
+        exchange,
+        "status",
+        expected=[name for name, _ in sinks],
+        timeout=timeout,
+        trusted=trusted_logins(config),
     )
     return Snapshot(
         sinks=sinks,
@@ -109,7 +121,30 @@ def gather(connection: Any, config: RoutingConfig, exchange: str, timeout: float
         replies=tuple(result.replies),
         missing=tuple(result.missing),
         config_version=config.digest,
+        ignored=result.ignored,
+        aside=aside,
     )
+
+
+def trusted_logins(config: RoutingConfig) -> tuple[str, ...]:
+    """Logins whose replies a client believes: the config's broker logins and allow_users."""
+    return (*config.broker.logins(), *config.control.allow_users)
+
+
+def control_lines(replies: Iterable[Mapping[str, Any]], ignored: int) -> list[str]:
+    """What the control plane turned away: refused requests per instance, ignored replies."""
+    lines = []
+    for reply in sorted(replies, key=display_order):
+        counts = reply.get("control")
+        refused = counts.get("refused") if isinstance(counts, dict) else None
+        if isinstance(refused, int) and refused:
+            lines.append(
+                f"control: {reply.get('sink')} {instance_label(reply)} refused {refused} "
+                "request(s) from logins not in [control] allow_users"
+            )
+    if ignored:
+        lines.append(f"control: ignored {ignored} reply(ies) not from a trusted login")
+    return lines
 
 
 # --------------------------------------------------------------------------- pure
@@ -122,24 +157,6 @@ def instance_key(reply: Mapping[str, Any]) -> InstanceKey:
         str(reply.get("host")),
         str(reply.get("pid")),
     )
-
-
-def display_order(reply: Mapping[str, Any]) -> tuple[str, str, int, str]:
-    """Sort key: sink, host, pid (numerically), instance."""
-    pid = reply.get("pid")
-    return (
-        str(reply.get("sink")),
-        str(reply.get("host")),
-        pid if isinstance(pid, int) else -1,
-        str(reply.get("instance")),
-    )
-
-
-def instance_label(reply: Mapping[str, Any]) -> str:
-    """``host:pid`` plus the instance id when it says more than that."""
-    label = f"{reply.get('host', '?')}:{reply.get('pid', '?')}"
-    instance = str(reply.get("instance") or "")
-    return label if not instance or instance in label else f"{label} ({instance})"
 
 
 def _counter(reply: Mapping[str, Any], name: str) -> int | None:
@@ -206,14 +223,11 @@ def instance_cells(
     """The INSTANCE..LAST ERROR cells for one reply."""
     if not reply.get("ok", False):
         error = _short(reply.get("error", "error"))
-        return [instance_label(reply), "error", *["-"] * 8, error]
+        return [instance_label(reply), "error", *["-"] * (len(TABLE_COUNTERS) + 2), error]
     return [
         instance_label(reply),
         str(reply.get("state", "?")),
-        *(
-            _num(_counter(reply, name))
-            for name in ("received", "written", "acked", "rejected", "duplicates", "reconnects")
-        ),
+        *(_num(_counter(reply, name)) for name in (spec.name for spec in TABLE_COUNTERS)),
         _rate(written_rate(reply, previous)),
         _version(reply, current_version),
         _short(reply.get("last_error")),
@@ -279,16 +293,23 @@ def render_snapshot(
         f"config {config_name} ({version})"
     )
     text = head + "\n" + render_table(build_rows(snapshot, previous))
+    if snapshot.aside:
+        text += "\n" + "  ".join(
+            f"{label} {queue}: {_ready(snapshot.depths.get(queue))}"
+            for label, queue in snapshot.aside
+        )
     if snapshot.missing:
         text += "\nno answer from: " + ", ".join(snapshot.missing)
-    return redact(text)
+    for line in control_lines(snapshot.replies, snapshot.ignored):
+        text += "\n" + line
+    return render.escape_multiline(redact(text), indent="")
 
 
 # --------------------------------------------------------------------------- command
 
 
 def _err(message: str) -> None:
-    print(f"logrouter stats: {redact(message)}", file=sys.stderr, flush=True)
+    print(f"logrouter stats: {render.escape(redact(message))}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -296,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         settings, config = resolve_target(args.config, args.url, None, require_config=True)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     assert config is not None
     if args.watch is not None and args.watch <= 0:
         _err("--watch needs a positive number of seconds")
@@ -318,9 +339,7 @@ def _once(settings: BrokerSettings, config: RoutingConfig, timeout: float) -> in
         _err(f"lost the broker: {describe_error(exc)}")
         return exitcodes.RUNTIME
     finally:
-        with suppress(Exception):
-            if connection.is_open:
-                connection.close()
+        close_quietly(connection)
     print(render_snapshot(snapshot, settings, config.path.name), flush=True)
     return exitcodes.OK
 
@@ -341,7 +360,7 @@ def _watch(settings: BrokerSettings, config: RoutingConfig, timeout: float, ever
                     text = f"broker unreachable, retrying every {every:g}s: " + (
                         str(exc) if isinstance(exc, BrokerUnavailable) else describe_error(exc)
                     )
-                    print(clear + redact(text), flush=True)
+                    print(clear + render.escape_multiline(redact(text), indent=""), flush=True)
                 else:
                     rendered = render_snapshot(snapshot, settings, config.path.name, previous)
                     print(clear + rendered + "\n", flush=True)
@@ -350,7 +369,5 @@ def _watch(settings: BrokerSettings, config: RoutingConfig, timeout: float, ever
                 while not stopped and (left := deadline - time.monotonic()) > 0:
                     time.sleep(min(left, 0.2))
         finally:
-            with suppress(Exception):
-                if connection is not None and connection.is_open:
-                    connection.close()
+            close_quietly(connection)
     return exitcodes.OK

@@ -1,6 +1,7 @@
 """The archive output: every record, lossless, as gzip-compressed JSON Lines.
 
-Files are partitioned by the record's time (UTC):
+Files are partitioned by the record's time (UTC, from a validated ``ts``: ASCII
+digits, a real date, at most a day ahead; else the arrival time):
 ``dir/YYYY/MM/DD/<instance>-HH[-n].jsonl.gz`` (hourly) or
 ``dir/YYYY/MM/DD/<instance>[-n].jsonl.gz`` (daily); ``-n`` counts files of a
 partition split by ``rotate_bytes``. ``instance`` (host-pid) keeps two
@@ -13,17 +14,17 @@ a member cut short by a crash is what ``rollback`` truncates away.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
 import re
-from collections import OrderedDict
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from logrouter.sinks.base import ABSENT, IntentHook, Record, WriteError, rollback_files
-from logrouter.sinks.file import fsync_closed, make_dirs, open_append, parse_ts, write_all
+from logrouter.sinks.base import Record, Refused, WriteError
+from logrouter.sinks.files import REFUSED_ERRNOS, FilesWriter, TargetRefused, record_time
+from logrouter.sinks.retention import Retention
 
 if TYPE_CHECKING:
     from logrouter.config import ArchiveOptions
@@ -32,6 +33,42 @@ FILE_MODE = 0o640
 MAX_OPEN = 8
 SUFFIX = ".jsonl.gz"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+_ONE_LINE = (
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+    (b"\xc2\x85", b"\\u0085"),
+)
+
+
+def body_line(body: bytes, added_id: str | None) -> bytes | None:
+    """The JSON line of a record that is its (valid UTF-8, compact enough) body (pure).
+
+    ``added_id``: the ``id`` that decoding appended to it. None when the body
+    cannot be one line as it is (a line break between tokens).
+    """
+    if b"\n" in body or b"\r" in body:
+        return None
+    if added_id is not None:
+        body = body.rstrip(b" \t")
+        if body[-1:] != b"}":
+            return None
+        if (
+            added_id.isascii()
+            and added_id.isprintable()
+            and '"' not in added_id
+            and "\\" not in added_id
+        ):
+            quoted = b'"' + added_id.encode("ascii") + b'"'
+        else:
+            quoted = json.dumps(added_id).encode("ascii")
+        body = body[:-1] + b',"id":' + quoted + b"}"
+    if not body.isascii():
+        for raw, escaped in _ONE_LINE:
+            if raw in body:
+                body = body.replace(raw, escaped)
+    return body + b"\n"
 
 
 def _one_line(text: str) -> str:
@@ -54,72 +91,43 @@ def record_line(record: Record) -> bytes:
         return json.dumps(record, separators=(",", ":"), default=repr).encode("ascii") + b"\n"
 
 
-def records_bytes(records: Sequence[Record]) -> bytes:
-    """JSON Lines of ``records``."""
-    try:
-        text = "".join(
-            json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=repr) + "\n"
-            for r in records
-        )
-        return _one_line(text).encode("utf-8")
-    except UnicodeEncodeError:
-        return b"".join(record_line(r) for r in records)
-
-
 _PARTITIONS: dict[str, tuple[str, str]] = {}
 
 
-def partition_of(ts: Any, interval: str) -> tuple[str, str]:
-    """``(YYYY/MM/DD, HH or "")`` of a record time; ``ts`` prefixes avoid parsing."""
+def partition_of(ts: Any, interval: str, now: float | None = None) -> tuple[str, str]:
+    """``(YYYY/MM/DD, HH or "")`` of a record time (``files.record_time``: the arrival
+    time ``now`` when ``ts`` is invalid or far ahead); UTC ``ts`` prefixes are cached."""
+    when = None
     if isinstance(ts, str) and len(ts) >= 13 and ts[-1] == "Z":
         prefix = ts[:13]
         found = _PARTITIONS.get(prefix)
-        if found is None and (
-            ts[4] == "-"
-            and ts[7] == "-"
-            and ts[10] == "T"
-            and ts[:4].isdigit()
-            and ts[5:7].isdigit()
-            and ts[8:10].isdigit()
-            and ts[11:13].isdigit()
-        ):
-            if len(_PARTITIONS) >= 4096:
-                _PARTITIONS.clear()
-            found = _PARTITIONS[prefix] = (f"{ts[:4]}/{ts[5:7]}/{ts[8:10]}", ts[11:13])
+        if found is None:
+            when = record_time(ts, now)
+            if when.strftime("%Y-%m-%dT%H") == prefix:  # ts itself was believed
+                if len(_PARTITIONS) >= 4096:
+                    _PARTITIONS.clear()
+                found = _PARTITIONS[prefix] = (when.strftime("%Y/%m/%d"), prefix[11:13])
         if found is not None:
             return found if interval == "hour" else (found[0], "")
-    when = parse_ts(ts)
+    if when is None:
+        when = record_time(ts, now)
     day, hour = when.strftime("%Y/%m/%d"), when.strftime("%H")
     return day, (hour if interval == "hour" else "")
 
 
-class _Archive:
-    __slots__ = ("fd", "size")
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd = fd
-        self.size = size
-
-
-class ArchiveWriter:
+class ArchiveWriter(FilesWriter):
     """Appends each batch as gzip members to date-partitioned ``.jsonl.gz`` files."""
 
     def __init__(self, options: ArchiveOptions, *, instance: str = "") -> None:
-        self.dir = os.path.abspath(os.fspath(options.dir))
+        super().__init__(os.fspath(options.dir), mode=FILE_MODE, max_open=MAX_OPEN)
+        self.dir = self.base
         self.level = options.compresslevel if options.compresslevel is not None else 6
         self.rotate_bytes = options.rotate_bytes or 0
         self.interval = options.rotate_interval or "hour"
         self.instance = _UNSAFE.sub("_", instance)[:64]
+        self.retention = Retention(options.keep_age) if options.keep_age else None
         self._serial: dict[tuple[str, str], int] = {}  # partition -> current -n
-        self._open: OrderedDict[str, _Archive] = OrderedDict()
-        self._touched: dict[str, int] = {}
-        self._dirty: set[str] = set()
-        self._dirty_closed: set[str] = set()
-        self._dirty_dirs: set[str] = set()
         self._path_of: dict[tuple[str, str], str] = {}
-        #: set by the consumer (see ``base.IntentHook``)
-        self.intent: IntentHook | None = None
-        self._created: set[str] = set()  # created since the last checkpoint
 
     # -- naming ---------------------------------------------------------------
 
@@ -137,10 +145,12 @@ class ArchiveWriter:
         while True:
             path = os.path.join(self.dir, day, self._name(hour, serial))
             try:
-                size = os.stat(path).st_size
+                size = os.lstat(path).st_size
             except FileNotFoundError:
                 break
             except OSError as exc:
+                if exc.errno in REFUSED_ERRNOS:
+                    break  # opening it says why it is refused
                 raise WriteError(path, exc, "stat") from exc
             if not self.rotate_bytes or size < self.rotate_bytes:
                 break
@@ -151,149 +161,69 @@ class ArchiveWriter:
 
     # -- Writer ---------------------------------------------------------------
 
-    def write(self, records: Sequence[Record]) -> None:
+    def write(self, records: Sequence[Record]) -> list[Refused]:
         """Append ``records``: one gzip member, one write per file; all-or-nothing."""
-        self.write_lines(records, None)
+        return self.write_lines(records, None)
 
-    def write_lines(self, records: Sequence[Record], lines: Sequence[bytes | None] | None) -> None:
+    def write_lines(
+        self, records: Sequence[Record], lines: Sequence[bytes | None] | None
+    ) -> list[Refused]:
         """``write``, taking ``lines[i]`` (when not None) as the ready JSON line of ``records[i]``.
 
         The consumer passes the message body when it already is the record
-        (``batch.body_line``): nothing is serialised again.
+        (``body_line``): nothing is serialised again. Returns the refused records
+        (a partition file that is not one the sink may write).
         """
-        groups: dict[tuple[str, str], list[bytes]] = {}
+        groups: dict[tuple[str, str], tuple[list[int], list[bytes]]] = {}
         interval = self.interval
+        now = time.time()
         for index, record in enumerate(records):
             line = lines[index] if lines is not None else None
             if line is None:
                 line = record_line(record)
-            partition = partition_of(record.get("ts"), interval)
-            bucket = groups.get(partition)
-            if bucket is None:
-                groups[partition] = [line]
+            partition = partition_of(record.get("ts"), interval, now)
+            group = groups.get(partition)
+            if group is None:
+                groups[partition] = ([index], [line])
             else:
-                bucket.append(line)
+                group[0].append(index)
+                group[1].append(line)
         before: dict[str, int] = {}
+        refused: list[Refused] = []
         try:
-            for partition, batch in groups.items():
+            for partition, (indices, batch) in groups.items():
                 path = self.path_of(partition)
                 member = gzip.compress(b"".join(batch), compresslevel=self.level, mtime=0)
-                entry = self._get(path)
-                if path not in self._touched and path not in before and self.intent is not None:
-                    self.intent(path, ABSENT if path in self._created else entry.size)
-                before.setdefault(path, entry.size)
                 try:
-                    write_all(entry.fd, member)
-                except OSError as exc:
-                    raise WriteError(path, exc) from exc
-                entry.size += len(member)
-                self._touched[path] = entry.size
-                self._dirty.add(path)
+                    self._append(path, member, before)
+                except TargetRefused as exc:
+                    reason = f"cannot write {path}: {exc.strerror}"
+                    refused.extend((index, reason) for index in indices)
         except OSError as exc:
             self._undo(before)
             if isinstance(exc, WriteError):
                 raise
             raise WriteError(exc.filename or self.dir, exc) from exc
+        refused.sort()
+        return refused
 
-    def flush(self, fsync: bool) -> None:
-        """Members are in the kernel after ``write``; with ``fsync``, fsync every touched file."""
-        if not fsync:
+    def _rotate_due(self, touched: dict[str, int], first: dict[str, int]) -> None:
+        """A file that reached ``rotate_bytes`` is closed, its successor reported at size 0,
+        so a crash after this point rolls the successor back too."""
+        if not self.rotate_bytes:
             return
-        for path in list(self._dirty):
-            entry = self._open.get(path)
-            if entry is None:
-                self._dirty_closed.add(path)
-            else:
-                try:
-                    os.fsync(entry.fd)
-                except OSError as exc:
-                    raise WriteError(path, exc, "fsync") from exc
-            self._dirty.discard(path)
-        fsync_closed(self._dirty_closed, self._dirty_dirs)
-
-    def checkpoint(self) -> dict[str, int]:
-        """Sizes of the files touched since the last checkpoint.
-
-        A file that reached ``rotate_bytes`` is closed here, and its successor
-        reported at size 0, so a crash after this point rolls the successor
-        back too.
-        """
-        touched, self._touched = self._touched, {}
-        self._created.clear()
-        if self.rotate_bytes:
-            for partition, path in list(self._path_of.items()):
-                if touched.get(path, 0) >= self.rotate_bytes:
-                    self._close(path)
-                    self._serial[partition] = self._serial.get(partition, 0) + 1
-                    del self._path_of[partition]
-                    touched[self.path_of(partition)] = 0
-        return touched
-
-    def rollback(self, checkpoint: dict[str, int]) -> None:
-        """Truncate those files to the given sizes (cutting unacked or torn members)."""
-        self._close_all()
-        rollback_files(checkpoint)
-        self._created.clear()
-
-    def reopen(self) -> None:
-        """Close every file; reopened on the next write."""
-        self._close_all()
-
-    def close(self) -> None:
-        """Close every file."""
-        self._close_all()
-
-    # -- internals ------------------------------------------------------------
-
-    def _get(self, path: str) -> _Archive:
-        entry = self._open.get(path)
-        if entry is not None:
-            self._open.move_to_end(path)
-            return entry
-        directory = os.path.dirname(path)
-        try:
-            self._dirty_dirs.update(make_dirs(directory))
-            fd, created = open_append(path, FILE_MODE)
-        except OSError as exc:
-            raise WriteError(path, exc, "open") from exc
-        try:
-            size = os.fstat(fd).st_size
-        except OSError as exc:
-            os.close(fd)
-            raise WriteError(path, exc, "open") from exc
-        if created:
-            self._dirty_dirs.add(directory)
-            self._created.add(path)
-        while len(self._open) >= MAX_OPEN:
-            self._close(next(iter(self._open)))
-        entry = _Archive(fd, size)
-        self._open[path] = entry
-        return entry
-
-    def _close(self, path: str) -> None:
-        entry = self._open.pop(path, None)
-        if path in self._dirty:
-            self._dirty.discard(path)
-            self._dirty_closed.add(path)
-        if entry is not None:
-            with contextlib.suppress(OSError):
-                os.close(entry.fd)
-
-    def _close_all(self) -> None:
-        for path in list(self._open):
-            self._close(path)
-        self._path_of.clear()
-
-    def _undo(self, before: dict[str, int]) -> None:
-        for path, size in before.items():
-            entry = self._open.get(path)
-            try:
-                if entry is not None:
-                    os.ftruncate(entry.fd, size)
-                    entry.size = size
-                else:
-                    rollback_files({path: size})
-            except OSError:
+        for partition, path in list(self._path_of.items()):
+            if touched.get(path, 0) >= self.rotate_bytes:
                 self._close(path)
-            if path in self._touched:
-                self._touched[path] = size
+                self._serial[partition] = self._serial.get(partition, 0) + 1
+                del self._path_of[partition]
+                touched[self.path_of(partition)] = 0
+
+    def _sweep(self, retention: Retention) -> None:
+        retention.sweep_archive(
+            self.dir, self.interval, set(self._open) | set(self._path_of.values())
+        )
+
+    def _close_all(self, *, sync: bool) -> None:
+        super()._close_all(sync=sync)
+        self._path_of.clear()

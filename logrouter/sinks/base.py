@@ -12,22 +12,25 @@ from __future__ import annotations
 import errno as errno_mod
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from logrouter.config import ArchiveOptions, ConsoleOptions, FileOptions, SinkConfig
+from logrouter.errors import LogrouterError
 
 #: A decoded record: ``wire.decode()`` output (ts, host, app, pid, logger,
 #: facility, severity, level, msg, exc, stack, src, fields, id ...). Foreign
 #: records may lack most keys.
 Record = dict[str, Any]
+#: ``(index in the batch, reason)`` of a record a writer refused to write (its target
+#: is not a file the sink may write); the consumer rejects it with that reason
+Refused = tuple[int, str]
 
 
 class Writer(Protocol):
     """One output of a sink (file, console, archive)."""
 
-    def write(self, records: Sequence[Record]) -> None:
-        """Append a batch; raise OSError on failure (then nothing is acked)."""
+    def write(self, records: Sequence[Record]) -> list[Refused]:
+        """Append a batch but the refused records (returned); raise OSError on failure
+        (then nothing is acked)."""
 
     def flush(self, fsync: bool) -> None:
         """Push buffered bytes to the kernel; fsync when asked; raise OSError."""
@@ -48,7 +51,7 @@ class Writer(Protocol):
         """Flush what is buffered (no fsync) and close everything."""
 
 
-class WriteError(OSError):
+class WriteError(LogrouterError, OSError):
     """An OSError whose message names the path and the errno."""
 
     def __init__(self, path: str | os.PathLike[str], cause: OSError, action: str = "write") -> None:
@@ -69,50 +72,3 @@ class WriteError(OSError):
 #: is committed can cut the file back even when no checkpoint knows it yet.
 IntentHook = Callable[[str, int], None]
 ABSENT = -1
-
-
-def rollback_files(checkpoint: dict[str, int]) -> None:
-    """Truncate each file of ``checkpoint`` to its size (files that vanished are skipped).
-
-    A size of ``ABSENT`` (negative) removes the file: it did not exist before
-    the batch that was never committed.
-    """
-    for path, size in checkpoint.items():
-        if size < 0:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise WriteError(path, exc, "remove") from exc
-            continue
-        try:
-            with open(path, "r+b") as handle:
-                if os.fstat(handle.fileno()).st_size > size:
-                    handle.truncate(size)
-                    os.fsync(handle.fileno())
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise WriteError(path, exc, "truncate") from exc
-
-
-def make_writer(sink: SinkConfig, *, instance: str = "") -> Writer:
-    """The writer for ``sink`` (dispatch on ``sink.type``).
-
-    ``instance`` is a per-process id (e.g. ``host-pid``) used in archive file
-    names so two processes never append to the same archive file.
-    """
-    if sink.type == "file":
-        from logrouter.sinks.file import FileWriter
-
-        return FileWriter(cast("FileOptions", sink.options), instance=instance)
-    if sink.type == "console":
-        from logrouter.sinks.console import ConsoleWriter
-
-        return ConsoleWriter(cast("ConsoleOptions", sink.options))
-    if sink.type == "archive":
-        from logrouter.sinks.archive import ArchiveWriter
-
-        return ArchiveWriter(cast("ArchiveOptions", sink.options), instance=instance)
-    raise ValueError(f"sink {sink.name!r}: unknown type {sink.type!r}")

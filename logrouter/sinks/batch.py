@@ -1,28 +1,37 @@
 """Batching and per-batch bookkeeping of the consumer loop (pure).
 
 Deliveries are collected into a ``Batch`` until it is full or its interval has
-passed; ``classify`` then decides for each delivery what happens to it: written,
-dropped as a duplicate, dropped because the sink's selector does not want it,
-or rejected to ``logrouter.rejected`` (with the reason). The whole batch is
-acked with one ``multiple=True`` ack once the written part is safe.
+passed; ``classify_pending`` then decides for each delivery what happens to it:
+written, dropped as a duplicate, dropped because the sink's selector does not
+want it, or rejected to ``logrouter.rejected`` (with the reason). The whole
+batch is acked with one ``multiple=True`` ack once the written part is safe.
+
+Duplicates are recognised by ``dedup.dedup_key`` (user_id, app_id,
+message_id); only written records' keys are remembered, so a rejected
+message's forged id never suppresses a later valid one.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from logrouter import wire
-from logrouter.sinks.dedup import DedupWindow
+from logrouter.batchwire import is_batch, split_batch
+from logrouter.sinks.archive import body_line
+from logrouter.sinks.dedup import DedupKey
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One message as it came off the queue."""
+class Delivery(NamedTuple):
+    """One message as it came off the queue (or one line of a batch message).
+
+    A line of a batch (``logrouter.batchwire``) is a Delivery of its own when it
+    must be rejected alone: ``body`` is the line, ``record_id`` its record's id,
+    ``properties`` still the batch message's.
+    """
 
     tag: int
     routing_key: str
@@ -30,42 +39,12 @@ class Delivery:
     properties: Any  # pika.BasicProperties (kept untyped: pika has no stubs we rely on)
     redelivered: bool = False
     arrival: float = 0.0
+    record_id: str | None = None
 
     @property
     def message_id(self) -> str | None:
         value = getattr(self.properties, "message_id", None)
         return value if isinstance(value, str) and value else None
-
-
-class Pending:
-    """A taken batch as parallel lists (no object per delivery on the hot path)."""
-
-    __slots__ = ("arrivals", "bodies", "keys", "props", "redelivered", "tags")
-
-    def __init__(self) -> None:
-        self.tags: list[int] = []
-        self.keys: list[str] = []
-        self.bodies: list[bytes] = []
-        self.props: list[Any] = []
-        self.redelivered: list[bool] = []
-        self.arrivals: list[float] = []
-
-    def __len__(self) -> int:
-        return len(self.tags)
-
-    def delivery(self, index: int) -> Delivery:
-        """The ``index``-th delivery as an object (for rejects and tests)."""
-        return Delivery(
-            self.tags[index],
-            self.keys[index],
-            self.bodies[index],
-            self.props[index],
-            self.redelivered[index],
-            self.arrivals[index],
-        )
-
-    def deliveries(self) -> list[Delivery]:
-        return [self.delivery(i) for i in range(len(self.tags))]
 
 
 class Batch:
@@ -74,83 +53,53 @@ class Batch:
     def __init__(self, size: int, interval: float) -> None:
         self.size = max(1, size)
         self.interval = max(0.0, interval)
-        self.pending = Pending()
+        self.pending: list[Delivery] = []
         self.started: float | None = None
+        #: records in hand: a batch message counts as the records it declares
+        self.records = 0
 
     def __len__(self) -> int:
-        return len(self.pending.tags)
+        return len(self.pending)
 
-    @property
-    def items(self) -> list[Delivery]:
-        """The deliveries in hand, as objects (a copy; the loop uses ``len``)."""
-        return self.pending.deliveries()
+    def append(self, delivery: Delivery, now: float, records: int = 1) -> None:
+        """Add one delivery (``now``: monotonic time, starts the interval of a new batch).
 
-    def add(self, delivery: Delivery, now: float) -> None:
-        self.append(
-            delivery.tag,
-            delivery.routing_key,
-            delivery.body,
-            delivery.properties,
-            delivery.redelivered,
-            delivery.arrival,
-            now,
-        )
-
-    def append(
-        self,
-        tag: int,
-        routing_key: str,
-        body: bytes,
-        properties: Any,
-        redelivered: bool,
-        arrival: float,
-        now: float,
-    ) -> None:
-        """``add`` without building a ``Delivery`` (the consumer's per-message path)."""
+        ``records``: how many records the delivery carries (a batch message's
+        declared count), so that ``size`` bounds records, not messages.
+        """
         if self.started is None:
             self.started = now
-        pending = self.pending
-        pending.tags.append(tag)
-        pending.keys.append(routing_key)
-        pending.bodies.append(body)
-        pending.props.append(properties)
-        pending.redelivered.append(redelivered)
-        pending.arrivals.append(arrival)
+        self.pending.append(delivery)
+        self.records += records
 
     @property
     def full(self) -> bool:
-        return len(self.pending.tags) >= self.size
+        return self.records >= self.size
 
     def due(self, now: float) -> bool:
         """Full, or non-empty and older than the interval."""
         return self.full or (self.started is not None and now - self.started >= self.interval)
 
-    def time_left(self, now: float, default: float) -> float:
-        """Seconds until due (at most ``default``; 0 when already due)."""
-        if self.started is None:
-            return default
-        return max(0.0, min(default, self.started + self.interval - now))
-
     @property
     def last_tag(self) -> int:
-        return self.pending.tags[-1]
+        return self.pending[-1].tag
 
-    def take_pending(self) -> Pending:
-        """Hand over the batch (parallel lists) and start an empty one."""
-        pending, self.pending, self.started = self.pending, Pending(), None
+    def take_pending(self) -> list[Delivery]:
+        """Hand over the batch and start an empty one."""
+        pending, self.pending, self.started = self.pending, [], None
+        self.records = 0
         return pending
-
-    def take(self) -> list[Delivery]:
-        return self.take_pending().deliveries()
 
 
 @dataclass
 class Outcome:
-    """What to do with one batch."""
+    """What to do with one batch: per record written, its source and its dedup key."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
-    #: message ids to remember once the batch is committed (written and rejected ones)
-    ids: list[str] = field(default_factory=list)
+    #: per record: the delivery it came from (to reject it if its target refuses it)
+    sources: list[Delivery] = field(default_factory=list)
+    #: per record: its dedup key (None without message_id)
+    keys: list[DedupKey | None] = field(default_factory=list)
     rejected: list[tuple[Delivery, str]] = field(default_factory=list)
     duplicates: int = 0
     filtered: int = 0
@@ -158,58 +107,10 @@ class Outcome:
     #: record (an archive writes it as is), else None
     lines: list[bytes | None] = field(default_factory=list)
 
-
-Decoder = Callable[[Delivery], dict[str, Any]]
-
-
-def decode_delivery(delivery: Delivery) -> dict[str, Any]:
-    """``wire.decode`` with the delivery's properties (raises UndecodableMessage)."""
-    props = delivery.properties
-    timestamp = getattr(props, "timestamp", None)
-    app_id = getattr(props, "app_id", None)
-    return wire.decode(
-        delivery.body,
-        delivery.routing_key,
-        timestamp=float(timestamp) if isinstance(timestamp, int | float) else None,
-        message_id=delivery.message_id,
-        app_id=app_id if isinstance(app_id, str) else None,
-        arrival=delivery.arrival or None,
-    )
-
-
-def classify(
-    deliveries: list[Delivery],
-    matches: Callable[[str, str], bool],
-    dedup: DedupWindow,
-    decoder: Decoder = decode_delivery,
-) -> Outcome:
-    """Split a batch into records to write, duplicates, filtered and rejected ones.
-
-    ``dedup`` is only read: ids enter the window when the batch is committed, so
-    a batch that fails to be written is not mistaken for duplicates when it is
-    redelivered. Duplicates inside the batch itself are dropped too.
-    """
-    outcome = Outcome()
-    in_batch: set[str] = set()
-    for delivery in deliveries:
-        message_id = delivery.message_id
-        if message_id is not None and (message_id in dedup or message_id in in_batch):
-            outcome.duplicates += 1
-            continue
-        try:
-            record = decoder(delivery)
-        except Exception as exc:  # a sink never crashes on input
-            reason = str(exc) if isinstance(exc, wire.UndecodableMessage) else repr(exc)
-            outcome.rejected.append((delivery, reason))
-        else:
-            if not matches(str(record["facility"]), str(record["severity"])):
-                outcome.filtered += 1
-                continue
-            outcome.records.append(record)
-        if message_id is not None:
-            in_batch.add(message_id)
-            outcome.ids.append(message_id)
-    return outcome
+    def committed_keys(self, refused: Iterable[int] = ()) -> list[DedupKey]:
+        """Keys to remember once written: every record's but the ``refused`` ones'."""
+        skip = set(refused)
+        return [key for index, key in enumerate(self.keys) if key is not None and index not in skip]
 
 
 def _timestamp(props: Any) -> float | None:
@@ -217,39 +118,59 @@ def _timestamp(props: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def classify_pending(
-    pending: Pending,
+    pending: list[Delivery],
     matches: Callable[[str, str], bool],
-    dedup: DedupWindow,
+    dedup: Container[DedupKey],
     *,
     keep_lines: bool = False,
+    max_record_bytes: int = 0,
 ) -> Outcome:
-    """``classify`` with ``wire.decode`` inlined, on parallel lists (the consumer's path).
+    """Decode a batch (``wire.decode`` inlined) and split it (see the module docstring).
 
-    Same outcome as ``classify(pending.deliveries(), matches, dedup)``; with
-    ``keep_lines``, ``outcome.lines`` also holds the JSON line of each record
-    whose body already is that record (see ``archive.body_line``).
+    ``dedup`` is only read: keys enter the window when the batch is committed, so
+    a batch that fails to be written is not mistaken for duplicates when it is
+    redelivered. Duplicates inside the batch itself are dropped too. A body over
+    ``max_record_bytes`` (0: no limit) is rejected. With ``keep_lines``,
+    ``outcome.lines`` holds the JSON line of each record whose body already is
+    that record (see ``archive.body_line``).
     """
     outcome = Outcome()
     records = outcome.records
-    ids = outcome.ids
     lines = outcome.lines
-    in_batch: set[str] = set()
+    sources = outcome.sources
+    keys = outcome.keys
+    in_batch: set[DedupKey] = set()
     loads = orjson.loads
     complete = wire.complete
     parse_slow = wire.parse_object_slow
     decode_error = orjson.JSONDecodeError
-    keys = pending.keys
-    props_list = pending.props
-    arrivals = pending.arrivals
     cache: dict[tuple[str, str], bool] = {}
-    for index, body in enumerate(pending.bodies):
-        props = props_list[index]
-        message_id = getattr(props, "message_id", None)
-        if not (isinstance(message_id, str) and message_id):
-            message_id = None
-        elif message_id in dedup or message_id in in_batch:
-            outcome.duplicates += 1
+    for delivery in pending:
+        props = delivery.properties
+        if is_batch(getattr(props, "content_type", None)):
+            _classify_lines(
+                delivery, outcome, matches, dedup, in_batch, cache, keep_lines, max_record_bytes
+            )
+            continue
+        message_id = _text(getattr(props, "message_id", None))
+        app_id = _text(getattr(props, "app_id", None))
+        key: DedupKey | None = None
+        if message_id is not None:
+            user_id = getattr(props, "user_id", None)
+            key = (user_id if isinstance(user_id, str) else "", app_id or "", message_id)
+            if key in dedup or key in in_batch:
+                outcome.duplicates += 1
+                continue
+        body = delivery.body
+        if max_record_bytes and len(body) > max_record_bytes:
+            outcome.rejected.append(
+                (delivery, f"record of {len(body)} bytes exceeds max_record_bytes")
+            )
             continue
         exact = False
         record: dict[str, Any] | None = None
@@ -265,70 +186,118 @@ def classify_pending(
             if record is None:
                 exact = False
                 record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
-            app_id = None if isinstance(record.get("app"), str) else getattr(props, "app_id", None)
+            headers = getattr(props, "headers", None)  # syslog-ng: HOST, PROGRAM, PID, DATE...
+            if isinstance(headers, dict) and wire.fill_from_headers(
+                record, headers, delivery.arrival or None
+            ):
+                exact = False
             state = complete(
                 record,
-                keys[index],
+                delivery.routing_key,
                 None if isinstance(record.get("ts"), str) else _timestamp(props),
                 message_id,
-                app_id if isinstance(app_id, str) else None,
-                arrivals[index] or None,
+                None if isinstance(record.get("app"), str) else app_id,
+                delivery.arrival or None,
             )
         except Exception as exc:  # a sink never crashes on input
             reason = str(exc) if isinstance(exc, wire.UndecodableMessage) else repr(exc)
-            outcome.rejected.append((pending.delivery(index), reason))
-        else:
-            pair = (record["facility"], record["severity"])
-            wanted = cache.get(pair)
-            if wanted is None:
-                wanted = cache[pair] = matches(*pair)
-            if not wanted:
-                outcome.filtered += 1
-                continue
-            records.append(record)
-            if keep_lines:
-                lines.append(
-                    body_line(body, message_id if state == wire.ID_ADDED else None)
-                    if exact and state != wire.CHANGED
-                    else None
-                )
-        if message_id is not None:
-            in_batch.add(message_id)
-            ids.append(message_id)
+            outcome.rejected.append((delivery, reason))
+            continue
+        pair = (record["facility"], record["severity"])
+        wanted = cache.get(pair)
+        if wanted is None:
+            wanted = cache[pair] = matches(*pair)
+        if not wanted:
+            outcome.filtered += 1
+            continue
+        records.append(record)
+        sources.append(delivery)
+        keys.append(key)
+        if key is not None:
+            in_batch.add(key)
+        if keep_lines:
+            lines.append(
+                body_line(body, message_id if state == wire.ID_ADDED else None)
+                if exact and state != wire.CHANGED
+                else None
+            )
     return outcome
 
 
-_ONE_LINE = (
-    (b"\xe2\x80\xa8", b"\\u2028"),
-    (b"\xe2\x80\xa9", b"\\u2029"),
-    (b"\xc2\x85", b"\\u0085"),
-)
+def _classify_lines(
+    delivery: Delivery,
+    outcome: Outcome,
+    matches: Callable[[str, str], bool],
+    dedup: Container[DedupKey],
+    in_batch: set[DedupKey],
+    cache: dict[tuple[str, str], bool],
+    keep_lines: bool,
+    max_record_bytes: int,
+) -> None:
+    """``classify_pending`` for one batch message: every line is a record of its own.
 
-
-def body_line(body: bytes, added_id: str | None) -> bytes | None:
-    """The JSON line of a record that is its (valid UTF-8, compact enough) body (pure).
-
-    ``added_id``: the ``id`` that decoding appended to it. None when the body
-    cannot be one line as it is (a line break between tokens).
+    Dedup, the selector, the size cap and rejection apply per record; a line
+    that is not a record is rejected alone (a ``Delivery`` of that line).
     """
-    if b"\n" in body or b"\r" in body:
-        return None
-    if added_id is not None:
-        body = body.rstrip(b" \t")
-        if body[-1:] != b"}":
-            return None
-        if (
-            added_id.isascii()
-            and added_id.isprintable()
-            and '"' not in added_id
-            and "\\" not in added_id
-        ):
-            quoted = b'"' + added_id.encode("ascii") + b'"'
-        else:
-            quoted = json.dumps(added_id).encode("ascii")
-        body = body[:-1] + b',"id":' + quoted + b"}"
-    if not body.isascii():
-        for raw, escaped in _ONE_LINE:
-            if raw in body:
-                body = body.replace(raw, escaped)
-    return body + b"\n"
+    props = delivery.properties
+    app_id = _text(getattr(props, "app_id", None))
+    user_id = getattr(props, "user_id", None)
+    user = user_id if isinstance(user_id, str) else ""
+    for item in split_batch(
+        delivery.body,
+        delivery.routing_key,
+        message_id=_text(getattr(props, "message_id", None)),
+        timestamp=_timestamp(props),
+        app_id=app_id,
+        arrival=delivery.arrival or None,
+    ):
+        key: DedupKey | None = None
+        if item.id is not None:
+            key = (user, app_id or "", item.id)
+            if key in dedup or key in in_batch:
+                outcome.duplicates += 1
+                continue
+        source = Delivery(
+            delivery.tag,
+            delivery.routing_key,
+            item.line,
+            props,
+            delivery.redelivered,
+            delivery.arrival,
+            item.id,
+        )
+        record = item.record
+        if record is None:
+            outcome.rejected.append((source, item.reason or "not a record"))
+            continue
+        if max_record_bytes and len(item.line) > max_record_bytes:
+            outcome.rejected.append(
+                (source, f"record of {len(item.line)} bytes exceeds max_record_bytes")
+            )
+            continue
+        pair = (record["facility"], record["severity"])
+        wanted = cache.get(pair)
+        if wanted is None:
+            wanted = cache[pair] = matches(*pair)
+        if not wanted:
+            outcome.filtered += 1
+            continue
+        outcome.records.append(record)
+        outcome.sources.append(source)
+        outcome.keys.append(key)
+        if key is not None:
+            in_batch.add(key)
+        if keep_lines:
+            outcome.lines.append(item.line + b"\n" if item.exact else None)
+
+
+def suppressed_in(records: Iterable[dict[str, Any]]) -> int:
+    """Records apps suppressed (``rate_limit``), as the summary records among these say."""
+    total = 0
+    for record in records:
+        fields = record.get("fields")
+        if fields and isinstance(fields, dict) and fields.get("rate_limit_summary") is True:
+            count = fields.get("suppressed")
+            if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+                total += count
+    return total

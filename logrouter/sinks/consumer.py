@@ -23,19 +23,22 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pika
 import pika.exceptions
 
-from logrouter import log, topology
+from logrouter import batchwire, log, topology, wire
+from logrouter.backoff import Backoff
 from logrouter.connection import BrokerSettings, describe_error
-from logrouter.sinks.base import Writer, make_writer
-from logrouter.sinks.batch import Batch, Outcome, classify_pending
-from logrouter.sinks.dedup import DedupWindow
+from logrouter.counters import SinkCounters
+from logrouter.errors import LogrouterError
+from logrouter.sinks.base import Writer
+from logrouter.sinks.batch import Batch, Delivery, Outcome, classify_pending, suppressed_in
+from logrouter.sinks.dedup import DedupKey, DedupWindow
 from logrouter.sinks.journal import Journal
+from logrouter.sinks.writers import make_writer
 
 if TYPE_CHECKING:
     from logrouter.config import SinkConfig
@@ -45,7 +48,12 @@ TICK = 0.2
 #: ``--burst``: the queue counts as drained after this long without a delivery.
 BURST_IDLE = 1.0
 REASON_HEADER = "x-logrouter-reason"
+#: On a rejected line of a batch: the message_id of the batch it came from.
+BATCH_HEADER = "x-logrouter-batch"
+#: A batch declaring more records than this counts as this many toward a sink batch.
+MAX_RECORDS_PER_MESSAGE = 10_000
 SINK_HEADER = "x-logrouter-sink"
+USER_HEADER = "x-logrouter-user-id"
 
 WriterFactory = Callable[["SinkConfig", str], Writer]
 
@@ -54,46 +62,10 @@ def _default_writer(sink: SinkConfig, instance: str) -> Writer:
     return make_writer(sink, instance=instance)
 
 
-class Backoff:
-    """Capped exponential backoff: 0.5 s, 1 s, 2 s ... ``cap`` (pure)."""
-
-    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
-        self.first = first
-        self.cap = cap
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.first * float(2**self.attempt))
-        self.attempt = min(self.attempt + 1, 32)
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-@dataclass
-class SinkCounters:
-    """Live counters of one sink (exposed later by stats/RPC)."""
-
-    received: int = 0
-    written: int = 0
-    acked: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    filtered: int = 0
-    reconnects: int = 0
-    write_errors: int = 0
-    last_error: str | None = None
-    state: str = "starting"
-
-    def snapshot(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class _WithPeers:
-    """The dedup window plus the ids other instances on this host committed."""
+    """The dedup window plus the keys other instances on this host committed."""
 
-    def __init__(self, own: DedupWindow, peers: frozenset[str]) -> None:
+    def __init__(self, own: DedupWindow[DedupKey], peers: frozenset[DedupKey]) -> None:
         self.own = own
         self.peers = peers
 
@@ -101,7 +73,7 @@ class _WithPeers:
         return message_id in self.own or message_id in self.peers
 
 
-class _Reconnect(Exception):
+class _Reconnect(LogrouterError):
     """Leave the session and connect again (broker cancelled us, channel gone)."""
 
 
@@ -136,7 +108,7 @@ class Sink:
         self._writer_factory = writer_factory
         self._writer: Writer | None = None
         self._journal = Journal(state_dir, config.queue, keep_ids=max(config.dedup_window, 1))
-        self._dedup = DedupWindow(config.dedup_window)
+        self._dedup: DedupWindow[DedupKey] = DedupWindow(config.dedup_window)
         self._batch = Batch(self._batch_limit(config), config.batch_interval)
         self._stop = threading.Event()
         self._requests: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -302,14 +274,21 @@ class Sink:
         now = time.monotonic()
         self._last_delivery = now
         self.counters.received += 1
+        records = 1
+        if batchwire.is_batch(getattr(properties, "content_type", None)):  # count records
+            declared = batchwire.declared_count(getattr(properties, "headers", None))
+            records = min(max(declared or 1, 1), MAX_RECORDS_PER_MESSAGE)
         self._batch.append(
-            method.delivery_tag,
-            method.routing_key,
-            body,
-            properties,
-            bool(method.redelivered),
-            time.time(),
+            Delivery(
+                method.delivery_tag,
+                method.routing_key,
+                body,
+                properties,
+                bool(method.redelivered),
+                time.time(),
+            ),
             now,
+            records,
         )
 
     # ---- one batch -----------------------------------------------------
@@ -322,19 +301,24 @@ class Sink:
         # writers that take ready JSON lines (archive) get the bodies that already are records
         write_lines = getattr(self._writer, "write_lines", None)
         dedup: Any = self._dedup
-        if any(pending.redelivered):
+        if any(delivery.redelivered for delivery in pending):
             dedup = _WithPeers(self._dedup, self._journal.peer_ids())
         outcome = classify_pending(
-            pending, self.config.selector.matches, dedup, keep_lines=write_lines is not None
+            pending,
+            self.config.selector.matches,
+            dedup,
+            keep_lines=write_lines is not None,
+            max_record_bytes=self.config.max_record_bytes,
         )
         fsync = self._fsync_due()
         self._journal.sync_intents = fsync
+        refused: list[tuple[int, str]] = []
         try:
             if outcome.records:
                 if write_lines is not None:
-                    write_lines(outcome.records, outcome.lines)
+                    refused = write_lines(outcome.records, outcome.lines)
                 else:
-                    self._writer.write(outcome.records)
+                    refused = self._writer.write(outcome.records)
             self._writer.flush(fsync)
             checkpoint = self._writer.checkpoint()
         except OSError as exc:
@@ -342,15 +326,22 @@ class Sink:
             return False
         if fsync:
             self._last_fsync = time.monotonic()
+        # a record whose target was refused is rejected like an undecodable one
+        outcome.rejected.extend((outcome.sources[index], reason) for index, reason in refused)
         self._reject(outcome)
-        self._journal.commit(checkpoint, outcome.ids, fsync=fsync)
-        self._dedup.extend(outcome.ids)
+        keys = outcome.committed_keys(index for index, _ in refused)
+        self._journal.commit(checkpoint, keys, fsync=fsync)
+        self._dedup.extend(keys)
         self._channel.basic_ack(delivery_tag=last_tag, multiple=True)
         counters = self.counters
-        counters.written += len(outcome.records)
+        counters.written += len(outcome.records) - len(refused)
+        counters.suppressed += suppressed_in(outcome.records)
         counters.duplicates += outcome.duplicates
         counters.filtered += outcome.filtered
         counters.acked += len(pending)
+        take_expired = getattr(self._writer, "take_expired", None)
+        if take_expired is not None:
+            counters.expired += take_expired()
         if counters.state == "backing-off":
             self.log.info("writing again", queue=self.config.queue)
         counters.state = "running"
@@ -365,19 +356,28 @@ class Sink:
         return False
 
     def _reject(self, outcome: Outcome) -> None:
-        """Publish undecodable messages to logrouter.rejected (confirmed) with the reason."""
+        """Publish rejected messages to logrouter.rejected (confirmed) with the reason."""
         for delivery, reason in outcome.rejected:
             props = delivery.properties or pika.BasicProperties()
             headers = dict(getattr(props, "headers", None) or {})
             headers[REASON_HEADER] = reason
             headers[SINK_HEADER] = self.config.name
             headers["x-logrouter-routing-key"] = delivery.routing_key
+            user_id = getattr(props, "user_id", None)
+            if isinstance(user_id, str):  # the broker stamps ours: keep who sent it here
+                headers[USER_HEADER] = user_id
+            content_type, message_id = props.content_type, props.message_id
+            if delivery.record_id is not None or batchwire.is_batch(content_type):
+                # one line of a batch: rejected alone, as a single-record message
+                headers.pop(batchwire.RECORDS_HEADER, None)
+                headers[BATCH_HEADER] = message_id
+                content_type, message_id = wire.CONTENT_TYPE, delivery.record_id
             new_props = pika.BasicProperties(
-                content_type=props.content_type,
+                content_type=content_type,
                 content_encoding=props.content_encoding,
                 headers=headers,
                 delivery_mode=2,
-                message_id=props.message_id,
+                message_id=message_id,
                 timestamp=props.timestamp,
                 app_id=props.app_id,
                 type=props.type,

@@ -1,7 +1,7 @@
 """The crash journal of a sink instance: what was written before it was acked.
 
 After a batch is written and flushed, and BEFORE it is acked, the consumer
-appends one line ``{"c": {path: size}, "ids": [message ids]}``. On start the
+appends one line ``{"c": {path: size}, "ids": [[user_id, app_id, message_id] ...]}``. On start the
 journal gives back the merged checkpoint (the size of every file at its last
 committed batch) and the last committed ids:
 
@@ -12,11 +12,14 @@ committed batch) and the last committed ids:
 
 One journal per sink instance, locked with ``flock`` so two processes running
 the same sink on one host never share it. The file is compacted (one snapshot
-line, written to a temp file then renamed) when it grows.
+line, written to a temp file then renamed) when it grows. Journal files are
+0600 and a state directory the journal creates is 0700, whatever the umask:
+they name every output file and the ids of what was written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -28,9 +31,14 @@ from typing import IO, Any
 
 import orjson
 
+from logrouter.errors import LogrouterError
+from logrouter.sinks.dedup import DedupKey, key_from_json
+
 STATE_ENV = "LOGROUTER_STATE_DIR"
 MAX_INSTANCES = 64
 DEFAULT_COMPACT_BYTES = 1 << 20
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 
 
 def state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -54,7 +62,7 @@ class JournalState:
     """What the journal remembers: merged file sizes and the last committed ids."""
 
     checkpoint: dict[str, int] = field(default_factory=dict)
-    ids: list[str] = field(default_factory=list)
+    ids: list[DedupKey] = field(default_factory=list)
 
 
 def parse_journal(lines: Iterable[bytes], keep_ids: int) -> JournalState:
@@ -67,7 +75,7 @@ def parse_journal(lines: Iterable[bytes], keep_ids: int) -> JournalState:
     """
     checkpoint: dict[str, int] = {}
     pending: dict[str, int] = {}
-    ids: deque[str] = deque(maxlen=max(keep_ids, 0))
+    ids: deque[DedupKey] = deque(maxlen=max(keep_ids, 0))
     for raw in lines:
         try:
             entry = json.loads(raw)
@@ -93,7 +101,7 @@ def parse_journal(lines: Iterable[bytes], keep_ids: int) -> JournalState:
         if isinstance(entry_ids, list):
             if entry.get("snap"):
                 ids.clear()
-            ids.extend(str(i) for i in entry_ids)
+            ids.extend(key for key in map(key_from_json, entry_ids) if key is not None)
     for path, size in pending.items():
         checkpoint[path] = min(size, checkpoint.get(path, size))
     return JournalState(checkpoint, list(ids))
@@ -104,7 +112,9 @@ def intent_line(path: str, size: int) -> bytes:
     return json.dumps({"i": {path: size}}, separators=(",", ":")).encode() + b"\n"
 
 
-def entry_line(checkpoint: Mapping[str, int], ids: Sequence[str], *, snap: bool = False) -> bytes:
+def entry_line(
+    checkpoint: Mapping[str, int], ids: Sequence[DedupKey], *, snap: bool = False
+) -> bytes:
     """One journal line (pure)."""
     entry: dict[str, Any] = {"c": dict(checkpoint), "ids": list(ids)}
     if snap:
@@ -112,7 +122,7 @@ def entry_line(checkpoint: Mapping[str, int], ids: Sequence[str], *, snap: bool 
     return orjson.dumps(entry) + b"\n"  # ~10x the json module on 500 ids per batch
 
 
-class JournalLocked(OSError):
+class JournalLocked(LogrouterError, OSError):
     """Every journal slot of this sink is held by another running process."""
 
 
@@ -141,14 +151,14 @@ class Journal:
         self._pending: dict[str, int] = {}
         self.sync_intents = True
 
-    def peer_ids(self, last: int = 10_000) -> frozenset[str]:
-        """Message ids the *other* instances of this sink on this host committed lately.
+    def peer_ids(self, last: int = 10_000) -> frozenset[DedupKey]:
+        """Dedup keys the *other* instances of this sink on this host committed lately.
 
         A delivery another instance wrote and journaled but had not acked when it died
         is redelivered to a survivor; these ids let the survivor drop it. Read only for
         batches with redeliveries (rare), from the other slots' journal files.
         """
-        ids: set[str] = set()
+        ids: set[DedupKey] = set()
         for slot in range(MAX_INSTANCES):
             if slot == self.slot:
                 continue
@@ -164,10 +174,10 @@ class Journal:
 
     def open(self) -> JournalState:
         """Lock a journal slot, load it, and return the remembered state."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(self.directory)
         for slot in range(MAX_INSTANCES):
             suffix = "" if slot == 0 else f".{slot}"
-            lock = open(self.directory / f"{self.name}{suffix}.lock", "ab")  # noqa: SIM115
+            lock = open_private(self.directory / f"{self.name}{suffix}.lock")
             try:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -223,8 +233,10 @@ class Journal:
                 del self.state.checkpoint[path]
             self._compact()
 
-    def commit(self, checkpoint: Mapping[str, int], ids: Sequence[str], *, fsync: bool) -> None:
-        """Append one batch (file sizes after it, its message ids); fsync when asked."""
+    def commit(
+        self, checkpoint: Mapping[str, int], ids: Sequence[DedupKey], *, fsync: bool
+    ) -> None:
+        """Append one batch (file sizes after it, its dedup keys); fsync when asked."""
         assert self._file is not None, "journal not open"
         self._file.write(entry_line(checkpoint, ids))
         self._file.flush()
@@ -246,7 +258,9 @@ class Journal:
             self._file.close()
         del self.state.ids[: -self.keep_ids or len(self.state.ids)]
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "wb") as handle:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a leftover of a crash: recreate it private
+        with open_private(tmp) as handle:
             handle.write(entry_line(self.state.checkpoint, self.state.ids, snap=True))
             handle.flush()
             os.fsync(handle.fileno())
@@ -257,7 +271,7 @@ class Journal:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-        self._file = open(self.path, "ab")  # noqa: SIM115
+        self._file = open_private(self.path)
 
     def close(self) -> None:
         if self._file is not None:
@@ -266,3 +280,29 @@ class Journal:
         if self._lock is not None:
             self._lock.close()  # releases the flock
             self._lock = None
+
+
+def make_private_dirs(directory: Path) -> None:
+    """``mkdir -p`` where each directory created is 0700 (umask-proof); existing ones kept."""
+    missing: list[Path] = []
+    current = directory
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(DIR_MODE)
+            os.chmod(path, DIR_MODE)
+
+
+def open_private(path: Path) -> IO[bytes]:
+    """``path`` opened for appending (binary), created 0600; an existing file is made 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "ab")

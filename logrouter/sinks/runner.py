@@ -22,6 +22,7 @@ from logrouter import exitcodes, log, sdnotify
 from logrouter.config import ConfigError, RoutingConfig, load_config
 from logrouter.control import ReloadResult, SinkStatus, sink_status
 from logrouter.metrics import MetricsServer, start_metrics_server
+from logrouter.queue_probe import QueueProbe, aside_queues
 from logrouter.sinks.consumer import Sink
 from logrouter.sinks.journal import state_dir
 from logrouter.sinks.service import ControlService
@@ -133,13 +134,22 @@ class Runner:
             self._start(name)
         self.watcher = ConfigWatcher(config.path, self._reload.set) if watch else None
         self.control = (
-            ControlService(config.broker, self.instances, self.sink_status, self.reload_for)
+            ControlService(
+                config.broker,
+                self.instances,
+                self.sink_status,
+                self.reload_for,
+                allow_users=config.control.allow_users,
+            )
             if control
             else None
         )
         self.metrics: MetricsServer | None = None
         if metrics_port is not None:
-            self.metrics = start_metrics_server(metrics_port, self.collect_counters)
+            aside = [queue for _, queue in aside_queues(config.broker.exchange)]
+            self.metrics = start_metrics_server(
+                metrics_port, self.collect_counters, depths=QueueProbe(config.broker, aside)
+            )
 
     def _start(self, name: str) -> None:
         sink = Sink(

@@ -5,21 +5,29 @@ process (``logrouter run`` has several): one ``ControlServer`` per sink, each
 answering for its sink. It is apart from the consuming connections, so a sink
 busy writing or backing off still answers, and a control hiccup never touches
 the data path.
+
+Only requests from ``allow_users`` are answered (default: the logins of the
+broker URLs, i.e. the sink's own); the rest are counted, and ``status``
+replies carry the counts under ``control``. Reconnects back off with the
+shared ``backoff.Backoff``, which starts over after a healthy minute.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import pika.exceptions
 
 from logrouter import log
+from logrouter.backoff import Backoff
 from logrouter.connection import BrokerSettings, describe_error
-from logrouter.control import ControlServer, ReloadResult, SinkStatus
+from logrouter.control import ControlCounters, ControlServer, ReloadResult, SinkStatus
 
 TICK = 0.3
+#: A control connection that stayed up this long starts the retry delays over.
+HEALTHY_AFTER = 60.0
 
 
 class ControlService:
@@ -31,11 +39,16 @@ class ControlService:
         instances: Callable[[], Mapping[str, str]],
         status: Callable[[str], SinkStatus],
         reload: Callable[[str], ReloadResult],
+        *,
+        allow_users: Collection[str] = (),
     ) -> None:
         self.broker = broker.with_name("logrouter-control")
         self.instances = instances
         self.status = status
         self.reload = reload
+        self.allow_users = frozenset(allow_users or broker.logins())
+        self.counters = ControlCounters()
+        self.backoff = Backoff(first=0.5, cap=30.0, jitter=0.2, healthy_after=HEALTHY_AFTER)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
         self.log = log.get_logger("control")
@@ -48,20 +61,18 @@ class ControlService:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        delay = 0.5
         while not self._stop.is_set():
             try:
                 self._serve()
-                delay = 0.5
             except (OSError, pika.exceptions.AMQPError) as exc:
                 self.log.warning("control connection lost", error=describe_error(exc))
             except Exception as exc:  # never let a control bug end the daemon
                 self.log.error("control service failed", error=describe_error(exc))
-            self._stop.wait(delay)
-            delay = min(delay * 2, 30.0)
+            self._stop.wait(self.backoff.failed())
 
     def _serve(self) -> None:
         connection: Any = self.broker.connect()  # pika's stubs say time_limit is an int
+        self.backoff.up()
         try:
             channel = connection.channel()
             servers: dict[str, ControlServer] = {}
@@ -79,6 +90,8 @@ class ControlService:
                             name,
                             instance,
                             self._handlers(name),
+                            allow_users=self.allow_users,
+                            counters=self.counters,
                         )
                 connection.process_data_events(time_limit=TICK)
         finally:
@@ -87,6 +100,6 @@ class ControlService:
 
     def _handlers(self, name: str) -> dict[str, Callable[[Any], Any]]:
         return {
-            "status": lambda _request: self.status(name),
+            "status": lambda _request: {**self.status(name), "control": self.counters.as_dict()},
             "reload": lambda _request: self.reload(name),
         }

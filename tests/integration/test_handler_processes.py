@@ -18,10 +18,10 @@ from typing import Any
 
 import pika
 import pytest
-from conftest import collect
-from rabbit_nodes import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.helpers.handler import collect
+from tests.helpers.rabbit_nodes import free_port
 
 
 def _run(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,278 @@
+"""``logrouter rejected list|show ID|replay|purge``: the queues of records routed aside.
+
+``--queue rejected`` (default) is ``logrouter.rejected`` (what sinks could not
+handle, with the reason in ``x-logrouter-reason``, or dead-lettered by the
+broker with ``x-death``); ``--queue unrouted`` is ``<exchange>.unrouted``
+(what no binding matched). ``--reason TEXT`` and ``--since T`` select messages.
+
+Reading never loses a message: messages are fetched with ``basic.get``
+without auto-ack; list/show leave them unacked and closing the channel puts
+them back. ``replay`` publishes each selected message to the exchange with its
+routing key (publisher confirms, ``x-logrouter-replay`` header) and acks it
+only once the broker confirmed it, so a replay killed at any point leaves each
+message in the queue or delivered (possibly both, which the sinks' dedup
+absorbs), never neither. ``purge`` acks the selected messages; it needs ``--yes``.
+Only the messages present when the command started are looked at (a replayed
+unrouted message that is still unroutable comes back behind them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from logrouter import exitcodes
+from logrouter.commands.common import TargetError, resolve_target
+from logrouter.connection import BrokerUnavailable, describe_error, redact
+from logrouter.render import escape
+from logrouter.sinks.consumer import REASON_HEADER, SINK_HEADER
+from logrouter.timespec import TimeSpecError, parse_time
+from logrouter.topology import REJECTED_QUEUE
+
+ROUTING_KEY_HEADER = "x-logrouter-routing-key"
+REPLAY_HEADER = "x-logrouter-replay"
+ORIGINAL_USER_HEADER = "x-logrouter-original-user"
+#: headers describing the rejection, not the record: dropped on replay
+_REJECTION_HEADERS = (
+    REASON_HEADER,
+    SINK_HEADER,
+    ROUTING_KEY_HEADER,
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+)
+PREVIEW = 60
+CONFIRM_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Held:
+    """One fetched, unacked message."""
+
+    position: int
+    tag: int
+    routing_key: str
+    properties: Any
+    body: bytes
+
+    @property
+    def ident(self) -> str:
+        """The message id, or ``#N`` (its position) when it has none."""
+        return str(self.properties.message_id or f"#{self.position}")
+
+
+# --------------------------------------------------------------------------- pure
+
+
+def reason_of(properties: Any) -> str:
+    """Why the message is here: our reason header, else the broker's x-death reason."""
+    headers = properties.headers or {}
+    reason = headers.get(REASON_HEADER)
+    if reason is not None:
+        return _text(reason)
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        death = deaths[0]
+        return f"{_text(death.get('reason'))} in {_text(death.get('queue'))}"
+    return "-"
+
+
+def time_of(properties: Any) -> datetime | None:
+    """When the message was published (the timestamp property), if known."""
+    stamp = properties.timestamp
+    return datetime.fromtimestamp(stamp, UTC) if isinstance(stamp, int | float) else None
+
+
+def original_key(held: Held) -> str:
+    """The routing key the message was first published with."""
+    headers = held.properties.headers or {}
+    return _text(headers.get(ROUTING_KEY_HEADER) or held.routing_key)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "-" if value is None else str(value)
+
+
+def selected(held: Held, reason: str | None, since: datetime | None) -> bool:
+    """Whether ``--reason`` (substring, any case) and ``--since`` select the message."""
+    if reason is not None and reason.lower() not in reason_of(held.properties).lower():
+        return False
+    if since is not None:
+        when = time_of(held.properties)
+        return when is not None and when >= since
+    return True
+
+
+def list_line(held: Held) -> str:
+    """TIME  KEY  SIZE  ID  REASON  PREVIEW, every value escaped onto one line."""
+    when = time_of(held.properties)
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else "-"
+    preview = escape(held.body[: PREVIEW * 4].decode("utf-8", "replace"))[:PREVIEW]
+    return "  ".join(
+        (
+            stamp,
+            escape(original_key(held)),
+            f"{len(held.body)}B",
+            escape(held.ident),
+            escape(reason_of(held.properties)),
+            preview,
+        )
+    )
+
+
+def show_text(held: Held) -> str:
+    """One message in full: routing key, properties, headers, body; all escaped."""
+    props = held.properties
+    lines = [f"routing key: {escape(original_key(held))}"]
+    for name in ("message_id", "app_id", "user_id", "content_type", "timestamp"):
+        value = getattr(props, name, None)
+        if value is not None:
+            lines.append(f"{name}: {escape(str(value))}")
+    for key, value in sorted((props.headers or {}).items()):
+        lines.append(f"header {escape(str(key))}: {escape(_text(value))}")
+    lines.append(f"body ({len(held.body)} bytes):")
+    lines.append(escape(held.body.decode("utf-8", "replace")))
+    return "\n".join(lines)
+
+
+def replay_properties(held: Held) -> pika.BasicProperties:
+    """The message's properties for re-publishing: rejection headers out, replay mark in."""
+    props = held.properties
+    headers = {k: v for k, v in (props.headers or {}).items() if k not in _REJECTION_HEADERS}
+    headers[REPLAY_HEADER] = "rejected"
+    if props.user_id:
+        headers[ORIGINAL_USER_HEADER] = props.user_id
+    return pika.BasicProperties(
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        headers=headers,
+        delivery_mode=2,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        app_id=props.app_id,
+        type=props.type,
+    )
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+def fetch(channel: Any, queue: str) -> Iterator[Held]:
+    """The messages present now, fetched unacked one by one."""
+    count = channel.queue_declare(queue=queue, passive=True).method.message_count
+    for position in range(1, count + 1):
+        method, properties, body = channel.basic_get(queue=queue, auto_ack=False)
+        if method is None:
+            return
+        yield Held(position, method.delivery_tag, method.routing_key, properties, body)
+
+
+def _err(message: str) -> None:
+    print(f"logrouter rejected: {redact(message)}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        since = parse_time(args.since, datetime.now(UTC)) if args.since else None
+    except TimeSpecError as exc:
+        _err(str(exc))
+        return exitcodes.USAGE
+    if args.action == "show" and not args.id:
+        _err("show needs a message ID (from `logrouter rejected list`)")
+        return exitcodes.USAGE
+    if args.action == "purge" and not args.yes:
+        _err("purge deletes messages for good: add --yes")
+        return exitcodes.USAGE
+    try:
+        settings, _ = resolve_target(args.config, args.url, args.exchange)
+    except TargetError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    queue = REJECTED_QUEUE if args.queue == "rejected" else f"{settings.exchange}.unrouted"
+    try:
+        connection = settings.with_name("logrouter-rejected").connect()
+    except BrokerUnavailable as exc:
+        _err(f"cannot reach the broker: {exc}")
+        return exitcodes.RUNTIME
+    try:
+        channel = connection.channel()
+        wanted = (h for h in fetch(channel, queue) if selected(h, args.reason, since))
+        if args.action == "list":
+            return _list(wanted)
+        if args.action == "show":
+            return _show(wanted, args.id)
+        if args.action == "purge":
+            return _purge(channel, wanted, queue)
+        return _replay(connection, channel, wanted, settings.exchange)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            _err(f"queue {queue!r} does not exist on {settings.describe()}")
+        else:
+            _err(f"broker closed the channel: {describe_error(exc)}")
+        return exitcodes.RUNTIME
+    except pika.exceptions.AMQPError as exc:
+        _err(f"lost the broker: {describe_error(exc)}")
+        return exitcodes.RUNTIME
+    finally:
+        with suppress(Exception):
+            if connection.is_open:
+                connection.close()  # unacked messages go back to the queue
+
+
+def _list(wanted: Iterator[Held]) -> int:
+    shown = 0
+    for held in wanted:
+        print(list_line(held), flush=False)
+        shown += 1
+    print(f"{shown} message(s)", file=sys.stderr)
+    return exitcodes.OK if shown else exitcodes.NO_MATCH
+
+
+def _show(wanted: Iterator[Held], ident: str) -> int:
+    for held in wanted:
+        if held.ident == ident:
+            print(show_text(held))
+            return exitcodes.OK
+    _err(f"no message {ident!r} in the queue (see `logrouter rejected list`)")
+    return exitcodes.NO_MATCH
+
+
+def _purge(channel: Any, wanted: Iterator[Held], queue: str) -> int:
+    purged = 0
+    for held in wanted:
+        channel.basic_ack(held.tag)
+        purged += 1
+    print(f"purged {purged} message(s) from {queue}", file=sys.stderr)
+    return exitcodes.OK
+
+
+def _replay(connection: Any, channel: Any, wanted: Iterator[Held], exchange: str) -> int:
+    publisher = connection.channel()
+    publisher.confirm_delivery()
+    replayed = 0
+    for held in wanted:
+        try:
+            publisher.basic_publish(
+                exchange, original_key(held), held.body, replay_properties(held)
+            )
+        except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
+            _err(f"message {held.ident!r} not confirmed ({describe_error(exc)}); left in the queue")
+            continue
+        channel.basic_ack(held.tag)  # only after the confirm
+        replayed += 1
+    print(f"replayed {replayed} message(s) to exchange {exchange!r}", file=sys.stderr)
+    return exitcodes.OK if replayed else exitcodes.NO_MATCH

@@ -1,0 +1,190 @@
+"""Which archived records a query wants: selector, time range, fields, message regex.
+
+Pure. ``RecordFilter.wants_line`` is the cheap test on a raw JSON line that
+runs before any decoding; it answers False only when the record surely does
+not match (it never decides on a line it cannot read exactly: escapes,
+repeated keys, spaced JSON), so ``wants_line`` then ``wants`` is exactly
+``wants`` alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from logrouter.selector import Selector
+from logrouter.severity import SEVERITIES
+from logrouter.timespec import ts_key
+
+_REGEX_META = frozenset(".^$*+?{}[]\\|()")
+
+
+class FieldError(ValueError):
+    """A ``--field`` that is not ``KEY=VALUE``; ``token`` is the offending text."""
+
+    def __init__(self, token: str, why: str) -> None:
+        super().__init__(f"bad field {token!r}: {why}")
+        self.token = token
+
+
+@dataclass(frozen=True)
+class FieldMatch:
+    """``path`` (``app``, ``fields.order``) equals ``value`` (compared as text)."""
+
+    path: tuple[str, ...]
+    value: str
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        current: Any = record
+        for part in self.path:
+            if not isinstance(current, dict) or part not in current:
+                return False
+            current = current[part]
+        return field_text(current) == self.value
+
+
+def field_text(value: Any) -> str:
+    """How a record value compares with a ``--field`` value: JSON-ish text."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_field(token: str) -> FieldMatch:
+    """``KEY=VALUE`` (KEY dotted, e.g. ``fields.order``); raises ``FieldError``."""
+    key, eq, value = token.partition("=")
+    if not eq:
+        raise FieldError(token, "expected KEY=VALUE, e.g. app=billing or fields.order=42")
+    path = tuple(key.strip().split("."))
+    if not all(path):
+        raise FieldError(token, f"empty key part in {key!r}")
+    return FieldMatch(path, value)
+
+
+def record_key(record: dict[str, Any], default: str = "") -> str:
+    """The canonical, sortable ``ts`` of a record; ``default`` when it has no readable one.
+
+    (The archive files a record without a readable ``ts`` by its arrival, so
+    the reader passes the start of the file's partition.)
+    """
+    ts = record.get("ts")
+    if isinstance(ts, str) and len(ts) == 27 and ts[10] == "T" and ts[19] == "." and ts[26] == "Z":
+        return ts
+    if not isinstance(ts, str) or not ts[:4].isdigit() or not ts.isascii():
+        return default
+    try:
+        parsed = datetime.fromisoformat(ts)
+    except ValueError:
+        return default
+    return ts_key(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+
+
+def _literal(pattern: str) -> bytes | None:
+    """The pattern's bytes when it is a plain literal the raw line shows as is."""
+    if not pattern or any(c in _REGEX_META or c in '"/' or ord(c) < 0x20 for c in pattern):
+        return None
+    return pattern.encode("utf-8")
+
+
+def _raw_value(line: bytes, key: bytes) -> bytes | None:
+    """The string value of the only ``"key"`` in a compact line, or None when unsure."""
+    first = line.find(key)
+    if first < 0 or line.find(key, first + 1) >= 0:
+        return None
+    start = first + len(key)
+    if line[start : start + 2] != b':"':
+        return None
+    end = line.find(b'"', start + 2)
+    value = line[start + 2 : end]
+    if end < 0 or b"\\" in value:
+        return None
+    return value
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """Everything a query selects on; each part is optional."""
+
+    selector: Selector | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    fields: Sequence[FieldMatch] = ()
+    grep: re.Pattern[str] | None = None
+    _since_key: str = field(init=False, default="")
+    _until_key: str = field(init=False, default="")
+    _severities: frozenset[bytes] | None = field(init=False, default=None)
+    _literal: bytes | None = field(init=False, default=None)
+    _member_re: re.Pattern[bytes] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "_since_key", ts_key(self.since) if self.since else "")
+        set_(self, "_until_key", ts_key(self.until) if self.until else "")
+        if self.selector is not None:
+            wanted = self.selector.default.union(*(s for _, s in self.selector.named))
+            if len(wanted) < len(SEVERITIES):
+                set_(self, "_severities", frozenset(sev.encode() for sev in wanted))
+                words = b"|".join(sorted(sev.encode() for sev in wanted))
+                set_(self, "_member_re", re.compile(rb'"severity":"(?:' + words + rb')"'))
+        if self.grep is not None:
+            plain = not self.grep.flags & re.IGNORECASE
+            set_(self, "_literal", _literal(self.grep.pattern) if plain else None)
+
+    def candidates(self, data: bytes) -> list[bytes]:
+        """The lines of ``data`` (JSON lines) that ``wants_line`` lets through.
+
+        When every line of ``data`` surely holds exactly one compact top-level
+        ``"severity":"..."`` (no ``\\u`` escapes, as many such tokens as
+        lines), one regex over the whole member picks the wanted ones.
+        """
+        member_re = self._member_re
+        if member_re is not None and b"\\u" not in data:
+            lines = data.count(b"\n")
+            if data.count(b'"severity"') == lines == data.count(b'"severity":"'):
+                found = []
+                rfind, find = data.rfind, data.find
+                for match in member_re.finditer(data):
+                    start = match.start()
+                    found.append(data[rfind(b"\n", 0, start) + 1 : find(b"\n", start)])
+                literal = self._literal
+                if literal is None:
+                    return found
+                return [line for line in found if literal in line or b"\\" in line]
+        wants_line = self.wants_line
+        return [line for line in data.split(b"\n") if line and wants_line(line)]
+
+    def wants_line(self, line: bytes) -> bool:
+        """False only when the raw JSON ``line`` surely fails the filter."""
+        if b"\\u" in line:
+            return True
+        if self._severities is not None:
+            value = _raw_value(line, b'"severity"')
+            if value is not None and value not in self._severities:
+                return False
+        literal = self._literal
+        return literal is None or literal in line or b"\\" in line
+
+    def wants(self, record: dict[str, Any], key: str) -> bool:
+        """Whether the decoded ``record`` (canonical time ``key``) matches."""
+        if self._since_key and key < self._since_key:
+            return False
+        if self._until_key and key >= self._until_key:
+            return False
+        selector = self.selector
+        if selector is not None:
+            severity = record.get("severity")
+            if not selector.named:
+                if severity not in selector.default:
+                    return False
+            elif not selector.matches(str(record.get("facility")), str(severity)):
+                return False
+        if any(not match.matches(record) for match in self.fields):
+            return False
+        return self.grep is None or self.grep.search(str(record.get("msg", ""))) is not None
