@@ -168,11 +168,13 @@ class RabbitHandler(logging.Handler):
             run=run,
             id_prefix=uuid.uuid4().hex[:16],
         )
-        spools = (
-            None
-            if self.spool_path is None
-            else SpoolDir(self.spool_path, self.spool_max_bytes, name=f"p{os.getpid()}-{run}")
-        )
+        spools = None
+        if self.spool_path is not None:
+            path, legacy = self.spool_path, None
+            if path.is_file():  # an earlier version's one-file spool, named explicitly
+                path, legacy = path.with_name(path.name + ".d"), path
+            name = f"p{os.getpid()}-{run}"
+            spools = SpoolDir(path, self.spool_max_bytes, name=name, legacy=legacy)
         self._outbox = Outbox(encoder, spools, buffer_size=self.buffer_size, report=report)
         self._publisher: Publisher | None = None
         limit = self.rate_limit

@@ -106,6 +106,7 @@ class Publisher:
         self._last_adopt = time.monotonic()
         self._last_drop_report = -REPORT_INTERVAL
         self._reported_dropped = 0
+        self._drops_since: float | None = None  # first drop not reported yet
 
     # ---- called from other threads -------------------------------------------------
 
@@ -354,18 +355,24 @@ class Publisher:
                 if now - self._last_adopt >= ADOPT_INTERVAL:
                     self._last_adopt = now
                     self.outbox.adopt()
-            dropped = self.outbox.dropped
-            if (
-                dropped != self._reported_dropped
-                and now - self._last_drop_report >= REPORT_INTERVAL
-            ):
-                self._last_drop_report = now
-                count, self._reported_dropped = dropped - self._reported_dropped, dropped
-                reason = "spool off" if self.outbox.spools is None else "spool full or unusable"
-                report(f"dropped {count} records (buffer full, {reason})")
+            self._report_drops(now)
         finally:
             if not self.link.stopping:
                 self._ioloop.call_later(TICK, self._tick)
+
+    def _report_drops(self, now: float) -> None:
+        """Drops on stderr: a burst is summed for a second, then at most every 30 s."""
+        dropped = self.outbox.dropped
+        if dropped == self._reported_dropped:
+            return
+        if self._drops_since is None:
+            self._drops_since = now
+        if now - self._drops_since < 1.0 or now - self._last_drop_report < REPORT_INTERVAL:
+            return
+        self._last_drop_report, self._drops_since = now, None
+        count, self._reported_dropped = dropped - self._reported_dropped, dropped
+        reason = "spool off" if self.outbox.spools is None else "spool full or unusable"
+        report(f"dropped {count} records (buffer full, {reason})")
 
     def _begin_stop(self) -> None:
         self.link.stopping = True

@@ -49,8 +49,12 @@ def _lock_exclusive(path: Path, *, create: bool) -> int | None:
 class SpoolDir:
     """The spool directory of one app and exchange, seen from one process."""
 
-    def __init__(self, path: Path, max_bytes: int, *, name: str) -> None:
+    def __init__(
+        self, path: Path, max_bytes: int, *, name: str, legacy: Path | None = None
+    ) -> None:
         self.path = path
+        #: The one shared spool file of earlier versions, adopted like an orphan.
+        self.legacy = legacy or path.with_name(path.name + ".sqlite")
         self.max_bytes = max_bytes
         self.name = name  # "p<pid>-<run>": this process's files
         self._lock_fd: int | None = None
@@ -99,7 +103,27 @@ class SpoolDir:
                 moved += self._drain(path)
             finally:
                 os.close(fd)
-        return moved
+        return moved + self._adopt_legacy()
+
+    def _adopt_legacy(self) -> int:
+        """Rows of the one shared spool file of earlier versions (``self.legacy``).
+
+        Earlier versions take no lock: one still running may replay a row we moved
+        too (at-least-once; sinks drop the duplicate by message_id).
+        """
+        legacy = self.legacy
+        if not legacy.is_file():
+            return 0
+        private_dir(self.path)
+        lock = self.path / "legacy.lock"
+        os.close(os.open(lock, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+        fd = _lock_exclusive(lock, create=False)
+        if fd is None:
+            return 0
+        try:
+            return self._drain(legacy)
+        finally:
+            os.close(fd)
 
     def _drain(self, path: Path) -> int:
         moved = 0

@@ -87,7 +87,7 @@ def make_logger(
     made: list[tuple[logging.Logger, RabbitHandler]] = []
 
     def make(**options: Any) -> tuple[logging.Logger, RabbitHandler]:
-        options.setdefault("spool", str(tmp_path / "spool.sqlite"))
+        options.setdefault("spool", str(tmp_path / "spool"))
         options.setdefault("app", "testapp")
         handler = RabbitHandler(**options)
         logger = logging.getLogger(unique_name("app"))

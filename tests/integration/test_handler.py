@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 import structlog
 
@@ -222,7 +223,14 @@ def test_missing_exchange_keeps_records_then_replays_in_order(
         for i in range(1000):
             log.info("n %d", i)
         time.sleep(1.5)  # the channel is refused (404); records go to the spool
-        declare(amqp_url, exchange, queue)
+        # The queue is reached through the alternate exchange: a record published between
+        # the exchange's and the binding's declaration would be confirmed and unroutable.
+        declare(amqp_url, f"{exchange}.ae", queue)
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        conn.channel().exchange_declare(
+            exchange, "topic", arguments={"alternate-exchange": f"{exchange}.ae"}
+        )
+        conn.close()
         for i in range(1000, 1200):
             log.info("n %d", i)
         got = collect(amqp_url, queue, 1200, timeout=30)
@@ -232,6 +240,7 @@ def test_missing_exchange_keeps_records_then_replays_in_order(
         assert first_seen == [f"n {i}" for i in range(1200)]
     finally:
         delete(amqp_url, exchange, queue)
+        delete(amqp_url, f"{exchange}.ae", queue)
 
 
 def test_dictconfig_with_plain_strings(route: tuple[str, str, str], tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import stat
@@ -15,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pika
 import pytest
 
+from tests.helpers import ROOT
 from tests.helpers.handler import collect
 from tests.helpers.rabbit_nodes import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -132,11 +133,11 @@ def test_signal_handler_that_logs_while_the_thread_starts(route: tuple[str, str,
 
         log = logging.getLogger("app")
         signal.signal(signal.SIGUSR1, lambda *_: log.warning("from the signal handler"))
-        original = publisher.Publisher.start
-        def start(self):
+        original = publisher.Publisher.__init__
+        def init(self, *args, **kwargs):
             os.kill(os.getpid(), signal.SIGUSR1)  # delivered inside _start, lock held
-            original(self)
-        publisher.Publisher.start = start
+            original(self, *args, **kwargs)
+        publisher.Publisher.__init__ = init
         h = RabbitHandler(url={url!r}, exchange={exchange!r}, spool="")
         log.addHandler(h)
         log.warning("first")
@@ -201,3 +202,28 @@ def test_io_thread_imports_nothing_after_the_handler_is_made(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert [b["msg"] for _, _, b in collect(url, queue, 1)] == ["one"]
+
+
+@pytest.mark.parametrize("fast_frames", ["true", "false"])
+def test_every_message_carries_the_login_as_user_id(
+    route: tuple[str, str, str], make_logger: Any, fast_frames: str
+) -> None:
+    """user_id is the connection's login on the fast frames path and on basic_publish alike
+    (the broker refuses any other, so it names the sender)."""
+    url, exchange, queue = route
+    log, handler = make_logger(url=url, exchange=exchange, fast_frames=fast_frames)
+    for i in range(3):
+        log.info("who %d", i)
+    handler.flush()
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = conn.channel()
+        got = []
+        for _ in range(3):
+            method, props, body = channel.basic_get(queue, auto_ack=True)
+            assert method is not None
+            got.append((props.user_id, props.app_id, json.loads(body)["msg"]))
+    finally:
+        conn.close()
+    login = pika.URLParameters(url).credentials.username
+    assert got == [(login, "testapp", f"who {i}") for i in range(3)]

@@ -79,3 +79,31 @@ def test_spool_files_private_whatever_the_umask(tmp_path: Path, umask: int) -> N
     assert set(modes) == {"p1-1.lock", "p1-1.sqlite", "p1-1.sqlite-wal", "p1-1.sqlite-shm"}
     assert set(modes.values()) == {0o600}
     spools.close()
+
+
+def test_legacy_shared_spool_file_is_adopted(tmp_path: Path) -> None:
+    """Rows in the single spool file of earlier versions (<dir>.sqlite) are replayed."""
+    legacy = Spool(tmp_path / "spool-app.sqlite")
+    legacy.append(_entries(1, 4))
+    legacy.close()
+    spools = SpoolDir(tmp_path / "spool-app", 1 << 20, name="p2-2")
+    assert spools.adopt() == 4
+    assert _rows(spools.open_own()) == [(1, i) for i in range(4)]
+    assert not (tmp_path / "spool-app.sqlite").exists()
+    assert SpoolDir(tmp_path / "spool-app", 1 << 20, name="p3-3").adopt() == 0
+
+
+def test_handler_given_an_old_spool_file_uses_a_directory_beside_it(tmp_path: Path) -> None:
+    """spool= naming an existing one-file spool of an earlier version: its rows are adopted
+    into a directory next to it, nothing refused."""
+    from logrouter import RabbitHandler
+
+    old = Spool(tmp_path / "app.sqlite")
+    old.append(_entries(1, 2))
+    old.close()
+    handler = RabbitHandler(spool=str(tmp_path / "app.sqlite"), app="x")
+    spools = handler._outbox.spools
+    assert spools is not None and spools.path == tmp_path / "app.sqlite.d"
+    assert spools.adopt() == 2
+    spools.close()
+    handler.close()
