@@ -32,7 +32,7 @@ from logrouter.app.encoder import Encoded
 from logrouter.app.frames import FrameWriter
 from logrouter.app.outbox import Outbox
 from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, pack
-from logrouter.connection import BrokerSettings, describe_error, redact
+from logrouter.connection import BrokerSettings, connection_login, describe_error, redact
 
 TICK = 0.05
 PUBLISH_BATCH = 500
@@ -52,11 +52,6 @@ NOT_FOUND = 404
 def backoff(attempt: int, *, base: float, cap: float) -> float:
     """Capped exponential delay with jitter: base * 2**attempt, at most ``cap``."""
     return float(min(cap, base * 2.0 ** min(attempt, 10)) * random.uniform(0.5, 1.0))
-
-
-def login(params: Any) -> str | None:
-    """The user name the connection logs in with (None for EXTERNAL/TLS-certificate auth)."""
-    return getattr(params.credentials, "username", None)
 
 
 class Publisher:
@@ -225,7 +220,7 @@ class Publisher:
     def _on_channel_open(self, channel: Any) -> None:
         self._channel = channel
         self._closing_for_nack = False
-        user = login(self._conn.params)
+        user = connection_login(self._conn)
         self._writer = FrameWriter(
             self._conn,
             channel,
