@@ -442,14 +442,6 @@ def _directory(value: object, config_dir: str) -> Path:
     return Path(posixpath.normpath(full))
 
 
-_ANY_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
-
-
-def _hide_password(text: str) -> str:
-    """Hide the password of any URL (connection.redact knows amqp:// and amqps:// only)."""
-    return _ANY_USERINFO.sub(r"\1:***@", redact(text))
-
-
 def _sink_type(value: object) -> str:
     try:
         return _choice(*SINK_TYPES)(value)
@@ -546,7 +538,7 @@ class _Validator:
             try:
                 validate_url(url)
             except BadURL as exc:
-                self.issue(None, key, f"{_hide_password(str(exc))} ({example})", *path)
+                self.issue(None, key, f"{redact(str(exc))} ({example})", *path)
                 return None
         return urls
 
