@@ -6,7 +6,9 @@ HTTP server in a daemon thread, bound to 127.0.0.1 unless told otherwise.
 object with the attributes ``received written acked rejected duplicates
 reconnects`` (a ``SinkStatus`` dict with a nested ``counters`` works too) and,
 optionally, ``batch_latency``: a ``LatencyHistogram`` the sink feeds with the
-seconds each write+flush+ack batch took.
+seconds each write+flush+ack batch took. ``control()`` (optional) returns the
+control service's counters (``ControlCounters.as_dict()``: answered, refused,
+malformed), one series per outcome: the service is one per process, not per sink.
 
 ``render`` (pure) turns that into the exposition text.
 """
@@ -43,6 +45,7 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
 )
 LATENCY_METRIC = "logrouter_batch_latency_seconds"
 QUEUE_METRIC = "logrouter_queue_messages"
+CONTROL_METRIC = "logrouter_control_requests_total"
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.001,
     0.0025,
@@ -122,13 +125,26 @@ def format_number(value: float) -> str:
     return repr(float(value))
 
 
-def render(collected: Mapping[str, Any], queues: Mapping[str, int | None] | None = None) -> str:
+def render(
+    collected: Mapping[str, Any],
+    queues: Mapping[str, int | None] | None = None,
+    control: Mapping[str, int] | None = None,
+) -> str:
     """The exposition text for ``{sink: counters}`` (one sample per sink and metric).
 
     ``queues`` (``{queue: messages ready}``, None = unknown) adds the
     ``logrouter_queue_messages`` gauge: the rejected and unrouted depths.
+    ``control`` (``{outcome: requests}``) adds ``logrouter_control_requests_total``.
     """
     lines: list[str] = []
+    if control is not None:
+        lines.append(
+            f"# HELP {CONTROL_METRIC} Control requests by outcome: answered, refused "
+            "(login not in [control] allow_users), malformed."
+        )
+        lines.append(f"# TYPE {CONTROL_METRIC} counter")
+        for outcome, count in sorted(control.items()):
+            lines.append(f'{CONTROL_METRIC}{{outcome="{escape_label(outcome)}"}} {count}')
     if queues is not None:
         lines.append(
             f"# HELP {QUEUE_METRIC} Messages ready in a queue records are routed aside to."
@@ -163,11 +179,13 @@ def render(collected: Mapping[str, Any], queues: Mapping[str, int | None] | None
 
 Collector = Callable[[], Mapping[str, Any]]
 Depths = Callable[[], Mapping[str, int | None]]
+ControlCounts = Callable[[], Mapping[str, int]]
 
 
 class _Handler(BaseHTTPRequestHandler):
     collect: Collector  # set on the per-server subclass
     depths: Depths | None = None
+    control: ControlCounts | None = None
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -176,7 +194,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             depths = self.depths() if self.depths is not None else None
-            body = render(self.collect(), depths).encode("utf-8")
+            control = self.control() if self.control is not None else None
+            body = render(self.collect(), depths, control).encode("utf-8")
         except Exception as exc:
             _log().warning("metrics collection failed", error=f"{type(exc).__name__}: {exc}")
             self._send(500, "text/plain; charset=utf-8", b"metrics collection failed\n")
@@ -198,11 +217,17 @@ class MetricsServer:
     """A running endpoint: ``port`` (the real one when 0 was asked), ``url``, ``close()``."""
 
     def __init__(
-        self, port: int, collect: Collector, host: str = DEFAULT_HOST, depths: Depths | None = None
+        self,
+        port: int,
+        collect: Collector,
+        host: str = DEFAULT_HOST,
+        depths: Depths | None = None,
+        control: ControlCounts | None = None,
     ) -> None:
         methods = {
             "collect": staticmethod(collect),
             "depths": staticmethod(depths) if depths else None,
+            "control": staticmethod(control) if control else None,
         }
         handler = type("MetricsHandler", (_Handler,), methods)
         self._httpd = ThreadingHTTPServer((host, port), handler)
@@ -228,9 +253,14 @@ class MetricsServer:
 
 
 def start_metrics_server(
-    port: int, collect: Collector, host: str = DEFAULT_HOST, depths: Depths | None = None
+    port: int,
+    collect: Collector,
+    host: str = DEFAULT_HOST,
+    depths: Depths | None = None,
+    control: ControlCounts | None = None,
 ) -> MetricsServer:
-    """Serve ``collect()`` (and ``depths()``) as Prometheus metrics on ``host:port`` (0 = any)."""
-    server = MetricsServer(port, collect, host, depths)
+    """Serve ``collect()`` (and ``depths()``, ``control()``) as Prometheus metrics on
+    ``host:port`` (0 = any)."""
+    server = MetricsServer(port, collect, host, depths, control)
     _log().info("metrics endpoint listening", url=server.url)
     return server
