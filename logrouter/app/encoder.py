@@ -151,7 +151,7 @@ def encode_record(
     """
     if message is None:
         message = wire.record_message(record)
-    if (
+    if not (
         exc is not None
         or len(record.__dict__) != _BASE_ATTRS
         or record.exc_info
@@ -162,41 +162,31 @@ def encode_record(
         or record.threadName is None
         or len(message) * 4 > max_message
     ):
-        return wire.encode(
-            record_to_dict(
-                record,
-                facility=facility,
-                severity=severity,
-                host=host,
-                app=app,
-                max_message=max_message,
-                message=message,
-                exc=exc,
+        try:
+            return b"".join(
+                (
+                    b'{"v":1,"ts":"',
+                    _ts_utf8(record.created),
+                    b'",',
+                    _middle(record, facility, severity, host, app),
+                    orjson.dumps(message),
+                    _tail(record),
+                )
             )
+        except orjson.JSONEncodeError:
+            pass  # lone surrogates: the json module's path
+    return wire.encode(
+        record_to_dict(
+            record,
+            facility=facility,
+            severity=severity,
+            host=host,
+            app=app,
+            max_message=max_message,
+            message=message,
+            exc=exc,
         )
-    try:
-        return b"".join(
-            (
-                b'{"v":1,"ts":"',
-                _ts_utf8(record.created),
-                b'",',
-                _middle(record, facility, severity, host, app),
-                orjson.dumps(message),
-                _tail(record),
-            )
-        )
-    except orjson.JSONEncodeError:  # lone surrogates: the json module's path
-        return wire.encode(
-            record_to_dict(
-                record,
-                facility=facility,
-                severity=severity,
-                host=host,
-                app=app,
-                max_message=max_message,
-                message=message,
-            )
-        )
+    )
 
 
 def _ts_utf8(epoch: float) -> bytes:
