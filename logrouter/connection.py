@@ -229,6 +229,16 @@ def _tls_context(options: dict[str, str]) -> ssl.SSLContext:
     return context
 
 
+def broker_failure(exc: pika.exceptions.AMQPError, missing: str) -> str:
+    """What a command tells the user when the broker ended it: ``missing`` when it closed
+    the channel for a missing exchange or queue (404), else the error, password-free."""
+    if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
+        if exc.reply_code == 404:
+            return missing
+        return f"broker closed the channel: {describe_error(exc)}"
+    return f"lost the broker: {describe_error(exc)}"
+
+
 def describe_error(exc: BaseException) -> str:
     """A one-line, password-free description of a connection error."""
     text = str(exc) or repr(exc)

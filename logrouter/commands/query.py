@@ -34,7 +34,7 @@ import pika.exceptions
 from logrouter import exitcodes, wire
 from logrouter.archive_reader import Entry, last_entries, read_archive
 from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals, use_color
-from logrouter.connection import BrokerUnavailable, describe_error, redact
+from logrouter.connection import BrokerUnavailable, broker_failure, redact
 from logrouter.record_filter import FieldError, RecordFilter, parse_field, record_key
 from logrouter.render import render_output
 from logrouter.selector import SelectorError, compile_selector
@@ -235,14 +235,9 @@ def _follow(
             for entry in _archived(source, query, lines, False):
                 printer.entry(entry)
             _live(channel, queue, source, query, bound, printer, stopped)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                _err(f"exchange {settings.exchange!r} does not exist on {settings.describe()}")
-            else:
-                _err(f"broker closed the channel: {describe_error(exc)}")
-            return exitcodes.RUNTIME
         except pika.exceptions.AMQPError as exc:
-            _err(f"lost the broker: {describe_error(exc)}")
+            missing = f"exchange {settings.exchange!r} does not exist on {settings.describe()}"
+            _err(broker_failure(exc, missing))
             return exitcodes.RUNTIME
         finally:
             with suppress(Exception):

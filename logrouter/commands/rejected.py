@@ -31,7 +31,7 @@ import pika.exceptions
 
 from logrouter import exitcodes
 from logrouter.commands.tail import TargetError, resolve_target
-from logrouter.connection import BrokerUnavailable, describe_error, redact
+from logrouter.connection import BrokerUnavailable, broker_failure, describe_error, redact
 from logrouter.render import escape
 from logrouter.sinks.consumer import (
     ORIGINAL_USER_HEADER,
@@ -243,14 +243,8 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "purge":
             return _purge(channel, wanted, queue)
         return _replay(connection, channel, wanted, settings.exchange)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code == 404:
-            _err(f"queue {queue!r} does not exist on {settings.describe()}")
-        else:
-            _err(f"broker closed the channel: {describe_error(exc)}")
-        return exitcodes.RUNTIME
     except pika.exceptions.AMQPError as exc:
-        _err(f"lost the broker: {describe_error(exc)}")
+        _err(broker_failure(exc, f"queue {queue!r} does not exist on {settings.describe()}"))
         return exitcodes.RUNTIME
     finally:
         with suppress(Exception):

@@ -37,7 +37,7 @@ from logrouter import exitcodes, wire
 from logrouter.archive_reader import Entry, read_archive
 from logrouter.commands.query import UsageError, build_filter, resolve_source
 from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals
-from logrouter.connection import BrokerUnavailable, describe_error, redact
+from logrouter.connection import BrokerUnavailable, broker_failure, redact
 from logrouter.record_filter import RecordFilter
 from logrouter.render import render_output
 from logrouter.sinks.files import record_time
@@ -163,17 +163,9 @@ def run(args: argparse.Namespace) -> int:
         except pika.exceptions.UnroutableError:
             _err(f"queue {queue!r} does not exist (is sink {args.to_sink!r} set up?)")
             return exitcodes.RUNTIME
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                _err(
-                    f"{'queue ' + repr(queue) if queue else 'exchange ' + repr(exchange)}"
-                    f" does not exist (run `logrouter setup`)"
-                )
-            else:
-                _err(f"broker closed the channel: {describe_error(exc)}")
-            return exitcodes.RUNTIME
         except pika.exceptions.AMQPError as exc:
-            _err(f"lost the broker: {describe_error(exc)}")
+            target = f"queue {queue!r}" if queue else f"exchange {exchange!r}"
+            _err(broker_failure(exc, f"{target} does not exist (run `logrouter setup`)"))
             return exitcodes.RUNTIME
         finally:
             if replay is not None:

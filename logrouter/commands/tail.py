@@ -35,7 +35,7 @@ from logrouter.connection import (
     BadURL,
     BrokerSettings,
     BrokerUnavailable,
-    describe_error,
+    broker_failure,
     redact,
     split_urls,
 )
@@ -153,17 +153,12 @@ def run(args: argparse.Namespace) -> int:
             return exitcodes.RUNTIME
         try:
             return _tail(connection, settings.exchange, selector, args, stopped)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:
-                _err(
-                    f"exchange {settings.exchange!r} does not exist on {settings.describe()} "
-                    "(run `logrouter setup` first)"
-                )
-            else:
-                _err(f"broker closed the channel: {describe_error(exc)}")
-            return exitcodes.RUNTIME
         except pika.exceptions.AMQPError as exc:
-            _err(f"lost the broker: {describe_error(exc)}")
+            missing = (
+                f"exchange {settings.exchange!r} does not exist on {settings.describe()} "
+                "(run `logrouter setup` first)"
+            )
+            _err(broker_failure(exc, missing))
             return exitcodes.RUNTIME
         finally:
             with suppress(Exception):
