@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import multiprocessing
 import os
 import queue as queue_mod
 import socket
@@ -38,6 +39,7 @@ from urllib.parse import urlsplit
 
 import pika
 
+from bench._shared import IP, bench_logger, publish, workload
 from logrouter import wire
 from logrouter.app.encoder import record_to_dict
 from logrouter.app.handler import DEFAULT_BUFFER, RabbitHandler
@@ -45,13 +47,7 @@ from logrouter.app.handler import DEFAULT_BUFFER, RabbitHandler
 URL = os.environ.get("LOGROUTER_URL") or "amqp://guest:guest@127.0.0.1:5672/%2F"
 #: Records per run; LOGROUTER_BENCH_N makes a quick smoke run (figures need the default).
 N = int(os.environ.get("LOGROUTER_BENCH_N") or 20_000)
-SMOKE = bool(os.environ.get("LOGROUTER_BENCH_N"))
 REPS = 3
-IP = "10.0.0.1"
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "handler.md"
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- handler:begin -->", "<!-- handler:end -->"
 
 
 def _free_port() -> int:
@@ -60,21 +56,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _logger(handler: logging.Handler) -> logging.Logger:
-    log = logging.getLogger(f"bench.{uuid.uuid4().hex[:6]}")
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    log.addHandler(handler)
-    return log
-
-
 def _loop(log: logging.Logger, count: int = N) -> float:
     """Seconds for ``count`` calls (the workload)."""
-    info = log.info
-    start = time.perf_counter()
-    for i in range(count):
-        info("user %s logged in from %s", i, IP)
-    return time.perf_counter() - start
+    return workload(log, count)
 
 
 class Route:
@@ -98,18 +82,62 @@ class Route:
         conn.close()
 
 
-def broker_holds(queue: str, count: int, *, stall: float = 10.0) -> tuple[int, float]:
-    """Wait until ``queue`` holds ``count`` messages: (messages held, time.time() then).
-
-    Polls the queue depth (passive declare) on its own connection; gives up when
-    the depth has not grown for ``stall`` seconds (a contender that lost records).
-    """
+def _consume(queue: str, count: int, out: Any) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(URL))
     ch = conn.channel()
-    held, changed = -1, time.monotonic()
-    try:
+    ch.basic_qos(prefetch_count=1000)
+    got, last = 0, 0.0
+    deadline = time.time() + 120
+    for method, _, _ in ch.consume(queue, auto_ack=True, inactivity_timeout=0.5):
+        if method is not None:
+            got += 1
+            last = time.time()
+        if got >= count or time.time() > deadline:
+            break
+    out.put((got, last))
+    conn.close()
+
+
+class Consumer:
+    """Counts ``count`` messages in another process; ``wait()`` -> (received, time of last).
+
+    (bench/servers.py measures with it; this module's end-to-end rows measure until the
+    broker holds all, see ``broker_holds``.)"""
+
+    def __init__(self, queue: str, count: int = N) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.out: Any = ctx.Queue()
+        self.proc = ctx.Process(target=_consume, args=(queue, count, self.out))
+        self.proc.start()
+        time.sleep(1.0)  # let it connect and subscribe
+
+    def wait(self) -> tuple[int, float]:
+        try:
+            got, last = self.out.get(timeout=150)
+        finally:
+            self.proc.join(timeout=5)
+        return int(got), float(last)
+
+
+class DepthProbe:
+    """Polls a queue's depth on a connection opened before any clock starts."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.conn = pika.BlockingConnection(pika.URLParameters(URL))
+        self.channel = self.conn.channel()
+
+    def depth(self) -> int:
+        return int(self.channel.queue_declare(self.queue, passive=True).method.message_count)
+
+    def wait(self, count: int, *, stall: float = 10.0) -> tuple[int, float]:
+        """Until the queue holds ``count`` messages: (messages held, time.time() then).
+
+        Gives up when the depth has not grown for ``stall`` seconds (records lost).
+        """
+        held, changed = -1, time.monotonic()
         while True:
-            depth = int(ch.queue_declare(queue, passive=True).method.message_count)
+            depth = self.depth()
             now = time.time()
             if depth >= count:
                 return depth, now
@@ -118,8 +146,18 @@ def broker_holds(queue: str, count: int, *, stall: float = 10.0) -> tuple[int, f
             elif time.monotonic() - changed > stall:
                 return depth, now
             time.sleep(0.002)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def broker_holds(queue: str, count: int) -> tuple[int, float]:
+    """``DepthProbe(queue).wait(count)`` on a connection of its own."""
+    probe = DepthProbe(queue)
+    try:
+        return probe.wait(count)
     finally:
-        conn.close()
+        probe.close()
 
 
 def _plr(kind: str, exchange: str) -> logging.Handler:
@@ -142,7 +180,7 @@ def _ours(route: Route | None, tmp: Path, **options: Any) -> RabbitHandler:
     return RabbitHandler(
         url=url,
         exchange=route.exchange if route else "logs",
-        spool=str(tmp / f"spool-{uuid.uuid4().hex[:6]}.sqlite"),
+        spool=str(tmp / f"spool-{uuid.uuid4().hex[:6]}"),
         app="bench",
         **options,
     )
@@ -159,7 +197,7 @@ def caller_costs(tmp: Path) -> dict[str, float]:
         best = float("inf")
         for _ in range(REPS):  # best of REPS fresh handlers: the box is shared and noisy
             handler, cleanup = make()
-            log = _logger(handler)
+            log = bench_logger(handler)
             _loop(log, 1000)
             best = min(best, _loop(log) / N * 1e6)
             cleanup()
@@ -311,16 +349,25 @@ def end_to_end(tmp: Path) -> dict[str, tuple[float, float | None]]:
     """
     results: dict[str, tuple[float, float | None]] = {}
     bodies = _bodies(N)
+    #: what a contender closes once it has been measured (closing is not part of it)
+    after: list[Callable[[], None]] = []
 
-    def run(name: str, prepare: Callable[[Route], Go]) -> None:
+    def run(name: str, prepare: Callable[[Route], Go], *, batched: bool = False) -> None:
         route = Route()
         go = prepare(route)  # connected and warm: the clock measures records, not set-up
-        warm = broker_holds(route.queue, 0)[0]
+        probe = DepthProbe(route.queue)
+        warm = probe.depth()
         start = time.time()
         confirmed_at = go()
-        held, last = broker_holds(route.queue, warm + N)
+        if batched:  # the queue holds messages of many records: all confirmed = all held
+            held, last = (N, confirmed_at) if confirmed_at else (0, time.time())
+        else:
+            held, last = probe.wait(warm + N)
+            held -= warm
+        probe.close()
+        while after:
+            after.pop()()
         route.close()
-        held -= warm
         rate = N / (last - start) if held >= N else 0.0
         confirmed = N / (confirmed_at - start) if confirmed_at else None
         results[name] = (rate, confirmed)
@@ -338,8 +385,8 @@ def end_to_end(tmp: Path) -> dict[str, tuple[float, float | None]]:
         def go() -> None:
             for body in bodies:
                 publish(exchange, "user.info", body, props)
-            conn.close()
 
+        after.append(conn.close)
         return go
 
     run("raw pika, no confirms", lambda r: raw(r, False))
@@ -350,7 +397,7 @@ def end_to_end(tmp: Path) -> dict[str, tuple[float, float | None]]:
     )
 
     def plr(route: Route, kind: str) -> Go:
-        log = _logger(_plr(kind, route.exchange))
+        log = bench_logger(_plr(kind, route.exchange))
         log.info("warm-up")  # connects
         broker_holds(route.queue, 1)
 
@@ -364,21 +411,30 @@ def end_to_end(tmp: Path) -> dict[str, tuple[float, float | None]]:
 
     def ours(route: Route, options: dict[str, Any]) -> Go:
         handler = _ours(route, tmp, flush_timeout=60, **options)
-        log = _logger(handler)
+        log = bench_logger(handler)
         log.info("warm-up")  # starts the I/O thread and connects
         handler.flush()
 
-        def go() -> float:
+        def go() -> float | None:
             _loop(log)
             handler.flush()
             done = time.time()
-            handler.close()
-            return done
+            confirmed = handler.stats["confirmed"]
+            return done if confirmed >= N + 1 else None  # + the warm-up record
 
+        after.append(handler.close)
         return go
 
     run("RabbitHandler (confirmed)", lambda r: ours(r, {}))
     run("RabbitHandler (confirmed), buffer_size=5000", lambda r: ours(r, {"buffer_size": 5_000}))
+    # The fast frames path (logrouter/app/frames.py, pika internals) against pika's own
+    # basic_publish, same run: what pinning pika buys.
+    run("RabbitHandler (confirmed), fast_frames=false", lambda r: ours(r, {"fast_frames": False}))
+    run(
+        "RabbitHandler (confirmed), batch=auto",
+        lambda r: ours(r, {"batch": "auto"}),
+        batched=True,
+    )
     return results
 
 
@@ -391,7 +447,7 @@ DOWN_RATE, DOWN_SECONDS = 5000, 6
 def down_paced(tmp: Path) -> dict[str, float]:
     """Broker unreachable, 5,000 records/s for 6 s: per-call latency, buffer bound."""
     handler = _ours(None, tmp)
-    log = _logger(handler)
+    log = bench_logger(handler)
     times: list[float] = []
     start = time.perf_counter()
     peak = 0
@@ -476,23 +532,13 @@ def report(
         f" alone costs ~2 µs over NullHandler). The default buffer_size ({DEFAULT_BUFFER:,})"
         " holds the 20,000-record burst; the buffer_size=5000 rows show a burst larger than"
         " the buffer: the overflow is encoded and spooled (batched SQLite) by the logging call"
-        " itself, which is what keeps memory bounded. python-logging-rabbitmq publishes"
+        " itself, which is what keeps memory bounded. fast_frames=false publishes through"
+        " pika's basic_publish instead of hand-marshaled frames written in one send() per"
+        " batch (the only code using pika internals). python-logging-rabbitmq publishes"
         " without confirms; its one-way handler prints errors from its worker thread after"
         " close() (its own bug).",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _write_docs(text: str) -> None:
-    section = f"{BEGIN}\n## Handler\n\n{text}{END}\n"
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
-    if BEGIN in current and END in current:
-        head, _, rest = current.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        current = head + section + tail.lstrip("\n")
-    else:
-        current = current.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(current)
 
 
 def main() -> int:
@@ -502,15 +548,7 @@ def main() -> int:
         costs = caller_costs(tmp)
         e2e = end_to_end(tmp)
         down = down_paced(tmp)
-    text = report(costs, e2e, down)
-    print(text)
-    if SMOKE:
-        print("(smoke run: LOGROUTER_BENCH_N is set, results not written)")
-        return 0
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("# Handler benchmark\n\n" + text)
-    _write_docs(text)
-    return 0
+    return publish("handler", "Handler", report(costs, e2e, down))
 
 
 if __name__ == "__main__":

@@ -107,8 +107,11 @@ def plain_loop(queue: str, path: Path, count: int) -> float:
     return count / elapsed
 
 
-def sink_rate(sink: SinkConfig, config: Any, state: Path, count: int) -> float:
-    """Drain with the real Sink (in a thread); records/s from consuming to the last ack."""
+def sink_rate(
+    sink: SinkConfig, config: Any, state: Path, count: int, counter: str = "acked"
+) -> float:
+    """Drain with the real Sink (in a thread); records/s from consuming until the sink's
+    ``counter`` reaches ``count`` ("acked" counts messages, "written" records)."""
     runner = Sink(sink, config.broker, state_dir=state)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
@@ -116,9 +119,9 @@ def sink_rate(sink: SinkConfig, config: Any, state: Path, count: int) -> float:
         raise RuntimeError(f"sink {sink.name} did not start consuming")
     start = time.perf_counter()
     deadline = time.monotonic() + 600
-    while runner.counters.acked < count:
+    while getattr(runner.counters, counter) < count:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"sink {sink.name} stalled at {runner.counters.acked}")
+            raise RuntimeError(f"sink {sink.name} stalled at {getattr(runner.counters, counter)}")
         time.sleep(0.002)
     elapsed = time.perf_counter() - start
     runner.stop()
@@ -127,7 +130,13 @@ def sink_rate(sink: SinkConfig, config: Any, state: Path, count: int) -> float:
 
 
 def latency(
-    config: Any, sink: SinkConfig, state: Path, out: Path, rate: int, seconds: float
+    config: Any,
+    sink: SinkConfig,
+    state: Path,
+    out: Path,
+    rate: int,
+    seconds: float,
+    handler_options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """p50/p99/max ms from log.info() to the line in the file, at ``rate`` records/s.
 
@@ -153,7 +162,9 @@ def latency(
             pass
         time.sleep(0.05)
     probe.close()
-    handler = RabbitHandler(url=URL, exchange=config.broker.exchange, facility="lat")
+    handler = RabbitHandler(
+        url=URL, exchange=config.broker.exchange, facility="lat", **(handler_options or {})
+    )
     logger = logging.getLogger("bench.latency")
     logger.propagate = False
     logger.setLevel(logging.INFO)

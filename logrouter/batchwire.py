@@ -74,6 +74,30 @@ def encode_batch(lines: Sequence[bytes]) -> bytes:
     return b"\n".join(lines) + b"\n" if lines else b""
 
 
+def linable(body: bytes) -> bool:
+    """True when ``body`` can be a batch line: a one-line compact JSON object."""
+    return body[:1] == b"{" and body[-1:] == b"}" and b"\n" not in body
+
+
+def encode_records(records: Sequence[tuple[bytes, str]]) -> bytes:
+    """``encode_batch([record_line(body, id) ...])``, faster (pure; the packer's hot path).
+
+    Every body must pass ``linable`` (else ``ValueError``).
+    """
+    parts: list[bytes] = []
+    append = parts.append
+    for body, record_id in records:
+        if body[:1] != b"{" or body[-1:] != b"}" or b"\n" in body:
+            raise ValueError("a batch line must be a one-line JSON object")
+        if not body.isascii() and has_separator(body):
+            body = one_line(body)
+        if len(body) > 2 and record_id.isascii() and record_id.isalnum():  # ours: hex ids
+            append(b'%b,"id":"%b"}\n' % (body[:-1], record_id.encode("ascii")))
+        else:
+            append(record_line(body, record_id) + b"\n")
+    return b"".join(parts)
+
+
 def batch_message_id(first_id: str, count: int) -> str:
     """``message_id`` of a batch message: its first record's id, ``+``, the count."""
     return f"{first_id}+{count}"
@@ -190,6 +214,46 @@ def split_batch(
             out.append(BatchRecord(index, record_id, record, line, None, exact))
         index += 1
     return out
+
+
+def decode_message(
+    body: bytes,
+    routing_key: str,
+    *,
+    content_type: str | None = None,
+    message_id: str | None = None,
+    timestamp: float | None = None,
+    app_id: str | None = None,
+    arrival: float | None = None,
+    headers: Mapping[Any, Any] | None = None,
+) -> list[BatchRecord]:
+    """Any message as its records: each line of a batch, or the one record of a single
+    message (``wire.decode``, foreign publishers' ``headers`` included); never raises
+    (pure). A reader of live messages (tail, query --follow) calls this and prints each
+    ``record``, or reports its ``reason``."""
+    if is_batch(content_type):
+        return split_batch(
+            body,
+            routing_key,
+            message_id=message_id,
+            timestamp=timestamp,
+            app_id=app_id,
+            arrival=arrival,
+        )
+    try:
+        record = wire.decode(
+            body,
+            routing_key,
+            timestamp=timestamp,
+            message_id=message_id,
+            app_id=app_id,
+            arrival=arrival,
+            headers=headers,
+        )
+    except Exception as exc:  # a reader never crashes on input
+        reason = str(exc) if isinstance(exc, wire.UndecodableMessage) else repr(exc)
+        return [BatchRecord(0, message_id, None, body, reason)]
+    return [BatchRecord(0, message_id, record, body)]
 
 
 def count_problem(declared: int | None, found: int) -> str | None:

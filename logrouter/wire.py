@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from logrouter.errors import LogrouterError
 from logrouter.severity import (
     ALIASES,
     DEFAULT_FACILITY,
@@ -43,7 +44,7 @@ STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dic
 }
 
 
-class UndecodableMessage(ValueError):
+class UndecodableMessage(LogrouterError, ValueError):
     """A message that cannot be turned into a record; the text says why."""
 
 

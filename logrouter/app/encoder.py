@@ -121,75 +121,15 @@ def record_to_dict(
     )
 
 
-#: Cached parts of bodies kept at most (per kind); cleared when full.
+#: Constant parts cached per Encoder, at most (cleared when full).
 _PARTS_MAX = 4096
+#: A LogRecord's attribute count: more means ``extra`` keys (fields), so the slow path.
 _BASE_ATTRS = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
-#: Encoded constant parts of bodies: (host, app, pid, thread, logger, facility, severity,
-#: level) -> the bytes from "host" to "msg":, and (file, line, func) -> "src" to the end.
-_MIDDLES: dict[tuple[Any, ...], bytes] = {}
-_TAILS: dict[tuple[Any, ...], bytes] = {}
 _ts_bytes: tuple[int, bytes] = (-1, b"")
 
 
-def encode_record(
-    record: logging.LogRecord,
-    *,
-    facility: str,
-    severity: str,
-    host: str,
-    app: str,
-    max_message: int = wire.DEFAULT_MAX_MESSAGE,
-    message: str | None = None,
-    exc: str | None = None,
-) -> bytes:
-    """``wire.encode(record_to_dict(...))``, byte for byte, at a fraction of the cost.
-
-    The common record (no extras, traceback or stack; a message under the cap)
-    is one cached run of bytes per logger/thread/level and per call site, the
-    time and the message: ~1 µs instead of ~4 µs (the I/O thread shares the GIL
-    with the app, so this is the app's time too). Anything else takes the dict.
-    """
-    if message is None:
-        message = wire.record_message(record)
-    if not (
-        exc is not None
-        or len(record.__dict__) != _BASE_ATTRS
-        or record.exc_info
-        or record.exc_text
-        or record.stack_info
-        or isinstance(record.msg, dict)
-        or record.process is None
-        or record.threadName is None
-        or len(message) * 4 > max_message
-    ):
-        try:
-            return b"".join(
-                (
-                    b'{"v":1,"ts":"',
-                    _ts_utf8(record.created),
-                    b'",',
-                    _middle(record, facility, severity, host, app),
-                    orjson.dumps(message),
-                    _tail(record),
-                )
-            )
-        except orjson.JSONEncodeError:
-            pass  # lone surrogates: the json module's path
-    return wire.encode(
-        record_to_dict(
-            record,
-            facility=facility,
-            severity=severity,
-            host=host,
-            app=app,
-            max_message=max_message,
-            message=message,
-            exc=exc,
-        )
-    )
-
-
-def _ts_utf8(epoch: float) -> bytes:
+def ts_utf8(epoch: float) -> bytes:
+    """``wire.format_ts(epoch)`` as bytes (the second's text cached)."""
     global _ts_bytes
     second = int(epoch)
     micros = round((epoch - second) * 1e6)
@@ -200,51 +140,6 @@ def _ts_utf8(epoch: float) -> bytes:
         cached = (second, wire.format_ts(second)[:-7].encode())
         _ts_bytes = cached
     return b"%b%06dZ" % (cached[1], micros)
-
-
-def _middle(record: logging.LogRecord, facility: str, severity: str, host: str, app: str) -> bytes:
-    key = (
-        host,
-        app,
-        record.process,
-        record.threadName,
-        record.name,
-        facility,
-        severity,
-        record.levelname,
-    )
-    middle = _MIDDLES.get(key)
-    if middle is None:
-        body = orjson.dumps(
-            {
-                "host": host,
-                "app": app,
-                "pid": record.process,
-                "thread": record.threadName,
-                "logger": record.name,
-                "facility": facility,
-                "severity": severity,
-                "level": record.levelname,
-                "msg": None,
-            }
-        )
-        middle = body[1 : -len(b"null}")]
-        if len(_MIDDLES) >= _PARTS_MAX:
-            _MIDDLES.clear()
-        _MIDDLES[key] = middle
-    return middle
-
-
-def _tail(record: logging.LogRecord) -> bytes:
-    key = (record.pathname, record.lineno, record.funcName)
-    tail = _TAILS.get(key)
-    if tail is None:
-        src = {"file": record.pathname, "line": record.lineno, "func": record.funcName}
-        tail = b"," + orjson.dumps({"src": src, "fields": {}})[1:]
-        if len(_TAILS) >= _PARTS_MAX:
-            _TAILS.clear()
-        _TAILS[key] = tail
-    return tail
 
 
 def parse_facilities(value: Mapping[str, str] | str | None) -> dict[str, str]:
@@ -293,6 +188,9 @@ class Encoder:
         self.run = run
         self.id_prefix = id_prefix
         self._facility_cache: dict[str, str] = {}
+        #: (logger, level, thread, pid, call site) -> (routing key, the body's bytes from
+        #: "host" to "msg":, the bytes after the message); None: not for the fast path
+        self._parts: dict[tuple[Any, ...], tuple[str, bytes, bytes] | None] = {}
 
     def facility_for(self, name: str) -> str:
         """Facility of a logger name: longest matching prefix of the map, else the default."""
@@ -327,17 +225,104 @@ class Encoder:
 
     def encode(self, captured: Captured) -> Encoded:
         seq, record, message, exc = captured
+        if (
+            exc is None
+            and len(record.__dict__) == _BASE_ATTRS
+            and len(message) * 4 <= self.max_message
+            and not (record.exc_info or record.exc_text or record.stack_info)
+        ):
+            try:
+                fast = self._fast(record, message)
+            except Exception:  # an odd record (say, a bogus created): the general path says why
+                fast = None
+            if fast is not None:
+                return Encoded(
+                    self.run,
+                    seq,
+                    fast[0],
+                    f"{self.id_prefix}{seq:x}",
+                    int(record.created),
+                    fast[1],
+                )
+        return self._encode(seq, record, message, exc)
+
+    def _fast(self, record: logging.LogRecord, message: str) -> tuple[str, bytes] | None:
+        """(routing key, body) of a plain record from cached bytes, byte for byte what
+        ``wire.encode(record_to_dict(...))`` gives; None when the record is not plain.
+
+        The I/O thread shares the GIL with the app: this is the app's time too, and
+        the common record costs about half of the dict path here.
+        """
+        key = (
+            record.name,
+            record.levelno,
+            record.levelname,
+            record.threadName,
+            record.process,
+            record.pathname,
+            record.lineno,
+            record.funcName,
+        )
         try:
+            parts = self._parts[key]
+        except KeyError:
+            parts = self._parts_for(record)
+            if len(self._parts) >= _PARTS_MAX:
+                self._parts.clear()
+            self._parts[key] = parts
+        if parts is None:
+            return None
+        try:
+            text = orjson.dumps(message)
+        except orjson.JSONEncodeError:  # lone surrogates: the json module's path
+            return None
+        stamp = ts_utf8(record.created)
+        return parts[0], b'{"v":1,"ts":"%b",%b%b%b' % (stamp, parts[1], text, parts[2])
+
+    def _parts_for(self, record: logging.LogRecord) -> tuple[str, bytes, bytes] | None:
+        """The constant bytes around the time and the message for this kind of record."""
+        if isinstance(record.msg, dict) or record.process is None or record.threadName is None:
+            return None  # fields from the dict / keys the dict path leaves out
+        facility = self.facility_for(record.name)
+        severity = sev.severity_for_level(record.levelno, record.levelname)
+        try:
+            middle = orjson.dumps(
+                {
+                    "host": self.host,
+                    "app": self.app,
+                    "pid": record.process,
+                    "thread": record.threadName,
+                    "logger": record.name,
+                    "facility": facility,
+                    "severity": severity,
+                    "level": record.levelname,
+                    "msg": None,
+                }
+            )[1 : -len(b"null}")]
+            src = {"file": record.pathname, "line": record.lineno, "func": record.funcName}
+            tail = b"," + orjson.dumps({"src": src, "fields": {}})[1:]
+        except orjson.JSONEncodeError:  # lone surrogates in a name: the dict path
+            return None
+        return f"{facility}.{severity}", middle, tail
+
+    def _encode(
+        self, seq: int, record: logging.LogRecord, message: str, exc: str | None
+    ) -> Encoded:
+        """The general path: the record's dict, encoded; never raises."""
+        try:
+            timestamp = int(record.created)
             facility, severity = self.key_words(record)
-            body = encode_record(
-                record,
-                facility=facility,
-                severity=severity,
-                host=self.host,
-                app=self.app,
-                max_message=self.max_message,
-                message=message,
-                exc=exc,
+            body = wire.encode(
+                record_to_dict(
+                    record,
+                    facility=facility,
+                    severity=severity,
+                    host=self.host,
+                    app=self.app,
+                    max_message=self.max_message,
+                    message=message,
+                    exc=exc,
+                )
             )
             if len(body) > self.max_message * 2 + 65536:  # huge fields: keep what matters
                 body = wire.encode(
@@ -355,6 +340,7 @@ class Encoder:
                     )
                 )
         except Exception as err:  # never lose a record to a rendering bug
+            timestamp = int(time.time())
             facility, severity = self.facility, "err"
             body = wire.encode(
                 record_body(
@@ -371,6 +357,6 @@ class Encoder:
             seq,
             f"{facility}.{severity}",
             f"{self.id_prefix}{seq:x}",
-            int(record.created),
+            timestamp,
             body,
         )

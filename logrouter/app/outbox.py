@@ -166,6 +166,35 @@ class Outbox:
             return self.encoder.encode(captured)
         return None
 
+    def take_many(self, limit: int) -> list[Encoded]:
+        """Up to ``limit`` records, oldest first: what ``take`` would give one by one.
+
+        While only the in-memory buffer holds records (the busy app's case), the
+        records present when a round starts are taken and encoded in one go; anything
+        else (re-queued records, spool rows, overflow, rewind) goes through ``take``.
+        """
+        out: list[Encoded] = []
+        buffer = self.buffer
+        encode = self.encoder.encode
+        while len(out) < limit:
+            if (
+                self._retry
+                or self._ahead
+                or self._overflow
+                or self._rewind is not None
+                or self._writes != self._seen
+                or not buffer
+            ):
+                item = self.take()
+                if item is None:
+                    break
+                out.append(item)
+                continue
+            # only records present now: older than any overflow emit() may add meanwhile
+            for _ in range(min(limit - len(out), len(buffer))):
+                out.append(encode(buffer.popleft()))
+        return out
+
     def confirmed(self, items: Iterable[Encoded]) -> None:
         """The broker stored these: their spool rows go at the next ``sweep``."""
         self._done.extend((i.spool_id, len(i.body)) for i in items if i.spool_id is not None)

@@ -74,64 +74,73 @@ def pack(
     in exactly one packet.
     """
     max_records = max(1, max_records)
-    groups: dict[str, list[_Entry[T]]] = {}
-    for index, item in enumerate(items):
-        key, message_id, timestamp, body = fields(item)
-        entry = (index, item, message_id, timestamp, body)
-        group = groups.get(key)
+    described = [fields(item) for item in items]
+    groups: dict[str, list[int]] = {}
+    for index, entry in enumerate(described):
+        group = groups.get(entry[0])
         if group is None:
-            groups[key] = [entry]
+            groups[entry[0]] = [index]
         else:
-            group.append(entry)
+            group.append(index)
     packets: list[tuple[int, Packet[T]]] = []
     for key, group in groups.items():
         if len(group) == 1:
-            packets.append(_single(key, group[0]))
+            packets.append(_single(items, described, group[0]))
             continue
-        chunk: list[_Entry[T]] = []
-        lines: list[bytes] = []
+        chunk: list[int] = []
         size = 0
-        for entry in group:
-            try:
-                line = batchwire.record_line(entry[4], entry[2])
-            except ValueError:  # not a one-line JSON object: it cannot share a message
-                if chunk:
-                    packets.append(_batch(key, chunk, lines))
-                    chunk, lines, size = [], [], 0
-                packets.append(_single(key, entry))
-                continue
-            if chunk and (len(chunk) >= max_records or size + len(line) + 1 > max_bytes):
-                packets.append(_batch(key, chunk, lines))
-                chunk, lines, size = [], [], 0
-            chunk.append(entry)
-            lines.append(line)
-            size += len(line) + 1
+        for index in group:
+            entry = described[index]
+            length = len(entry[3]) + len(entry[1]) + 8  # ,"id":"..." and the newline
+            if chunk and (len(chunk) >= max_records or size + length > max_bytes):
+                packets += _batch(items, described, key, chunk)
+                chunk, size = [], 0
+            chunk.append(index)
+            size += length
         if chunk:
-            packets.append(_batch(key, chunk, lines))
+            packets += _batch(items, described, key, chunk)
     if len(groups) > 1:
         packets.sort(key=lambda pair: pair[0])  # in the order of their first record
     return [packet for _, packet in packets]
 
 
-#: (position in the input, item, message_id, timestamp, body)
-_Entry = tuple[int, T, str, int, bytes]
+def _single(
+    items: Sequence[T], described: list[tuple[str, str, int, bytes]], index: int
+) -> tuple[int, Packet[T]]:
+    key, message_id, timestamp, body = described[index]
+    return index, Packet(key, [items[index]], body, message_id, timestamp, False)
 
 
-def _single(key: str, entry: _Entry[T]) -> tuple[int, Packet[T]]:
-    index, item, message_id, timestamp, body = entry
-    return index, Packet(key, [item], body, message_id, timestamp, False)
-
-
-def _batch(key: str, chunk: list[_Entry[T]], lines: list[bytes]) -> tuple[int, Packet[T]]:
+def _batch(
+    items: Sequence[T], described: list[tuple[str, str, int, bytes]], key: str, chunk: list[int]
+) -> list[tuple[int, Packet[T]]]:
+    """One batch packet of ``chunk`` (a lone record: a plain one). A body that cannot be
+    a batch line (not one compact JSON object: not from our encoder) goes alone."""
     if len(chunk) == 1:
-        return _single(key, chunk[0])
-    first = chunk[0]
+        return [_single(items, described, chunk[0])]
+    try:
+        body = batchwire.encode_records([(described[i][3], described[i][1]) for i in chunk])
+    except ValueError:
+        out: list[tuple[int, Packet[T]]] = []
+        run: list[int] = []
+        for index in chunk:
+            if batchwire.linable(described[index][3]):
+                run.append(index)
+                continue
+            if run:
+                out += _batch(items, described, key, run)
+                run = []
+            out.append(_single(items, described, index))
+        if run:
+            out += _batch(items, described, key, run)
+        return out
+    first = described[chunk[0]]
     packet = Packet(
         key,
-        [entry[1] for entry in chunk],
-        batchwire.encode_batch(lines),
-        batchwire.batch_message_id(first[2], len(chunk)),
-        first[3],
+        [items[i] for i in chunk],
+        body,
+        batchwire.batch_message_id(first[1], len(chunk)),
+        first[2],
         True,
     )
-    return first[0], packet
+    return [(chunk[0], packet)]

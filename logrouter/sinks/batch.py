@@ -292,3 +292,15 @@ def _classify_lines(
             in_batch.add(key)
         if keep_lines:
             outcome.lines.append(item.line + b"\n" if item.exact else None)
+
+
+def suppressed_in(records: Iterable[dict[str, Any]]) -> int:
+    """Records apps suppressed (``rate_limit``), as the summary records among these say."""
+    total = 0
+    for record in records:
+        fields = record.get("fields")
+        if fields and isinstance(fields, dict) and fields.get("rate_limit_summary") is True:
+            count = fields.get("suppressed")
+            if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+                total += count
+    return total

@@ -14,19 +14,13 @@ from typing import Any
 
 import pika
 import pytest
-from attackers import Attacker, publish_as
-from test_sink_daemon import (  # noqa: F401 - sinkenv is a fixture
-    declare,
-    name,
-    run_burst,
-    sinkenv,
-    wait_for,
-    write_config,
-)
 
 from logrouter import cli, topology
 from logrouter.connection import login
 from logrouter.sinks.consumer import ORIGINAL_USER_HEADER, USER_HEADER
+from tests.adversarial.attackers import Attacker, publish_as
+from tests.helpers.broker import wait_for
+from tests.helpers.sinks import declare, name, run_burst, write_config
 
 #: a record nested deeper than the decoder allows: every sink rejects it
 DEEP = b'{"facility": "app", "severity": "err", "msg": ' + b"[" * 2000
@@ -53,7 +47,7 @@ def drop(url: str, ids: set[str]) -> None:
 
 
 def test_forged_user_headers_never_show_as_another_login(
-    sinkenv: dict[str, Any],  # noqa: F811 - the fixture imported above
+    sinkenv: dict[str, Any],
     attacker: Attacker,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -27,13 +27,12 @@ from typing import Any
 
 import pika
 import pytest
-from attackers import Attacker, publish_as, rabbitmqctl
-from test_sink_daemon import archive_records, declare, name, queue_depth, sinkenv, write_config
 
 from logrouter import topology
 from logrouter.sinks.file import OVERFLOW_NAME
-
-__all__ = ["sinkenv"]  # the fixture, re-exported for pytest
+from tests.adversarial.attackers import Attacker, publish_as, rabbitmqctl
+from tests.helpers.broker import queue_depth
+from tests.helpers.sinks import archive_records, declare, name, write_config
 
 LEGIT = 200
 FAN_OUT = 1_500
@@ -286,8 +285,8 @@ def test_unstamped_forgery_does_not_suppress_the_handler_stream(
     sinkenv: dict[str, Any], attacker: Attacker
 ) -> None:
     """The attacker pre-publishes the handler's next ids with its app_id and no user_id:
-    every handler record still reaches the archive once (the handler stamps its login
-    as user_id, which such a forgery cannot carry, so their dedup keys differ)."""
+    every handler record still reaches the archive once (the handler stamps its login as
+    user_id, which such a forgery cannot carry)."""
     from logrouter import RabbitHandler
 
     tmp = sinkenv["tmp"]
@@ -308,7 +307,7 @@ def test_unstamped_forgery_does_not_suppress_the_handler_stream(
     )
     logger = logging.getLogger(f"unstamped.{sinkenv['tag']}")
     logger.propagate = False
-    prefix = handler._outbox.encoder.id_prefix
+    prefix = handler._outbox.encoder.id_prefix  # what `tail` shows an attacker
     attack = Attack(attacker, sinkenv["exchange"])
     attack.publish(
         "billing.err",

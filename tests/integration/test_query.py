@@ -25,11 +25,13 @@ from typing import Any
 
 import pika
 import pytest
-from test_sink_daemon import ROOT, declare, publish, sink_env, start, stop, wait_for, write_config
 
 from logrouter import cli, wire
 from logrouter.archive_reader import read_archive
 from logrouter.record_filter import RecordFilter
+from tests.helpers import ROOT
+from tests.helpers.broker import wait_for
+from tests.helpers.sinks import declare, publish, sink_env, start, stop, write_config
 
 BASE = datetime(2026, 11, 29, 22, 0, tzinfo=UTC)
 COUNT = 40
@@ -263,6 +265,7 @@ def test_no_match_is_exit_1_and_bad_tokens_are_named(
     """Nothing matched: exit 1, no output. A bad selector/time/field: exit 2 naming it."""
     d = str(archive.dir)
     assert query(capsys, "--dir", d, "--since", "2030-01-01")[:2] == (1, [])
+    assert query(capsys, "--dir", d, "--since", "-1h", "--until", "-30m")[:2] == (1, [])
     code, _, err = query(capsys, "*.eror", "--dir", d)
     assert code == 2 and "'eror'" in err
     code, _, err = query(capsys, "--dir", d, "--since", "last tuesday")

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pika
 import pytest
-from test_query import Archive, drop_archive, make_archive, start_sink
-from test_sink_daemon import ROOT, publish, queue_depth, stop, wait_for
 
 from logrouter import cli, topology
+from tests.helpers import ROOT
+from tests.helpers.broker import queue_depth, wait_for
+from tests.helpers.sinks import publish, stop
+from tests.integration.test_query import Archive, drop_archive, make_archive, start_sink
 
 
 @pytest.fixture

@@ -7,18 +7,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from test_sink_daemon import (  # noqa: F401 - sinkenv is a fixture
-    declare,
-    name,
-    sinkenv,
-    start,
-    stop,
-    wait_for,
-    write_config,
-)
-
 from logrouter import control
 from logrouter.config import load_config
+from tests.helpers.broker import wait_for
+from tests.helpers.sinks import declare, name, start, stop, write_config
 
 
 def endpoint(log: Path) -> str | None:
@@ -34,7 +26,7 @@ def scrape(url: str) -> str:
         return str(response.read().decode())
 
 
-def test_control_requests_refused_are_exported(sinkenv: dict[str, Any]) -> None:  # noqa: F811
+def test_control_requests_refused_are_exported(sinkenv: dict[str, Any]) -> None:
     """Control requests from a login not in [control] allow_users are counted in
     logrouter_control_requests_total{outcome="refused"}, next to answered and malformed."""
     sink = name(sinkenv, "metrics")

@@ -9,15 +9,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from batch_reference import add, classify, take, time_left
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logrouter import batchwire, wire
 from logrouter.config import ArchiveOptions
 from logrouter.sinks.archive import ArchiveWriter
-from logrouter.sinks.batch import Batch, Delivery, classify_pending
+from logrouter.sinks.batch import Batch, Delivery, classify_pending, suppressed_in
 from logrouter.sinks.dedup import DedupWindow
+from tests.unit.batch_reference import add, classify, take, time_left
 
 ARRIVAL = 1_700_000_000.0
 
@@ -440,3 +440,15 @@ def test_a_sink_batch_is_bounded_by_records() -> None:
     assert batch.full and len(batch) == 2
     batch.take_pending()
     assert not batch.full and batch.records == 0
+
+
+def test_suppressed_counts_come_from_summary_records_only() -> None:
+    """The sink's suppressed counter adds up rate-limit summaries' counts, nothing else."""
+    records: list[dict[str, Any]] = [
+        {"msg": "suppressed 5 records", "fields": {"rate_limit_summary": True, "suppressed": 5}},
+        {"msg": "x", "fields": {"suppressed": 1000}},  # an app's own field: not a summary
+        {"msg": "y", "fields": {"rate_limit_summary": True, "suppressed": "7"}},
+        {"msg": "z", "fields": "odd"},
+        {"msg": "suppressed 2 records", "fields": {"rate_limit_summary": True, "suppressed": 2}},
+    ]
+    assert suppressed_in(records) == 7

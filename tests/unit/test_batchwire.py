@@ -154,3 +154,18 @@ def test_batch_message_id_names_first_record_and_count() -> None:
     """A batch's message_id is its first record's id and the count."""
     assert batchwire.batch_message_id("abc1", 500) == "abc1+500"
     assert batchwire.encode_batch([]) == b""
+
+
+def test_decode_message_takes_both_forms() -> None:
+    """A batch gives its lines, a single message its one record, an undecodable one the
+    reason; a foreign publisher's headers fill what its body lacks."""
+    batch = _batch(_body("a"), _body("b"))
+    items = batchwire.decode_message(batch, "billing.info", content_type=batchwire.CONTENT_TYPE)
+    assert [i.record["msg"] for i in items if i.record] == ["a", "b"]
+    (single,) = batchwire.decode_message(
+        b"plain text", "auth.err", message_id="m1", headers={"HOST": "web1"}
+    )
+    assert single.record is not None and single.record["msg"] == "plain text"
+    assert single.record["host"] == "web1" and single.id == "m1"
+    (bad,) = batchwire.decode_message(b"x", "not-a-key", content_type="text/plain")
+    assert bad.record is None and bad.reason and "routing key" in bad.reason

@@ -1,7 +1,9 @@
-"""The handler's encoder: the fast record encoder agrees byte for byte with the dict path."""
+"""encoder: a LogRecord becomes wire bytes, routing key and message id (pure); the fast
+record encoder agrees byte for byte with the dict path."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -9,7 +11,85 @@ from typing import Any
 import pytest
 
 from logrouter import wire
-from logrouter.app.encoder import encode_record, record_to_dict
+from logrouter.app.encoder import (
+    Captured,
+    Encoder,
+    parse_facilities,
+    record_body,
+    record_to_dict,
+)
+from logrouter.commands.send import build_record
+
+
+def _encoder(**kw: object) -> Encoder:
+    options: dict[str, object] = {
+        "host": "h",
+        "app": "billing",
+        "facility": "user",
+        "facilities": parse_facilities("a.b=auth, a.b.c=mail"),
+        "max_message": 1000,
+        "run": 7,
+        "id_prefix": "abc",
+    }
+    options.update(kw)
+    return Encoder(**options)  # type: ignore[arg-type]
+
+
+def _captured(
+    name: str = "app", level: int = logging.INFO, seq: int = 1, **extra: object
+) -> Captured:
+    record = logging.LogRecord(name, level, "/srv/app.py", 3, "hello %s", ("bob",), None)
+    record.__dict__.update(extra)
+    return Captured(seq, record, record.getMessage(), None)
+
+
+def test_key_id_and_body() -> None:
+    """Routing key is facility.severity, message id prefix+seq in hex, body schema v1."""
+    out = _encoder().encode(_captured(seq=26))
+    assert out.routing_key == "user.info" and out.message_id == "abc1a"
+    assert (out.run, out.seq, out.spool_id) == (7, 26, None)
+    body = json.loads(out.body)
+    assert body["msg"] == "hello bob" and body["app"] == "billing" and body["v"] == 1
+
+
+def test_facility_map_longest_prefix_and_extras_win() -> None:
+    """The longest logger prefix picks the facility; extra facility/severity override both."""
+    enc = _encoder()
+    assert enc.encode(_captured("a.b.c.d")).routing_key == "mail.info"
+    assert enc.encode(_captured("a.bc")).routing_key == "user.info"
+    extra = _captured("a.b", facility="Cron.Daily", severity="panic")
+    assert enc.encode(extra).routing_key == "cron_daily.emerg"
+
+
+def test_huge_record_keeps_what_matters() -> None:
+    """A record whose fields are huge is cut to msg + a note of its size, never dropped."""
+    out = _encoder(max_message=100).encode(_captured(blob="x" * 400_000))
+    body = json.loads(out.body)
+    assert body["msg"] == "hello bob" and body["fields"]["_truncated"].startswith("record was")
+
+
+def test_unrenderable_record_still_goes_out() -> None:
+    """A rendering bug gives an err record saying why, with passwords hidden."""
+    enc = _encoder()
+    captured = _captured()
+    captured.record.created = "not a time"  # type: ignore[assignment]
+    captured = captured._replace(message="amqp://u:secret@h/ said hi")
+    out = enc.encode(captured)
+    body = json.loads(out.body)
+    assert out.routing_key == "user.err" and "not renderable" in body["msg"]
+    assert "secret" not in body["msg"]
+
+
+def test_send_and_handler_share_one_body_shape() -> None:
+    """logrouter send's record has the handler's keys in the same order (one builder)."""
+    sent = build_record("auth", "err", "login failed", "shell")
+    assert list(sent) == [
+        "v", "ts", "host", "app", "pid", "thread", "logger",
+        "facility", "severity", "level", "msg", "fields",
+    ]  # fmt: skip
+    assert sent["level"] == "ERROR" and sent["msg"] == "login failed"
+    minimal = record_body(ts=0.0, host="h", app="a", facility="f", severity="err", msg="m")
+    assert list(minimal) == ["v", "ts", "host", "app", "facility", "severity", "msg"]
 
 
 def _record(
@@ -22,12 +102,41 @@ def _record(
     return record
 
 
-def _both(record: logging.LogRecord, **kw: object) -> tuple[bytes, bytes]:
-    options: dict[str, object] = {"facility": "user", "severity": "info", "host": "h", "app": "a"}
+def _plain_encoder(**kw: Any) -> Encoder:
+    options: dict[str, Any] = {
+        "host": "h",
+        "app": "a",
+        "facility": "user",
+        "facilities": {"app": "web"},
+        "max_message": 1000,
+        "run": 7,
+        "id_prefix": "p",
+    }
     options.update(kw)
-    fast = encode_record(record, **options)  # type: ignore[arg-type]
-    slow = wire.encode(record_to_dict(record, **options))  # type: ignore[arg-type]
-    return fast, slow
+    return Encoder(**options)
+
+
+def _both(record: logging.LogRecord, exc: str | None = None) -> tuple[Any, bytes]:
+    """(what the encoder made, the dict path's bytes for the same record)."""
+    encoder = _plain_encoder()
+    message = wire.record_message(record)
+    encoded = encoder.encode(Captured(5, record, message, exc))
+    facility, severity = encoder.key_words(record)
+    slow = wire.encode(
+        record_to_dict(
+            record,
+            facility=facility,
+            severity=severity,
+            host="h",
+            app="a",
+            max_message=1000,
+            message=message,
+            exc=exc,
+        )
+    )
+    assert encoded.routing_key == f"{facility}.{severity}"
+    assert (encoded.run, encoded.seq, encoded.message_id) == (7, 5, "p5")
+    return encoded, slow
 
 
 @pytest.mark.parametrize(
@@ -36,19 +145,20 @@ def _both(record: logging.LogRecord, **kw: object) -> tuple[bytes, bytes]:
         lambda: _record(),
         lambda: _record('caf\u00e9 \u2028 "quoted" \\ %s', ("\x00\x1b[31m",)),
         lambda: _record(order=7),
+        lambda: _record(facility="auth", severity="warn"),
         lambda: _record({"event": "structlog", "k": 1}, ()),
         lambda: _record("lone \udcff surrogate", ()),
         lambda: _record("x" * 5000, ()),
     ],
 )
-def test_encode_record_is_byte_for_byte_encode_of_the_dict(make: Any) -> None:
-    """The fast encoder gives exactly the bytes of encode(record_to_dict(...))."""
-    fast, slow = _both(make(), max_message=1000)
-    assert fast == slow
+def test_every_record_encodes_as_the_dict_path_does(make: Any) -> None:
+    """Plain records (fast path) and the others (dict path) give the same bytes."""
+    encoded, slow = _both(make())
+    assert encoded.body == slow
 
 
-def test_encode_record_other_shapes_match_too() -> None:
-    """Tracebacks, stacks, odd times, no pid/thread and other routes match the dict path."""
+def test_other_shapes_and_repeats_match_too() -> None:
+    """Tracebacks, stacks, odd times, no pid/thread, and a cached kind seen again."""
     try:
         raise ValueError("v")
     except ValueError:
@@ -63,11 +173,21 @@ def test_encode_record_other_shapes_match_too() -> None:
     early.created = 1_700_000_000.9999996  # rounds up into the next second
     negative = _record()
     negative.created = -1.25
-    for record in (with_exc, stack, no_ids, early, negative):
-        fast, slow = _both(record, facility="auth", severity="err", exc=None)
-        assert fast == slow
-    fast, slow = _both(_record(), exc="Traceback: frozen")
-    assert fast == slow and b"frozen" in fast
-    again = _record()
-    again.created += 1.5  # the next second, same call site: caches give the same bytes
-    assert _both(again)[0] == _both(again)[1]
+    later = _record()
+    later.created += 1.5
+    warn = _record()
+    warn.levelno, warn.levelname = logging.WARNING, "WARNING"
+    for record in (with_exc, stack, no_ids, early, negative, later, warn, _record()):
+        encoded, slow = _both(record)
+        assert encoded.body == slow
+    encoded, slow = _both(_record(), exc="Traceback: frozen")
+    assert encoded.body == slow and b"frozen" in encoded.body
+
+
+def test_logger_map_gives_the_routing_key() -> None:
+    """The fast path routes by the logger map and the level, as the dict path does."""
+    encoder = _plain_encoder()
+    record = _record()
+    record.levelno, record.levelname = logging.ERROR, "ERROR"
+    encoded = encoder.encode(Captured(1, record, "m", None))
+    assert encoded.routing_key == "web.err"

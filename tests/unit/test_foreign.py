@@ -9,13 +9,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from batch_reference import classify
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logrouter import wire
 from logrouter.sinks.batch import Batch, Delivery, classify_pending
 from logrouter.sinks.dedup import DedupWindow
+from tests.unit.batch_reference import classify
 
 #: 2026-11-30T13:00:00Z, the "now" the legacy dates below are read at
 NOW = datetime(2026, 11, 30, 13, 0, tzinfo=UTC).timestamp()
