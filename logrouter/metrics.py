@@ -7,8 +7,8 @@ object with the attributes ``received written acked rejected duplicates
 reconnects`` (a ``SinkStatus`` dict with a nested ``counters`` works too) and,
 optionally, ``batch_latency``: a ``LatencyHistogram`` the sink feeds with the
 seconds each write+flush+ack batch took. ``control()`` (optional) returns the
-control service's counters (``ControlCounters.as_dict()``: answered, refused,
-malformed), one series per outcome: the service is one per process, not per sink.
+control service's counters (``counters.ControlCounters.as_dict()``: answered,
+refused, malformed), one series per outcome: the service is one per process.
 
 ``render`` (pure) turns that into the exposition text.
 """
@@ -34,7 +34,7 @@ COUNTERS: tuple[tuple[str, str, str], ...] = tuple(
 )
 LATENCY_METRIC = "logrouter_batch_latency_seconds"
 QUEUE_METRIC = "logrouter_queue_messages"
-CONTROL_METRIC = "logrouter_control_requests_total"
+CONTROL_METRIC = counters.CONTROL_METRIC
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.001,
     0.0025,
@@ -127,10 +127,7 @@ def render(
     """
     lines: list[str] = []
     if control is not None:
-        lines.append(
-            f"# HELP {CONTROL_METRIC} Control requests by outcome: answered, refused "
-            "(login not in [control] allow_users), malformed."
-        )
+        lines.append(f"# HELP {CONTROL_METRIC} {counters.CONTROL_HELP}")
         lines.append(f"# TYPE {CONTROL_METRIC} counter")
         for outcome, count in sorted(control.items()):
             lines.append(f'{CONTROL_METRIC}{{outcome="{escape_label(outcome)}"}} {count}')
