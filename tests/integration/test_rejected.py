@@ -47,7 +47,7 @@ def unrouted(archive: Archive, count: int, tag: str) -> list[str]:
 def rejected(
     capsys: pytest.CaptureFixture[str], archive: Archive, *args: str
 ) -> tuple[int, str, str]:
-    capsys.readouterr()  # only the command's own output (not the test's setup logs)
+    capsys.readouterr()  # what the test's own set-up printed
     code = cli.main(["rejected", *args, "--config", str(archive.config)])
     out = capsys.readouterr()
     return code, out.out, out.err

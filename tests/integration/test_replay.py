@@ -103,6 +103,7 @@ def test_to_sink_reaches_only_that_sink_with_id_and_replay_header(
     stays empty), with the original message_id and the replay header; the file sink then
     writes each once."""
     fill(env, 40)
+    capsys.readouterr()
     target = f"logrouter.{rebuilt(env)}"
     code = cli.main(
         [
@@ -139,6 +140,7 @@ def test_to_sink_reaches_only_that_sink_with_id_and_replay_header(
 def test_dry_run_publishes_nothing(env: Archive, capsys: pytest.CaptureFixture[str]) -> None:
     """--dry-run prints the records it would send and leaves every queue alone."""
     fill(env, 10)
+    capsys.readouterr()  # what the set-up printed
     code = cli.main(
         [
             "replay",

@@ -174,3 +174,11 @@ def test_any_headers_never_crash_and_the_batch_path_agrees(
     assert not slow.rejected and not quick.rejected
     assert json.dumps(quick.records, sort_keys=True) == json.dumps(slow.records, sort_keys=True)
     assert quick.records[0]["facility"] and quick.records[0]["severity"] in wire.RANK
+
+
+def test_non_ascii_digits_in_headers_are_ignored_not_a_crash() -> None:
+    """A PID or PRIORITY of digits Python calls digits but int() refuses (superscripts)
+    is left out; the record still decodes (Hypothesis found PID='¹')."""
+    record = wire.decode(b"hi", "auth.err", arrival=NOW, headers={"PID": "¹", "PRIORITY": "²"})
+    assert "pid" not in record or record["pid"] is None
+    assert (record["facility"], record["severity"], record["msg"]) == ("auth", "err", "hi")
