@@ -53,7 +53,7 @@ import pika.spec
 
 from logrouter import log, wire
 from logrouter.connection import BrokerSettings, connection_login, redact, redact_all
-from logrouter.counters import counter_values
+from logrouter.counters import ControlCounters, counter_values
 from logrouter.errors import LogrouterError
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
@@ -266,18 +266,6 @@ def build_reply(
 
 
 # --------------------------------------------------------------------------- server
-
-
-@dataclass
-class ControlCounters:
-    """What a control service did since it started (shown by ``status``)."""
-
-    answered: int = 0
-    refused: int = 0  # user_id not in [control] allow_users
-    malformed: int = 0  # bad reply_to, too big, not a JSON object, or failed to answer
-
-    def as_dict(self) -> dict[str, int]:
-        return {"answered": self.answered, "refused": self.refused, "malformed": self.malformed}
 
 
 class ControlServer:

@@ -4,6 +4,10 @@
 sink increments), the key in a ``status`` reply's ``counters`` (control), the
 Prometheus metric (metrics) and the ``stats`` column, if it has one. Add a
 counter here and it reaches all four.
+
+``ControlCounters`` are the control service's (one per process, not per sink):
+``status`` replies carry them under ``control``, and the metrics endpoint exports
+them as ``CONTROL_METRIC`` with one ``outcome`` label per field.
 """
 
 from __future__ import annotations
@@ -107,3 +111,22 @@ class SinkCounters:
 def counter_values(source: Any) -> dict[str, int]:
     """``{name: value}`` for every counter of a ``SinkCounters``-like object (0 when absent)."""
     return {name: int(getattr(source, name, 0) or 0) for name in COUNTER_NAMES}
+
+
+CONTROL_METRIC = "logrouter_control_requests_total"
+CONTROL_HELP = (
+    "Control requests by outcome: answered, refused (login not in [control] allow_users), "
+    "malformed."
+)
+
+
+@dataclass
+class ControlCounters:
+    """What a control service did since it started (``status``, metrics)."""
+
+    answered: int = 0
+    refused: int = 0  # user_id not in [control] allow_users
+    malformed: int = 0  # bad reply_to, too big, not a JSON object, or failed to answer
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)

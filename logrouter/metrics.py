@@ -4,7 +4,9 @@
 HTTP server in a daemon thread, bound to 127.0.0.1 unless told otherwise.
 ``collect()`` returns ``{sink name: counters}`` where counters is a mapping or an
 object with the attributes of ``counters.COUNTER_NAMES`` (a ``SinkStatus`` dict
-with a nested ``counters`` works too).
+with a nested ``counters`` works too). ``control()`` (optional) returns the control
+service's counters (``counters.ControlCounters.as_dict()``: answered, refused,
+malformed), one series per outcome: the service is one per process.
 
 ``SinkCollector`` is a prometheus-client custom collector over that callback (the
 counters live in the sinks' ``SinkCounters``; nothing is copied into a registry),
@@ -58,15 +60,18 @@ def _number(value: Any) -> bool:
 
 class SinkCollector:
     """A prometheus-client collector: one counter family per ``counters.COUNTERS`` entry
-    (label ``sink``), and the ``logrouter_queue_messages`` gauge (label ``queue``)."""
+    (label ``sink``), the ``logrouter_queue_messages`` gauge (label ``queue``) and the
+    control service's ``logrouter_control_requests_total`` (label ``outcome``)."""
 
     def __init__(
         self,
         collect: Callable[[], Mapping[str, Any]],
         depths: Callable[[], Mapping[str, int | None]] | None = None,
+        control: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self._collect = collect
         self._depths = depths
+        self._control = control
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -77,6 +82,13 @@ class SinkCollector:
                 if depth is not None:
                     gauge.add_metric([queue], depth)
             yield gauge
+        if self._control is not None:
+            family = CounterMetricFamily(
+                counters.CONTROL_METRIC, counters.CONTROL_HELP, labels=["outcome"]
+            )
+            for outcome, count in sorted(self._control().items()):
+                family.add_metric([outcome], count)
+            yield family
         sinks = sorted(self._collect().items())
         for spec in counters.COUNTERS:
             family = CounterMetricFamily(spec.metric, spec.help, labels=["sink"])
@@ -98,24 +110,35 @@ def exposition(collector: SinkCollector) -> str:
     return generate_latest(registry).decode("utf-8")
 
 
-def render(collected: Mapping[str, Any], queues: Mapping[str, int | None] | None = None) -> str:
+def render(
+    collected: Mapping[str, Any],
+    queues: Mapping[str, int | None] | None = None,
+    control: Mapping[str, int] | None = None,
+) -> str:
     """The exposition text for ``{sink: counters}`` (one sample per sink and metric).
 
     ``queues`` (``{queue: messages ready}``, None = unknown) adds the
     ``logrouter_queue_messages`` gauge: the rejected and unrouted depths.
+    ``control`` (``{outcome: requests}``) adds ``logrouter_control_requests_total``.
     """
     return exposition(
-        SinkCollector(lambda: collected, (lambda: queues) if queues is not None else None)
+        SinkCollector(
+            lambda: collected,
+            (lambda: queues) if queues is not None else None,
+            (lambda: control) if control is not None else None,
+        )
     )
 
 
 Collector = Callable[[], Mapping[str, Any]]
 Depths = Callable[[], Mapping[str, int | None]]
+ControlCounts = Callable[[], Mapping[str, int]]
 
 
 class _Handler(BaseHTTPRequestHandler):
     collect: Collector  # set on the per-server subclass
     depths: Depths | None = None
+    control: ControlCounts | None = None
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -123,7 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, "text/plain; charset=utf-8", b"not found; try /metrics\n")
             return
         try:
-            body = exposition(SinkCollector(self.collect, self.depths)).encode("utf-8")
+            collector = SinkCollector(self.collect, self.depths, self.control)
+            body = exposition(collector).encode("utf-8")
         except Exception as exc:
             _log().warning("metrics collection failed", error=f"{type(exc).__name__}: {exc}")
             self._send(500, "text/plain; charset=utf-8", b"metrics collection failed\n")
@@ -145,11 +169,17 @@ class MetricsServer:
     """A running endpoint: ``port`` (the real one when 0 was asked), ``url``, ``close()``."""
 
     def __init__(
-        self, port: int, collect: Collector, host: str = DEFAULT_HOST, depths: Depths | None = None
+        self,
+        port: int,
+        collect: Collector,
+        host: str = DEFAULT_HOST,
+        depths: Depths | None = None,
+        control: ControlCounts | None = None,
     ) -> None:
         methods = {
             "collect": staticmethod(collect),
             "depths": staticmethod(depths) if depths else None,
+            "control": staticmethod(control) if control else None,
         }
         handler = type("MetricsHandler", (_Handler,), methods)
         self._httpd = ThreadingHTTPServer((host, port), handler)
@@ -175,9 +205,14 @@ class MetricsServer:
 
 
 def start_metrics_server(
-    port: int, collect: Collector, host: str = DEFAULT_HOST, depths: Depths | None = None
+    port: int,
+    collect: Collector,
+    host: str = DEFAULT_HOST,
+    depths: Depths | None = None,
+    control: ControlCounts | None = None,
 ) -> MetricsServer:
-    """Serve ``collect()`` (and ``depths()``) as Prometheus metrics on ``host:port`` (0 = any).
+    """Serve ``collect()`` (and ``depths()``, ``control()``) as Prometheus metrics on
+    ``host:port`` (0 = any).
 
     Raises ``MetricsUnavailable`` (exit 78) when prometheus-client is not installed.
     """
@@ -185,6 +220,6 @@ def start_metrics_server(
         import prometheus_client  # noqa: F401 - the optional extra, checked before binding
     except ImportError:
         raise MetricsUnavailable(EXTRA_MISSING) from None
-    server = MetricsServer(port, collect, host, depths)
+    server = MetricsServer(port, collect, host, depths, control)
     _log().info("metrics endpoint listening", url=server.url)
     return server

@@ -16,9 +16,9 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -256,34 +256,31 @@ def parse_object_slow(body: bytes, *, whole: bool = False) -> Any:
     return parsed
 
 
-#: routing key -> split_routing_key(key); facility -> normalize_facility(facility)
-_KEY_CACHE: dict[str, tuple[str, str] | None] = {}
-_FACILITY_CACHE: dict[str, str] = {}
 _CACHE_MAX = 4096
+_V = TypeVar("_V")
 
 
-def _split_key(routing_key: str) -> tuple[str, str] | None:
-    try:
-        return _KEY_CACHE[routing_key]
-    except KeyError:
-        pass
-    value = split_routing_key(routing_key)
-    if len(_KEY_CACHE) >= _CACHE_MAX:
-        _KEY_CACHE.clear()
-    _KEY_CACHE[routing_key] = value
-    return value
+class _Memo(dict[str, _V]):
+    """``memo[key]`` is ``compute(key)``, computed once; emptied when it holds ``_CACHE_MAX``.
+
+    A dict hit costs no Python call: this is on every record's decode path.
+    """
+
+    def __init__(self, compute: Callable[[str], _V]) -> None:
+        super().__init__()
+        self.compute = compute
+
+    def __missing__(self, key: str) -> _V:
+        value = self.compute(key)
+        if len(self) >= _CACHE_MAX:
+            self.clear()
+        self[key] = value
+        return value
 
 
-def _facility(name: str) -> str:
-    try:
-        return _FACILITY_CACHE[name]
-    except KeyError:
-        pass
-    value = normalize_facility(name)
-    if len(_FACILITY_CACHE) >= _CACHE_MAX:
-        _FACILITY_CACHE.clear()
-    _FACILITY_CACHE[name] = value
-    return value
+#: routing key -> split_routing_key(key); facility -> normalize_facility(facility)
+_split_key = _Memo(split_routing_key).__getitem__
+_facility = _Memo(normalize_facility).__getitem__
 
 
 #: ``complete`` results: nothing changed, only ``id`` added, anything else changed

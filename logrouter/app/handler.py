@@ -232,13 +232,7 @@ class RabbitHandler(logging.Handler):
                     return
             message = wire.record_message(record)
             exc = wire.record_exception(record) if record.exc_info or record.exc_text else None
-            self._outbox.put(Captured(next(self._seq), record, message, exc))
-            pub = self._publisher
-            if pub is None:
-                self._start()
-            elif pub.sleeping:
-                pub.sleeping = False
-                pub.wake()
+            self._enqueue(Captured(next(self._seq), record, message, exc))
         except RecursionError:
             raise
         except Exception:
@@ -303,13 +297,17 @@ class RabbitHandler(logging.Handler):
             return
         for suppression in limiter.due(now, everything=everything):
             record = suppression.record(limiter.settings)
-            self._outbox.put(Captured(next(self._seq), record, record.getMessage(), None))
-            pub = self._publisher
-            if pub is None:
-                self._start()
-            elif pub.sleeping:
-                pub.sleeping = False
-                pub.wake()
+            self._enqueue(Captured(next(self._seq), record, record.getMessage(), None))
+
+    def _enqueue(self, captured: Captured) -> None:
+        """Put a record in the outbox and get the I/O thread going (started, or woken)."""
+        self._outbox.put(captured)
+        pub = self._publisher
+        if pub is None:
+            self._start()
+        elif pub.sleeping:
+            pub.sleeping = False
+            pub.wake()
 
     def _tick(self) -> None:
         """The I/O thread's periodic call: a flood that ended while the app is quiet

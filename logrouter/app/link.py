@@ -21,7 +21,7 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop, SelectConnection
 
 from logrouter.app.frames import FrameWriter
-from logrouter.connection import BrokerSettings, describe_error, redact
+from logrouter.connection import BrokerSettings, connection_login, describe_error, redact
 
 NOT_FOUND = 404
 
@@ -29,11 +29,6 @@ NOT_FOUND = 404
 def backoff(attempt: int, *, base: float, cap: float) -> float:
     """Capped exponential delay with jitter: base * 2**attempt, at most ``cap``."""
     return float(min(cap, base * 2.0 ** min(attempt, 10)) * random.uniform(0.5, 1.0))
-
-
-def login(params: Any) -> str | None:
-    """The user name the connection logs in with (None for EXTERNAL/TLS-certificate auth)."""
-    return getattr(params.credentials, "username", None)
 
 
 class Link:
@@ -139,7 +134,7 @@ class Link:
             channel,
             self.settings.exchange,
             app_id=self.app_id,
-            user_id=login(self._conn.params),
+            user_id=connection_login(self._conn),
             fast=self.fast_frames,
         )
         channel.add_on_close_callback(self._on_channel_closed)

@@ -32,18 +32,24 @@ from logrouter import exitcodes
 from logrouter.commands.common import TargetError, broker_failure, close_quietly, resolve_target
 from logrouter.connection import BrokerUnavailable, describe_error, redact
 from logrouter.render import escape
-from logrouter.sinks.consumer import REASON_HEADER, SINK_HEADER
+from logrouter.sinks.consumer import (
+    ORIGINAL_USER_HEADER,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    SINK_HEADER,
+    USER_HEADER,
+)
 from logrouter.timespec import TimeSpecError, parse_time
 from logrouter.topology import REJECTED_QUEUE
 
-ROUTING_KEY_HEADER = "x-logrouter-routing-key"
 REPLAY_HEADER = "x-logrouter-replay"
-ORIGINAL_USER_HEADER = "x-logrouter-original-user"
 #: headers describing the rejection, not the record: dropped on replay
 _REJECTION_HEADERS = (
     REASON_HEADER,
     SINK_HEADER,
     ROUTING_KEY_HEADER,
+    USER_HEADER,
+    ORIGINAL_USER_HEADER,
     "x-death",
     "x-first-death-exchange",
     "x-first-death-queue",
@@ -94,6 +100,18 @@ def time_of(properties: Any) -> datetime | None:
     return datetime.fromtimestamp(stamp, UTC) if isinstance(stamp, int | float) else None
 
 
+def sender_of(properties: Any) -> str | None:
+    """The broker-validated login that sent the message before it came here (None: none).
+
+    A message the broker dead-lettered (``x-death``) keeps its sender's properties, so
+    its ``user_id``; a sink's copy is stamped with the sink's login and names the
+    sender in ``x-logrouter-user-id``, which the sink sets (never the sender's own).
+    """
+    headers = properties.headers or {}
+    sender = properties.user_id if "x-death" in headers else headers.get(USER_HEADER)
+    return _text(sender) if sender else None
+
+
 def original_key(held: Held) -> str:
     """The routing key the message was first published with."""
     headers = held.properties.headers or {}
@@ -134,15 +152,21 @@ def list_line(held: Held) -> str:
 
 
 def show_text(held: Held) -> str:
-    """One message in full: routing key, properties, headers, body; all escaped."""
+    """One message in full: routing key, sender, properties, headers, body; all escaped.
+
+    The sender is ``sender_of``; the user headers a sender could have planted on a
+    dead-lettered message are not listed.
+    """
     props = held.properties
     lines = [f"routing key: {escape(original_key(held))}"]
+    lines.append(f"sent by: {escape(sender_of(props) or '-')}")
     for name in ("message_id", "app_id", "user_id", "content_type", "timestamp"):
         value = getattr(props, name, None)
         if value is not None:
             lines.append(f"{name}: {escape(str(value))}")
     for key, value in sorted((props.headers or {}).items()):
-        lines.append(f"header {escape(str(key))}: {escape(_text(value))}")
+        if key not in (USER_HEADER, ORIGINAL_USER_HEADER):
+            lines.append(f"header {escape(str(key))}: {escape(_text(value))}")
     lines.append(f"body ({len(held.body)} bytes):")
     lines.append(escape(held.body.decode("utf-8", "replace")))
     return "\n".join(lines)
@@ -153,8 +177,9 @@ def replay_properties(held: Held) -> pika.BasicProperties:
     props = held.properties
     headers = {k: v for k, v in (props.headers or {}).items() if k not in _REJECTION_HEADERS}
     headers[REPLAY_HEADER] = "rejected"
-    if props.user_id:
-        headers[ORIGINAL_USER_HEADER] = props.user_id
+    sender = sender_of(props)
+    if sender is not None:
+        headers[ORIGINAL_USER_HEADER] = sender
     return pika.BasicProperties(
         content_type=props.content_type,
         content_encoding=props.content_encoding,

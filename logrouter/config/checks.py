@@ -17,7 +17,6 @@ from logrouter.config.model import (
     PATH_FIELDS,
     SINK_TYPES,
 )
-from logrouter.connection import redact
 from logrouter.errors import ConfigurationError
 from logrouter.render import PATH_TIME_CODES
 from logrouter.selector import Selector, compile_selector
@@ -218,14 +217,6 @@ def directory(value: object, config_dir: str) -> Path:
         raise Invalid(f"directory {text!r} contains '..' (write the directory it means)")
     full = text if text.startswith("/") else posixpath.join(config_dir, text)
     return Path(posixpath.normpath(full))
-
-
-_ANY_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@\s]*@")
-
-
-def hide_password(text: str) -> str:
-    """Hide the password of any URL (connection.redact knows amqp:// and amqps:// only)."""
-    return _ANY_USERINFO.sub(r"\1:***@", redact(text))
 
 
 def sink_type(value: object) -> str:

@@ -44,6 +44,7 @@ from logrouter.connection import (
     URL_ENV,
     BadURL,
     BrokerSettings,
+    redact,
     split_urls,
     validate_url,
 )
@@ -130,7 +131,7 @@ class Validator:
             try:
                 validate_url(url)
             except BadURL as exc:
-                self.issue(None, key, f"{checks.hide_password(str(exc))} ({example})", *path)
+                self.issue(None, key, f"{redact(str(exc))} ({example})", *path)
                 return None
         return urls
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from logrouter.sinks.base import Record, Refused, WriteError
 from logrouter.sinks.files import FilesWriter, record_time
-from logrouter.sinks.fsio import REFUSED_ERRNOS, TargetRefused
+from logrouter.sinks.fsio import REFUSED_ERRNOS
 from logrouter.sinks.retention import Retention
 
 if TYPE_CHECKING:
@@ -189,24 +189,15 @@ class ArchiveWriter(FilesWriter):
             else:
                 group[0].append(index)
                 group[1].append(line)
-        before: dict[str, int] = {}
-        refused: list[Refused] = []
-        try:
-            for partition, (indices, batch) in groups.items():
-                path = self.path_of(partition)
-                member = gzip.compress(b"".join(batch), compresslevel=self.level, mtime=0)
-                try:
-                    self._append(path, member, before)
-                except TargetRefused as exc:
-                    reason = f"cannot write {path}: {exc.strerror}"
-                    refused.extend((index, reason) for index in indices)
-        except OSError as exc:
-            self._undo(before)
-            if isinstance(exc, WriteError):
-                raise
-            raise WriteError(exc.filename or self.dir, exc) from exc
-        refused.sort()
-        return refused
+        members = (
+            (
+                self.path_of(partition),
+                indices,
+                gzip.compress(b"".join(batch), compresslevel=self.level, mtime=0),
+            )
+            for partition, (indices, batch) in groups.items()
+        )
+        return self._append_batch(members, [], self.dir)
 
     def _rotate_due(self, touched: dict[str, int], first: dict[str, int]) -> None:
         """A file that reached ``rotate_bytes`` is closed, its successor reported at size 0,

@@ -203,11 +203,7 @@ def classify_pending(
             reason = str(exc) if isinstance(exc, wire.UndecodableMessage) else repr(exc)
             outcome.rejected.append((delivery, reason))
             continue
-        pair = (record["facility"], record["severity"])
-        wanted = cache.get(pair)
-        if wanted is None:
-            wanted = cache[pair] = matches(*pair)
-        if not wanted:
+        if not _selected(record, matches, cache):
             outcome.filtered += 1
             continue
         records.append(record)
@@ -222,6 +218,17 @@ def classify_pending(
                 else None
             )
     return outcome
+
+
+def _selected(
+    record: dict[str, Any], matches: Callable[[str, str], bool], cache: dict[tuple[str, str], bool]
+) -> bool:
+    """Whether the selector takes ``record`` (asked once per facility and severity)."""
+    pair = (record["facility"], record["severity"])
+    wanted = cache.get(pair)
+    if wanted is None:
+        wanted = cache[pair] = matches(*pair)
+    return wanted
 
 
 def _classify_lines(
@@ -275,11 +282,7 @@ def _classify_lines(
                 (source, f"record of {len(item.line)} bytes exceeds max_record_bytes")
             )
             continue
-        pair = (record["facility"], record["severity"])
-        wanted = cache.get(pair)
-        if wanted is None:
-            wanted = cache[pair] = matches(*pair)
-        if not wanted:
+        if not _selected(record, matches, cache):
             outcome.filtered += 1
             continue
         outcome.records.append(record)

@@ -31,7 +31,7 @@ import pika.exceptions
 
 from logrouter import batchwire, log, topology, wire
 from logrouter.backoff import Backoff
-from logrouter.connection import BrokerSettings, describe_error
+from logrouter.connection import BrokerSettings, connection_login, describe_error
 from logrouter.counters import SinkCounters
 from logrouter.errors import LogrouterError
 from logrouter.sinks.base import Writer
@@ -53,7 +53,20 @@ BATCH_HEADER = "x-logrouter-batch"
 #: A batch declaring more records than this counts as this many toward a sink batch.
 MAX_RECORDS_PER_MESSAGE = 10_000
 SINK_HEADER = "x-logrouter-sink"
+ROUTING_KEY_HEADER = "x-logrouter-routing-key"
+#: On a rejected copy: the broker-validated user_id of the message the sink rejected.
 USER_HEADER = "x-logrouter-user-id"
+#: Set by ``logrouter rejected replay``: the user_id of the message before it was rejected.
+ORIGINAL_USER_HEADER = "x-logrouter-original-user"
+#: Headers whose value on a rejected copy is the sink's word: a sender's own are dropped.
+SINK_OWNED_HEADERS = (
+    REASON_HEADER,
+    BATCH_HEADER,
+    SINK_HEADER,
+    ROUTING_KEY_HEADER,
+    USER_HEADER,
+    ORIGINAL_USER_HEADER,
+)
 
 WriterFactory = Callable[["SinkConfig", str], Writer]
 
@@ -356,15 +369,26 @@ class Sink:
         return False
 
     def _reject(self, outcome: Outcome) -> None:
-        """Publish rejected messages to logrouter.rejected (confirmed) with the reason."""
+        """Publish rejected messages to logrouter.rejected (confirmed) with the reason.
+
+        The copy's ``user_id`` is the sink's login; the sender's (validated by the
+        broker, or none) goes in ``x-logrouter-user-id``. Headers in
+        ``SINK_OWNED_HEADERS`` are the sink's alone: a sender's are dropped, so none
+        can pass itself off as another login.
+        """
+        sink_login = connection_login(self._connection)
         for delivery, reason in outcome.rejected:
             props = delivery.properties or pika.BasicProperties()
-            headers = dict(getattr(props, "headers", None) or {})
+            headers = {
+                key: value
+                for key, value in (getattr(props, "headers", None) or {}).items()
+                if key not in SINK_OWNED_HEADERS
+            }
             headers[REASON_HEADER] = reason
             headers[SINK_HEADER] = self.config.name
-            headers["x-logrouter-routing-key"] = delivery.routing_key
+            headers[ROUTING_KEY_HEADER] = delivery.routing_key
             user_id = getattr(props, "user_id", None)
-            if isinstance(user_id, str):  # the broker stamps ours: keep who sent it here
+            if isinstance(user_id, str):  # the broker checked it is the sender's login
                 headers[USER_HEADER] = user_id
             content_type, message_id = props.content_type, props.message_id
             if delivery.record_id is not None or batchwire.is_batch(content_type):
@@ -381,6 +405,7 @@ class Sink:
                 timestamp=props.timestamp,
                 app_id=props.app_id,
                 type=props.type,
+                user_id=sink_login,
             )
             self._reject_channel.basic_publish(
                 topology.REJECTED_QUEUE,

@@ -33,7 +33,6 @@ from logrouter.render import DEFAULT_LINE_FORMAT, PATH_PLACEHOLDERS, compile_for
 from logrouter.sinks.archive import record_line
 from logrouter.sinks.base import ABSENT, Record, Refused, WriteError
 from logrouter.sinks.files import FilesWriter, record_time
-from logrouter.sinks.fsio import TargetRefused
 from logrouter.sinks.retention import Retention
 
 if TYPE_CHECKING:
@@ -239,22 +238,11 @@ class FileWriter(FilesWriter):
             else:
                 group[0].append(index)
                 group[1].extend((line, "\n"))
-        before: dict[str, int] = {}
-        try:
-            for path, (indices, lines) in groups.items():
-                data = "".join(lines).encode("utf-8", "backslashreplace")
-                try:
-                    self._append(path, data, before)
-                except TargetRefused as exc:
-                    reason = f"cannot write {path}: {exc.strerror}"
-                    refused.extend((index, reason) for index in indices)
-        except OSError as exc:
-            self._undo(before)
-            if isinstance(exc, WriteError):
-                raise
-            raise WriteError(exc.filename or "?", exc) from exc
-        refused.sort()
-        return refused
+        chunks = (
+            (path, indices, "".join(lines).encode("utf-8", "backslashreplace"))
+            for path, (indices, lines) in groups.items()
+        )
+        return self._append_batch(chunks, refused, "?")
 
     # -- rotation -------------------------------------------------------------
 

@@ -17,10 +17,11 @@ import os
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from logrouter.sinks.base import ABSENT, IntentHook, WriteError
+from logrouter.sinks.base import ABSENT, IntentHook, Refused, WriteError
 from logrouter.sinks.fsio import (
     TargetRefused,
     fsync_closed,
@@ -67,8 +68,9 @@ class OpenFile:
 class FilesWriter:
     """What the file and archive writers share (see the module docstring).
 
-    Subclasses call ``_append(path, data, before)`` per file of a batch and
-    ``_undo(before)`` when the batch fails; ``path`` is absolute, inside ``base``.
+    Subclasses hand a batch to ``_append_batch`` (one ``(path, record indices, data)``
+    per file), which calls ``_append(path, data, before)`` per file and ``_undo(before)``
+    when the batch fails; ``path`` is absolute, inside ``base``.
     """
 
     def __init__(self, base: str, *, mode: int, max_open: int) -> None:
@@ -144,6 +146,32 @@ class FilesWriter:
 
     def _rotate_due(self, touched: dict[str, int], first: dict[str, int]) -> None:
         """At a checkpoint: rotate files that are due, updating ``touched`` (no-op here)."""
+
+    def _append_batch(
+        self, chunks: Iterable[tuple[str, list[int], bytes]], refused: list[Refused], where: str
+    ) -> list[Refused]:
+        """Append each ``(path, indices, data)``; all-or-nothing but for refused targets.
+
+        A target ``_get`` refuses (``TargetRefused``) adds its records to ``refused``
+        with the reason; any other OSError undoes the whole batch and raises
+        ``WriteError`` (naming ``where`` when the error names no file). Returns
+        ``refused``, sorted.
+        """
+        before: dict[str, int] = {}
+        try:
+            for path, indices, data in chunks:
+                try:
+                    self._append(path, data, before)
+                except TargetRefused as exc:
+                    reason = f"cannot write {path}: {exc.strerror}"
+                    refused.extend((index, reason) for index in indices)
+        except OSError as exc:
+            self._undo(before)
+            if isinstance(exc, WriteError):
+                raise
+            raise WriteError(exc.filename or where, exc) from exc
+        refused.sort()
+        return refused
 
     def _append(self, path: str, data: bytes, before: dict[str, int]) -> None:
         """Append ``data`` to ``path``; ``before`` collects sizes for ``_undo``."""

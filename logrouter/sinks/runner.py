@@ -148,7 +148,10 @@ class Runner:
         if metrics_port is not None:
             aside = [queue for _, queue in aside_queues(config.broker.exchange)]
             self.metrics = start_metrics_server(
-                metrics_port, self.collect_counters, depths=QueueProbe(config.broker, aside)
+                metrics_port,
+                self.collect_counters,
+                depths=QueueProbe(config.broker, aside),
+                control=self.control.counters.as_dict if self.control is not None else None,
             )
 
     def _start(self, name: str) -> None:

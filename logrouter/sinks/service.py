@@ -23,7 +23,8 @@ import pika.exceptions
 from logrouter import log
 from logrouter.backoff import Backoff
 from logrouter.connection import BrokerSettings, describe_error
-from logrouter.control import ControlCounters, ControlServer, ReloadResult, SinkStatus
+from logrouter.control import ControlServer, ReloadResult, SinkStatus
+from logrouter.counters import ControlCounters
 
 TICK = 0.3
 #: A control connection that stayed up this long starts the retry delays over.

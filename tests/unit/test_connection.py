@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import pika.exceptions
 import pytest
 
-from logrouter.connection import BadURL, BrokerSettings, login, redact, redact_all, validate_url
+from logrouter.commands.common import broker_failure
+from logrouter.connection import (
+    BadURL,
+    BrokerSettings,
+    login,
+    redact,
+    redact_all,
+    validate_url,
+)
 
 SECRET = "S3cretPW"
 
@@ -59,3 +68,17 @@ def test_logins_of_the_urls() -> None:
     settings = BrokerSettings.from_url("amqp://ops:x@h1/ amqp://h2/ amqp://ops:y@h3/")
     assert settings.logins() == ("ops", "guest")
     assert login("amqp://a%40b:pw@h/") == "a@b"
+
+
+def test_broker_failure_names_what_is_missing_or_the_error() -> None:
+    """A 404 channel close gives the caller's "missing" text; another close and a lost
+    connection say so, password-free."""
+    missing = "exchange 'logs' does not exist"
+    gone = pika.exceptions.ChannelClosedByBroker(404, "NOT_FOUND - no exchange 'logs'")
+    refused = pika.exceptions.ChannelClosedByBroker(403, "ACCESS_REFUSED")
+    lost = pika.exceptions.StreamLostError("amqp://u:hunter2@h/ went away")
+    assert broker_failure(gone, missing) == missing
+    assert broker_failure(refused, missing).startswith("broker closed the channel: ")
+    assert "ACCESS_REFUSED" in broker_failure(refused, missing)
+    assert broker_failure(lost, missing).startswith("lost the broker: ")
+    assert "hunter2" not in broker_failure(lost, missing)

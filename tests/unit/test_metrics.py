@@ -89,6 +89,18 @@ def test_label_values_are_escaped() -> None:
     assert 'logrouter_records_written_total{sink="we\\"ird\\\\n\\nme"} 3.0' in text
 
 
+def test_control_counters_are_one_series_per_outcome() -> None:
+    """The control service's counters: logrouter_control_requests_total per outcome."""
+    text = metrics.render({}, control={"answered": 4, "refused": 2, "malformed": 1})
+    samples = parse(text)
+    name = "logrouter_control_requests_total"
+    assert samples[f'{name}{{outcome="answered"}}'] == 4
+    assert samples[f'{name}{{outcome="refused"}}'] == 2
+    assert samples[f'{name}{{outcome="malformed"}}'] == 1
+    assert f"# TYPE {name} counter" in text
+    assert name not in metrics.render({})
+
+
 def test_unknown_path_is_404(served: tuple[metrics.MetricsServer, dict[str, Any]]) -> None:
     """Only /metrics (and /) are served; anything else is a 404."""
     server, _ = served

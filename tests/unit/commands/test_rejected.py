@@ -1,0 +1,46 @@
+"""logrouter.commands.rejected, the pure parts: who sent a message, what replay publishes."""
+
+from __future__ import annotations
+
+import pika
+
+from logrouter.commands.rejected import REPLAY_HEADER, Held, replay_properties, sender_of, show_text
+from logrouter.sinks.consumer import ORIGINAL_USER_HEADER, SINK_HEADER, USER_HEADER
+
+
+def sink_copy(headers: dict[str, object]) -> pika.BasicProperties:
+    """A message as a sink (login ``sinkd``) publishes it to logrouter.rejected."""
+    return pika.BasicProperties(message_id="m1", user_id="sinkd", headers=headers)
+
+
+def test_a_sinks_copy_names_the_sender_from_its_header_not_its_user_id() -> None:
+    """A sink's copy: the sender is x-logrouter-user-id (set by the sink); the copy's
+    user_id (the sink's login) is not the sender; without the header nobody is."""
+    assert sender_of(sink_copy({SINK_HEADER: "s", USER_HEADER: "billing"})) == "billing"
+    assert sender_of(sink_copy({SINK_HEADER: "s"})) is None
+
+
+def test_a_dead_lettered_message_names_its_user_id_not_a_planted_header() -> None:
+    """Dead-lettered by the broker (x-death): the sender is the user_id the broker
+    validated, never the x-logrouter-user-id its sender wrote."""
+    props = pika.BasicProperties(
+        user_id="mallory", headers={"x-death": [{"reason": "expired"}], USER_HEADER: "admin"}
+    )
+    assert sender_of(props) == "mallory"
+
+
+def test_replay_keeps_the_sender_as_original_user_and_drops_rejection_headers() -> None:
+    """Replay: x-logrouter-original-user is the sender (not the sink's login), the
+    sink's headers are gone, the replay mark is set, other headers stay."""
+    props = replay_properties(
+        Held(1, 1, "app.err", sink_copy({SINK_HEADER: "s", USER_HEADER: "billing", "k": "v"}), b"")
+    )
+    assert props.headers == {ORIGINAL_USER_HEADER: "billing", REPLAY_HEADER: "rejected", "k": "v"}
+    assert props.message_id == "m1" and props.user_id is None
+
+
+def test_show_lists_the_sender_once_and_no_user_header() -> None:
+    """show: one `sent by` line; the user headers themselves are not listed."""
+    text = show_text(Held(1, 1, "app.err", sink_copy({USER_HEADER: "billing"}), b"x"))
+    assert "sent by: billing\n" in text and "user_id: sinkd\n" in text
+    assert "x-logrouter-user-id" not in text
