@@ -51,7 +51,7 @@ def test_control_requests_refused_are_exported(sinkenv: dict[str, Any]) -> None:
         def refused_count() -> int:
             for line in scrape(url).splitlines():
                 if line.startswith(refused + " "):
-                    return int(line.split()[-1])
+                    return int(float(line.split()[-1]))
             return 0
 
         # the control service may not listen yet: ask until one request was refused
