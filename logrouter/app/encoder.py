@@ -231,16 +231,19 @@ class Encoder:
             and len(message) * 4 <= self.max_message
             and not (record.exc_info or record.exc_text or record.stack_info)
         ):
-            fast = self._fast(record, message)
-            if fast is not None:
-                return Encoded(
-                    self.run,
-                    seq,
-                    fast[0],
-                    f"{self.id_prefix}{seq:x}",
-                    int(record.created),
-                    fast[1],
-                )
+            try:
+                fast = self._fast(record, message)
+                if fast is not None:
+                    return Encoded(
+                        self.run,
+                        seq,
+                        fast[0],
+                        f"{self.id_prefix}{seq:x}",
+                        int(record.created),
+                        fast[1],
+                    )
+            except Exception:  # an odd record (say, a broken attribute): the general path
+                pass
         return self._encode(seq, record, message, exc)
 
     def _fast(self, record: logging.LogRecord, message: str) -> tuple[str, bytes] | None:
@@ -307,6 +310,7 @@ class Encoder:
     ) -> Encoded:
         """The general path: the record's dict, encoded; never raises."""
         try:
+            timestamp = int(record.created)
             facility, severity = self.key_words(record)
             body = wire.encode(
                 record_to_dict(
@@ -336,6 +340,7 @@ class Encoder:
                     )
                 )
         except Exception as err:  # never lose a record to a rendering bug
+            timestamp = int(time.time())
             facility, severity = self.facility, "err"
             body = wire.encode(
                 record_body(
@@ -352,6 +357,6 @@ class Encoder:
             seq,
             f"{facility}.{severity}",
             f"{self.id_prefix}{seq:x}",
-            int(record.created),
+            timestamp,
             body,
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import encodings.idna  # noqa: F401  (see _preload below)
+import encodings.idna  # noqa: F401  (see the comment below the imports)
 import itertools
 import logging
 import os

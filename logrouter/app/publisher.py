@@ -1,10 +1,10 @@
-"""The handler's I/O thread: one pika SelectConnection, streaming publisher confirms.
+"""The handler's I/O thread: streaming publisher confirms over one ``Link``.
 
-The thread owns the connection (heartbeats are serviced by its ioloop even when
+The thread owns the connection (``Link``) (heartbeats are serviced by its ioloop even when
 the app is idle), takes encoded records from the ``Outbox`` oldest first, has
 ``FrameWriter`` put them on the wire, and tells the outbox which ones the broker
 confirmed (``multiple`` honoured), nacked (re-published on a fresh channel after a
-pause, see ``_on_nacked``) or left unconfirmed when the channel went away (back
+pause, see ``Link.nacked``) or left unconfirmed when the channel went away (back
 in front, in order). While the broker cannot take records (down, unreachable,
 blocked by an alarm) the outbox spills them to the spool.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import operator
-import random
 import sys
 import threading
 import time
@@ -24,40 +23,24 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import pika
-import pika.exceptions
 import pika.spec
-from pika.adapters.select_connection import IOLoop, SelectConnection
+from pika.adapters.select_connection import IOLoop
 
 from logrouter.app.encoder import Encoded
 from logrouter.app.frames import FrameWriter
+from logrouter.app.link import Link
 from logrouter.app.outbox import Outbox
 from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, pack
-from logrouter.connection import BrokerSettings, describe_error, redact
+from logrouter.connection import BrokerSettings, describe_error
 
 TICK = 0.05
 PUBLISH_BATCH = 500
 #: With batching: records taken from the outbox per pump, at most (then I/O is serviced).
 PUMP_RECORDS = 2000
-
-
 #: What the packer needs of an encoded record: (routing_key, message_id, timestamp, body).
 _fields = operator.attrgetter("routing_key", "message_id", "timestamp", "body")
-
-
 REPORT_INTERVAL = 30.0
 ADOPT_INTERVAL = 30.0
-NOT_FOUND = 404
-
-
-def backoff(attempt: int, *, base: float, cap: float) -> float:
-    """Capped exponential delay with jitter: base * 2**attempt, at most ``cap``."""
-    return float(min(cap, base * 2.0 ** min(attempt, 10)) * random.uniform(0.5, 1.0))
-
-
-def login(params: Any) -> str | None:
-    """The user name the connection logs in with (None for EXTERNAL/TLS-certificate auth)."""
-    return getattr(params.credentials, "username", None)
 
 
 class Publisher:
@@ -78,12 +61,8 @@ class Publisher:
         batch_bytes: int = DEFAULT_MAX_BYTES,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
-        self.settings = settings
         self.outbox = outbox
-        self.app_id = app_id
         self.max_inflight = max_inflight
-        self.reconnect_max = reconnect_max
-        self.fast_frames = fast_frames
         #: batch="auto": a backlog of one routing key goes as one batch message
         self.batch = batch
         self.linger = max(0.0, linger)
@@ -101,31 +80,25 @@ class Publisher:
         self.confirmed = 0
         self.published = 0
         self.nacked = 0
-        #: Connections opened so far (1 while the first one lives).
-        self.connections = 0
-        self._params = list(settings.parameters())
         self._ioloop = IOLoop()
+        self.link = Link(
+            self._ioloop,
+            settings,
+            app_id=app_id,
+            reconnect_max=reconnect_max,
+            fast_frames=fast_frames,
+            on_ready=self._channel_ready,
+            on_lost=self._channel_lost,
+            on_unblocked=self._schedule_pump,
+            on_confirm=self._on_confirm,
+            report=report,
+        )
         self._thread = threading.Thread(target=self._main, name="logrouter-publisher", daemon=True)
-        self._conn: Any = None
-        self._counted_conn: Any = None
-        self._channel: Any = None
-        self._writer: FrameWriter | None = None
-        self._ready = False
-        self._blocked = False
-        self._stopping = False
         self._stopped = threading.Event()
-        self._url_index = 0
-        self._failures = 0
-        self._down_since: float | None = time.monotonic()
-        self._attempted = False
         self._next_tag = 1
-        self._nack_streak = 0  # nacks since the last ack: paces the channel reopens
-        self._closing_for_nack = False
         #: (delivery tag, the records of that message), oldest first
         self._inflight: deque[tuple[int, tuple[Encoded, ...]]] = deque()
         self._pump_scheduled = False
-        self._last_error = ""
-        self._missing_exchange_said = False
         self._last_adopt = time.monotonic()
         self._last_drop_report = -REPORT_INTERVAL
         self._reported_dropped = 0
@@ -142,13 +115,13 @@ class Publisher:
             self._ioloop.add_callback_threadsafe(self._pump)
 
     @property
-    def connected(self) -> bool:
-        return self._ready and not self._blocked
-
-    @property
     def unavailable(self) -> bool:
         """The broker is known to be unreachable or blocking (an attempt failed)."""
-        return self._attempted and not self.connected
+        return self.link.unavailable
+
+    @property
+    def connections(self) -> int:
+        return self.link.connections
 
     def idle(self) -> bool:
         """Nothing of ours waits: outbox empty, nothing in hand, nothing in flight."""
@@ -160,7 +133,7 @@ class Publisher:
 
         def run() -> None:
             try:
-                self.outbox.rewind(self._drain_inflight())
+                self._rewind_inflight()
                 self.outbox.spill(everything=True)
             finally:
                 done.set()
@@ -184,16 +157,16 @@ class Publisher:
         self._thread.join(timeout=0.5)
         return not self._thread.is_alive()
 
-    # ---- connection and channel lifecycle ----------------------------------------
+    # ---- the I/O thread ----------------------------------------------------------
 
     def _main(self) -> None:
         try:
-            self._ioloop.call_later(0, self._connect)
+            self._ioloop.call_later(0, self.link.connect)
             self._ioloop.call_later(0, self.outbox.adopt)  # spools of dead processes
             self._ioloop.call_later(TICK, self._tick)
             self._ioloop.start()
         except Exception as exc:  # never die silently: report, keep records in the spool
-            self._report(f"I/O thread failed: {describe_error(exc)}")
+            report(f"I/O thread failed: {describe_error(exc)}")
             with contextlib.suppress(Exception):
                 self.outbox.spill(everything=True, final=True)
         finally:
@@ -201,145 +174,19 @@ class Publisher:
             with contextlib.suppress(Exception):
                 self._ioloop.close()
 
-    def _connect(self) -> None:
-        if self._stopping:
-            return
-        params = self._params[self._url_index % len(self._params)]
-        try:
-            conn = SelectConnection(
-                parameters=params,
-                on_open_callback=self._on_open,
-                on_open_error_callback=self._on_open_error,
-                on_close_callback=self._on_closed,
-                custom_ioloop=self._ioloop,
-            )
-        except Exception as exc:
-            self._on_open_error(None, exc)
-            return
-        conn.add_on_connection_blocked_callback(self._on_blocked)
-        conn.add_on_connection_unblocked_callback(self._on_unblocked)
-        self._conn = conn
-
-    def _on_open(self, conn: Any) -> None:
-        conn.channel(on_open_callback=self._on_channel_open)
-
-    def _on_channel_open(self, channel: Any) -> None:
-        self._channel = channel
-        self._closing_for_nack = False
-        user = login(self._conn.params)
-        self._writer = FrameWriter(
-            self._conn,
-            channel,
-            self.settings.exchange,
-            app_id=self.app_id,
-            user_id=user,
-            fast=self.fast_frames,
-        )
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_ok)
-
-    def _on_confirm_ok(self, _frame: Any) -> None:
-        if self._conn is not self._counted_conn:  # not a channel reopened after nacks
-            self._counted_conn = self._conn
-            self.connections += 1
-        self._ready = True
-        self._failures = 0
-        self._down_since = None
-        self._attempted = True
+    def _channel_ready(self) -> None:
         self._next_tag = 1
-        self.outbox.rewind(self._drain_inflight())
+        self._rewind_inflight()
         self._schedule_pump()
 
-    def _on_open_error(self, _conn: Any, exc: BaseException | str) -> None:
-        self._conn = None
-        self._attempted = True
-        reason = describe_error(exc) if isinstance(exc, BaseException) else redact(str(exc))
-        self._note_error(f"cannot connect: {reason}")
-        self._url_index += 1
-        self._failures += 1
-        self._schedule_reconnect()
-
-    def _on_closed(self, _conn: Any, exc: BaseException) -> None:
-        self._conn = None
-        self._channel = None
-        self._lost()
-        if self._stopping:
-            self._ioloop.stop()
-            return
-        self._note_error(f"connection lost: {describe_error(exc)}")
-        self._failures += 1
-        self._schedule_reconnect()
-
-    def _on_channel_closed(self, channel: Any, exc: BaseException) -> None:
-        if self._channel is not channel and self._channel is not None:
-            return  # an older channel: the current one is not affected
-        self._channel = None
-        self._lost()
-        conn = self._conn
-        if self._stopping or conn is None or not conn.is_open:
-            return
-        if self._closing_for_nack:
-            delay = backoff(self._nack_streak, base=0.05, cap=self.reconnect_max)
-        else:
-            if getattr(exc, "reply_code", None) == NOT_FOUND:
-                self._say_exchange_missing()
-            else:
-                self._note_error(f"channel closed: {describe_error(exc)}")
-            self._failures += 1
-            delay = backoff(self._failures, base=0.1, cap=self.reconnect_max)
-        self._ioloop.call_later(delay, self._reopen_channel)
-
-    def _say_exchange_missing(self) -> None:
-        """Once per process: records are kept (spooled) and retried meanwhile."""
-        if not self._missing_exchange_said:
-            self._missing_exchange_said = True
-            self._report(
-                f"exchange {self.settings.exchange!r} does not exist on"
-                f" {self.settings.describe()}: records are kept and retried; create it with"
-                f" `logrouter setup` (or `logrouter setup CONFIG` with [broker] exchange ="
-                f" {self.settings.exchange!r})"
-            )
-
-    def _reopen_channel(self) -> None:
-        conn = self._conn
-        if conn is not None and conn.is_open and self._channel is None and not self._stopping:
-            conn.channel(on_open_callback=self._on_channel_open)
-
-    def _lost(self) -> None:
-        self._ready = False
-        self._blocked = False
-        self._writer = None
+    def _channel_lost(self) -> None:
         self.sleeping = False
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-        self.outbox.rewind(self._drain_inflight())
+        self._rewind_inflight()
 
-    def _drain_inflight(self) -> list[Encoded]:
-        """Every record in flight (unconfirmed), oldest message first."""
-        items = [item for _, records in self._inflight for item in records]
+    def _rewind_inflight(self) -> None:
+        """Unconfirmed records go back to the outbox, in front (their tags are void)."""
+        self.outbox.rewind(item for _, records in self._inflight for item in records)
         self._inflight.clear()
-        return items
-
-    def _schedule_reconnect(self) -> None:
-        if self._stopping:
-            return
-        # Next URL at once after a failure, back off once the whole list failed.
-        cycle_done = self._failures % len(self._params) == 0
-        delay = backoff(self._failures, base=0.1, cap=self.reconnect_max) if cycle_done else 0.0
-        self._ioloop.call_later(delay, self._connect)
-
-    def _on_blocked(self, _conn: Any, _frame: Any) -> None:
-        self._blocked = True
-        self.sleeping = False
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-        self._note_error("broker blocked publishing (resource alarm)")
-
-    def _on_unblocked(self, _conn: Any, _frame: Any) -> None:
-        self._blocked = False
-        if self._ready:
-            self._down_since = None
-        self._schedule_pump()
 
     # ---- confirms ---------------------------------------------------------------
 
@@ -362,35 +209,12 @@ class Publisher:
         if isinstance(method, pika.spec.Basic.Nack):
             self.outbox.retry(done)  # the broker could not store them: publish again
             self.nacked += len(done)
-            self._on_nacked()
+            self.link.nacked()
             return
-        self._nack_streak = 0
+        self.link.acked()
         self.confirmed += len(done)
         self.outbox.confirmed(done)
         self._schedule_pump()
-
-    def _on_nacked(self) -> None:
-        """The broker refused records on this channel: reopen the channel after a pause.
-
-        Never re-publish on the same channel at once. A nack may be sticky to the
-        channel: RabbitMQ (3.10) nacks every publish of a channel whose first publish
-        to a quorum queue found the queue's recorded leader on a dead node, so after a
-        failover inside a cluster the handler would re-publish the same records in a
-        tight loop and never get a confirm. A fresh channel looks the leader up again;
-        the pause (doubling while nacks go on) keeps a queue that rejects publishes for
-        good (overflow = reject-publish) from turning into a hot loop.
-        """
-        channel = self._channel
-        if self._closing_for_nack or channel is None:
-            return
-        self._nack_streak += 1
-        self._closing_for_nack = True
-        self._ready = False  # publish nothing more on it
-        self._note_error("broker rejected publishes (nack): re-publishing on a new channel")
-        if channel.is_open:
-            channel.close()
-        else:
-            self._on_channel_closed(channel, pika.exceptions.ChannelClosed(0, "nacked"))
 
     # ---- the pump: publish or spill -----------------------------------------------
 
@@ -407,16 +231,14 @@ class Publisher:
         try:
             self._pump_inner()
         except Exception as exc:  # keep the thread alive whatever happens
-            self._report(f"publisher error: {describe_error(exc)}")
+            report(f"publisher error: {describe_error(exc)}")
 
     def _pump_inner(self) -> None:
         outbox = self.outbox
         outbox.sweep()
-        writer = self._writer
-        channel = self._channel
-        if not self.connected or writer is None or channel is None or not channel.is_open:
-            since = self._down_since
-            outbox.maybe_spill(time.monotonic() - since if since is not None else 0.0)
+        writer = self.link.writer
+        if writer is None or not self.link.connected:
+            outbox.maybe_spill(self.link.down_for())
             return
         inflight = self._inflight
         limit = min(self.max_inflight - len(inflight), PUBLISH_BATCH)
@@ -521,9 +343,9 @@ class Publisher:
     def _tick(self) -> None:
         try:
             now = time.monotonic()
-            if self._on_tick is not None and not self._stopping:
+            if self._on_tick is not None and not self.link.stopping:
                 self._on_tick()
-            if not self._stopping:
+            if not self.link.stopping:
                 self._pump()
                 if now - self._last_adopt >= ADOPT_INTERVAL:
                     self._last_adopt = now
@@ -536,32 +358,23 @@ class Publisher:
                 self._last_drop_report = now
                 count, self._reported_dropped = dropped - self._reported_dropped, dropped
                 reason = "spool off" if self.outbox.spools is None else "spool full or unusable"
-                self._report(f"dropped {count} records (buffer full, {reason})")
+                report(f"dropped {count} records (buffer full, {reason})")
         finally:
-            if not self._stopping:
+            if not self.link.stopping:
                 self._ioloop.call_later(TICK, self._tick)
 
-    def _note_error(self, text: str) -> None:
-        if text != self._last_error:
-            self._last_error = text
-            self._report(text)
-
-    def _report(self, text: str) -> None:
-        report(text)
-
     def _begin_stop(self) -> None:
-        self._stopping = True
+        self.link.stopping = True
         try:
-            self.outbox.rewind(self._drain_inflight())
+            self._rewind_inflight()
             self.outbox.spill(everything=True, final=True)
         except Exception as exc:
-            self._report(f"could not spool at exit: {describe_error(exc)}")
-        conn = self._conn
-        if conn is not None and not (conn.is_closed or conn.is_closing):
-            try:
-                conn.close()
-            except Exception:
-                self._ioloop.stop()
+            report(f"could not spool at exit: {describe_error(exc)}")
+        try:
+            closing = self.link.close()
+        except Exception:
+            closing = False
+        if closing:
             self._ioloop.call_later(1.0, self._ioloop.stop)  # bound the close handshake
         else:
             self._ioloop.stop()
