@@ -27,6 +27,9 @@ from logrouter import wire
 CONTENT_TYPE = "application/vnd.logrouter.batch+jsonl"
 #: AMQP header with the number of records (lines) in a batch.
 RECORDS_HEADER = "x-logrouter-records"
+#: Lines a reader takes from one batch message, at most (a sink rejects a larger one
+#: whole: one message must not become an unbounded sink batch and journal entry).
+MAX_LINES = 100_000
 
 #: Line separators that ``str.splitlines`` honours inside a UTF-8 line: escaped so
 #: that one record stays one line for every reader (the archive's too).
