@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -132,11 +131,10 @@ def declared_count(message_headers: Mapping[str, Any] | None) -> int | None:
     return count if count >= 0 else None
 
 
-@dataclass(frozen=True, slots=True)
-class BatchRecord:
+class BatchRecord(NamedTuple):
     """One line of a batch: a record, or why the line is not one.
 
-    ``index`` is the line's position among the non-blank lines (0-based);
+    ``position`` is the line's place among the non-blank lines (0-based);
     ``id`` is the record's own ``id`` or, when the line has none, the batch's
     ``message_id`` with ``/index`` (stable across redeliveries, so dedup works);
     None when neither exists. ``line`` is the line as it came (ends stripped).
@@ -144,7 +142,7 @@ class BatchRecord:
     so a writer of JSON lines (the archive) may write it without re-encoding.
     """
 
-    index: int
+    position: int
     id: str | None
     record: dict[str, Any] | None
     line: bytes
