@@ -174,10 +174,9 @@ def split_batch(
     complete = wire.complete
     index = 0
     for number, raw in enumerate(body.split(b"\n"), 1):
-        line = raw.strip(b" \t\r")
+        line = raw if raw[-1:] == b"}" and raw[:1] == b"{" else raw.strip(b" \t\r")
         if not line:
             continue
-        fallback_id = f"{message_id}/{index}" if message_id else None
         exact = False
         parsed: Any = None
         if line[:1] == b"{":
@@ -193,12 +192,16 @@ def split_batch(
             why = (
                 str(parsed) if isinstance(parsed, wire.UndecodableMessage) else "not a JSON object"
             )
+            fallback_id = f"{message_id}/{index}" if message_id else None
             out.append(BatchRecord(index, fallback_id, None, line, f"line {number}: {why}"))
             index += 1
             continue
         record: dict[str, Any] = parsed
         own_id = record.get("id")
-        record_id = own_id if isinstance(own_id, str) and own_id else fallback_id
+        if isinstance(own_id, str) and own_id:
+            record_id: str | None = own_id
+        else:
+            record_id = f"{message_id}/{index}" if message_id else None
         if record_id is not own_id:
             exact = False
             if record_id is None:
