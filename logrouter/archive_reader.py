@@ -24,6 +24,7 @@ the record's own ``ts`` (UTC).
 from __future__ import annotations
 
 import heapq
+import operator
 import os
 import queue
 import re
@@ -36,7 +37,8 @@ from typing import Any, BinaryIO, NamedTuple, TypeVar
 
 from logrouter.record_filter import RecordFilter, record_key
 from logrouter.sinks.archive import SUFFIX
-from logrouter.wire import parse_object
+from logrouter.timespec import ts_key
+from logrouter.wire import UndecodableMessage, parse_object
 
 READ_CHUNK = 1 << 16
 #: Members decompressed ahead of the parser, per open file.
@@ -48,6 +50,7 @@ _HOURLY = re.compile(r"-(\d\d)(?:-\d+)?" + re.escape(SUFFIX) + r"\Z")
 _DAY = re.compile(r"\d{4}\Z|\d\d\Z")
 
 ErrorHook = Callable[[str], None]
+_key = operator.itemgetter(0)  # Entry.key, at C speed (sort and merge keys)
 T = TypeVar("T")
 
 
@@ -221,14 +224,21 @@ def file_entries(
     query: RecordFilter,
     on_error: ErrorHook = _ignore,
     window: int = REORDER_WINDOW,
+    span: tuple[str, str] = ("", "~"),
 ) -> Iterator[Entry]:
     """Matching records of one file, in time order (given the reorder window).
+
+    ``span`` is the file's partition (canonical ts texts, end exclusive); a
+    record whose time lies outside it was filed by its arrival (the writer
+    did not believe its ``ts``) and is placed at the partition's start, so the
+    order of the whole archive and the ``--since``/``--until`` test agree with
+    where the record is stored.
 
     The newest ``window`` records are held back and sorted with what follows
     (timsort: nearly sorted input costs about one comparison per record).
     """
     held: list[Entry] = []
-    for entry in _raw_entries(path, query, on_error):
+    for entry in _raw_entries(path, query, on_error, span):
         held.append(entry)
         if len(held) >= 2 * window:
             held.sort(key=_key)
@@ -239,15 +249,25 @@ def file_entries(
     yield from held
 
 
-def _raw_entries(path: str, query: RecordFilter, on_error: ErrorHook) -> Iterator[Entry]:
+def _raw_entries(
+    path: str, query: RecordFilter, on_error: ErrorHook, span: tuple[str, str]
+) -> Iterator[Entry]:
+    first, end = span
     wants = query.wants
     for data, _end in read_ahead(members(path, 0, on_error)):
         for line in query.candidates(data):
-            record = parse_object(line)
+            try:
+                record = parse_object(line)
+            except UndecodableMessage as exc:
+                record, why = None, str(exc)
+            else:
+                why = "not a JSON object"
             if record is None:
-                on_error(f"{path}: a line that is not a JSON object; skipped")
+                on_error(f"{path}: a line that cannot be read ({why}); skipped")
                 continue
-            key = record_key(record)
+            key = record_key(record, first)
+            if not first <= key < end:
+                key = first  # filed by arrival: its ts was unreadable or far ahead
             if wants(record, key):
                 yield Entry((key, str(record.get("id", ""))), line, record)
 
@@ -270,13 +290,10 @@ def merged(
     group: list[ArchiveFile], query: RecordFilter, on_error: ErrorHook = _ignore
 ) -> Iterator[Entry]:
     """The matching records of a group of files, merged in time order."""
-    if len(group) == 1:
-        return file_entries(group[0].path, query, on_error)
-    return heapq.merge(*(file_entries(f.path, query, on_error) for f in group), key=_key)
-
-
-def _key(entry: Entry) -> tuple[str, str]:
-    return entry.key
+    streams = [
+        file_entries(f.path, query, on_error, span=(ts_key(f.start), ts_key(f.end))) for f in group
+    ]
+    return streams[0] if len(streams) == 1 else heapq.merge(*streams, key=_key)
 
 
 def read_archive(

@@ -10,12 +10,14 @@ import os
 import re
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
+
+from logrouter.errors import LogrouterError, UsageError
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 DEFAULT_EXCHANGE = "logs"
@@ -28,11 +30,11 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _TOKEN = re.compile(r"\S*://\S*")
 
 
-class BrokerUnavailable(ConnectionError):
+class BrokerUnavailable(LogrouterError, ConnectionError):
     """No URL of the list answered. The message is safe to print (no password)."""
 
 
-class BadURL(ValueError):
+class BadURL(UsageError, ValueError):
     """A broker URL that cannot be used; the message names it, password hidden."""
 
 
@@ -146,7 +148,6 @@ class BrokerSettings:
     #: Type of logrouter's own queues (unrouted, rejected, topology record) and the
     #: default for sink queues: "quorum" on a cluster, so none lives on one node only.
     queue_type: str = "classic"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.urls:

@@ -48,6 +48,8 @@ import pika.spec
 
 from logrouter import log, wire
 from logrouter.connection import BrokerSettings, connection_login, redact, redact_all
+from logrouter.counters import counter_values
+from logrouter.errors import LogrouterError
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 BROADCAST_KEY = "all"
@@ -69,15 +71,9 @@ def _log() -> Any:
 # --------------------------------------------------------------------------- contracts
 
 
-class Counters(TypedDict):
-    """Monotonic counters of one sink instance since it started."""
-
-    received: int  # deliveries taken from the queue
-    written: int  # records written to the output
-    acked: int  # deliveries acked (written, or dropped as duplicates)
-    rejected: int  # dead-lettered to logrouter.rejected
-    duplicates: int  # redeliveries dropped by the message_id window
-    reconnects: int  # broker connections re-established
+#: Monotonic counters of one sink instance since it started, keyed by
+#: ``counters.COUNTER_NAMES`` (the one schema).
+Counters = dict[str, int]
 
 
 class SinkStatus(TypedDict):
@@ -106,9 +102,6 @@ class ReloadResult(TypedDict):
     issues: NotRequired[list[str]]
 
 
-COUNTER_NAMES = ("received", "written", "acked", "rejected", "duplicates", "reconnects")
-
-
 def sink_status(
     counters: Any,
     *,
@@ -118,22 +111,14 @@ def sink_status(
     queue: str | None = None,
     unacked: int | None = None,
 ) -> SinkStatus:
-    """A ``SinkStatus`` from a counters object (``sinks.consumer.SinkCounters``-like:
-    attributes ``received written acked rejected duplicates reconnects state last_error``).
+    """A ``SinkStatus`` from a counters object (``counters.SinkCounters``-like: the
+    attributes ``counters.COUNTER_NAMES``, ``state`` and ``last_error``).
     """
-    values = {name: int(getattr(counters, name, 0) or 0) for name in COUNTER_NAMES}
     status: SinkStatus = {
         "state": str(getattr(counters, "state", "unknown")),
         "config_version": config_version,
         "bindings": sorted(bindings),
-        "counters": Counters(
-            received=values["received"],
-            written=values["written"],
-            acked=values["acked"],
-            rejected=values["rejected"],
-            duplicates=values["duplicates"],
-            reconnects=values["reconnects"],
-        ),
+        "counters": counter_values(counters),
         "last_error": _optional_str(getattr(counters, "last_error", None)),
         "uptime": round(uptime, 3),
     }
@@ -168,7 +153,7 @@ def declare_control_exchange(channel: Any, exchange: str) -> str:
 # --------------------------------------------------------------------------- pure parts
 
 
-class MalformedRequest(ValueError):
+class MalformedRequest(LogrouterError, ValueError):
     """A request that cannot be answered at all (dropped, counted and logged)."""
 
 

@@ -21,30 +21,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from logrouter import log
+from logrouter import counters, log
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_HOST = "127.0.0.1"
 
-#: (counter key, metric name, help text)
-COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("received", "logrouter_records_received_total", "Deliveries taken from the sink's queue."),
-    ("written", "logrouter_records_written_total", "Records written to the sink's output."),
-    ("acked", "logrouter_records_acked_total", "Deliveries acknowledged to the broker."),
-    ("rejected", "logrouter_records_rejected_total", "Messages dead-lettered as unhandleable."),
-    (
-        "duplicates",
-        "logrouter_duplicates_dropped_total",
-        "Redelivered duplicates dropped by message_id.",
-    ),
-    ("reconnects", "logrouter_reconnects_total", "Broker connections re-established."),
-    ("filtered", "logrouter_records_filtered_total", "Records acked but not selected on re-check."),
-    ("write_errors", "logrouter_write_errors_total", "Failed write/flush attempts (retried)."),
-    (
-        "suppressed",
-        "logrouter_records_suppressed_total",
-        "Records apps suppressed (rate_limit), as their summary records report.",
-    ),
+#: (counter key, metric name, help text), from the one counters schema.
+COUNTERS: tuple[tuple[str, str, str], ...] = tuple(
+    (spec.name, spec.metric, spec.help) for spec in counters.COUNTERS
 )
 LATENCY_METRIC = "logrouter_batch_latency_seconds"
 QUEUE_METRIC = "logrouter_queue_messages"

@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from logrouter.selector import Selector
 from logrouter.severity import SEVERITIES
-from logrouter.sinks.files import record_time
 from logrouter.timespec import ts_key
 
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")
@@ -69,14 +68,22 @@ def parse_field(token: str) -> FieldMatch:
     return FieldMatch(path, value)
 
 
-def record_key(record: dict[str, Any]) -> str:
-    """The canonical, sortable ``ts`` of a record (``""`` sorts first if unreadable)."""
+def record_key(record: dict[str, Any], default: str = "") -> str:
+    """The canonical, sortable ``ts`` of a record; ``default`` when it has no readable one.
+
+    (The archive files a record without a readable ``ts`` by its arrival, so
+    the reader passes the start of the file's partition.)
+    """
     ts = record.get("ts")
     if isinstance(ts, str) and len(ts) == 27 and ts[10] == "T" and ts[19] == "." and ts[26] == "Z":
         return ts
-    if not isinstance(ts, str):
-        return ""
-    return ts_key(record_time(ts))
+    if not isinstance(ts, str) or not ts[:4].isdigit() or not ts.isascii():
+        return default
+    try:
+        parsed = datetime.fromisoformat(ts)
+    except ValueError:
+        return default
+    return ts_key(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
 
 
 def _literal(pattern: str) -> bytes | None:

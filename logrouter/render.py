@@ -21,14 +21,24 @@ neither fake lines, nor drive a terminal, nor reorder what is shown.
 from __future__ import annotations
 
 import json
+import os
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
 #: The default file line: time, host, app[pid], facility.severity, logger, message.
 DEFAULT_LINE_FORMAT = "{ts} {host} {app}[{pid}] {facility}.{severity} {logger}: {msg}"
+#: The console sink's default ``format`` (rendered as aligned columns, see ``render_console``).
+DEFAULT_CONSOLE_FORMAT = "{ts} {severity:<7} {host} {facility} {app}[{pid}] {logger}: {msg}"
+
+#: Placeholders of a file ``path`` template filled from each record ...
+PATH_PLACEHOLDERS = ("facility", "severity", "host", "app", "level", "logger")
+#: ... the one fixed for a writer's life (its instance id, ``<host>-<slot>``) ...
+PATH_INSTANCE = "instance"
+#: ... and the strftime codes a path may use (UTC, from the record's ``ts``).
+PATH_TIME_CODES = "YmdH"
 
 #: Placeholders with a meaning of their own; any other name is looked up in
 #: the record's ``fields`` (then at the top level of the record).
@@ -403,3 +413,15 @@ def render_output(
     if output == "cat":
         return escape_multiline(_text(record.get("msg"))) + traceback_text(record)
     raise ValueError(f"unknown output {output!r} (choose from {', '.join(OUTPUTS)})")
+
+
+def use_color(stream: Any, env: Mapping[str, str] | None = None) -> bool:
+    """The one colour decision: ``stream`` is a terminal, ``$NO_COLOR`` is unset or empty,
+    and ``$TERM`` is not ``dumb`` (``env`` defaults to the process environment)."""
+    env = os.environ if env is None else env
+    if env.get("NO_COLOR") or env.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False

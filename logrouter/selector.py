@@ -28,7 +28,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from logrouter.severity import ALIASES, RANK, SEVERITIES, split_routing_key
+from logrouter.errors import UsageError
+from logrouter.severity import ALIASES, RANK, SEVERITIES
 
 ALL: frozenset[str] = frozenset(SEVERITIES)
 _FACILITY_WORD = re.compile(r"[a-z0-9_-]+\Z")
@@ -36,7 +37,7 @@ _ALLOWED_SEVERITIES = " ".join(SEVERITIES)
 _ALLOWED_ALIASES = " ".join(sorted(ALIASES))
 
 
-class SelectorError(ValueError):
+class SelectorError(UsageError, ValueError):
     """A selector that cannot be compiled; ``word`` is the offending word (or None)."""
 
     def __init__(self, message: str, word: str | None = None) -> None:
@@ -74,11 +75,6 @@ class Selector:
     def matches(self, facility: str, severity: str) -> bool:
         """True when a record of ``facility`` and ``severity`` (canonical words) is selected."""
         return severity in self.severities_for(facility)
-
-    def matches_key(self, routing_key: str) -> bool:
-        """True when the routing key ``facility.severity`` is selected (aliases accepted)."""
-        parts = split_routing_key(routing_key)
-        return parts is not None and self.matches(*parts)
 
 
 def _parse_facilities(text: str, part: str) -> frozenset[str] | None:

@@ -29,7 +29,9 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.exchange_type import ExchangeType
 
 from logrouter import log
+from logrouter.backoff import Backoff
 from logrouter.connection import DEFAULT_EXCHANGE, BrokerSettings, connection_login
+from logrouter.errors import LogrouterError
 
 if TYPE_CHECKING:
     from logrouter.config import SinkConfig
@@ -53,7 +55,7 @@ _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
 _RECEIVED = re.compile(r"received (?:the value )?('[^']*'|\S+).*current is ('[^']*'|\S+)")
 
 
-class TopologyError(RuntimeError):
+class TopologyError(LogrouterError, RuntimeError):
     """The topology cannot be declared as asked; ``str(e)`` says what and how to fix it.
 
     ``diffs`` holds what was applied anyway (other queues) when one queue failed.
@@ -378,7 +380,7 @@ def _locked(
 ) -> Iterator[BlockingChannel]:
     """Hold the topology lock; yields a channel in confirm mode for the record."""
     deadline = time.monotonic() + timeout
-    delay = 0.05
+    backoff = Backoff(first=0.05, cap=0.5)
     while True:
         channel = connection.channel()
         try:
@@ -392,8 +394,7 @@ def _locked(
                     f"another logrouter holds the topology lock (queue {names.lock!r}) "
                     f"for more than {timeout:g}s; try again later"
                 ) from None
-            connection.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            connection.sleep(backoff.next())
     try:
         channel.confirm_delivery()
         _declare_state_queue(channel, names)
@@ -452,18 +453,11 @@ def declare_queue(channel: BlockingChannel, exchange: Target, spec: QueueSpec) -
     return diff
 
 
-def live_bindings(channel: BlockingChannel, exchange: Target, queue: str) -> frozenset[str]:
-    """The bindings of ``queue`` to ``exchange`` as applied by logrouter (from the record).
-
-    A queue logrouter never reconciled has no record: the result is empty.
-    """
-    return recorded_bindings(channel, exchange, queue) or frozenset()
-
-
 def recorded_bindings(
     channel: BlockingChannel, exchange: Target, queue: str
 ) -> frozenset[str] | None:
-    """Like ``live_bindings``, but None when logrouter has no record of the queue."""
+    """The bindings of ``queue`` to ``exchange`` as applied by logrouter (from the record);
+    None when logrouter has no record of the queue (it never reconciled it)."""
     names = _names(exchange)
     with _locked(channel.connection, names) as state_channel:
         recorded = _read_state(state_channel, names).queues.get(queue)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from logrouter.errors import LogrouterError
 from logrouter.severity import (
     ALIASES,
     DEFAULT_FACILITY,
@@ -43,7 +44,7 @@ STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dic
 }
 
 
-class UndecodableMessage(ValueError):
+class UndecodableMessage(LogrouterError, ValueError):
     """A message that cannot be turned into a record; the text says why."""
 
 
@@ -371,7 +372,8 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 # fmt: on
 
 _LEGACY_DATE = re.compile(
-    f"({'|'.join(MONTHS)}) +(\\d{{1,2}}) (\\d{{2}}):(\\d{{2}}):(\\d{{2}})(?:\\.(\\d{{1,9}}))?\\Z"
+    f"({'|'.join(MONTHS)}) +(\\d{{1,2}}) (\\d{{2}}):(\\d{{2}}):(\\d{{2}})(?:\\.(\\d{{1,9}}))?\\Z",
+    re.ASCII,
 )
 _SEVERITY_WORDS = frozenset(RANK) | frozenset(ALIASES)
 _MONTHS = {name: index for index, name in enumerate(MONTHS, 1)}
@@ -441,7 +443,7 @@ def _header_severity(value: Any) -> tuple[str | None, str | None]:
     text = header_text(value)
     if text is None:
         return None, None
-    if text.isdigit() and len(text) <= 3:
+    if text.isascii() and text.isdigit() and len(text) <= 3:
         number = int(text)
         if number < 8:
             return SEVERITIES[number], None
@@ -512,7 +514,7 @@ def _header_value(key: str, raw: Any, now: float | None) -> Any:
     if text is None:
         return None
     if key == "pid":
-        return int(text) if text.isdigit() and len(text) <= 10 else None
+        return int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else None
     if key == "msg":
         return text
     return text[:MAX_HEADER_WORD]

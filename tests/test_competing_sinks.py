@@ -17,7 +17,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 import zlib
 from collections import Counter
@@ -29,9 +28,16 @@ import pika
 import pytest
 
 from logrouter import batchwire
+from tests.helpers.broker import wait_for as _wait_for
 
 TOTAL = 50_000
 DEADLINE = 90.0
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    _wait_for(predicate, what, timeout)
+
+
 LINE = re.compile(r"^\S+ \S+ \S+\[\S*\] comp\.info \S+: rec-(\d+)$")
 
 
@@ -209,15 +215,6 @@ def archive_count(fleet: Fleet) -> int:
             total += text.count(b"\n")
             data = unpacker.unused_data
     return total
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def exactly_once(seen: Counter[int], total: int) -> tuple[list[int], list[int]]:

@@ -18,8 +18,9 @@ from typing import Any
 
 import pika
 import pytest
-from conftest import collect, delete
-from rabbit_nodes import RabbitNode, started_cluster
+
+from tests.helpers.handler import collect, delete
+from tests.helpers.rabbit_nodes import RabbitNode, started_cluster
 
 DEADLINE = 60.0
 

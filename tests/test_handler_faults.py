@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conftest import collect, declare
-from rabbit_nodes import RabbitNode
+from tests.helpers.handler import collect, declare
+from tests.helpers.rabbit_nodes import RabbitNode
 
 
 def _ids(got: list[Any]) -> set[str]:

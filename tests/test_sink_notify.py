@@ -76,7 +76,9 @@ def names(amqp_url: str, unique_name: Callable[[str], str]) -> Iterator[tuple[st
     connection.close()
 
 
-def start(config: Path, tmp: Path, notify_socket: str) -> subprocess.Popen[bytes]:
+def start(
+    config: Path, tmp: Path, notify_socket: str, stdout: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
     env = dict(
         os.environ,
         NOTIFY_SOCKET=notify_socket,
@@ -85,7 +87,7 @@ def start(config: Path, tmp: Path, notify_socket: str) -> subprocess.Popen[bytes
     )
     return subprocess.Popen(
         [sys.executable, "-m", "logrouter", "run", str(config)],
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=(tmp / "daemon.log").open("wb"),
         env=env,
     )
@@ -161,21 +163,26 @@ def test_refused_reload_shows_in_status(
 def test_wedged_sink_stops_the_watchdog(
     tmp_path: Path, amqp_url: str, names: tuple[str, str]
 ) -> None:
-    """A sink loop stuck in a blocking write (its output is a FIFO nobody reads) stops
-    WATCHDOG=1, so systemd would restart the unit."""
+    """A sink loop stuck in a blocking write (a console sink whose stdout is a pipe nobody
+    reads, filled past its buffer) stops WATCHDOG=1, so systemd would restart the unit.
+    (A file sink cannot be wedged by a FIFO any more: it refuses a target that is not a
+    regular file.)"""
     exchange, sink = names
-    (tmp_path / "out").mkdir()
-    os.mkfifo(tmp_path / "out" / "stuck.log")
     address = str(tmp_path / "notify.sock")
     systemd = Systemd(address, address)
     config = tmp_path / "routing.toml"
-    config.write_text(config_text(amqp_url, exchange, sink, "*.*", "out/{facility}.log"))
-    process = start(config, tmp_path, address)
+    config.write_text(
+        f'[broker]\nurl = "{amqp_url}"\nexchange = "{exchange}"\n\n'
+        f'[sinks.{sink}]\ntype = "console"\nmatch = "*.*"\ncolor = "never"\n'
+    )
+    process = start(config, tmp_path, address, stdout=subprocess.PIPE)  # never read
     try:
         systemd.wait_for("READY", "1")
         systemd.wait_for("WATCHDOG", "1")
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        connection.channel().basic_publish(exchange, "stuck.err", b"this write blocks")
+        channel = connection.channel()
+        for _ in range(2000):  # ~1 MB of lines: far past a pipe's 64 KiB
+            channel.basic_publish(exchange, "stuck.err", b"this write blocks " * 25)
         connection.close()
         time.sleep(3.0)  # > the 1 s health window: the loop is wedged by now
         systemd.pump(0.5)

@@ -19,7 +19,7 @@ import pytest
 from logrouter import RabbitHandler, topology
 from logrouter.connection import BrokerSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "wire-format.md"
 
 

@@ -233,17 +233,17 @@ class Encoder:
         ):
             try:
                 fast = self._fast(record, message)
-                if fast is not None:
-                    return Encoded(
-                        self.run,
-                        seq,
-                        fast[0],
-                        f"{self.id_prefix}{seq:x}",
-                        int(record.created),
-                        fast[1],
-                    )
-            except Exception:  # an odd record (say, a broken attribute): the general path
-                pass
+            except Exception:  # an odd record (say, a bogus created): the general path says why
+                fast = None
+            if fast is not None:
+                return Encoded(
+                    self.run,
+                    seq,
+                    fast[0],
+                    f"{self.id_prefix}{seq:x}",
+                    int(record.created),
+                    fast[1],
+                )
         return self._encode(seq, record, message, exc)
 
     def _fast(self, record: logging.LogRecord, message: str) -> tuple[str, bytes] | None:

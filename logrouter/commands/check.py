@@ -36,6 +36,7 @@ from logrouter.config import (
 from logrouter.connection import BrokerUnavailable
 from logrouter.render import escape
 from logrouter.sinks.file import OVERFLOW_NAME
+from logrouter.sinks.retention import format_age
 
 SUPERSET_NOTE = "superset: AMQP cannot exclude a facility; the sink filters the rest"
 
@@ -60,6 +61,10 @@ def describe_sink(sink: SinkConfig) -> Iterator[str]:
     yield f"  writes    {_destination(sink)}"
     if isinstance(sink.options, FileOptions):
         yield f"  max_files {sink.options.max_files} (then the overflow file {OVERFLOW_NAME})"
+    keep_age = getattr(sink.options, "keep_age", None)
+    if keep_age:
+        what = "partitions" if isinstance(sink.options, ArchiveOptions) else "rotated files"
+        yield f"  keep      {format_age(keep_age)} ({what} older than that are deleted)"
     if sink.max_record_bytes:
         yield f"  max_record_bytes {sink.max_record_bytes} (larger ones are rejected)"
     note = "" if sink.selector.exact else f"  ({SUPERSET_NOTE})"
@@ -139,7 +144,7 @@ def diff(config: RoutingConfig, args: argparse.Namespace) -> int:
         connection = config.broker.connect()
     except BrokerUnavailable as exc:
         print(f"logrouter check --diff: {exc}", file=sys.stderr)
-        return exitcodes.RUNTIME
+        return exc.exit_code
     try:
         print()
         print(f"diff against the broker ({config.broker.describe()}):")
@@ -184,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
         count = len(exc.issues)
         problems = f"{count} problem{'s' if count != 1 else ''}"
         print(f"logrouter check: {path}: {problems}, config not usable", file=sys.stderr)
-        return exitcodes.CONFIG
+        return exc.exit_code
     for line in describe(config):
         print(escape(line))
     sandbox = sandbox_issues(config, os.environ, read_only)

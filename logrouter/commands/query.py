@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from logrouter import exitcodes, wire
+from logrouter import errors, exitcodes, wire
 from logrouter.archive_reader import Entry, last_entries, read_archive
-from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals, use_color
+from logrouter.commands.common import TargetError, resolve_target, stop_on_signals
 from logrouter.connection import BrokerUnavailable, describe_error, redact
 from logrouter.record_filter import FieldError, RecordFilter, parse_field, record_key
-from logrouter.render import render_output
+from logrouter.render import render_output, use_color
 from logrouter.selector import SelectorError, compile_selector
 from logrouter.timespec import TimeSpecError, parse_time
 
@@ -53,12 +53,12 @@ POLL_SECONDS = 0.2
 FOLLOW_DEFAULT_LINES = 10
 
 
-class UsageError(Exception):
-    """A bad command line; ``code`` is the exit code."""
+class UsageError(errors.UsageError):
+    """A bad command line; ``exit_code`` is the exit code (2, or 78 for a bad config)."""
 
     def __init__(self, message: str, code: int = exitcodes.USAGE) -> None:
         super().__init__(message)
-        self.code = code
+        self.exit_code = code
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--follow cannot be combined with --until or --reverse")
     except UsageError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     printer = Printer(args.output, use_color(sys.stdout))
     if not args.follow:
         for entry in _archived(source, query, args.lines, args.reverse):
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         settings, _ = resolve_target(args.config, args.url, args.exchange)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     lines = args.lines
     if lines is None and query.since is None:
         lines = FOLLOW_DEFAULT_LINES

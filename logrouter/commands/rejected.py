@@ -30,7 +30,7 @@ import pika
 import pika.exceptions
 
 from logrouter import exitcodes
-from logrouter.commands.tail import TargetError, resolve_target
+from logrouter.commands.common import TargetError, resolve_target
 from logrouter.connection import BrokerUnavailable, describe_error, redact
 from logrouter.render import escape
 from logrouter.sinks.consumer import REASON_HEADER, SINK_HEADER
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         settings, _ = resolve_target(args.config, args.url, args.exchange)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     queue = REJECTED_QUEUE if args.queue == "rejected" else f"{settings.exchange}.unrouted"
     try:
         connection = settings.with_name("logrouter-rejected").connect()

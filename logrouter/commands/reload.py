@@ -25,8 +25,8 @@ from typing import Any
 import pika.exceptions
 
 from logrouter import control, exitcodes, render
-from logrouter.commands.stats import display_order, instance_label, trusted_logins
-from logrouter.commands.tail import TargetError, resolve_target
+from logrouter.commands.common import TargetError, display_order, instance_label, resolve_target
+from logrouter.commands.stats import trusted_logins
 from logrouter.connection import (
     DEFAULT_EXCHANGE,
     BrokerSettings,
@@ -73,7 +73,7 @@ def find_target(config_path: Path, url: str | None) -> Target:
     try:
         settings, config = resolve_target(config_path, url, None)
     except TargetError as exc:
-        if exc.code != exitcodes.CONFIG:
+        if exc.exit_code != exitcodes.CONFIG:
             raise
         target = lenient_target(config_path, url)
         return Target(target.settings, target.sinks, f"the config does not validate:\n{exc}")
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         target = find_target(args.config, args.url)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     if target.warning:
         _err(f"warning: {target.warning}")
     if args.sink is not None and target.sinks and args.sink not in target.sinks:

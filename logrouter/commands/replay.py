@@ -35,12 +35,11 @@ import pika.exceptions
 
 from logrouter import exitcodes, wire
 from logrouter.archive_reader import Entry, read_archive
+from logrouter.commands.common import TargetError, resolve_target, stop_on_signals
 from logrouter.commands.query import UsageError, build_filter, resolve_source
-from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals
 from logrouter.connection import BrokerUnavailable, describe_error, redact
 from logrouter.record_filter import RecordFilter
 from logrouter.render import render_output
-from logrouter.sinks.files import record_time
 
 REPLAY_HEADER = "x-logrouter-replay"
 CURSOR_EVERY = 0.5
@@ -103,7 +102,7 @@ def message_of(entry: Entry, run_id: str) -> tuple[str, bytes, pika.BasicPropert
         content_encoding="utf-8",
         delivery_mode=2,
         message_id=str(ident) if ident is not None else None,
-        timestamp=int(record_time(record.get("ts")).timestamp()),
+        timestamp=int(datetime.fromisoformat(entry.key[0]).timestamp()) if entry.key[0] else None,
         app_id=str(app) if app is not None else None,
         headers={REPLAY_HEADER: run_id},
     )
@@ -127,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             cursor = read_cursor_file(args.resume)
     except UsageError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     entries = after(
         read_archive(source.root, query, interval=source.interval, on_error=_err), cursor
     )
@@ -142,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         settings, config = resolve_target(args.config, args.url, args.exchange)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     if args.to_sink is not None:
         if config is not None and args.to_sink not in config.sinks:
             _err(f"no sink {args.to_sink!r} in {args.config} (sinks: {', '.join(config.sinks)})")
@@ -206,6 +205,12 @@ class Replay:
         if queue is not None:
             self.channel.queue_declare(queue=queue, passive=True)  # 404 when missing
         self.channel.tx_select()
+        # pika 1.x internals: BlockingChannel.basic_publish flushes every message
+        # on its own (an epoll per record); in a transaction nothing is gained by
+        # that, tx.commit (a blocking RPC) flushes the batch. So publish on the
+        # wrapped async channel; without it, the ordinary flushing publish.
+        impl: Any = getattr(self.channel, "_impl", None)
+        self.publish = getattr(impl, "basic_publish", None) or self.channel.basic_publish
         self.returned: list[str] = []
         self.channel.add_on_return_callback(self._on_return)
         self.exchange = exchange
@@ -230,9 +235,9 @@ class Replay:
                 break
             key, body, props = message_of(entry, self.run_id)
             if self.queue is not None:
-                self.channel.basic_publish("", self.queue, body, props, mandatory=True)
+                self.publish("", self.queue, body, props, mandatory=True)
             else:
-                self.channel.basic_publish(self.exchange, key, body, props)
+                self.publish(self.exchange, key, body, props)
             pending, in_batch = entry.key, in_batch + 1
             now = time.monotonic()
             if in_batch >= COMMIT_EVERY or now - last_commit >= COMMIT_SECONDS:
@@ -279,7 +284,8 @@ class Replay:
         eta = ""
         since, until = self.query.since, self.query.until or datetime.now(UTC)
         if since is not None and rate > 0:
-            done = (record_time(entry.key[0]) - since) / (until - since) if until > since else 1.0
+            at = datetime.fromisoformat(entry.key[0]) if entry.key[0] else since
+            done = (at - since) / (until - since) if until > since else 1.0
             if 0 < done <= 1:
                 eta = f", ETA {elapsed * (1 - done) / done:.0f}s"
         sys.stderr.write(f"\r{self.count} records, {rate:.0f}/s, at {entry.key[0]}{eta}   ")

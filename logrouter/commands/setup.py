@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"logrouter setup: invalid config {path}:", file=sys.stderr)
         _print((f"  {issue}" for issue in exc.issues), sys.stderr)
-        return exitcodes.CONFIG
+        return exc.exit_code
     except BadURL as exc:
         print(f"logrouter setup: {exc}", file=sys.stderr)
         return exitcodes.USAGE if args.url else exitcodes.CONFIG
@@ -65,11 +65,11 @@ def run(args: argparse.Namespace) -> int:
         diffs = setup(broker, specs, prune=args.prune)
     except BrokerUnavailable as exc:
         print(f"logrouter setup: broker unreachable: {redact(str(exc))}", file=sys.stderr)
-        return exitcodes.RUNTIME
+        return exc.exit_code
     except TopologyError as exc:
         _print(format_diffs(exc.diffs), sys.stdout)
         print(f"logrouter setup: {redact(str(exc))}", file=sys.stderr)
-        return exitcodes.RUNTIME
+        return exc.exit_code
     except (pika.exceptions.AMQPError, OSError) as exc:
         print(f"logrouter setup: broker error: {describe_error(exc)}", file=sys.stderr)
         return exitcodes.RUNTIME

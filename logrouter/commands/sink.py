@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from logrouter.sinks.runner import run_sinks
-
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: the daemon machinery stays out of `send`/`tail` start-up.
+    from logrouter.sinks.runner import run_sinks
+
     return run_sinks(
         args.config,
         [args.name],

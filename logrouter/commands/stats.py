@@ -18,7 +18,6 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -26,8 +25,16 @@ from typing import TYPE_CHECKING, Any
 import pika.exceptions
 
 from logrouter import control, exitcodes, render
-from logrouter.commands.tail import TargetError, resolve_target, stop_on_signals
+from logrouter.commands.common import (
+    TargetError,
+    close_quietly,
+    display_order,
+    instance_label,
+    resolve_target,
+    stop_on_signals,
+)
 from logrouter.connection import BrokerSettings, BrokerUnavailable, describe_error, redact
+from logrouter.counters import TABLE_COUNTERS
 from logrouter.queue_probe import aside_queues
 
 if TYPE_CHECKING:
@@ -41,12 +48,7 @@ HEADER = (
     "CONSUMERS",
     "INSTANCE",
     "STATE",
-    "RECEIVED",
-    "WRITTEN",
-    "ACKED",
-    "REJECTED",
-    "DUPS",
-    "RECONN",
+    *(str(spec.column) for spec in TABLE_COUNTERS),
     "WRITTEN/S",
     "CONFIG",
     "LAST ERROR",
@@ -157,24 +159,6 @@ def instance_key(reply: Mapping[str, Any]) -> InstanceKey:
     )
 
 
-def display_order(reply: Mapping[str, Any]) -> tuple[str, str, int, str]:
-    """Sort key: sink, host, pid (numerically), instance."""
-    pid = reply.get("pid")
-    return (
-        str(reply.get("sink")),
-        str(reply.get("host")),
-        pid if isinstance(pid, int) else -1,
-        str(reply.get("instance")),
-    )
-
-
-def instance_label(reply: Mapping[str, Any]) -> str:
-    """``host:pid`` plus the instance id when it says more than that."""
-    label = f"{reply.get('host', '?')}:{reply.get('pid', '?')}"
-    instance = str(reply.get("instance") or "")
-    return label if not instance or instance in label else f"{label} ({instance})"
-
-
 def _counter(reply: Mapping[str, Any], name: str) -> int | None:
     counters = reply.get("counters")
     value = counters.get(name) if isinstance(counters, Mapping) else None
@@ -239,14 +223,11 @@ def instance_cells(
     """The INSTANCE..LAST ERROR cells for one reply."""
     if not reply.get("ok", False):
         error = _short(reply.get("error", "error"))
-        return [instance_label(reply), "error", *["-"] * 8, error]
+        return [instance_label(reply), "error", *["-"] * (len(TABLE_COUNTERS) + 2), error]
     return [
         instance_label(reply),
         str(reply.get("state", "?")),
-        *(
-            _num(_counter(reply, name))
-            for name in ("received", "written", "acked", "rejected", "duplicates", "reconnects")
-        ),
+        *(_num(_counter(reply, name)) for name in (spec.name for spec in TABLE_COUNTERS)),
         _rate(written_rate(reply, previous)),
         _version(reply, current_version),
         _short(reply.get("last_error")),
@@ -336,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         settings, config = resolve_target(args.config, args.url, None, require_config=True)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     assert config is not None
     if args.watch is not None and args.watch <= 0:
         _err("--watch needs a positive number of seconds")
@@ -358,9 +339,7 @@ def _once(settings: BrokerSettings, config: RoutingConfig, timeout: float) -> in
         _err(f"lost the broker: {describe_error(exc)}")
         return exitcodes.RUNTIME
     finally:
-        with suppress(Exception):
-            if connection.is_open:
-                connection.close()
+        close_quietly(connection)
     print(render_snapshot(snapshot, settings, config.path.name), flush=True)
     return exitcodes.OK
 
@@ -390,7 +369,5 @@ def _watch(settings: BrokerSettings, config: RoutingConfig, timeout: float, ever
                 while not stopped and (left := deadline - time.monotonic()) > 0:
                     time.sleep(min(left, 0.2))
         finally:
-            with suppress(Exception):
-                if connection is not None and connection.is_open:
-                    connection.close()
+            close_quietly(connection)
     return exitcodes.OK

@@ -3,116 +3,41 @@
 A temporary exclusive, auto-delete queue is bound to the log exchange with the
 selector's bindings; every record is re-checked against the selector (the
 bindings may be a superset), decoded with ``wire.decode`` and printed as a
-console line (coloured on a terminal unless ``NO_COLOR``) or, with ``--json``,
-as one JSON object per line. ``--host`` and ``--app`` keep only records of
-those hosts and apps. Every control and bidi character of a record is
+console line (coloured as ``render.use_color`` decides: a terminal, no ``NO_COLOR``,
+not ``TERM=dumb``) or, with ``--json``, as one JSON object per line. ``--host`` and
+``--app`` keep only records of those hosts and apps. Every control and bidi character of a record is
 escaped (``render.escape``; ``render.json_line`` for ``--json``). A message that
 cannot be decoded (no facility/severity, JSON nested too deeply) is reported
 on stderr as rejected, with the reason, and tail goes on. Ctrl-C (or SIGTERM)
 ends it with exit 0, as does reaching ``--count`` records.
 
-``resolve_target`` (broker settings from --config / $LOGROUTER_URL / --url /
---exchange) is shared with ``stats`` and ``reload``.
+Broker settings come from ``commands.common.resolve_target``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import replace
-from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
 from logrouter import batchwire, exitcodes, render
+from logrouter.commands.common import TargetError, close_quietly, resolve_target, stop_on_signals
 from logrouter.connection import (
-    BadURL,
-    BrokerSettings,
     BrokerUnavailable,
     describe_error,
     redact,
-    split_urls,
 )
+from logrouter.render import use_color
 from logrouter.selector import Selector, SelectorError, compile_selector
 
 if TYPE_CHECKING:
-    from logrouter.config import RoutingConfig
+    pass
 
 #: The temporary queue never grows past this (oldest dropped) if the terminal is slow.
 TAIL_QUEUE_MAX = 10_000
 POLL_SECONDS = 0.2
-
-
-class TargetError(Exception):
-    """The broker target cannot be determined; ``code`` is the exit code to use."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def resolve_target(
-    config_path: Path | None,
-    url: str | None = None,
-    exchange: str | None = None,
-    *,
-    require_config: bool = False,
-) -> tuple[BrokerSettings, RoutingConfig | None]:
-    """Broker settings (and the config, when one was read) for a CLI command.
-
-    The config file gives URL and exchange (``$LOGROUTER_URL`` overriding its
-    URL); without a config file, ``$LOGROUTER_URL`` or the default URL and
-    exchange ``logs``. ``--url`` and ``--exchange`` override both. Raises
-    ``TargetError`` (code 78 for a bad or missing required config, 2 for a bad URL).
-    """
-    config: RoutingConfig | None = None
-    try:
-        if config_path is not None and config_path.exists():
-            from logrouter.config import ConfigError, load_config
-
-            try:
-                config = load_config(config_path)
-            except ConfigError as exc:
-                raise TargetError(str(exc), exitcodes.CONFIG) from None
-            settings = config.broker
-        elif require_config:
-            raise TargetError(f"config file {config_path} not found", exitcodes.CONFIG)
-        else:
-            settings = BrokerSettings.from_env()
-        if url:
-            settings = replace(settings, urls=split_urls(url))
-        if exchange:
-            settings = replace(settings, exchange=exchange)
-    except BadURL as exc:
-        raise TargetError(str(exc), exitcodes.USAGE) from None
-    return settings, config
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[list[int]]:
-    """While active, SIGINT/SIGTERM append to the yielded list instead of raising."""
-    received: list[int] = []
-
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        received.append(signum)
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def use_color(stream: Any, environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
-    """Colour only on a terminal and only when $NO_COLOR is unset or empty."""
-    return bool(getattr(stream, "isatty", lambda: False)()) and not environ.get("NO_COLOR")
 
 
 def format_record(record: dict[str, Any], *, as_json: bool, color: bool) -> str:
@@ -144,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         settings, _ = resolve_target(args.config, args.url, args.exchange)
     except TargetError as exc:
         _err(str(exc))
-        return exc.code
+        return exc.exit_code
     with stop_on_signals() as stopped:
         try:
             connection = settings.with_name("logrouter-tail").connect()
@@ -166,9 +91,7 @@ def run(args: argparse.Namespace) -> int:
             _err(f"lost the broker: {describe_error(exc)}")
             return exitcodes.RUNTIME
         finally:
-            with suppress(Exception):
-                if connection.is_open:
-                    connection.close()
+            close_quietly(connection)
 
 
 def _tail(

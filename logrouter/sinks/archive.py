@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from logrouter.sinks.base import Record, Refused, WriteError
 from logrouter.sinks.files import REFUSED_ERRNOS, FilesWriter, TargetRefused, record_time
+from logrouter.sinks.retention import Retention
 
 if TYPE_CHECKING:
     from logrouter.config import ArchiveOptions
@@ -124,6 +125,7 @@ class ArchiveWriter(FilesWriter):
         self.rotate_bytes = options.rotate_bytes or 0
         self.interval = options.rotate_interval or "hour"
         self.instance = _UNSAFE.sub("_", instance)[:64]
+        self.retention = Retention(options.keep_age) if options.keep_age else None
         self._serial: dict[tuple[str, str], int] = {}  # partition -> current -n
         self._path_of: dict[tuple[str, str], str] = {}
 
@@ -216,6 +218,11 @@ class ArchiveWriter(FilesWriter):
                 self._serial[partition] = self._serial.get(partition, 0) + 1
                 del self._path_of[partition]
                 touched[self.path_of(partition)] = 0
+
+    def _sweep(self, retention: Retention) -> None:
+        retention.sweep_archive(
+            self.dir, self.interval, set(self._open) | set(self._path_of.values())
+        )
 
     def _close_all(self, *, sync: bool) -> None:
         super()._close_all(sync=sync)

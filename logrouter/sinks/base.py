@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from logrouter.errors import LogrouterError
+
 #: A decoded record: ``wire.decode()`` output (ts, host, app, pid, logger,
 #: facility, severity, level, msg, exc, stack, src, fields, id ...). Foreign
 #: records may lack most keys.
@@ -49,7 +51,7 @@ class Writer(Protocol):
         """Flush what is buffered (no fsync) and close everything."""
 
 
-class WriteError(OSError):
+class WriteError(LogrouterError, OSError):
     """An OSError whose message names the path and the errno."""
 
     def __init__(self, path: str | os.PathLike[str], cause: OSError, action: str = "write") -> None:

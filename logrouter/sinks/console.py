@@ -10,13 +10,18 @@ other than the default replaces the columns with a line format
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from logrouter.config import DEFAULT_CONSOLE_FORMAT
-from logrouter.render import RESET, SEVERITY_COLORS, compile_format, render_console
+from logrouter.render import (
+    DEFAULT_CONSOLE_FORMAT,
+    RESET,
+    SEVERITY_COLORS,
+    compile_format,
+    render_console,
+    use_color,
+)
 from logrouter.sinks.base import Record, Refused, WriteError
 
 if TYPE_CHECKING:
@@ -32,13 +37,7 @@ def want_color(setting: str, stream: TextIO, env: Mapping[str, str] | None = Non
         return True
     if setting == "never":
         return False
-    env = os.environ if env is None else env
-    if env.get("NO_COLOR") or env.get("TERM") == "dumb":
-        return False
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError, OSError):
-        return False
+    return use_color(stream, env)
 
 
 class ConsoleWriter:

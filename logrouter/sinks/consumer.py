@@ -23,7 +23,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,10 @@ import pika
 import pika.exceptions
 
 from logrouter import batchwire, log, topology, wire
+from logrouter.backoff import Backoff
 from logrouter.connection import BrokerSettings, describe_error
+from logrouter.counters import SinkCounters
+from logrouter.errors import LogrouterError
 from logrouter.sinks.base import Writer
 from logrouter.sinks.batch import Batch, Delivery, Outcome, classify_pending, suppressed_in
 from logrouter.sinks.dedup import DedupKey, DedupWindow
@@ -60,44 +62,6 @@ def _default_writer(sink: SinkConfig, instance: str) -> Writer:
     return make_writer(sink, instance=instance)
 
 
-class Backoff:
-    """Capped exponential backoff: 0.5 s, 1 s, 2 s ... ``cap`` (pure)."""
-
-    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
-        self.first = first
-        self.cap = cap
-        self.attempt = 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.first * float(2**self.attempt))
-        self.attempt = min(self.attempt + 1, 32)
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-@dataclass
-class SinkCounters:
-    """Live counters of one sink (exposed later by stats/RPC)."""
-
-    received: int = 0
-    written: int = 0
-    acked: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    filtered: int = 0
-    #: records apps suppressed by rate_limit, from the summary records written
-    suppressed: int = 0
-    reconnects: int = 0
-    write_errors: int = 0
-    last_error: str | None = None
-    state: str = "starting"
-
-    def snapshot(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class _WithPeers:
     """The dedup window plus the keys other instances on this host committed."""
 
@@ -109,7 +73,7 @@ class _WithPeers:
         return message_id in self.own or message_id in self.peers
 
 
-class _Reconnect(Exception):
+class _Reconnect(LogrouterError):
     """Leave the session and connect again (broker cancelled us, channel gone)."""
 
 
@@ -375,6 +339,9 @@ class Sink:
         counters.duplicates += outcome.duplicates
         counters.filtered += outcome.filtered
         counters.acked += len(pending)
+        take_expired = getattr(self._writer, "take_expired", None)
+        if take_expired is not None:
+            counters.expired += take_expired()
         if counters.state == "backing-off":
             self.log.info("writing again", queue=self.config.queue)
         counters.state = "running"

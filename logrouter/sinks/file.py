@@ -28,15 +28,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from logrouter.render import DEFAULT_LINE_FORMAT, compile_format
+from logrouter.errors import LogrouterError
+from logrouter.render import DEFAULT_LINE_FORMAT, PATH_PLACEHOLDERS, compile_format
 from logrouter.sinks.archive import record_line
 from logrouter.sinks.base import ABSENT, Record, Refused, WriteError
 from logrouter.sinks.files import FilesWriter, TargetRefused, record_time
+from logrouter.sinks.retention import Retention
 
 if TYPE_CHECKING:
     from logrouter.config import FileOptions
 
-PATH_PLACEHOLDERS = ("facility", "severity", "host", "app", "level", "logger")
 MAX_COMPONENT = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
 # directives coarser than an hour: the hour prefix of ts is enough as cache key
@@ -46,7 +47,7 @@ _MAX_CACHE = 4096
 OVERFLOW_NAME = "logrouter~overflow.jsonl"
 
 
-class PathEscapeError(ValueError):
+class PathEscapeError(LogrouterError, ValueError):
     """A rendered path would leave the base directory."""
 
 
@@ -200,6 +201,7 @@ class FileWriter(FilesWriter):
         self.rotate_bytes = options.rotate_bytes or 0
         self.rotate_interval = options.rotate_interval or None
         self.keep = options.keep
+        self.retention = Retention(options.keep_age) if options.keep_age else None
         self.max_files = max(1, options.max_files)
         self.overflow_path = os.path.join(self.paths.base, OVERFLOW_NAME)
         self._slots: set[tuple[str, ...]] = set()
@@ -254,6 +256,9 @@ class FileWriter(FilesWriter):
         return refused
 
     # -- rotation -------------------------------------------------------------
+
+    def _sweep(self, retention: Retention) -> None:
+        retention.sweep_rotated(self.paths.base, set(self._open))
 
     def _rotate_due(self, touched: dict[str, int], first: dict[str, int]) -> None:
         now = time.time()

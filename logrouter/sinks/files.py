@@ -27,7 +27,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from logrouter.errors import LogrouterError
 from logrouter.sinks.base import ABSENT, IntentHook, WriteError
+from logrouter.sinks.retention import Retention
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -51,7 +53,7 @@ MAX_FUTURE = timedelta(days=1)
 _TS = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d)", re.ASCII)
 
 
-class TargetRefused(OSError):
+class TargetRefused(LogrouterError, OSError):
     """A record's target file is not one the sink may write (symlink, directory, ...)."""
 
 
@@ -286,6 +288,8 @@ class FilesWriter:
         self.intent: IntentHook | None = None
         self._created: set[str] = set()  # created since the last checkpoint
         self._first: dict[str, int] = {}  # size before the first write since the checkpoint
+        #: ``keep = "30d"`` (set by subclasses; see sinks/retention.py)
+        self.retention: Retention | None = None
 
     # -- Writer ---------------------------------------------------------------
 
@@ -311,7 +315,13 @@ class FilesWriter:
         first, self._first = self._first, {}
         self._created.clear()
         self._rotate_due(touched, first)
+        if self.retention is not None and self.retention.due():
+            self._sweep(self.retention)
         return touched
+
+    def take_expired(self) -> int:
+        """Files deleted by retention since the last call (for the sink's counters)."""
+        return self.retention.take_expired() if self.retention is not None else 0
 
     def rollback(self, checkpoint: dict[str, int]) -> None:
         """Truncate the files of ``checkpoint`` to its sizes (and forget open files)."""
@@ -330,6 +340,9 @@ class FilesWriter:
         self._close_all(sync=False)
 
     # -- for subclasses -------------------------------------------------------
+
+    def _sweep(self, retention: Retention) -> None:
+        """At a checkpoint, when due: delete what ``keep`` says is too old (no-op here)."""
 
     def _rotate_due(self, touched: dict[str, int], first: dict[str, int]) -> None:
         """At a checkpoint: rotate files that are due, updating ``touched`` (no-op here)."""

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 import orjson
 
+from logrouter.errors import LogrouterError
 from logrouter.sinks.dedup import DedupKey, key_from_json
 
 STATE_ENV = "LOGROUTER_STATE_DIR"
@@ -121,7 +122,7 @@ def entry_line(
     return orjson.dumps(entry) + b"\n"  # ~10x the json module on 500 ids per batch
 
 
-class JournalLocked(OSError):
+class JournalLocked(LogrouterError, OSError):
     """Every journal slot of this sink is held by another running process."""
 
 

@@ -23,7 +23,15 @@ from typing import Any
 
 import pika
 import pytest
-from attackers import OWN_QUEUES, RABBITMQCTL_TIMEOUT, Attacker, rabbitmqctl, user_url, vhost_of
+
+from tests.adversarial.attackers import (
+    OWN_QUEUES,
+    RABBITMQCTL_TIMEOUT,
+    Attacker,
+    rabbitmqctl,
+    user_url,
+    vhost_of,
+)
 
 __all__ = ["attacker", "attacker_channel", "make_attacker"]
 

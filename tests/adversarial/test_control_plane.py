@@ -17,12 +17,12 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from attackers import OWN_QUEUES, Attacker, publish_as
-from test_sink_daemon import queue_depth
 
 from logrouter import cli, control
 from logrouter.connection import BrokerSettings, login
 from logrouter.sinks.service import ControlService
+from tests.adversarial.attackers import OWN_QUEUES, Attacker, publish_as
+from tests.helpers.broker import queue_depth
 
 DEADLINE = 20.0
 HOSTILE = "FORGED\x1b[2J\x9b31m\u202eevil"

@@ -27,13 +27,12 @@ from typing import Any
 
 import pika
 import pytest
-from attackers import Attacker, publish_as, rabbitmqctl
-from test_sink_daemon import archive_records, declare, name, queue_depth, sinkenv, write_config
 
 from logrouter import topology
 from logrouter.sinks.file import OVERFLOW_NAME
-
-__all__ = ["sinkenv"]  # the fixture, re-exported for pytest
+from tests.adversarial.attackers import Attacker, publish_as, rabbitmqctl
+from tests.helpers.broker import queue_depth
+from tests.helpers.sinks import archive_records, declare, name, write_config
 
 LEGIT = 200
 FAN_OUT = 1_500
@@ -164,7 +163,7 @@ def test_hostile_publisher_changes_nothing_of_the_legitimate_stream(
     try:
         # 1. the handler's next ids (learnt from `tail`), pre-published as junk by the
         # attacker: same app_id, the attacker's own (broker-validated) user_id.
-        prefix = handler._id_prefix  # what `tail` shows an attacker
+        prefix = handler._outbox.encoder.id_prefix  # what `tail` shows an attacker
         forged = attack.bodies(LEGIT + 10, "billing")
         attack.publish(
             "billing.err",
@@ -282,17 +281,12 @@ def test_hostile_publisher_changes_nothing_of_the_legitimate_stream(
     assert days <= {str(datetime.now(UTC).year), str(datetime.now(UTC).year - 1)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RabbitHandler does not stamp user_id yet (app side of issue 13 item 1): an "
-    "unstamped forgery of its app_id and ids shares its dedup keys",
-)
 def test_unstamped_forgery_does_not_suppress_the_handler_stream(
     sinkenv: dict[str, Any], attacker: Attacker
 ) -> None:
     """The attacker pre-publishes the handler's next ids with its app_id and no user_id:
-    every handler record still reaches the archive once (holds once the handler stamps
-    its login as user_id, which such a forgery cannot carry)."""
+    every handler record still reaches the archive once (the handler stamps its login as
+    user_id, which such a forgery cannot carry)."""
     from logrouter import RabbitHandler
 
     tmp = sinkenv["tmp"]
@@ -313,7 +307,7 @@ def test_unstamped_forgery_does_not_suppress_the_handler_stream(
     )
     logger = logging.getLogger(f"unstamped.{sinkenv['tag']}")
     logger.propagate = False
-    prefix = handler._id_prefix
+    prefix = handler._outbox.encoder.id_prefix  # what `tail` shows an attacker
     attack = Attack(attacker, sinkenv["exchange"])
     attack.publish(
         "billing.err",

@@ -17,15 +17,15 @@ from typing import Any
 
 import pika
 import pytest
-from attackers import Attacker, publish_as
-from test_sink_daemon import (  # noqa: F401 - sinkenv is a fixture
+
+from tests.adversarial.attackers import Attacker, publish_as
+from tests.helpers.sinks import (
     ROOT,
     declare,
     message,
     name,
     publish,
     run_burst,
-    sinkenv,
     write_config,
 )
 
@@ -55,7 +55,7 @@ def attack(attacker: Attacker, exchange: str) -> None:
 
 
 def test_sinks_escape_controls_and_reject_deep_json(
-    sinkenv: dict[str, Any],  # noqa: F811 - the fixture imported above
+    sinkenv: dict[str, Any],
     attacker: Attacker,
 ) -> None:
     """File and console sinks: the legitimate record once, the hostile text escaped (no raw

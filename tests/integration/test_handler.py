@@ -17,12 +17,11 @@ from typing import Any
 
 import pytest
 import structlog
-from conftest import collect, declare, delete
-from rabbit_nodes import free_port
 
 from logrouter import RabbitHandler
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.helpers.handler import collect, declare, delete
+from tests.helpers.rabbit_nodes import free_port
 
 
 def test_50000_records_arrive_once_each(route: tuple[str, str, str], make_logger: Any) -> None:

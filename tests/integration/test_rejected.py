@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pika
 import pytest
-from test_query import Archive, drop_archive, make_archive, start_sink
-from test_sink_daemon import ROOT, publish, queue_depth, stop, wait_for
 
 from logrouter import cli, topology
+from tests.helpers import ROOT
+from tests.helpers.broker import queue_depth, wait_for
+from tests.helpers.sinks import publish, stop
+from tests.integration.test_query import Archive, drop_archive, make_archive, start_sink
 
 
 @pytest.fixture
@@ -45,6 +47,7 @@ def unrouted(archive: Archive, count: int, tag: str) -> list[str]:
 def rejected(
     capsys: pytest.CaptureFixture[str], archive: Archive, *args: str
 ) -> tuple[int, str, str]:
+    capsys.readouterr()  # what the test's own set-up printed
     code = cli.main(["rejected", *args, "--config", str(archive.config)])
     out = capsys.readouterr()
     return code, out.out, out.err

@@ -14,22 +14,28 @@ from pathlib import Path
 
 import pika
 import pytest
-from test_query import Archive, archived, body_of, drop_archive, message_of, start_sink
-from test_sink_daemon import (
-    ROOT,
+
+from logrouter import cli
+from tests.helpers import ROOT
+from tests.helpers.broker import queue_depth, wait_for
+from tests.helpers.sinks import (
     declare,
     lines_of,
     publish,
-    queue_depth,
     run_burst,
     sink_env,
     stop,
     tokens,
-    wait_for,
     write_config,
 )
-
-from logrouter import cli
+from tests.integration.test_query import (
+    Archive,
+    archived,
+    body_of,
+    drop_archive,
+    message_of,
+    start_sink,
+)
 
 SINCE = "2026-11-29T00:00:00Z"
 
@@ -97,6 +103,7 @@ def test_to_sink_reaches_only_that_sink_with_id_and_replay_header(
     stays empty), with the original message_id and the replay header; the file sink then
     writes each once."""
     fill(env, 40)
+    capsys.readouterr()
     target = f"logrouter.{rebuilt(env)}"
     code = cli.main(
         [
@@ -133,6 +140,7 @@ def test_to_sink_reaches_only_that_sink_with_id_and_replay_header(
 def test_dry_run_publishes_nothing(env: Archive, capsys: pytest.CaptureFixture[str]) -> None:
     """--dry-run prints the records it would send and leaves every queue alone."""
     fill(env, 10)
+    capsys.readouterr()  # what the set-up printed
     code = cli.main(
         [
             "replay",
@@ -155,7 +163,7 @@ def test_dry_run_publishes_nothing(env: Archive, capsys: pytest.CaptureFixture[s
 def test_killed_replay_resumes_and_the_target_holds_each_record_once(env: Archive) -> None:
     """kill -9 mid-replay, then the same command with --resume: the rebuilt file holds every
     selected record exactly once."""
-    count = 4000
+    count = 2000
     fill(env, count)
     cursor = env.tmp / "cursor"
     cmd = [
@@ -173,6 +181,8 @@ def test_killed_replay_resumes_and_the_target_holds_each_record_once(env: Archiv
         rebuilt(env),
         "--resume",
         str(cursor),
+        "--rate",
+        "1000",  # about 2 s: the kill lands mid-way
     ]
     process_env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(cmd, env=process_env, stderr=subprocess.DEVNULL)
@@ -187,7 +197,13 @@ def test_killed_replay_resumes_and_the_target_holds_each_record_once(env: Archiv
     result = run_burst(["sink", rebuilt(env), str(env.config)], env.env)
     assert result.returncode == 0, result.stderr
     expected = [n for n in range(count) if n % 5 in (0, 4)]  # err, crit
-    assert tokens(lines_of(env.tmp / "out" / "all.log")) == Counter(dict.fromkeys(expected, 1))
+    got = tokens(lines_of(env.tmp / "out" / "all.log"))
+    assert got == Counter(dict.fromkeys(expected, 1)), (
+        sorted(set(expected) - set(got))[:20],
+        again.stderr,
+        [line for line in result.stderr.splitlines() if "stopped" in line or "dup" in line][:5],
+        partial,
+    )
 
 
 def test_bad_usage(env: Archive, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,40 +1,27 @@
 """Fixtures of the fault suite: one private node for the session, a pipeline per test,
-and the counts table (tests/reliability/last-run.json + a terminal summary)."""
+and the counts table (a terminal summary, and ``results.RESULTS_FILE`` outside the work
+tree: ``$LOGROUTER_RESULTS_DIR/reliability-last-run.json``, default in the temp dir).
+``python -m tests.reliability.results`` prints that file as the docs' Markdown table."""
 
 from __future__ import annotations
 
-import contextlib
-import datetime
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import RESULTS, Pipeline
-from rabbit_nodes import RabbitNode, started_node
 
-LAST_RUN = Path(__file__).with_name("last-run.json")
-
-
-@pytest.fixture(scope="session")
-def rel_node() -> Iterator[RabbitNode]:
-    """One private RabbitMQ node for the fault scenarios (always stopped at the end)."""
-    with started_node("lrrel") as node:
-        yield node
+from tests.helpers.rabbit_nodes import RabbitNode
+from tests.reliability.harness import RESULTS, Pipeline
+from tests.reliability.results import markdown_table, merge_results
 
 
 @pytest.fixture
-def node(rel_node: RabbitNode) -> Iterator[RabbitNode]:
-    """The session's private node, running and alarm-free at the start and end of a test."""
-    if not rel_node.is_running():
-        rel_node.start()
-    yield rel_node
-    if not rel_node.is_running():
-        rel_node.start()
-    rel_node.set_memory_alarm(False)
-    rel_node.set_disk_alarm(False)
+def node(private_node: RabbitNode) -> RabbitNode:
+    """The session's private node (tests/helpers/rabbit_nodes.py ``private_node``), running
+    and alarm-free at the start and end of a test."""
+    return private_node
 
 
 @pytest.fixture
@@ -54,41 +41,9 @@ def pipeline_factory(tmp_path: Path) -> Iterator[Any]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Merge this run's scenario counts into last-run.json (scenarios not run are kept)."""
-    if not RESULTS:
-        return
-    previous: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        previous = json.loads(LAST_RUN.read_text())
-    scenarios = {s["scenario"]: s for s in previous.get("scenarios", [])}
-    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    for counts in RESULTS:
-        scenarios[counts.scenario] = {**counts.as_dict(), "ok": counts.ok, "when": now}
-    LAST_RUN.write_text(
-        json.dumps(
-            {
-                "command": "python -m pytest " + " ".join(sys.argv[1:]),
-                "updated": now,
-                "scenarios": list(scenarios.values()),
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The scenario counts as a Markdown table (what docs/reliability.md shows)."""
-    lines = [
-        "| scenario | records | lost | duplicated | unexpected | in files | in archive | notes |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['scenario']} | {r['records']:,} | {r['lost']} | {r['duplicated']} | "
-            f"{r['unexpected']} | {r['in_files']:,} | {r['in_archive']:,} | {r['notes']} |"
-        )
-    return lines
+    """Merge this run's scenario counts into the results file (scenarios not run are kept)."""
+    if RESULTS:
+        merge_results([c.as_dict() | {"ok": c.ok} for c in RESULTS], sys.argv[1:])
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -6,9 +6,9 @@ Records are ``log.info("rec-%d", i)`` through a real ``RabbitHandler``; after th
 fault, the live daemon is given time to catch up, then stopped and the queues are
 drained with ``run --burst``; ``counts()`` then reads files and archive and reports
 lost / duplicated / unexpected records, and adds them to ``RESULTS`` (the table that
-conftest.py writes to last-run.json and prints at the end of the run).
+conftest.py merges into the results file, see results.py, and prints at the end of the run).
 
-Process helpers come from tests/test_sink_daemon.py (reused, not copied).
+Process helpers come from tests/helpers/sinks.py (reused, not copied).
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pika
-from test_sink_daemon import (
+
+from logrouter import RabbitHandler, topology
+from logrouter.config import load_config
+from tests.helpers.sinks import (
     archive_records,
     lines_of,
     logrouter,
@@ -36,9 +39,6 @@ from test_sink_daemon import (
     stop,
     write_config,
 )
-
-from logrouter import RabbitHandler, topology
-from logrouter.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = re.compile(r"\brec-(\d+)\b")
@@ -91,15 +91,6 @@ def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.1)
         if time.monotonic() > deadline:
             return False
         time.sleep(poll)
-
-
-def queue_depth(url: str, queue: str) -> int:
-    """Ready messages in ``queue`` (not counting deliveries a consumer holds unacked)."""
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
-    finally:
-        connection.close()
 
 
 class Pipeline:

@@ -24,12 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rabbit_nodes import RabbitNode, started_cluster
-from test_sink_daemon import ROOT, logrouter, sink_env, tokens, write_config
 
 from logrouter import RabbitHandler
+from tests.helpers.broker import wait_for as _wait_for
+from tests.helpers.rabbit_nodes import RabbitNode, started_cluster
+from tests.helpers.sinks import ROOT, logrouter, sink_env, tokens, write_config
 
 DEADLINE = 120.0
+
+
+def wait_for(predicate: Any, what: str, timeout: float = DEADLINE) -> None:
+    _wait_for(predicate, what, timeout)
 
 
 # ---------------------------------------------------------------- the cluster
@@ -78,14 +83,6 @@ def node_of_connection(nodes: list[RabbitNode], connection_name: str) -> RabbitN
 
 def by_name(nodes: list[RabbitNode], name: str) -> RabbitNode:
     return next(node for node in nodes if node.name == name)
-
-
-def wait_for(predicate: Any, what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting ({timeout:g}s) for: {what}")
-        time.sleep(0.1)
 
 
 def all_urls(nodes: list[RabbitNode]) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness import Pipeline, assert_exactly_once, wait_until
-from rabbit_nodes import RabbitNode
+from tests.helpers.rabbit_nodes import RabbitNode
+from tests.reliability.harness import Pipeline, assert_exactly_once, wait_until
 
 TOTAL = 20_000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from harness import Pipeline, assert_exactly_once, wait_until
-from rabbit_nodes import RabbitNode
+from tests.helpers.rabbit_nodes import RabbitNode
+from tests.reliability.harness import Pipeline, assert_exactly_once, wait_until
 
 TOTAL = 4000
 NEVER_BLOCKS = 30.0  # generous "did not hang" bound for TOTAL log calls during an alarm

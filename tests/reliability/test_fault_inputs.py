@@ -12,12 +12,12 @@ import time
 from typing import Any
 
 import pika
-from harness import assert_exactly_once
-from rabbit_nodes import RabbitNode
-from test_sink_daemon import archive_records
 
 from logrouter import topology
 from logrouter.sinks.consumer import REASON_HEADER
+from tests.helpers.rabbit_nodes import RabbitNode
+from tests.helpers.sinks import archive_records
+from tests.reliability.harness import assert_exactly_once
 
 TOTAL = 2000
 BAD = 1000

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import assert_exactly_once, wait_until
-from tcp_proxy import TcpProxy
+
+from tests.reliability.harness import assert_exactly_once, wait_until
+from tests.reliability.tcp_proxy import TcpProxy
 
 TOTAL = 3000
 STALL = 7.0  # seconds: longer than two heartbeats (2 s), so both ends declare the peer dead

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from harness import Pipeline, assert_exactly_once
-from rabbit_nodes import RabbitNode
+from tests.helpers.rabbit_nodes import RabbitNode
+from tests.reliability.harness import Pipeline, assert_exactly_once
 
 RATE = 5_000
 OUTAGE = 60.0

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import assert_exactly_once, queue_depth, wait_until
 
 from logrouter.config import ConfigError, parse_config
+from tests.helpers.broker import queue_depth
+from tests.reliability.harness import assert_exactly_once, wait_until
 
 TOTAL = 5000
 REFUSED = "config refused, keeping the old routing"

@@ -22,16 +22,23 @@ from typing import Any
 
 import pika
 import pytest
-import tls_ca
-from rabbit_nodes import RabbitNode, free_port, short_dir, started_node
-from test_sink_daemon import ROOT, logrouter, sink_env, write_config
 
 from logrouter import RabbitHandler
 from logrouter.connection import BrokerSettings, BrokerUnavailable
+from tests.helpers.broker import wait_for as _wait_for
+from tests.helpers.rabbit_nodes import RabbitNode, free_port, short_dir, started_node
+from tests.helpers.sinks import ROOT, logrouter, sink_env, write_config
+from tests.reliability import tls_ca
 
 USER = "tlsuser"
 PASSWORD = "Tls-s3cret-Pw-4f9a"  # distinctive: asserted absent from every output
 DEADLINE = 60.0
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    _wait_for(predicate, what, timeout)
+
+
 VERIFY_FAILED = "certificate verify failed"
 
 
@@ -156,14 +163,6 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def no_password(*texts: str) -> None:
     for text in texts:
         assert PASSWORD not in text, f"password leaked in output: {text!r}"
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting ({timeout:g}s) for: {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

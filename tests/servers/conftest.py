@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pika
 import pytest
-from realserver import APPS, Route, Server
 
 from logrouter import topology
 from logrouter.connection import BrokerSettings
+from tests.servers.realserver import APPS, Route, Server
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from pathlib import Path
 import pika
 import pytest
 from celery import Celery
-from realserver import (
+
+from tests.servers.realserver import (
     ARRIVAL_TIMEOUT,
     BIN,
     REQUESTS,

@@ -6,7 +6,16 @@ import signal
 import sys
 from collections.abc import Callable
 
-from realserver import APPS, GRACEFUL, REQUESTS, Route, Server, free_port, gunicorn, serve_and_stop
+from tests.servers.realserver import (
+    APPS,
+    GRACEFUL,
+    REQUESTS,
+    Route,
+    Server,
+    free_port,
+    gunicorn,
+    serve_and_stop,
+)
 
 PROJECT = APPS / "djproj"
 

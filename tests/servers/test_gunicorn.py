@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from realserver import (
+
+from tests.servers.realserver import (
     GRACEFUL,
     REQUESTS,
     Route,
@@ -46,6 +47,8 @@ def test_every_record_of_every_worker_once(
     options = ["-k", worker_class] + (["--threads", "4"] if worker_class == "gthread" else [])
     server, port = gunicorn(servers, *options, *(["--preload"] if preload else []))
     workers = server.wait_children(4)
+    if not preload:  # a worker serves once it has imported the app (and logged so)
+        route.drain(lambda d: len(d.per_pid("import")) >= 4)
     problems = serve_and_stop(
         server,
         port,

@@ -24,14 +24,11 @@ from typing import Any
 
 import pika
 import pytest
-from test_sink_daemon import declare, lines_of, sink_env, start, stop, wait_for, write_config
 
 from logrouter.severity import SEVERITIES
-
-try:
-    import rabbit_nodes
-except ImportError:  # tests/ became a package
-    from tests import rabbit_nodes  # type: ignore[no-redef]
+from tests.helpers import rabbit_nodes
+from tests.helpers.broker import wait_for
+from tests.helpers.sinks import declare, lines_of, sink_env, start, stop, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "config" / "syslog-ng"

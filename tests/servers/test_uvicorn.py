@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from realserver import BIN, REQUESTS, Route, Server, free_port, serve_and_stop
+from tests.servers.realserver import BIN, REQUESTS, Route, Server, free_port, serve_and_stop
 
 
 def test_four_spawned_workers_every_record_once(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,39 @@ def test_out_of_order_arrivals_within_a_file_are_sorted(tmp_path: Path) -> None:
     commit(w, [rec("2026-11-30T10:00:05.000000Z", 3), rec("2026-11-30T10:00:01.000000Z", 1)])
     commit(w, [rec("2026-11-30T10:00:02.000000Z", 2)])
     assert msgs(read_archive(tmp_path, RecordFilter())) == ["rec-1", "rec-2", "rec-3"]
+
+
+def test_a_record_filed_by_arrival_sorts_with_its_partition(tmp_path: Path) -> None:
+    """A ts the writer did not believe (far ahead, unreadable) is filed by arrival; the reader
+    orders and range-checks it by that partition, so keys never go backwards."""
+    from logrouter.wire import format_ts
+
+    now = time.time()
+    w = writer(tmp_path, "a-0")
+    commit(w, [rec(format_ts(now - 7200), 1)])
+    commit(w, [rec("2099-01-01T00:00:00.000000Z", 2), rec("not a time", 3), rec(format_ts(now), 4)])
+    entries = list(read_archive(tmp_path, RecordFilter()))
+    keys = [e.key for e in entries]
+    assert keys == sorted(keys)
+    assert msgs(entries) == ["rec-1", "rec-2", "rec-3", "rec-4"]
+    until = RecordFilter(until=when("2098-01-01T00:00:00"), since=when("2000-01-01T00:00:00"))
+    assert sorted(msgs(read_archive(tmp_path, until))) == ["rec-1", "rec-2", "rec-3", "rec-4"]
+
+
+def test_unreadable_lines_are_reported_and_skipped(tmp_path: Path) -> None:
+    """A line that is not a JSON object, or nested too deeply to decode, is reported with the
+    file; the records around it are read."""
+    w = writer(tmp_path, "a-0")
+    commit(w, [rec("2026-11-30T10:00:00.000000Z", 1)])
+    (path,) = tmp_path.rglob("*.jsonl.gz")
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    with open(path, "ab") as handle:
+        handle.write(gzip.compress(b"not json\n" + deep + b"\n"))
+    w.reopen()
+    commit(w, [rec("2026-11-30T10:00:02.000000Z", 3)])
+    errors: list[str] = []
+    assert msgs(read_archive(tmp_path, RecordFilter(), on_error=errors.append)) == [
+        "rec-1",
+        "rec-3",
+    ]
+    assert len(errors) == 2 and all(str(path) in e for e in errors)

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from batch_reference import add, classify, take, time_left
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ from logrouter.config import ArchiveOptions
 from logrouter.sinks.archive import ArchiveWriter
 from logrouter.sinks.batch import Batch, Delivery, classify_pending, suppressed_in
 from logrouter.sinks.dedup import DedupWindow
+from tests.unit.batch_reference import add, classify, take, time_left
 
 ARRIVAL = 1_700_000_000.0
 

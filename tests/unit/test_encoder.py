@@ -1,4 +1,5 @@
-"""encoder: a LogRecord becomes wire bytes, routing key and message id (pure)."""
+"""encoder: a LogRecord becomes wire bytes, routing key and message id (pure); the fast
+record encoder agrees byte for byte with the dict path."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from typing import Any
 import pytest
 
 from logrouter import wire
-from logrouter.app.encoder import Captured, Encoder, parse_facilities, record_body, record_to_dict
+from logrouter.app.encoder import (
+    Captured,
+    Encoder,
+    parse_facilities,
+    record_body,
+    record_to_dict,
+)
 from logrouter.commands.send import build_record
 
 
@@ -83,9 +90,6 @@ def test_send_and_handler_share_one_body_shape() -> None:
     assert sent["level"] == "ERROR" and sent["msg"] == "login failed"
     minimal = record_body(ts=0.0, host="h", app="a", facility="f", severity="err", msg="m")
     assert list(minimal) == ["v", "ts", "host", "app", "facility", "severity", "msg"]
-
-
-# ---- the fast path for plain records: byte for byte the dict path ------------------
 
 
 def _record(

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from batch_reference import classify
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logrouter import wire
 from logrouter.sinks.batch import Batch, Delivery, classify_pending
 from logrouter.sinks.dedup import DedupWindow
+from tests.unit.batch_reference import classify
 
 #: 2026-11-30T13:00:00Z, the "now" the legacy dates below are read at
 NOW = datetime(2026, 11, 30, 13, 0, tzinfo=UTC).timestamp()
@@ -174,3 +174,11 @@ def test_any_headers_never_crash_and_the_batch_path_agrees(
     assert not slow.rejected and not quick.rejected
     assert json.dumps(quick.records, sort_keys=True) == json.dumps(slow.records, sort_keys=True)
     assert quick.records[0]["facility"] and quick.records[0]["severity"] in wire.RANK
+
+
+def test_non_ascii_digits_in_headers_are_ignored_not_a_crash() -> None:
+    """A PID or PRIORITY of digits Python calls digits but int() refuses (superscripts)
+    is left out; the record still decodes (Hypothesis found PID='¹')."""
+    record = wire.decode(b"hi", "auth.err", arrival=NOW, headers={"PID": "¹", "PRIORITY": "²"})
+    assert "pid" not in record or record["pid"] is None
+    assert (record["facility"], record["severity"], record["msg"]) == ("auth", "err", "hi")

@@ -20,7 +20,7 @@ from logrouter import batchwire, wire
 from logrouter.commands.tail import format_record, use_color
 from logrouter.connection import BrokerSettings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 20.0
 
 

@@ -21,8 +21,13 @@ import pika
 import pytest
 
 from logrouter import RabbitHandler
+from tests.helpers.broker import wait_for as _wait_for
 
 DEADLINE = 20.0
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    _wait_for(predicate, what, timeout)
 
 
 class Daemon:
@@ -127,15 +132,6 @@ def publish(url: str, exchange: str, key: str, text: str) -> None:
         pika.BasicProperties(delivery_mode=2, message_id=uuid.uuid4().hex),
     )
     connection.close()
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def probe_until_written(d: Daemon, key: str, sink: str, what: str) -> None:

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pika
 import pytest
-from rabbit_nodes import SHARED_PORTS, RabbitNode, free_port, require_rabbitmq_server, short_dir
+
+from tests.helpers import ROOT
+from tests.helpers.rabbit_nodes import (
+    SHARED_PORTS,
+    RabbitNode,
+    free_port,
+    require_rabbitmq_server,
+    short_dir,
+)
 
 BODY = b"survives restarts"
 
@@ -136,8 +144,8 @@ def test_node_dies_with_a_killed_test_process(tmp_path: Path) -> None:
     base = short_dir()
     script = (
         "import sys, time\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from rabbit_nodes import RabbitNode, unique_node_name\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from tests.helpers.rabbit_nodes import RabbitNode, unique_node_name\n"
         f"node = RabbitNode(unique_node_name(), __import__('pathlib').Path({str(base)!r}))\n"
         "node.start()\n"
         "print(node.pid(), flush=True)\n"

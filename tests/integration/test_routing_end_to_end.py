@@ -8,7 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from test_sink_daemon import (
+from logrouter.severity import RANK, SEVERITIES
+from tests.helpers.sinks import (
     archive_records,
     declare,
     lines_of,
@@ -16,14 +17,9 @@ from test_sink_daemon import (
     name,
     publish,
     run_burst,
-    sinkenv,
     tokens,
     write_config,
 )
-
-from logrouter.severity import RANK, SEVERITIES
-
-__all__ = ["sinkenv"]  # the fixture, re-exported for pytest
 
 FACILITIES = ("auth", "mail", "billing", "kern", "local0", "my-app")
 

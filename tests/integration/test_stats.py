@@ -14,12 +14,12 @@ from typing import Any
 
 import pika
 import pytest
-from test_control import Responder
 
 from logrouter import cli, control, log
 from logrouter.commands import stats
+from tests.helpers.control import Responder
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def reply(sink: str, pid: int, written: int, uptime: float, **extra: Any) -> dict[str, Any]:

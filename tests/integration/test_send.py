@@ -8,10 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import collect, declare, delete
-from rabbit_nodes import free_port
+from tests.helpers.handler import collect, declare, delete
+from tests.helpers.rabbit_nodes import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def send(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,7 @@ from logrouter.render import (
     compile_format,
     render_console,
     render_line,
+    use_color,
 )
 
 RECORD = {
@@ -139,6 +140,20 @@ def test_console_escapes_terminal_sequences_in_msg() -> None:
     """An ESC inside a message is shown escaped, never sent to the terminal."""
     text = render_console({**RECORD, "severity": "info", "msg": "\x1b]0;pwned\x07"}, color=True)
     assert "\x1b" not in text and "\\x1b]0;pwned\\x07" in text
+
+
+def test_colour_only_on_a_terminal_without_no_color_or_dumb_term() -> None:
+    """Colour needs a TTY, an unset/empty $NO_COLOR and a $TERM other than dumb."""
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    assert use_color(Tty(), {"TERM": "xterm"}) is True
+    assert use_color(Tty(), {"NO_COLOR": ""}) is True
+    assert use_color(Tty(), {"NO_COLOR": "1"}) is False
+    assert use_color(Tty(), {"TERM": "dumb"}) is False
+    assert use_color(object(), {}) is False
 
 
 HOSTILE = "a\x1b[2Jb\x9b31mc\x85d\u202eevil\u2066e\x7ff\u200fg\x00h\ti"

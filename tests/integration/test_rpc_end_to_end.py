@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,15 @@ from pathlib import Path
 import pika
 import pytest
 
+from tests.helpers.broker import wait_for as _wait_for
+
 DEADLINE = 20.0
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    _wait_for(predicate, what, timeout)
+
+
 TIMEOUT = 2.0  # the CLI's --timeout for the sinks' answers
 
 
@@ -80,15 +87,6 @@ class Fleet:
             text=True,
             timeout=TIMEOUT + 20,
         )
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

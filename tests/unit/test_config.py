@@ -17,7 +17,7 @@ from logrouter.config import (
     parse_config,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = "/etc/lr/routing.toml"
 
 FILE_SINK = """
@@ -675,6 +675,16 @@ def test_dotted_keys_inside_sinks_table_point_at_their_line() -> None:
     text = '[sinks]\nerrors.type = "file"\nerrors.path = "/x/y.log"\nerrors.match = "*.bogus"\n'
     (issue,) = issues_of(text)
     assert (issue.line, issue.sink, issue.key) == (4, "errors", "match")
+
+
+@pytest.mark.parametrize(
+    "name", ["facility", "severity", "host", "app", "level", "logger", "instance"]
+)
+def test_path_accepts_every_placeholder_the_file_sink_fills(name: str) -> None:
+    """A file path may use each placeholder the file sink fills ({level} and {logger} too)."""
+    text = f'[sinks.f]\ntype = "file"\nmatch = "*.err"\npath = "/var/log/lr/{{{name}}}.log"\n'
+    options = parse_config(text, CONFIG_FILE, env={}).sinks["f"].options
+    assert isinstance(options, FileOptions) and options.path == f"/var/log/lr/{{{name}}}.log"
 
 
 def test_hostile_input_limits_have_defaults_and_can_be_set() -> None:

@@ -13,7 +13,7 @@ node started is killed at interpreter exit if a test forgot to stop it.
 
 Use from tests::
 
-    from tests.rabbit_nodes import RabbitNode, free_port, make_cluster
+    from tests.helpers.rabbit_nodes import RabbitNode, free_port, make_cluster
 
     def test_x(private_node: RabbitNode) -> None:   # fixture from conftest.py
         private_node.restart()
@@ -140,6 +140,7 @@ class RabbitNode:
         self.mnesia_base = self.base_dir / "mnesia"
         self.log_base = self.base_dir / "log"
         self._write_files()
+        self.alarms: set[str] = set()  # alarms raised since the last start
 
     def __repr__(self) -> str:
         return f"RabbitNode({self.name!r}, port={self.port}, dir={str(self.base_dir)!r})"
@@ -209,6 +210,7 @@ class RabbitNode:
 
     def start(self, timeout: float = 60) -> None:
         """Start detached and wait until the node has booted (await_startup, retried on 69)."""
+        self.alarms.clear()
         if self.is_running():
             raise RabbitNodeError(f"{self} is already running")
         with contextlib.suppress(FileNotFoundError):
@@ -317,10 +319,19 @@ class RabbitNode:
     def set_memory_alarm(self, on: bool) -> None:
         """Raise (watermark 0) or clear the memory alarm: publishers get blocked."""
         self.rabbitmqctl("set_vm_memory_high_watermark", "0" if on else "0.4")
+        self._note_alarm("memory", on)
 
     def set_disk_alarm(self, on: bool) -> None:
         """Raise (a huge free-disk limit) or clear the disk alarm."""
         self.rabbitmqctl("set_disk_free_limit", "1000000GB" if on else "50MB")
+        self._note_alarm("disk", on)
+
+    def _note_alarm(self, kind: str, on: bool) -> None:
+        # Runtime settings: a (re)start clears them, so start() forgets them too.
+        if on:
+            self.alarms.add(kind)
+        else:
+            self.alarms.discard(kind)
 
 
 def _not_zombie(pid: int) -> bool:
@@ -379,11 +390,34 @@ def started_node(prefix: str = "lrt", config: str = "") -> Iterator[RabbitNode]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
-def private_node() -> Iterator[RabbitNode]:
-    """A started private RabbitMQ node for one test; always stopped (or killed) afterwards."""
-    with started_node() as node:
+@pytest.fixture(scope="session")
+def session_node() -> Iterator[RabbitNode]:
+    """One private RabbitMQ node for the session (per xdist worker); killed at the end.
+
+    Starting a node takes seconds, so the fault tests share it: ``private_node``
+    hands it over running and alarm-free, and takes it back the same way.
+    """
+    with started_node("lrs") as node:
         yield node
+
+
+def reset_node(node: RabbitNode) -> None:
+    """Running, no memory or disk alarm (whatever the last test did to it)."""
+    if not node.is_running():
+        node.start()
+    if "memory" in node.alarms:
+        node.set_memory_alarm(False)
+    if "disk" in node.alarms:
+        node.set_disk_alarm(False)
+
+
+@pytest.fixture
+def private_node(session_node: RabbitNode) -> Iterator[RabbitNode]:
+    """The session's private node, running and alarm-free at the start and end of a test;
+    a test may stop, kill, restart or alarm it (use unique queue names)."""
+    reset_node(session_node)
+    yield session_node
+    reset_node(session_node)
 
 
 @contextlib.contextmanager

@@ -16,32 +16,7 @@ from logrouter import cli
 from logrouter.connection import BrokerSettings
 from logrouter.selector import compile_selector
 from logrouter.topology import setup
-
-
-def rabbitmqctl(*args: str) -> list[list[str]]:
-    """Rows of a ``rabbitmqctl -q --no-table-headers`` listing, split on tabs."""
-    result = subprocess.run(
-        ["rabbitmqctl", "-q", *args, "--no-table-headers"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return [line.split("\t") for line in result.stdout.splitlines() if line]
-
-
-def broker_bindings(queue: str) -> set[tuple[str, str]]:
-    """(source exchange, routing key) of every binding to ``queue``, default exchange left out."""
-    rows = rabbitmqctl("list_bindings", "source_name", "destination_name", "routing_key")
-    return {(src, key) for src, dest, key in rows if dest == queue and src}
-
-
-def broker_queue(queue: str) -> tuple[str, str] | None:
-    """(type, arguments as printed) of ``queue``, or None when it does not exist."""
-    for name, qtype, args in rabbitmqctl("list_queues", "name", "type", "arguments"):
-        if name == queue:
-            return qtype, args
-    return None
+from tests.helpers.broker import broker_bindings, broker_queue
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-UNIT_DIR = Path(__file__).resolve().parent.parent / "systemd"
+UNIT_DIR = Path(__file__).resolve().parents[2] / "systemd"
 INSTALLED_BINARY = "/usr/local/bin/logrouter"
 MAX_EXPOSURE = 2.5
 UNITS = ["logrouter-sink@.service", "logrouter-setup.service", "logrouter.target"]

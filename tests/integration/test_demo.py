@@ -21,7 +21,7 @@ import pytest
 
 from logrouter import demo
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SINKS = ("errors", "console", "archive")
 
 

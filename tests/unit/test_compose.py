@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOW_TO_GET_COMPOSE = (
     "Neither `docker-compose` nor the `docker compose` plugin is installed. "
     "Install one: `apt-get install docker-compose` (what `make tools` does as root), "

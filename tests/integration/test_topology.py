@@ -7,11 +7,11 @@ and proven with probe messages.
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -29,37 +29,17 @@ from logrouter.topology import (
     TopologyNames,
     declare_exchange,
     declare_queue,
-    live_bindings,
+    recorded_bindings,
     setup,
 )
+from tests.helpers.broker import broker_bindings, broker_queue
 
 RABBITMQCTL_TIMEOUT = 30
 
 
-def rabbitmqctl(*args: str) -> list[list[str]]:
-    """Rows of a ``rabbitmqctl -q --no-table-headers`` listing, split on tabs."""
-    result = subprocess.run(
-        ["rabbitmqctl", "-q", *args, "--no-table-headers"],
-        capture_output=True,
-        text=True,
-        timeout=RABBITMQCTL_TIMEOUT,
-        check=True,
-    )
-    return [line.split("\t") for line in result.stdout.splitlines() if line]
-
-
-def broker_bindings(queue: str) -> set[tuple[str, str]]:
-    """(source exchange, routing key) of every binding to ``queue``, default exchange left out."""
-    rows = rabbitmqctl("list_bindings", "source_name", "destination_name", "routing_key")
-    return {(src, key) for src, dest, key in rows if dest == queue and src}
-
-
-def broker_queue(queue: str) -> tuple[str, str] | None:
-    """(type, arguments as printed) of ``queue``, or None when it does not exist."""
-    for name, qtype, args in rabbitmqctl("list_queues", "name", "type", "arguments"):
-        if name == queue:
-            return qtype, args
-    return None
+def live_bindings(channel: Any, exchange: Any, queue: str) -> frozenset[str]:
+    """The bindings logrouter recorded for ``queue`` (empty when it never reconciled it)."""
+    return recorded_bindings(channel, exchange, queue) or frozenset()
 
 
 @dataclass
