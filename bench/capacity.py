@@ -1,6 +1,6 @@
 """Capacity on a 3-node quorum cluster: records/s into one quorum queue, batch off vs auto.
 
-Starts three private RabbitMQ nodes (tests/rabbit_nodes.py; never the shared
+Starts three private RabbitMQ nodes (tests/helpers/rabbit_nodes.py; never the shared
 broker), joins them, declares a topic exchange and one quorum queue bound to
 ``#``, and measures one app process (RabbitHandler given the three URLs) from
 its first call until every record is confirmed, with ``batch="off"`` and
@@ -98,7 +98,7 @@ def report(results: dict[str, dict[str, float]]) -> str:
 
 
 def main() -> int:
-    from tests.rabbit_nodes import started_cluster
+    from tests.helpers.rabbit_nodes import started_cluster
 
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     results: dict[str, Any] = {}

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -27,6 +26,9 @@ from logrouter import wire
 CONTENT_TYPE = "application/vnd.logrouter.batch+jsonl"
 #: AMQP header with the number of records (lines) in a batch.
 RECORDS_HEADER = "x-logrouter-records"
+#: Lines a reader takes from one batch message, at most (a sink rejects a larger one
+#: whole: one message must not become an unbounded sink batch and journal entry).
+MAX_LINES = 100_000
 
 #: Line separators that ``str.splitlines`` honours inside a UTF-8 line: escaped so
 #: that one record stays one line for every reader (the archive's too).
@@ -129,11 +131,10 @@ def declared_count(message_headers: Mapping[str, Any] | None) -> int | None:
     return count if count >= 0 else None
 
 
-@dataclass(frozen=True, slots=True)
-class BatchRecord:
+class BatchRecord(NamedTuple):
     """One line of a batch: a record, or why the line is not one.
 
-    ``index`` is the line's position among the non-blank lines (0-based);
+    ``position`` is the line's place among the non-blank lines (0-based);
     ``id`` is the record's own ``id`` or, when the line has none, the batch's
     ``message_id`` with ``/index`` (stable across redeliveries, so dedup works);
     None when neither exists. ``line`` is the line as it came (ends stripped).
@@ -141,7 +142,7 @@ class BatchRecord:
     so a writer of JSON lines (the archive) may write it without re-encoding.
     """
 
-    index: int
+    position: int
     id: str | None
     record: dict[str, Any] | None
     line: bytes
@@ -173,10 +174,9 @@ def split_batch(
     complete = wire.complete
     index = 0
     for number, raw in enumerate(body.split(b"\n"), 1):
-        line = raw.strip(b" \t\r")
+        line = raw if raw[-1:] == b"}" and raw[:1] == b"{" else raw.strip(b" \t\r")
         if not line:
             continue
-        fallback_id = f"{message_id}/{index}" if message_id else None
         exact = False
         parsed: Any = None
         if line[:1] == b"{":
@@ -192,12 +192,16 @@ def split_batch(
             why = (
                 str(parsed) if isinstance(parsed, wire.UndecodableMessage) else "not a JSON object"
             )
+            fallback_id = f"{message_id}/{index}" if message_id else None
             out.append(BatchRecord(index, fallback_id, None, line, f"line {number}: {why}"))
             index += 1
             continue
         record: dict[str, Any] = parsed
         own_id = record.get("id")
-        record_id = own_id if isinstance(own_id, str) and own_id else fallback_id
+        if isinstance(own_id, str) and own_id:
+            record_id: str | None = own_id
+        else:
+            record_id = f"{message_id}/{index}" if message_id else None
         if record_id is not own_id:
             exact = False
             if record_id is None:

@@ -37,12 +37,8 @@ TICK = 0.05
 PUBLISH_BATCH = 500
 #: With batching: records taken from the outbox per pump, at most (then I/O is serviced).
 PUMP_RECORDS = 2000
-
-
 #: What the packer needs of an encoded record: (routing_key, message_id, timestamp, body).
 _fields = operator.attrgetter("routing_key", "message_id", "timestamp", "body")
-
-
 REPORT_INTERVAL = 30.0
 ADOPT_INTERVAL = 30.0
 

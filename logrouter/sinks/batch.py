@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from logrouter import wire
-from logrouter.batchwire import is_batch, split_batch
+from logrouter.batchwire import MAX_LINES, is_batch, split_batch
 from logrouter.sinks.archive import body_line
 from logrouter.sinks.dedup import DedupKey
 
@@ -29,8 +29,8 @@ class Delivery(NamedTuple):
     """One message as it came off the queue (or one line of a batch message).
 
     A line of a batch (``logrouter.batchwire``) is a Delivery of its own when it
-    must be rejected alone: ``body`` is the line, ``record_id`` its record's id,
-    ``properties`` still the batch message's.
+    must be rejected alone: ``line`` is True, ``body`` is the line, ``record_id``
+    its record's id (if any), ``properties`` still the batch message's.
     """
 
     tag: int
@@ -40,6 +40,7 @@ class Delivery(NamedTuple):
     redelivered: bool = False
     arrival: float = 0.0
     record_id: str | None = None
+    line: bool = False
 
     @property
     def message_id(self) -> str | None:
@@ -247,6 +248,9 @@ def _classify_lines(
     that is not a record is rejected alone (a ``Delivery`` of that line).
     """
     props = delivery.properties
+    if delivery.body.count(b"\n") > MAX_LINES:
+        outcome.rejected.append((delivery, f"batch of more than {MAX_LINES:,} records"))
+        return
     app_id = _text(getattr(props, "app_id", None))
     user_id = getattr(props, "user_id", None)
     user = user_id if isinstance(user_id, str) else ""
@@ -272,6 +276,7 @@ def _classify_lines(
             delivery.redelivered,
             delivery.arrival,
             item.id,
+            True,
         )
         record = item.record
         if record is None:

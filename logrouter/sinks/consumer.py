@@ -391,7 +391,7 @@ class Sink:
             if isinstance(user_id, str):  # the broker checked it is the sender's login
                 headers[USER_HEADER] = user_id
             content_type, message_id = props.content_type, props.message_id
-            if delivery.record_id is not None or batchwire.is_batch(content_type):
+            if delivery.line:
                 # one line of a batch: rejected alone, as a single-record message
                 headers.pop(batchwire.RECORDS_HEADER, None)
                 headers[BATCH_HEADER] = message_id

@@ -375,6 +375,7 @@ def test_one_bad_line_is_rejected_alone() -> None:
     assert [r["msg"] for r in outcome.records] == ["one", "three"]
     ((source, reason),) = outcome.rejected
     assert source.body == b"{broken" and source.tag == 7 and source.record_id == "b1+3/1"
+    assert source.line
     assert reason == "line 2: not a JSON object"
     assert ("alice", "app", "b1+3/1") not in outcome.committed_keys()
 
@@ -452,3 +453,13 @@ def test_suppressed_counts_come_from_summary_records_only() -> None:
         {"msg": "suppressed 2 records", "fields": {"rate_limit_summary": True, "suppressed": 2}},
     ]
     assert suppressed_in(records) == 7
+
+
+def test_a_batch_beyond_max_lines_is_rejected_whole() -> None:
+    """A (hostile) batch of more lines than batchwire.MAX_LINES is one rejected message."""
+    item = batch_delivery(1, [b'{"msg":"x"}'] * (batchwire.MAX_LINES + 1))
+    outcome = classify_pending([item], only_err_and_worse, DedupWindow(10))
+    assert outcome.records == []
+    ((source, reason),) = outcome.rejected
+    assert source is item and not source.line
+    assert reason == "batch of more than 100,000 records"
