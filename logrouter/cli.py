@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from logrouter import __version__, exitcodes
+from logrouter import __version__, exitcodes, log
 from logrouter.commands import (
     check,
     query,
@@ -248,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_attach_times(sys.argv[1:] if argv is None else argv))
     _settle_config(parser, args)
+    log.configure()  # a command's own log lines (topology warnings...) go to stderr, never stdout
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:

@@ -43,6 +43,12 @@ def _escape_controls(
     return event_dict
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    """A logger on ``sys.stderr`` as it is at the time of each use, so a swapped stream
+    (a test's capture, a redirect) is never written after it was closed."""
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(level: str | None = None, *, json: bool | None = None) -> None:
     """Set up structlog for a daemon or CLI command (idempotent)."""
     level_name = (level or os.environ.get("LOGROUTER_LOG_LEVEL") or "info").upper()
@@ -65,7 +71,7 @@ def configure(level: str | None = None, *, json: bool | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level_name, logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from logrouter import errors, exitcodes, wire
+from logrouter import batchwire, errors, exitcodes
 from logrouter.archive_reader import Entry, last_entries, read_archive
 from logrouter.commands.common import (
     TargetError,
@@ -286,16 +286,16 @@ def _live(
             next_reread = now + 0.5
         if method is None:
             continue
-        try:
-            record = wire.decode(
-                body,
-                method.routing_key,
-                timestamp=properties.timestamp,
-                message_id=properties.message_id,
-                app_id=properties.app_id,
-            )
-        except wire.UndecodableMessage as exc:
-            _err(f"skipped a message: {exc}")
-            continue
-        if query.wants(record, record_key(record)):
-            printer.record(record)
+        for item in batchwire.decode_message(
+            body,
+            method.routing_key,
+            content_type=properties.content_type,
+            message_id=properties.message_id,
+            timestamp=properties.timestamp,
+            app_id=properties.app_id,
+            headers=properties.headers,
+        ):
+            if item.record is None:
+                _err(f"skipped a record: {item.reason}")
+            elif query.wants(item.record, record_key(item.record)):
+                printer.record(item.record)
