@@ -17,7 +17,7 @@ from pathlib import Path
 import pika
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def fake_tools(tmp: Path) -> tuple[Path, Path, dict[str, str]]:

@@ -18,8 +18,8 @@ import pytest
 
 from logrouter import RabbitHandler, topology
 from logrouter.connection import BrokerSettings
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "wire-format.md"
 
 
