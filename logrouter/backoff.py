@@ -1,5 +1,6 @@
 """Capped exponential backoff, the one retry-delay policy of logrouter (pure but for the clock).
 
+``delay(attempt, ...)`` is the policy for a caller that counts attempts itself;
 ``Backoff.next()`` gives ``first``, ``2·first``, ``4·first`` ... up to ``cap``
 (times a random factor in ``[1 - jitter, 1]`` when ``jitter`` is set, so many
 clients do not retry in step). A loop that retries a connection calls
@@ -17,6 +18,15 @@ from collections.abc import Callable
 
 #: Doublings after which the delay no longer grows (2**32 · first is past any cap).
 MAX_ATTEMPT = 32
+
+
+def delay(attempt: int, *, first: float, cap: float, jitter: float = 0.0) -> float:
+    """The delay before retry number ``attempt`` (0 first): ``first * 2**attempt``, at most
+    ``cap``, times a random factor in ``[1 - jitter, 1]`` when ``jitter`` is set."""
+    value = min(cap, first * float(2 ** min(attempt, MAX_ATTEMPT)))
+    if jitter:
+        value *= random.uniform(1.0 - jitter, 1.0)
+    return value
 
 
 class Backoff:
@@ -43,11 +53,9 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next retry (grows each call, up to ``cap``)."""
-        delay = min(self.cap, self.first * float(2**self.attempt))
+        value = delay(self.attempt, first=self.first, cap=self.cap, jitter=self.jitter)
         self.attempt = min(self.attempt + 1, MAX_ATTEMPT)
-        if self.jitter:
-            delay *= random.uniform(1.0 - self.jitter, 1.0)
-        return delay
+        return value
 
     def reset(self) -> None:
         """Start over at ``first``."""

@@ -12,7 +12,6 @@ Runs entirely in the I/O thread.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,14 +20,14 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop, SelectConnection
 
 from logrouter.app.frames import FrameWriter
+from logrouter.backoff import delay as backoff
 from logrouter.connection import BrokerSettings, connection_login, describe_error, redact
 
 NOT_FOUND = 404
 
 
-def backoff(attempt: int, *, base: float, cap: float) -> float:
-    """Capped exponential delay with jitter: base * 2**attempt, at most ``cap``."""
-    return float(min(cap, base * 2.0 ** min(attempt, 10)) * random.uniform(0.5, 1.0))
+#: The reconnect and channel-reopen delays: random in [half, all] of the doubled delay.
+JITTER = 0.5
 
 
 class Link:
@@ -179,14 +178,14 @@ class Link:
         if self.stopping or conn is None or not conn.is_open:
             return
         if self._closing_for_nack:
-            delay = backoff(self._nack_streak, base=0.05, cap=self.reconnect_max)
+            delay = backoff(self._nack_streak, first=0.05, cap=self.reconnect_max, jitter=JITTER)
         else:
             if getattr(exc, "reply_code", None) == NOT_FOUND:
                 self._say_exchange_missing()
             else:
                 self._note_error(f"channel closed: {describe_error(exc)}")
             self._failures += 1
-            delay = backoff(self._failures, base=0.1, cap=self.reconnect_max)
+            delay = backoff(self._failures, first=0.1, cap=self.reconnect_max, jitter=JITTER)
         self._ioloop.call_later(delay, self._reopen_channel)
 
     def _say_exchange_missing(self) -> None:
@@ -218,7 +217,11 @@ class Link:
             return
         # Next URL at once after a failure, back off once the whole list failed.
         cycle_done = self._failures % len(self._params) == 0
-        delay = backoff(self._failures, base=0.1, cap=self.reconnect_max) if cycle_done else 0.0
+        delay = (
+            backoff(self._failures, first=0.1, cap=self.reconnect_max, jitter=JITTER)
+            if cycle_done
+            else 0.0
+        )
         self._ioloop.call_later(delay, self.connect)
 
     def _on_blocked(self, _conn: Any, _frame: Any) -> None:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from logrouter.backoff import Backoff
+from logrouter.backoff import Backoff, delay
 
 
 def test_delays_double_up_to_the_cap() -> None:
     """0.5, 1, 2, 4 ... never past the cap."""
     backoff = Backoff(first=0.5, cap=4.0)
     assert [backoff.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_delay_for_a_counted_attempt_doubles_to_the_cap_with_jitter() -> None:
+    """delay(n): first * 2**n capped, times [1 - jitter, 1] (the handler's reconnect pause)."""
+    assert [delay(n, first=0.1, cap=0.5) for n in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    for n, plain in ((1, 0.2), (3, 0.5), (100, 0.5)):
+        assert 0.5 * plain <= delay(n, first=0.1, cap=0.5, jitter=0.5) <= plain
 
 
 def test_jitter_stays_within_its_band() -> None:
