@@ -29,7 +29,13 @@ import pika
 import pika.exceptions
 
 from logrouter import exitcodes
-from logrouter.commands.common import TargetError, broker_failure, close_quietly, resolve_target
+from logrouter.commands.common import (
+    REPLAY_HEADER,
+    TargetError,
+    broker_failure,
+    close_quietly,
+    resolve_target,
+)
 from logrouter.connection import BrokerUnavailable, describe_error, redact
 from logrouter.render import escape
 from logrouter.sinks.consumer import (
@@ -42,7 +48,6 @@ from logrouter.sinks.consumer import (
 from logrouter.timespec import TimeSpecError, parse_time
 from logrouter.topology import REJECTED_QUEUE
 
-REPLAY_HEADER = "x-logrouter-replay"
 #: headers describing the rejection, not the record: dropped on replay
 _REJECTION_HEADERS = (
     REASON_HEADER,

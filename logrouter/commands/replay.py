@@ -35,6 +35,7 @@ import pika.exceptions
 from logrouter import exitcodes, wire
 from logrouter.archive_reader import Entry, read_archive
 from logrouter.commands.common import (
+    REPLAY_HEADER,
     TargetError,
     broker_failure,
     close_quietly,
@@ -46,7 +47,6 @@ from logrouter.connection import BrokerUnavailable, redact
 from logrouter.record_filter import RecordFilter
 from logrouter.render import render_output
 
-REPLAY_HEADER = "x-logrouter-replay"
 CURSOR_EVERY = 0.5
 #: a transaction is committed after this many records or seconds
 COMMIT_EVERY = 500
