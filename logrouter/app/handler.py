@@ -27,10 +27,11 @@ from pathlib import Path
 
 from logrouter import severity as sev
 from logrouter import wire
+from logrouter.app.diagnostics import report
 from logrouter.app.encoder import Captured, Encoder, parse_facilities
 from logrouter.app.outbox import Outbox
 from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, parse_mode
-from logrouter.app.publisher import Publisher, report
+from logrouter.app.publisher import Publisher
 from logrouter.app.ratelimit import RateLimiter, RateLimitSettings, key_function
 from logrouter.app.spools import SpoolDir
 from logrouter.connection import DEFAULT_EXCHANGE, DEFAULT_URL, BrokerSettings

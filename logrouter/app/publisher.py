@@ -2,7 +2,8 @@
 
 The thread owns the connection (``Link``) (heartbeats are serviced by its ioloop even when
 the app is idle), takes encoded records from the ``Outbox`` oldest first, has
-``FrameWriter`` put them on the wire, and tells the outbox which ones the broker
+``FrameWriter`` put them on the wire (one message each, or packed by ``BatchPump``
+with ``batch="auto"``), keeps them in ``Inflight`` and tells the outbox which ones the broker
 confirmed (``multiple`` honoured), nacked (re-published on a fresh channel after a
 pause, see ``Link.nacked``) or left unconfirmed when the channel went away (back
 in front, in order). While the broker cannot take records (down, unreachable,
@@ -15,31 +16,26 @@ Everything here runs in the I/O thread except ``start``, ``wake``, ``idle``,
 from __future__ import annotations
 
 import contextlib
-import operator
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import pika.spec
 from pika.adapters.select_connection import IOLoop
 
-from logrouter.app.encoder import Encoded
-from logrouter.app.frames import FrameWriter
+from logrouter.app.batchpump import BatchPump
+from logrouter.app.diagnostics import DropReport, report
+from logrouter.app.inflight import Inflight
 from logrouter.app.link import Link
 from logrouter.app.outbox import Outbox
-from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, pack
+from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS
 from logrouter.connection import BrokerSettings, describe_error
+
+__all__ = ["Publisher", "report"]
 
 TICK = 0.05
 PUBLISH_BATCH = 500
-#: With batching: records taken from the outbox per pump, at most (then I/O is serviced).
-PUMP_RECORDS = 2000
-#: What the packer needs of an encoded record: (routing_key, message_id, timestamp, body).
-_fields = operator.attrgetter("routing_key", "message_id", "timestamp", "body")
-REPORT_INTERVAL = 30.0
 ADOPT_INTERVAL = 30.0
 
 
@@ -63,24 +59,28 @@ class Publisher:
     ) -> None:
         self.outbox = outbox
         self.max_inflight = max_inflight
-        #: batch="auto": a backlog of one routing key goes as one batch message
-        self.batch = batch
-        self.linger = max(0.0, linger)
-        self.batch_records = max(1, batch_records)
-        self.batch_bytes = max(1, batch_bytes)
         self._on_tick = on_tick
-        #: records taken from the outbox, not yet in flight (``idle`` must not miss them)
-        self._in_hand = False
-        self._linger_until: float | None = None
-        #: AMQP messages published (``published`` counts records)
-        self.messages = 0
         #: True while the thread waits for work with the connection usable: emit()
         #: then wakes it (once per empty -> non-empty transition).
         self.sleeping = False
         self.confirmed = 0
-        self.published = 0
         self.nacked = 0
         self._ioloop = IOLoop()
+        self._inflight = Inflight()
+        #: batch="auto": a backlog of one routing key goes as one batch message
+        self._batch = (
+            BatchPump(
+                outbox,
+                self._inflight,
+                self._ioloop,
+                linger=linger,
+                batch_records=batch_records,
+                batch_bytes=batch_bytes,
+                on_due=self._pump_now,
+            )
+            if batch
+            else None
+        )
         self.link = Link(
             self._ioloop,
             settings,
@@ -95,14 +95,9 @@ class Publisher:
         )
         self._thread = threading.Thread(target=self._main, name="logrouter-publisher", daemon=True)
         self._stopped = threading.Event()
-        self._next_tag = 1
-        #: (delivery tag, the records of that message), oldest first
-        self._inflight: deque[tuple[int, tuple[Encoded, ...]]] = deque()
         self._pump_scheduled = False
         self._last_adopt = time.monotonic()
-        self._last_drop_report = -REPORT_INTERVAL
-        self._reported_dropped = 0
-        self._drops_since: float | None = None  # first drop not reported yet
+        self._drops = DropReport()
 
     # ---- called from other threads -------------------------------------------------
 
@@ -124,9 +119,19 @@ class Publisher:
     def connections(self) -> int:
         return self.link.connections
 
+    @property
+    def published(self) -> int:
+        """Records published so far (``messages`` counts AMQP messages)."""
+        return self._inflight.published
+
+    @property
+    def messages(self) -> int:
+        return self._inflight.messages
+
     def idle(self) -> bool:
         """Nothing of ours waits: outbox empty, nothing in hand, nothing in flight."""
-        return not (self._in_hand or self._inflight) and self.outbox.idle()
+        in_hand = self._batch is not None and self._batch.in_hand
+        return not (in_hand or len(self._inflight)) and self.outbox.idle()
 
     def spill_all(self, timeout: float) -> None:
         """Move everything in memory to the spool (in the I/O thread); wait up to timeout."""
@@ -176,7 +181,7 @@ class Publisher:
                 self._ioloop.close()
 
     def _channel_ready(self) -> None:
-        self._next_tag = 1
+        self._inflight.next_tag = 1
         self._rewind_inflight()
         self._schedule_pump()
 
@@ -186,27 +191,13 @@ class Publisher:
 
     def _rewind_inflight(self) -> None:
         """Unconfirmed records go back to the outbox, in front (their tags are void)."""
-        self.outbox.rewind(item for _, records in self._inflight for item in records)
-        self._inflight.clear()
+        self.outbox.rewind(self._inflight.drain())
 
     # ---- confirms ---------------------------------------------------------------
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        tag: int = method.delivery_tag
-        inflight = self._inflight
-        done: list[Encoded] = []
-        if method.multiple:
-            while inflight and inflight[0][0] <= tag:
-                done.extend(inflight.popleft()[1])
-        elif inflight and inflight[0][0] == tag:
-            done.extend(inflight.popleft()[1])
-        else:
-            for position, (t, records) in enumerate(inflight):
-                if t == tag:
-                    done.extend(records)
-                    del inflight[position]
-                    break
+        done = self._inflight.settle(method.delivery_tag, method.multiple)
         if isinstance(method, pika.spec.Basic.Nack):
             self.outbox.retry(done)  # the broker could not store them: publish again
             self.nacked += len(done)
@@ -243,10 +234,10 @@ class Publisher:
             return
         inflight = self._inflight
         limit = min(self.max_inflight - len(inflight), PUBLISH_BATCH)
-        if self.batch:
-            if self._lingering(limit):
+        if self._batch is not None:
+            if self._batch.lingering(limit):
                 return
-            sent = self._publish_packed(writer, limit)
+            sent = self._batch.publish(writer, limit)
         else:
             sent = 0
             with writer:
@@ -255,11 +246,8 @@ class Publisher:
                     if item is None:
                         break
                     writer.publish(item.routing_key, item.body, item.message_id, item.timestamp)
-                    inflight.append((self._next_tag, (item,)))
-                    self._next_tag += 1
+                    inflight.add((item,))
                     sent += 1
-            self.published += sent
-            self.messages += sent
         if sent == limit and sent:
             if len(inflight) < self.max_inflight:
                 self._schedule_pump()  # more to do: come back after servicing I/O
@@ -271,73 +259,6 @@ class Publisher:
         if outbox.buffer:
             self.sleeping = False
             self._schedule_pump()
-
-    def _lingering(self, limit: int) -> bool:
-        """batch="auto": hold a small backlog up to ``linger`` s while messages are in flight.
-
-        Only while the broker still owes confirms (the app is busy): a record of a
-        quiet app goes at once. True when this pump should publish nothing yet.
-        """
-        if not self.linger or not limit:
-            return False
-        now = time.monotonic()
-        until = self._linger_until
-        if until is not None:
-            if now < until:
-                return True  # the pump scheduled for ``until`` publishes
-            self._linger_until = None
-            return False
-        if self._inflight and len(self.outbox.buffer) < self.batch_records:
-            self._linger_until = now + self.linger
-            self._ioloop.call_later(self.linger, self._pump_now)
-            return True
-        return False
-
-    def _publish_packed(self, writer: FrameWriter, limit: int) -> int:
-        """Take up to PUMP_RECORDS records and publish them packed; messages published."""
-        outbox = self.outbox
-        budget = min(PUMP_RECORDS, limit * self.batch_records)
-        self._in_hand = True
-        try:
-            items = outbox.take_many(budget)
-            if not items:
-                return 0
-            packets = pack(
-                items, _fields, max_records=self.batch_records, max_bytes=self.batch_bytes
-            )
-            inflight = self._inflight
-            done = 0
-            try:
-                with writer:
-                    for packet in packets:
-                        if packet.batch:
-                            writer.publish_batch(
-                                packet.routing_key,
-                                packet.body,
-                                packet.message_id,
-                                packet.timestamp,
-                                len(packet.items),
-                            )
-                        else:
-                            writer.publish(
-                                packet.routing_key,
-                                packet.body,
-                                packet.message_id,
-                                packet.timestamp,
-                            )
-                        inflight.append((self._next_tag, tuple(packet.items)))
-                        self._next_tag += 1
-                        done += 1
-            except BaseException:
-                # what was not handed to the broker goes back in front, in order
-                outbox.rewind(item for packet in packets[done:] for item in packet.items)
-                raise
-        finally:
-            self._in_hand = False
-        self.published += len(items)
-        self.messages += len(packets)
-        # more than a pump's share waiting: report a full pump so that it comes back
-        return limit if len(items) >= budget else len(packets)
 
     # ---- periodic work -------------------------------------------------------------
 
@@ -351,24 +272,10 @@ class Publisher:
                 if now - self._last_adopt >= ADOPT_INTERVAL:
                     self._last_adopt = now
                     self.outbox.adopt()
-            self._report_drops(now)
+            self._drops.check(self.outbox.dropped, now, spool_off=self.outbox.spools is None)
         finally:
             if not self.link.stopping:
                 self._ioloop.call_later(TICK, self._tick)
-
-    def _report_drops(self, now: float) -> None:
-        """Drops on stderr: a burst is summed for a second, then at most every 30 s."""
-        dropped = self.outbox.dropped
-        if dropped == self._reported_dropped:
-            return
-        if self._drops_since is None:
-            self._drops_since = now
-        if now - self._drops_since < 1.0 or now - self._last_drop_report < REPORT_INTERVAL:
-            return
-        self._last_drop_report, self._drops_since = now, None
-        count, self._reported_dropped = dropped - self._reported_dropped, dropped
-        reason = "spool off" if self.outbox.spools is None else "spool full or unusable"
-        report(f"dropped {count} records (buffer full, {reason})")
 
     def _begin_stop(self) -> None:
         self.link.stopping = True
@@ -385,10 +292,3 @@ class Publisher:
             self._ioloop.call_later(1.0, self._ioloop.stop)  # bound the close handshake
         else:
             self._ioloop.stop()
-
-
-def report(text: str) -> None:
-    """The handler's own diagnostics: straight to stderr, never through logging."""
-    with contextlib.suppress(Exception):
-        sys.stderr.write(f"logrouter handler: {text}\n")
-        sys.stderr.flush()

@@ -1,0 +1,116 @@
+"""``batch="auto"``: the publisher's packed path (linger, take a backlog, pack, publish).
+
+``BatchPump.publish`` takes up to a pump's share of records from the outbox,
+``packing.pack`` groups them by routing key, and each packet goes out through
+the ``FrameWriter`` as one batch message (or a plain one for a lone record).
+``lingering`` holds a small backlog for ``linger`` seconds while the broker
+still owes confirms, so that a busy app sends fewer, fuller messages and a
+quiet one sends each record at once. Runs in the I/O thread only.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Callable
+
+from pika.adapters.select_connection import IOLoop
+
+from logrouter.app.frames import FrameWriter
+from logrouter.app.inflight import Inflight
+from logrouter.app.outbox import Outbox
+from logrouter.app.packing import pack
+
+#: Records taken from the outbox per pump, at most (then I/O is serviced).
+PUMP_RECORDS = 2000
+#: What the packer needs of an encoded record: (routing_key, message_id, timestamp, body).
+_fields = operator.attrgetter("routing_key", "message_id", "timestamp", "body")
+
+
+class BatchPump:
+    """Publishes the outbox's backlog packed; see the module docstring."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        inflight: Inflight,
+        ioloop: IOLoop,
+        *,
+        linger: float,
+        batch_records: int,
+        batch_bytes: int,
+        on_due: Callable[[], None],
+    ) -> None:
+        self.outbox = outbox
+        self.inflight = inflight
+        self._ioloop = ioloop
+        self.linger = max(0.0, linger)
+        self.batch_records = max(1, batch_records)
+        self.batch_bytes = max(1, batch_bytes)
+        self._on_due = on_due
+        #: records taken from the outbox, not yet in flight (``idle`` must not miss them)
+        self.in_hand = False
+        self._linger_until: float | None = None
+
+    def lingering(self, limit: int) -> bool:
+        """Hold a small backlog up to ``linger`` s while messages are in flight.
+
+        Only while the broker still owes confirms (the app is busy): a record of a
+        quiet app goes at once. True when this pump should publish nothing yet.
+        """
+        if not self.linger or not limit:
+            return False
+        now = time.monotonic()
+        until = self._linger_until
+        if until is not None:
+            if now < until:
+                return True  # the pump scheduled for ``until`` publishes
+            self._linger_until = None
+            return False
+        if len(self.inflight) and len(self.outbox.buffer) < self.batch_records:
+            self._linger_until = now + self.linger
+            self._ioloop.call_later(self.linger, self._on_due)
+            return True
+        return False
+
+    def publish(self, writer: FrameWriter, limit: int) -> int:
+        """Take up to PUMP_RECORDS records and publish them packed; messages published
+        (``limit`` when more than a pump's share was waiting, so that the pump comes back)."""
+        outbox = self.outbox
+        budget = min(PUMP_RECORDS, limit * self.batch_records)
+        self.in_hand = True
+        try:
+            items = outbox.take_many(budget)
+            if not items:
+                return 0
+            packets = pack(
+                items, _fields, max_records=self.batch_records, max_bytes=self.batch_bytes
+            )
+            done = 0
+            try:
+                with writer:
+                    for packet in packets:
+                        if packet.batch:
+                            writer.publish_batch(
+                                packet.routing_key,
+                                packet.body,
+                                packet.message_id,
+                                packet.timestamp,
+                                len(packet.items),
+                            )
+                        else:
+                            writer.publish(
+                                packet.routing_key,
+                                packet.body,
+                                packet.message_id,
+                                packet.timestamp,
+                            )
+                        self.inflight.add(tuple(packet.items))
+                        done += 1
+            except BaseException:
+                # what was not handed to the broker goes back in front, in order
+                outbox.rewind(item for packet in packets[done:] for item in packet.items)
+                raise
+        finally:
+            self.in_hand = False
+        return limit if len(items) >= budget else len(packets)
