@@ -5,29 +5,26 @@ encoded, oldest first (``take``), and hands back what the broker confirmed,
 nacked, or left unconfirmed when a connection was lost. The outbox decides what
 goes to the spool and when (spill policy), and merges the spool, the buffer and
 records re-queued after a nack or a lost connection by their logging position
-``(run, seq)``.
+``(run, seq)``. Writing to the spool, its counters and adoption are the
+``SpoolStore`` it builds on.
 
 Threads: ``put``, ``dropped`` and ``stats`` run in any thread; everything else in
-the I/O thread. Spool writes from both sides and the drop counter share one lock
-(re-entrant: a signal handler that logs while the lock is held must not hang).
+the I/O thread.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
 from logrouter.app.encoder import Captured, Encoded, Encoder
-from logrouter.app.spool import Spool, SpoolEntry
+from logrouter.app.spool import SpoolEntry
 from logrouter.app.spools import SpoolDir
+from logrouter.app.spoolstore import SpoolStore, spool_entry
 
 SPILL_BATCH = 2000
 SPOOL_READ = 1000
-OVERFLOW_BATCH = 256
-#: A spool that cannot be opened is tried again after this long (doubling, capped).
-OPEN_RETRY = (1.0, 30.0)
 #: The I/O thread releases the GIL at least this often (seconds) while it spills, so
 #: that a logging thread never waits a whole switch interval (5 ms) behind it.
 YIELD_INTERVAL = 0.0005
@@ -37,11 +34,7 @@ def _position(item: Encoded) -> tuple[int, int]:
     return (item.run, item.seq)
 
 
-def _entry(item: Encoded) -> SpoolEntry:
-    return (item.run, item.seq, item.routing_key, item.message_id, item.timestamp, item.body)
-
-
-class Outbox:
+class Outbox(SpoolStore):
     """Bounded in-memory buffer in front of an optional per-process disk spool."""
 
     def __init__(
@@ -52,24 +45,11 @@ class Outbox:
         buffer_size: int,
         report: Callable[[str], None],
     ) -> None:
-        self.encoder = encoder
-        self.spools = spools
+        super().__init__(encoder, spools, report=report)
         self.buffer_size = buffer_size
         self.buffer: deque[Captured] = deque()
-        self._report = report
-        self._lock = threading.RLock()
-        self.dropped = 0
-        self.spooled = 0
-        #: Bumped by every spool write; replay compares it to what it has read.
-        self._writes = 0
-        self._seen = 0
-        #: Oldest position written since replay last looked (None: nothing older).
-        self._rewind: tuple[int, int] | None = None
-        self._overflow: list[SpoolEntry] = []
-        self._open_error = ""
-        self._open_retry_at = 0.0
-        self._open_delay = OPEN_RETRY[0]
         # I/O thread only:
+        self._seen = 0  # the spool's write counter when the reader last found nothing new
         self._retry: deque[Encoded] = deque()
         self._ahead: deque[Encoded] = deque()
         self._cursor: tuple[int, int] = (-1, -1)
@@ -83,52 +63,10 @@ class Outbox:
         if len(self.buffer) < self.buffer_size:
             self.buffer.append(captured)
             return True
-        entry = _entry(self.encoder.encode(captured))
-        with self._lock:
-            if self.spool() is None:
-                self.dropped += 1
-                return False
-            self._overflow.append(entry)
-            if len(self._overflow) >= OVERFLOW_BATCH:
-                self._flush_overflow()
+        self._overflowed(captured)
         return False
 
-    def spool(self) -> Spool | None:
-        """This process's spool, opened on first need; None while off or unusable."""
-        spools = self.spools
-        if spools is None:
-            return None
-        if spools.spool is not None:
-            return spools.spool
-        with self._lock:
-            if spools.spool is None and time.monotonic() >= self._open_retry_at:
-                try:
-                    spools.open_own()
-                    self._open_delay = OPEN_RETRY[0]
-                except Exception as exc:  # retried later; records wait in memory meanwhile
-                    self._open_retry_at = time.monotonic() + self._open_delay
-                    self._open_delay = min(self._open_delay * 2, OPEN_RETRY[1])
-                    text = f"spool {spools.path} unusable (retrying): {type(exc).__name__}: {exc}"
-                    if text != self._open_error:
-                        self._open_error = text
-                        self._report(text)
-            return spools.spool
-
     # ---- the I/O thread ---------------------------------------------------------------
-
-    def adopt(self) -> None:
-        """Take over the spools of dead processes of this app (their rows replay first)."""
-        if self.spools is None:
-            return
-        try:
-            moved = self.spools.adopt()
-        except Exception as exc:
-            self._report(f"cannot adopt spools in {self.spools.path}: {type(exc).__name__}: {exc}")
-            return
-        if moved:
-            with self._lock:
-                self._writes += 1
-                self._rewind = (-1, -1)
 
     def idle(self) -> bool:
         """Nothing waits: buffer, re-queued records, unread spool rows, overflow."""
@@ -241,7 +179,7 @@ class Outbox:
                 self._retry.clear()
             return
         if everything:
-            retry = [_entry(item) for item in self._retry if item.spool_id is None]
+            retry = [spool_entry(item) for item in self._retry if item.spool_id is None]
             self._retry.clear()
             self._store(retry)  # unconfirmed records from memory too (duplicates are harmless)
             self._ahead.clear()
@@ -253,39 +191,14 @@ class Outbox:
         while buffer:
             batch: list[SpoolEntry] = []
             while buffer and len(batch) < SPILL_BATCH:
-                batch.append(_entry(encode(buffer.popleft())))
+                batch.append(spool_entry(encode(buffer.popleft())))
                 if not len(batch) % 8:
                     self._yield_gil()
             self._store(batch)
             if not everything and len(buffer) <= self.buffer_size // 4:
                 break
 
-    def close(self) -> None:
-        """Close the spool (deleted when empty)."""
-        if self.spools is not None:
-            self.spools.close()
-
     # ---- internals --------------------------------------------------------------------
-
-    def _store(self, entries: list[SpoolEntry]) -> None:
-        """Write to the spool (any thread, lock held or not) and account for it."""
-        spool = self.spool()
-        if not entries:
-            return
-        rejected = spool.append(entries) if spool is not None else entries
-        first = min((e[0], e[1]) for e in entries)
-        with self._lock:
-            self._writes += 1
-            self.spooled += len(entries) - len(rejected)
-            self.dropped += len(rejected)
-            if self._rewind is None or first < self._rewind:
-                self._rewind = first
-
-    def _flush_overflow(self) -> None:
-        """Write the overflow batch (lock held: the I/O thread, which flushes it before
-        taking a newer record, never publishes past a record on its way to the spool)."""
-        pending, self._overflow = self._overflow, []
-        self._store(pending)
 
     def _apply_rewind(self) -> None:
         """Rows older than what replay already read were written: read again from there."""
