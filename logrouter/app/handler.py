@@ -2,7 +2,8 @@
 
 ``emit()`` = prepare + enqueue: it freezes what cannot wait (the formatted
 message and traceback) and puts the record in the ``Outbox`` (no I/O unless the
-buffer is full). The I/O thread (``Publisher``) encodes (``Encoder``), publishes
+buffer is full). Its options are parsed into ``HandlerOptions`` (options.py).
+The I/O thread (``Publisher``) encodes (``Encoder``), publishes
 with streaming confirms (``FrameWriter``), spools to disk while the broker is
 away and replays in order. Data flows one way: handler -> encoder -> outbox ->
 publisher -> frames. See docs/handler.md.
@@ -16,25 +17,31 @@ import encodings.idna  # noqa: F401  (see the comment below the imports)
 import itertools
 import logging
 import os
-import socket
 import sys
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import Mapping
-from pathlib import Path
+from typing import Any
 
 from logrouter import severity as sev
 from logrouter import wire
 from logrouter.app.diagnostics import report
-from logrouter.app.encoder import Captured, Encoder, parse_facilities
+from logrouter.app.encoder import Captured, Encoder
+from logrouter.app.options import (
+    DEFAULT_BUFFER,
+    DEFAULT_LINGER_MS,
+    DEFAULT_SPOOL_MAX,
+    HandlerOptions,
+    default_spool_path,
+)
 from logrouter.app.outbox import Outbox
-from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, parse_mode
+from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS
 from logrouter.app.publisher import Publisher
-from logrouter.app.ratelimit import RateLimiter, RateLimitSettings, key_function
+from logrouter.app.ratelimit import RateLimiter, key_function
 from logrouter.app.spools import SpoolDir
-from logrouter.connection import DEFAULT_EXCHANGE, DEFAULT_URL, BrokerSettings
+from logrouter.connection import DEFAULT_EXCHANGE
 
 # The I/O thread must import nothing lazily: a fork taken while a thread holds a
 # module's import lock leaves that lock held forever in the child. pika resolves
@@ -46,9 +53,6 @@ __all__ = ["DEFAULT_BUFFER", "RabbitHandler", "default_spool_path"]
 
 #: Loggers whose records are never published (no feedback loop, FIELD-NOTE 7).
 IGNORED_LOGGERS = frozenset({"pika", "logrouter"})
-DEFAULT_BUFFER = 25_000  # ~0.7 KB each: bounded at ~17 MB; absorbs a burst without spooling
-DEFAULT_SPOOL_MAX = 256 << 20
-DEFAULT_LINGER_MS = 5.0
 #: Seconds between two looks for due rate-limit summaries from emit (the I/O thread
 #: also looks every tick).
 SUMMARY_CHECK = 0.5
@@ -58,35 +62,12 @@ _handlers: weakref.WeakSet[RabbitHandler] = weakref.WeakSet()
 _inherited: list[object] = []
 
 
-def default_spool_path(app: str, exchange: str = DEFAULT_EXCHANGE) -> Path:
-    """A per-user cache directory keyed by the app name and the exchange.
-
-    Keyed by the exchange too, so that records spooled for one exchange are never
-    replayed into another (say, the next test run's exchange). Each process of the
-    app keeps its own spool file in it.
-    """
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-
-    def safe(text: str) -> str:
-        return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:100] or "_"
-
-    suffix = "" if exchange == DEFAULT_EXCHANGE else f"@{safe(exchange)}"
-    return Path(base) / "logrouter" / f"spool-{safe(app)}{suffix}"
-
-
-def _default_app() -> str:
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    name = os.path.basename(argv0)
-    if name in ("", "-c", "__main__.py"):
-        return "python"
-    return name.removesuffix(".py") or "python"
-
-
 class RabbitHandler(logging.Handler):
     """Publish every record to a RabbitMQ topic exchange as ``facility.severity``.
 
     Every option is a plain string or number (dictConfig, fileConfig, Django).
     Raises ValueError / BadURL for a bad option at construction, never later.
+    The parsed options read as attributes (``handler.linger``, ``handler.settings``).
     """
 
     def __init__(
@@ -115,70 +96,44 @@ class RabbitHandler(logging.Handler):
         rate_limit_interval: float | str | None = None,
         level: int | str = logging.NOTSET,
     ) -> None:
+        # Every parameter but ``level`` is an option (a unit test keeps the signatures equal).
+        given = {k: v for k, v in locals().items() if k not in ("self", "level", "__class__")}
         super().__init__(level)
-        url = url or os.environ.get("LOGROUTER_URL") or DEFAULT_URL
-        self.settings = BrokerSettings.from_url(
-            url, exchange=exchange, heartbeat=int(heartbeat), client_name="logrouter-handler"
-        )
-        self.facility = sev.normalize_facility(facility)
-        self.facilities = parse_facilities(facilities)
-        self.app = app or _default_app()
-        self.buffer_size = max(2, int(buffer_size))
-        self.spool_path: Path | None = (
-            None
-            if spool == ""
-            else Path(spool)
-            if spool
-            else default_spool_path(self.app, self.settings.exchange)
-        )
-        self.spool_max_bytes = (
-            DEFAULT_SPOOL_MAX if spool_max_bytes in (None, "") else int(spool_max_bytes)
-        )
-        self.flush_timeout = float(flush_timeout)
-        self.max_message = int(max_message)
-        self.reconnect_max = float(reconnect_max)
-        self.fast_frames = str(fast_frames).lower() not in ("false", "0", "no", "off")
-        self.batch = parse_mode(batch)
-        self.linger = float(linger_ms) / 1000.0
-        self.batch_records = int(batch_records)
-        self.batch_bytes = int(batch_bytes)
-        if self.linger < 0 or self.batch_records < 1 or self.batch_bytes < 1:
-            raise ValueError(
-                "linger_ms must be >= 0, batch_records and batch_bytes >= 1"
-                f" (got {linger_ms!r}, {batch_records!r}, {batch_bytes!r})"
-            )
-        self.rate_limit = RateLimitSettings.from_options(
-            rate_limit, burst, rate_limit_key, rate_limit_exempt, rate_limit_interval
-        )
-        self.host = socket.gethostname()
+        self.options = HandlerOptions.from_options(**given)
         self._closed = False
         self._forked = False
         self._fresh_state()
         _handlers.add(self)
 
+    def __getattr__(self, name: str) -> Any:
+        """The parsed options, read as attributes as before (``handler.linger``)."""
+        options = self.__dict__.get("options")
+        if options is None or name not in HandlerOptions.__dataclass_fields__:
+            raise AttributeError(name)
+        return getattr(options, name)
+
     def _fresh_state(self) -> None:
         """Per-process state: created at init and again in a forked child."""
         run = time.time_ns()
         self._seq = itertools.count(1)
+        opts = self.options
         encoder = Encoder(
-            host=self.host,
-            app=self.app,
-            facility=self.facility,
-            facilities=self.facilities,
-            max_message=self.max_message,
+            host=opts.host,
+            app=opts.app,
+            facility=opts.facility,
+            facilities=opts.facilities,
+            max_message=opts.max_message,
             run=run,
             id_prefix=uuid.uuid4().hex[:16],
         )
-        spools = None
-        if self.spool_path is not None:
-            path, legacy = self.spool_path, None
-            if path.is_file():  # an earlier version's one-file spool, named explicitly
-                path, legacy = path.with_name(path.name + ".d"), path
-            name = f"p{os.getpid()}-{run}"
-            spools = SpoolDir(path, self.spool_max_bytes, name=name, legacy=legacy)
-        self._outbox = Outbox(encoder, spools, buffer_size=self.buffer_size, report=report)
+        spools = (
+            None
+            if opts.spool_path is None
+            else SpoolDir.for_process(opts.spool_path, opts.spool_max_bytes, run=run)
+        )
+        self._outbox = Outbox(encoder, spools, buffer_size=opts.buffer_size, report=report)
         self._publisher: Publisher | None = None
-        limit = self.rate_limit
+        limit = opts.rate_limit
         self._limiter = (
             None
             if limit is None
@@ -247,7 +202,7 @@ class RabbitHandler(logging.Handler):
         if self._closed:
             return
         self._summarize(time.time(), everything=True)
-        self._wait(self.flush_timeout, spool_rest=True)
+        self._wait(self.options.flush_timeout, spool_rest=True)
 
     def close(self) -> None:
         """Flush (bounded), spool what is left, stop the I/O thread. Idempotent."""
@@ -261,7 +216,7 @@ class RabbitHandler(logging.Handler):
             pub = self._publisher
             stopped = True
             if pub is not None:
-                self._wait(self.flush_timeout, spool_rest=False)
+                self._wait(self.options.flush_timeout, spool_rest=False)
                 stopped = pub.stop(timeout=2.0)
             if stopped:
                 self._outbox.close()
@@ -323,16 +278,17 @@ class RabbitHandler(logging.Handler):
         try:
             if self._publisher is not None:
                 return
+            opts = self.options
             pub = Publisher(
-                self.settings,
+                opts.settings,
                 self._outbox,
-                app_id=self.app,
-                reconnect_max=self.reconnect_max,
-                fast_frames=self.fast_frames,
-                batch=self.batch == "auto",
-                linger=self.linger,
-                batch_records=self.batch_records,
-                batch_bytes=self.batch_bytes,
+                app_id=opts.app,
+                reconnect_max=opts.reconnect_max,
+                fast_frames=opts.fast_frames,
+                batch=opts.batch == "auto",
+                linger=opts.linger,
+                batch_records=opts.batch_records,
+                batch_bytes=opts.batch_bytes,
                 on_tick=self._tick if self._limiter is not None else None,
             )
             self._publisher = pub
@@ -363,7 +319,8 @@ class RabbitHandler(logging.Handler):
         self._forked = True
 
     def __repr__(self) -> str:
-        return f"<RabbitHandler {self.settings.describe()} exchange={self.settings.exchange}>"
+        settings = self.options.settings
+        return f"<RabbitHandler {settings.describe()} exchange={settings.exchange}>"
 
 
 def _after_fork_in_child() -> None:

@@ -60,6 +60,18 @@ class SpoolDir:
         self._lock_fd: int | None = None
         self.spool: Spool | None = None
 
+    @classmethod
+    def for_process(cls, path: Path, max_bytes: int, *, run: int) -> SpoolDir:
+        """This process's view of the spool at ``path`` (the ``spool`` option).
+
+        A ``path`` that is a file is an earlier version's one-file spool, named
+        explicitly: the directory goes next to it and adopts it.
+        """
+        legacy = None
+        if path.is_file():
+            path, legacy = path.with_name(path.name + ".d"), path
+        return cls(path, max_bytes, name=f"p{os.getpid()}-{run}", legacy=legacy)
+
     @property
     def own_file(self) -> Path:
         return self.path / f"{self.name}.sqlite"

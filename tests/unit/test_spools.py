@@ -107,3 +107,18 @@ def test_handler_given_an_old_spool_file_uses_a_directory_beside_it(tmp_path: Pa
     assert spools.adopt() == 2
     spools.close()
     handler.close()
+
+
+def test_for_process_puts_the_directory_next_to_an_old_one_file_spool(tmp_path: Path) -> None:
+    """A ``spool`` option naming a file (an earlier version's spool) gets ``<file>.d``,
+    which adopts that file; a directory path is used as is. Files are named by pid and run."""
+    old = tmp_path / "spool"
+    old.write_bytes(b"")
+    spools = SpoolDir.for_process(old, 100, run=7)
+    assert (spools.path, spools.legacy, spools.name) == (
+        old.with_name("spool.d"),
+        old,
+        f"p{os.getpid()}-7",
+    )
+    fresh = SpoolDir.for_process(tmp_path / "new", 100, run=8)
+    assert fresh.path == tmp_path / "new" and fresh.legacy == tmp_path / "new.sqlite"

@@ -1,0 +1,154 @@
+"""The handler's options: plain strings or numbers in, checked settings out.
+
+``HandlerOptions.from_options`` takes what ``RabbitHandler(...)`` is given (by
+code, dictConfig, fileConfig or Django, so every option may be a string) and
+returns the settings the handler, its outbox and its publisher run with.
+Raises ValueError / BadURL for a bad option, at construction, never later.
+``default_spool_path`` is where the spool goes when the ``spool`` option is not given.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from logrouter import severity as sev
+from logrouter import wire
+from logrouter.app.encoder import parse_facilities
+from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, parse_mode
+from logrouter.app.ratelimit import RateLimitSettings
+from logrouter.connection import DEFAULT_EXCHANGE, DEFAULT_URL, BrokerSettings
+
+DEFAULT_BUFFER = 25_000  # ~0.7 KB each: bounded at ~17 MB; absorbs a burst without spooling
+DEFAULT_SPOOL_MAX = 256 << 20
+DEFAULT_LINGER_MS = 5.0
+
+
+def default_spool_path(app: str, exchange: str = DEFAULT_EXCHANGE) -> Path:
+    """A per-user cache directory keyed by the app name and the exchange.
+
+    Keyed by the exchange too, so that records spooled for one exchange are never
+    replayed into another (say, the next test run's exchange). Each process of the
+    app keeps its own spool file in it.
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+
+    def safe(text: str) -> str:
+        return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:100] or "_"
+
+    suffix = "" if exchange == DEFAULT_EXCHANGE else f"@{safe(exchange)}"
+    return Path(base) / "logrouter" / f"spool-{safe(app)}{suffix}"
+
+
+def _default_app() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    name = os.path.basename(argv0)
+    if name in ("", "-c", "__main__.py"):
+        return "python"
+    return name.removesuffix(".py") or "python"
+
+
+@dataclass(frozen=True)
+class HandlerOptions:
+    """What a ``RabbitHandler`` runs with (its options, parsed and checked)."""
+
+    settings: BrokerSettings
+    facility: str
+    facilities: dict[str, str]
+    app: str
+    buffer_size: int
+    spool_path: Path | None
+    spool_max_bytes: int
+    flush_timeout: float
+    max_message: int
+    reconnect_max: float
+    fast_frames: bool
+    batch: str
+    #: seconds (the option ``linger_ms`` is in milliseconds)
+    linger: float
+    batch_records: int
+    batch_bytes: int
+    rate_limit: RateLimitSettings | None
+    host: str
+
+    @classmethod
+    def from_options(
+        cls,
+        url: str | None = None,
+        exchange: str = DEFAULT_EXCHANGE,
+        facility: str = sev.DEFAULT_FACILITY,
+        facilities: Mapping[str, str] | str | None = None,
+        app: str | None = None,
+        buffer_size: int | str = DEFAULT_BUFFER,
+        spool: str | None = None,
+        spool_max_bytes: int | str = DEFAULT_SPOOL_MAX,
+        flush_timeout: float | str = 5.0,
+        max_message: int | str = wire.DEFAULT_MAX_MESSAGE,
+        heartbeat: int | str = 10,
+        reconnect_max: float | str = 5.0,
+        fast_frames: bool | str = True,
+        batch: str = "off",
+        linger_ms: float | str = DEFAULT_LINGER_MS,
+        batch_records: int | str = DEFAULT_MAX_RECORDS,
+        batch_bytes: int | str = DEFAULT_MAX_BYTES,
+        rate_limit: float | str | None = None,
+        burst: int | str | None = None,
+        rate_limit_key: str | None = None,
+        rate_limit_exempt: str | None = None,
+        rate_limit_interval: float | str | None = None,
+    ) -> HandlerOptions:
+        """Parse and check the handler's options. Raises ValueError / BadURL."""
+        url = url or os.environ.get("LOGROUTER_URL") or DEFAULT_URL
+        settings = BrokerSettings.from_url(
+            url, exchange=exchange, heartbeat=int(heartbeat), client_name="logrouter-handler"
+        )
+        facility = sev.normalize_facility(facility)
+        parsed_facilities = parse_facilities(facilities)
+        app = app or _default_app()
+        size = max(2, int(buffer_size))
+        spool_path = (
+            None
+            if spool == ""
+            else Path(spool)
+            if spool
+            else default_spool_path(app, settings.exchange)
+        )
+        spool_max = DEFAULT_SPOOL_MAX if spool_max_bytes in (None, "") else int(spool_max_bytes)
+        flush = float(flush_timeout)
+        max_msg = int(max_message)
+        reconnect = float(reconnect_max)
+        fast = str(fast_frames).lower() not in ("false", "0", "no", "off")
+        mode = parse_mode(batch)
+        linger = float(linger_ms) / 1000.0
+        records, size_bytes = int(batch_records), int(batch_bytes)
+        if linger < 0 or records < 1 or size_bytes < 1:
+            raise ValueError(
+                "linger_ms must be >= 0, batch_records and batch_bytes >= 1"
+                f" (got {linger_ms!r}, {batch_records!r}, {batch_bytes!r})"
+            )
+        limit = RateLimitSettings.from_options(
+            rate_limit, burst, rate_limit_key, rate_limit_exempt, rate_limit_interval
+        )
+        return cls(
+            settings=settings,
+            facility=facility,
+            facilities=parsed_facilities,
+            app=app,
+            buffer_size=size,
+            spool_path=spool_path,
+            spool_max_bytes=spool_max,
+            flush_timeout=flush,
+            max_message=max_msg,
+            reconnect_max=reconnect,
+            fast_frames=fast,
+            batch=mode,
+            linger=linger,
+            batch_records=records,
+            batch_bytes=size_bytes,
+            rate_limit=limit,
+            host=socket.gethostname(),
+        )
