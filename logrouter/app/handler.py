@@ -96,10 +96,10 @@ class RabbitHandler(logging.Handler):
         rate_limit_interval: float | str | None = None,
         level: int | str = logging.NOTSET,
     ) -> None:
-        # Every parameter but ``level`` is an option (a unit test keeps the signatures equal).
+        # Every parameter but ``level`` is an option: HandlerOptions reads them by name.
         given = {k: v for k, v in locals().items() if k not in ("self", "level", "__class__")}
         super().__init__(level)
-        self.options = HandlerOptions.from_options(**given)
+        self.options = HandlerOptions.from_options(given)
         self._closed = False
         self._forked = False
         self._fresh_state()

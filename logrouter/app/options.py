@@ -1,7 +1,8 @@
 """The handler's options: plain strings or numbers in, checked settings out.
 
 ``HandlerOptions.from_options`` takes what ``RabbitHandler(...)`` is given (by
-code, dictConfig, fileConfig or Django, so every option may be a string) and
+code, dictConfig, fileConfig or Django, so every option may be a string; the
+handler's signature is the one list of options and their defaults) and
 returns the settings the handler, its outbox and its publisher run with.
 Raises ValueError / BadURL for a bad option, at construction, never later.
 ``default_spool_path`` is where the spool goes when the ``spool`` option is not given.
@@ -15,11 +16,11 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from logrouter import severity as sev
-from logrouter import wire
 from logrouter.app.encoder import parse_facilities
-from logrouter.app.packing import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, parse_mode
+from logrouter.app.packing import parse_mode
 from logrouter.app.ratelimit import RateLimitSettings
 from logrouter.connection import DEFAULT_EXCHANGE, DEFAULT_URL, BrokerSettings
 
@@ -76,40 +77,26 @@ class HandlerOptions:
     host: str
 
     @classmethod
-    def from_options(
-        cls,
-        url: str | None = None,
-        exchange: str = DEFAULT_EXCHANGE,
-        facility: str = sev.DEFAULT_FACILITY,
-        facilities: Mapping[str, str] | str | None = None,
-        app: str | None = None,
-        buffer_size: int | str = DEFAULT_BUFFER,
-        spool: str | None = None,
-        spool_max_bytes: int | str = DEFAULT_SPOOL_MAX,
-        flush_timeout: float | str = 5.0,
-        max_message: int | str = wire.DEFAULT_MAX_MESSAGE,
-        heartbeat: int | str = 10,
-        reconnect_max: float | str = 5.0,
-        fast_frames: bool | str = True,
-        batch: str = "off",
-        linger_ms: float | str = DEFAULT_LINGER_MS,
-        batch_records: int | str = DEFAULT_MAX_RECORDS,
-        batch_bytes: int | str = DEFAULT_MAX_BYTES,
-        rate_limit: float | str | None = None,
-        burst: int | str | None = None,
-        rate_limit_key: str | None = None,
-        rate_limit_exempt: str | None = None,
-        rate_limit_interval: float | str | None = None,
-    ) -> HandlerOptions:
-        """Parse and check the handler's options. Raises ValueError / BadURL."""
-        url = url or os.environ.get("LOGROUTER_URL") or DEFAULT_URL
-        settings = BrokerSettings.from_url(
-            url, exchange=exchange, heartbeat=int(heartbeat), client_name="logrouter-handler"
+    def from_options(cls, given: Mapping[str, Any]) -> HandlerOptions:
+        """Parse and check the handler's options, given by the names (and with the
+        defaults) of ``RabbitHandler``'s parameters. Raises ValueError / BadURL."""
+        url = given["url"] or os.environ.get("LOGROUTER_URL") or DEFAULT_URL
+        spool, spool_max_bytes = given["spool"], given["spool_max_bytes"]
+        linger_ms, batch_records, batch_bytes = (
+            given["linger_ms"],
+            given["batch_records"],
+            given["batch_bytes"],
         )
-        facility = sev.normalize_facility(facility)
-        parsed_facilities = parse_facilities(facilities)
-        app = app or _default_app()
-        size = max(2, int(buffer_size))
+        settings = BrokerSettings.from_url(
+            url,
+            exchange=given["exchange"],
+            heartbeat=int(given["heartbeat"]),
+            client_name="logrouter-handler",
+        )
+        facility = sev.normalize_facility(given["facility"])
+        parsed_facilities = parse_facilities(given["facilities"])
+        app = given["app"] or _default_app()
+        size = max(2, int(given["buffer_size"]))
         spool_path = (
             None
             if spool == ""
@@ -118,11 +105,11 @@ class HandlerOptions:
             else default_spool_path(app, settings.exchange)
         )
         spool_max = DEFAULT_SPOOL_MAX if spool_max_bytes in (None, "") else int(spool_max_bytes)
-        flush = float(flush_timeout)
-        max_msg = int(max_message)
-        reconnect = float(reconnect_max)
-        fast = str(fast_frames).lower() not in ("false", "0", "no", "off")
-        mode = parse_mode(batch)
+        flush = float(given["flush_timeout"])
+        max_msg = int(given["max_message"])
+        reconnect = float(given["reconnect_max"])
+        fast = str(given["fast_frames"]).lower() not in ("false", "0", "no", "off")
+        mode = parse_mode(given["batch"])
         linger = float(linger_ms) / 1000.0
         records, size_bytes = int(batch_records), int(batch_bytes)
         if linger < 0 or records < 1 or size_bytes < 1:
@@ -131,7 +118,11 @@ class HandlerOptions:
                 f" (got {linger_ms!r}, {batch_records!r}, {batch_bytes!r})"
             )
         limit = RateLimitSettings.from_options(
-            rate_limit, burst, rate_limit_key, rate_limit_exempt, rate_limit_interval
+            given["rate_limit"],
+            given["burst"],
+            given["rate_limit_key"],
+            given["rate_limit_exempt"],
+            given["rate_limit_interval"],
         )
         return cls(
             settings=settings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,17 +12,16 @@ from logrouter.app.handler import RabbitHandler
 from logrouter.app.options import HandlerOptions
 
 
-def test_handler_and_options_take_the_same_parameters_with_the_same_defaults() -> None:
-    """RabbitHandler forwards every parameter but ``level`` to from_options unchanged."""
-    handler = inspect.signature(RabbitHandler.__init__).parameters
-    options = inspect.signature(HandlerOptions.from_options).parameters
-    forwarded = [(p.name, p.default) for p in handler.values() if p.name not in ("self", "level")]
-    assert forwarded == [(p.name, p.default) for p in options.values()]
+def _options(**given: Any) -> HandlerOptions:
+    """from_options as RabbitHandler calls it: every parameter, defaults filled in."""
+    params = inspect.signature(RabbitHandler.__init__).parameters
+    defaults = {n: p.default for n, p in params.items() if n not in ("self", "level")}
+    return HandlerOptions.from_options(defaults | given)
 
 
 def test_string_options_are_parsed() -> None:
     """dictConfig strings become numbers, flags and a batch mode; linger_ms goes to seconds."""
-    opts = HandlerOptions.from_options(
+    opts = _options(
         url="amqp://h",
         app="billing",
         spool="/tmp/s",
@@ -42,4 +42,10 @@ def test_string_options_are_parsed() -> None:
 def test_a_bad_batch_option_is_refused_naming_the_values() -> None:
     """A negative linger is a ValueError that says what was given."""
     with pytest.raises(ValueError, match=r"linger_ms must be >= 0.*'-1'"):
-        HandlerOptions.from_options(url="amqp://h", linger_ms="-1")
+        _options(url="amqp://h", linger_ms="-1")
+
+
+def test_a_missing_option_is_a_key_error() -> None:
+    """from_options reads every option of the handler's signature by name."""
+    with pytest.raises(KeyError):
+        HandlerOptions.from_options({"url": "amqp://h"})
