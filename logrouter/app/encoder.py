@@ -121,6 +121,12 @@ def record_to_dict(
     )
 
 
+#: What the body of a record too big to send keeps (the message truncated as always):
+#: who, when and what, without thread, source, fields, traceback and stack.
+_KEPT_WHEN_HUGE = frozenset(
+    {"v", "ts", "host", "app", "pid", "logger", "facility", "severity", "level", "msg"}
+)
+
 #: Constant parts cached per Encoder, at most (cleared when full).
 _PARTS_MAX = 4096
 #: A LogRecord's attribute count: more means ``extra`` keys (fields), so the slow path.
@@ -312,33 +318,21 @@ class Encoder:
         try:
             timestamp = int(record.created)
             facility, severity = self.key_words(record)
-            body = wire.encode(
-                record_to_dict(
-                    record,
-                    facility=facility,
-                    severity=severity,
-                    host=self.host,
-                    app=self.app,
-                    max_message=self.max_message,
-                    message=message,
-                    exc=exc,
-                )
+            full = record_to_dict(
+                record,
+                facility=facility,
+                severity=severity,
+                host=self.host,
+                app=self.app,
+                max_message=self.max_message,
+                message=message,
+                exc=exc,
             )
+            body = wire.encode(full)
             if len(body) > self.max_message * 2 + 65536:  # huge fields: keep what matters
-                body = wire.encode(
-                    record_body(
-                        ts=record.created,
-                        host=self.host,
-                        app=self.app,
-                        pid=record.process,
-                        logger=record.name,
-                        facility=facility,
-                        severity=severity,
-                        level=record.levelname,
-                        msg=wire.truncate(message, self.max_message),
-                        fields={"_truncated": f"record was {len(body)} bytes"},
-                    )
-                )
+                kept = {key: value for key, value in full.items() if key in _KEPT_WHEN_HUGE}
+                kept["fields"] = {"_truncated": f"record was {len(body)} bytes"}
+                body = wire.encode(kept)
         except Exception as err:  # never lose a record to a rendering bug
             timestamp = int(time.time())
             facility, severity = self.facility, "err"

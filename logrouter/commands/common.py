@@ -3,7 +3,8 @@
 ``resolve_target`` turns --config / $LOGROUTER_URL / --url / --exchange into
 broker settings (and the config when one was read); ``stop_on_signals`` lets a
 long-running command end cleanly on Ctrl-C or SIGTERM; ``close_quietly`` ends a
-connection that may already be gone; ``broker_failure`` says what went wrong with
+connection that may already be gone; ``connect_as`` connects or says why not;
+``broker_failure`` says what went wrong with
 the broker; ``display_order`` and ``instance_label`` order and name the instances
 that answered a control request.
 """
@@ -11,7 +12,7 @@ that answered a control request.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +22,13 @@ from typing import TYPE_CHECKING, Any
 import pika.exceptions
 
 from logrouter import exitcodes
-from logrouter.connection import BadURL, BrokerSettings, describe_error, split_urls
+from logrouter.connection import (
+    BadURL,
+    BrokerSettings,
+    BrokerUnavailable,
+    describe_error,
+    split_urls,
+)
 from logrouter.errors import LogrouterError
 
 if TYPE_CHECKING:
@@ -115,6 +122,16 @@ def close_quietly(connection: Any) -> None:
     with suppress(Exception):
         if connection is not None and connection.is_open:
             connection.close()
+
+
+def connect_as(settings: BrokerSettings, name: str, say: Callable[[str], None]) -> Any:
+    """A connection to the broker as client ``name``; None once ``say`` has told the
+    user that no URL answered (the command then exits with ``exitcodes.RUNTIME``)."""
+    try:
+        return settings.with_name(name).connect()
+    except BrokerUnavailable as exc:
+        say(f"cannot reach the broker: {exc}")
+        return None
 
 
 def broker_failure(exc: Exception, missing: str) -> str:

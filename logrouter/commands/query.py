@@ -36,10 +36,11 @@ from logrouter.commands.common import (
     TargetError,
     broker_failure,
     close_quietly,
+    connect_as,
     resolve_target,
     stop_on_signals,
 )
-from logrouter.connection import BrokerUnavailable, redact
+from logrouter.connection import redact
 from logrouter.record_filter import FieldError, RecordFilter, parse_field, record_key
 from logrouter.render import render_output, use_color
 from logrouter.selector import SelectorError, compile_selector
@@ -216,10 +217,8 @@ def _follow(
     printer: Printer,
 ) -> int:
     with stop_on_signals() as stopped:
-        try:
-            connection = settings.with_name("logrouter-query").connect()
-        except BrokerUnavailable as exc:
-            _err(f"cannot reach the broker: {exc}")
+        connection = connect_as(settings, "logrouter-query", _err)
+        if connection is None:
             return exitcodes.RUNTIME
         try:
             channel = connection.channel()

@@ -34,9 +34,10 @@ from logrouter.commands.common import (
     TargetError,
     broker_failure,
     close_quietly,
+    connect_as,
     resolve_target,
 )
-from logrouter.connection import BrokerUnavailable, describe_error, redact
+from logrouter.connection import describe_error, redact
 from logrouter.render import escape
 from logrouter.sinks.consumer import (
     ORIGINAL_USER_HEADER,
@@ -232,10 +233,8 @@ def run(args: argparse.Namespace) -> int:
         _err(str(exc))
         return exc.exit_code
     queue = REJECTED_QUEUE if args.queue == "rejected" else f"{settings.exchange}.unrouted"
-    try:
-        connection = settings.with_name("logrouter-rejected").connect()
-    except BrokerUnavailable as exc:
-        _err(f"cannot reach the broker: {exc}")
+    connection = connect_as(settings, "logrouter-rejected", _err)
+    if connection is None:
         return exitcodes.RUNTIME
     try:
         channel = connection.channel()

@@ -39,11 +39,12 @@ from logrouter.commands.common import (
     TargetError,
     broker_failure,
     close_quietly,
+    connect_as,
     resolve_target,
     stop_on_signals,
 )
 from logrouter.commands.query import UsageError, build_filter, resolve_source
-from logrouter.connection import BrokerUnavailable, redact
+from logrouter.connection import redact
 from logrouter.record_filter import RecordFilter
 from logrouter.render import render_output
 
@@ -154,10 +155,8 @@ def run(args: argparse.Namespace) -> int:
         exchange, queue = "", f"logrouter.{args.to_sink}"
     else:
         exchange, queue = settings.exchange, None
-    try:
-        connection = settings.with_name("logrouter-replay").connect()
-    except BrokerUnavailable as exc:
-        _err(f"cannot reach the broker: {exc}")
+    connection = connect_as(settings, "logrouter-replay", _err)
+    if connection is None:
         return exitcodes.RUNTIME
     with stop_on_signals() as stopped:
         replay: Replay | None = None

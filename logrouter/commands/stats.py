@@ -28,6 +28,7 @@ from logrouter import control, exitcodes, render
 from logrouter.commands.common import (
     TargetError,
     close_quietly,
+    connect_as,
     display_order,
     instance_label,
     resolve_target,
@@ -328,10 +329,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _once(settings: BrokerSettings, config: RoutingConfig, timeout: float) -> int:
-    try:
-        connection = settings.with_name("logrouter-stats").connect()
-    except BrokerUnavailable as exc:
-        _err(f"cannot reach the broker: {exc}")
+    connection = connect_as(settings, "logrouter-stats", _err)
+    if connection is None:
         return exitcodes.RUNTIME
     try:
         snapshot = gather(connection, config, settings.exchange, timeout)

@@ -27,11 +27,11 @@ from logrouter.commands.common import (
     TargetError,
     broker_failure,
     close_quietly,
+    connect_as,
     resolve_target,
     stop_on_signals,
 )
 from logrouter.connection import (
-    BrokerUnavailable,
     redact,
 )
 from logrouter.render import use_color
@@ -76,10 +76,8 @@ def run(args: argparse.Namespace) -> int:
         _err(str(exc))
         return exc.exit_code
     with stop_on_signals() as stopped:
-        try:
-            connection = settings.with_name("logrouter-tail").connect()
-        except BrokerUnavailable as exc:
-            _err(f"cannot reach the broker: {exc}")
+        connection = connect_as(settings, "logrouter-tail", _err)
+        if connection is None:
             return exitcodes.RUNTIME
         try:
             return _tail(connection, settings.exchange, selector, args, stopped)
