@@ -32,7 +32,7 @@ from logrouter import exitcodes
 from logrouter.commands.common import TargetError, broker_failure, close_quietly, resolve_target
 from logrouter.connection import BrokerUnavailable, describe_error, redact
 from logrouter.render import escape
-from logrouter.sinks.consumer import (
+from logrouter.sinks.rejects import (
     ORIGINAL_USER_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
