@@ -118,6 +118,8 @@ class Runner:
         )
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._stop_signalled = False
+        self._hup_signalled = False
         self.started = time.monotonic()
         self._install_signals()  # before the sinks start: a SIGTERM now still exits 0
         for name in names:
@@ -151,12 +153,24 @@ class Runner:
 
     # ---- signals -------------------------------------------------------
 
+    # A handler runs in the main thread between two bytecodes, possibly while that thread
+    # holds the lock inside ``self._stop.wait`` or ``self._reload.clear``: it must take no
+    # lock (Event.set would deadlock), so it only raises a flag the watch loop acts on.
+
     def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
-        self._stop.set()
+        self._stop_signalled = True
 
     def _on_hup(self, signum: int, _frame: FrameType | None) -> None:
-        self.reloader.reopen.set()
-        self._reload.set()
+        self._hup_signalled = True
+
+    def _take_signals(self) -> None:
+        """What the handlers flagged, done by the loop (where taking a lock is safe)."""
+        if self._hup_signalled:
+            self._hup_signalled = False
+            self.reloader.reopen.set()
+            self._reload.set()
+        if self._stop_signalled:
+            self._stop.set()
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -176,6 +190,7 @@ class Runner:
         supervisor = self.supervisor
         while supervisor.any_alive():
             self._stop.wait(POLL)
+            self._take_signals()
             if self._stop.is_set():
                 break
             if self._reload.is_set():
