@@ -39,7 +39,7 @@ from logrouter.commands.common import (
 )
 from logrouter.connection import describe_error, redact
 from logrouter.render import escape
-from logrouter.sinks.consumer import (
+from logrouter.sinks.rejects import (
     ORIGINAL_USER_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,

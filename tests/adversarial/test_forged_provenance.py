@@ -17,7 +17,7 @@ import pytest
 
 from logrouter import cli, topology
 from logrouter.connection import login
-from logrouter.sinks.consumer import ORIGINAL_USER_HEADER, USER_HEADER
+from logrouter.sinks.rejects import ORIGINAL_USER_HEADER, USER_HEADER
 from tests.adversarial.attackers import Attacker, publish_as
 from tests.helpers.broker import wait_for
 from tests.helpers.sinks import declare, name, run_burst, write_config

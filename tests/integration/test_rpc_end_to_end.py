@@ -29,7 +29,7 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE
     _wait_for(predicate, what, timeout)
 
 
-TIMEOUT = 2.0  # the CLI's --timeout for the sinks' answers
+TIMEOUT = 4.0  # the CLI's --timeout for the sinks' answers (a reload applies bindings first)
 
 
 class Fleet:

@@ -14,7 +14,7 @@ from typing import Any
 import pika
 
 from logrouter import topology
-from logrouter.sinks.consumer import REASON_HEADER
+from logrouter.sinks.rejects import REASON_HEADER
 from tests.helpers.rabbit_nodes import RabbitNode
 from tests.helpers.sinks import archive_records
 from tests.reliability.harness import assert_exactly_once

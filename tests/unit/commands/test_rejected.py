@@ -5,7 +5,7 @@ from __future__ import annotations
 import pika
 
 from logrouter.commands.rejected import REPLAY_HEADER, Held, replay_properties, sender_of, show_text
-from logrouter.sinks.consumer import ORIGINAL_USER_HEADER, SINK_HEADER, USER_HEADER
+from logrouter.sinks.rejects import ORIGINAL_USER_HEADER, SINK_HEADER, USER_HEADER
 
 
 def sink_copy(headers: dict[str, object]) -> pika.BasicProperties:

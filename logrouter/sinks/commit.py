@@ -1,0 +1,103 @@
+"""The commit path of one batch: write, journal, reject, ack — or nack and roll back.
+
+The order is the sink's delivery guarantee, so it lives in one place: records
+are written and flushed (``sinks/output.py``), rejected copies are confirmed on
+``logrouter.rejected`` (``sinks/rejects.py``), the checkpoint and keys are
+committed to the crash journal, and only then is the batch acked with one
+``multiple=True`` ack. If writing fails nothing is acked: the batch is nacked
+back onto the queue, the consumer cancelled and the writer rolled back to the
+last commit; the loop (``sinks/consumer.py``) waits the returned delay and
+consumes again.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+from typing import Any
+
+from logrouter import topology
+from logrouter.backoff import Backoff
+from logrouter.counters import SinkCounters
+from logrouter.sinks.batch import Batch, Delivery, suppressed_in
+from logrouter.sinks.link import BrokerLink
+from logrouter.sinks.output import Output
+
+
+class Committer:
+    """Commits batches of one sink (see the module docstring); the sink's thread only."""
+
+    def __init__(
+        self,
+        output: Output,
+        link: BrokerLink,
+        *,
+        counters: SinkCounters,
+        backoff: Backoff,
+        log: Any,
+    ) -> None:
+        self.output = output
+        self.link = link
+        self.counters = counters
+        self.backoff = backoff
+        self.log = log
+
+    def commit(self, batch: Batch) -> float | None:
+        """Commit the deliveries pending in ``batch``: None when they are written and
+        acked; after a write error (batch nacked, writer rolled back), the seconds to
+        wait before consuming again."""
+        last_tag = batch.last_tag
+        pending = batch.take_pending()
+        output = self.output
+        outcome = output.classify(pending)
+        try:
+            refused, checkpoint, fsync = output.write(outcome)
+        except OSError as exc:
+            return self._write_failed(exc, last_tag, len(pending))
+        # a record whose target was refused is rejected like an undecodable one
+        outcome.rejected.extend((outcome.sources[index], reason) for index, reason in refused)
+        self.link.reject(outcome.rejected, output.config.name, self._rejected)
+        keys = outcome.committed_keys(index for index, _ in refused)
+        output.commit(checkpoint, keys, fsync=fsync)
+        self.link.ack(last_tag)
+        counters = self.counters
+        counters.written += len(outcome.records) - len(refused)
+        counters.suppressed += suppressed_in(outcome.records)
+        counters.duplicates += outcome.duplicates
+        counters.filtered += outcome.filtered
+        counters.acked += len(pending)
+        counters.expired += output.take_expired()
+        if counters.state == "backing-off":
+            self.log.info("writing again", queue=output.config.queue)
+        counters.state = "running"
+        return None
+
+    def _rejected(self, delivery: Delivery, reason: str) -> None:
+        self.counters.rejected += 1
+        self.log.warning(
+            "message rejected",
+            routing_key=delivery.routing_key,
+            reason=reason,
+            to=topology.REJECTED_QUEUE,
+        )
+
+    def _write_failed(self, exc: OSError, last_tag: int, count: int) -> float:
+        """Nothing of the batch is acked: requeue it, roll back; the delay to wait."""
+        code = exc.errno if exc.errno is not None else errno_mod.EIO
+        self.counters.write_errors += 1
+        self.counters.last_error = str(exc)
+        self.counters.state = "backing-off"
+        delay = self.backoff.next()
+        self.log.error(
+            "write failed; records stay on the broker",
+            path=getattr(exc, "filename", None),
+            errno=errno_mod.errorcode.get(code, str(code)),
+            error=str(exc),
+            records=count,
+            retry_in=delay,
+        )
+        self.link.pause(last_tag)
+        try:
+            self.output.rollback()
+        except OSError as rollback_exc:
+            self.log.error("rollback failed", error=str(rollback_exc))
+        return delay

@@ -1,0 +1,118 @@
+"""One sink's broker connection: its queue's topology, the consumer, acks and rejects.
+
+The sink loop (``sinks/consumer.py``) owns when to connect, consume, ack and
+pause; this module owns how. ``open`` connects, declares the exchange, queue
+and bindings with the same code as ``logrouter setup`` and opens a second,
+confirmed channel for rejected copies; ``consume`` starts the manual-ack
+consumer; ``pause`` nacks the batch in hand back onto the queue and cancels
+the consumer (the queue keeps what the sink could not write). Every method runs
+in the sink's own thread: pika connections are not thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from logrouter import topology
+from logrouter.connection import BrokerSettings, connection_login, describe_error
+from logrouter.sinks.batch import Delivery
+from logrouter.sinks.rejects import publish_rejected
+
+if TYPE_CHECKING:
+    from logrouter.config import SinkConfig
+
+OnMessage = Callable[[Any, Any, Any, bytes], None]
+
+
+class BrokerLink:
+    """The connection, consuming channel and reject channel of one sink."""
+
+    def __init__(self, broker: BrokerSettings, log: Any) -> None:
+        self.broker = broker
+        self.log = log
+        self.connection: Any = None
+        self._channel: Any = None
+        self._reject_channel: Any = None
+        self._consumer_tag: str | None = None
+        #: the broker cancelled our consumer (queue deleted, node gone): reconnect
+        self.cancelled = False
+
+    @property
+    def is_open(self) -> bool:
+        return self._channel is not None
+
+    def open(self, config: SinkConfig) -> None:
+        """Connect, declare the topology of ``config`` (logging reconciled bindings) and
+        open the confirmed channel for rejected copies. Raises ``OSError`` or pika's
+        ``AMQPError``."""
+        connection: Any = self.broker.with_name(f"logrouter sink {config.name}").connect()
+        self.connection = connection
+        channel = connection.channel()
+        self._channel = channel
+        topology.declare_exchange(channel, self.broker)
+        diff = topology.declare_queue(channel, self.broker, topology.queue_spec(config))
+        if diff.added or diff.removed:
+            self.log.info(
+                "bindings reconciled", added=sorted(diff.added), removed=sorted(diff.removed)
+            )
+        self._reject_channel = connection.channel()
+        self._reject_channel.confirm_delivery()
+
+    def consume(self, config: SinkConfig, on_message: OnMessage) -> None:
+        """Start the manual-ack consumer of ``config.queue`` with its prefetch."""
+        channel = self._channel
+        channel.basic_qos(prefetch_count=config.prefetch)
+        self.cancelled = False
+        channel.add_on_cancel_callback(self._on_cancel)
+        self._consumer_tag = channel.basic_consume(config.queue, on_message)
+
+    def _on_cancel(self, _frame: Any) -> None:
+        self.cancelled = True
+
+    def reconcile(self, old: SinkConfig, new: SinkConfig) -> None:
+        """A reload: reconcile the queue's bindings, take a changed prefetch."""
+        topology.declare_queue(self._channel, self.broker, topology.queue_spec(new))
+        if new.prefetch != old.prefetch:
+            self._channel.basic_qos(prefetch_count=new.prefetch)
+
+    def process(self, seconds: float) -> None:
+        """Deliver what arrived (to the consumer's callback) for up to ``seconds``."""
+        self.connection.process_data_events(time_limit=seconds)
+
+    def ack(self, last_tag: int) -> None:
+        """Ack every delivery up to ``last_tag``."""
+        self._channel.basic_ack(delivery_tag=last_tag, multiple=True)
+
+    def pause(self, last_tag: int) -> None:
+        """Nack every delivery up to ``last_tag`` back onto the queue; stop consuming."""
+        self._channel.basic_nack(delivery_tag=last_tag, multiple=True, requeue=True)
+        if self._consumer_tag is not None:
+            self._channel.basic_cancel(self._consumer_tag)
+            self._consumer_tag = None
+
+    def reject(
+        self,
+        rejected: list[tuple[Delivery, str]],
+        sink: str,
+        on_rejected: Callable[[Delivery, str], None],
+    ) -> None:
+        """Publish rejected copies (``sinks/rejects.py``) on the confirmed channel."""
+        publish_rejected(
+            self._reject_channel,
+            rejected,
+            sink=sink,
+            sink_login=connection_login(self.connection),
+            on_rejected=on_rejected,
+        )
+
+    def close(self) -> None:
+        """Close the connection (quietly when it is already broken)."""
+        connection, self.connection = self.connection, None
+        self._channel = self._reject_channel = None
+        self._consumer_tag = None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception as exc:  # already broken: nothing to save
+                self.log.debug("close failed", error=describe_error(exc))
