@@ -458,7 +458,7 @@ def down_paced(tmp: Path) -> dict[str, float]:
         t0 = time.perf_counter()
         log.info("user %s logged in from %s", i, IP)
         times.append(time.perf_counter() - t0)
-        peak = max(peak, len(handler._buffer))
+        peak = max(peak, handler.stats["buffered"])
     spooled = handler.stats["spooled"]
     handler.close()
     times.sort()
