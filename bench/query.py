@@ -36,6 +36,7 @@ from typing import Any
 
 import pika
 
+from bench._shared import write_section
 from logrouter.archive_reader import read_archive
 from logrouter.config import ArchiveOptions
 from logrouter.record_filter import RecordFilter
@@ -47,7 +48,6 @@ from logrouter.wire import format_ts
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "query.md"
 DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- query:begin -->", "<!-- query:end -->"
 URL = os.environ.get("LOGROUTER_URL", "amqp://guest:guest@localhost:5672/%2F")
 SEVERITIES = ("info", "info", "info", "warning", "notice", "debug", "info", "err")
 BATCH = 500
@@ -233,14 +233,7 @@ def report(
 def write_docs(text: str) -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(text)
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n## Query and replay\n\n{text}{END}"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + block + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(current)
+    write_section("query", "Query and replay", text, DOCS)
 
 
 def main() -> int:

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pika
 
+from bench._shared import write_section
+
 URL = os.environ.get("LOGROUTER_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 ROUNDS = 30
 PROBE_EVERY = 0.005
 RESULTS = Path(__file__).parent / "results" / "reload.md"
 DOCS = Path(__file__).parent.parent / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench:reload:begin -->", "<!-- bench:reload:end -->"
 
 
 def write_config(path: Path, exchange: str, sink: str, match: str) -> None:
@@ -123,14 +124,7 @@ def report(latencies: list[float]) -> str:
 def write_docs(text: str) -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(text)
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n## Live reload\n\n{text}{END}"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + block + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS.write_text(current)
+    write_section("bench:reload", "Live reload", text, DOCS)
 
 
 def main() -> int:
