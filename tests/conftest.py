@@ -48,6 +48,13 @@ HOW_TO_GET_A_BROKER = (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules marked ``slow`` (minutes-long fault scenarios) first: with two xdist
+    workers taking whole files in order, they then run beside the rest of the suite
+    instead of alone at its end. The order within the two groups is kept."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):

@@ -30,6 +30,9 @@ from tests.helpers.broker import wait_for as _wait_for
 from tests.helpers.rabbit_nodes import RabbitNode
 from tests.helpers.sinks import ROOT, logrouter, sink_env, tokens, write_config
 
+#: minutes-long scenarios: scheduled first (tests/conftest.py), beside the rest
+pytestmark = pytest.mark.slow
+
 DEADLINE = 120.0
 
 

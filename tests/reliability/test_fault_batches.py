@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.helpers.rabbit_nodes import RabbitNode
 from tests.reliability.harness import Pipeline, assert_exactly_once, wait_until
+
+#: minutes-long scenarios: scheduled first (tests/conftest.py), beside the rest
+pytestmark = pytest.mark.slow
 
 TOTAL = 20_000
 

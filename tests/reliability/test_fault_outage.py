@@ -10,8 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from tests.helpers.rabbit_nodes import RabbitNode
 from tests.reliability.harness import Pipeline, assert_exactly_once
+
+#: minutes-long scenarios: scheduled first (tests/conftest.py), beside the rest
+pytestmark = pytest.mark.slow
 
 RATE = 5_000
 OUTAGE = 60.0

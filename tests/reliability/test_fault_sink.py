@@ -18,6 +18,9 @@ from logrouter.config import ConfigError, parse_config
 from tests.helpers.broker import queue_depth
 from tests.reliability.harness import assert_exactly_once, wait_until
 
+#: minutes-long scenarios: scheduled first (tests/conftest.py), beside the rest
+pytestmark = pytest.mark.slow
+
 TOTAL = 5000
 REFUSED = "config refused, keeping the old routing"
 
