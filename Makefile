@@ -8,7 +8,7 @@ LINTED := $(wildcard logrouter tests bench)
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 # Two pytest workers (pytest-xdist), whole files per worker so module and session
 # fixtures (private nodes, clusters) start once per worker. PYTEST_ARGS= runs serially.
-PYTEST_ARGS ?= -n 2 --dist loadfile --durations=15
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 .PHONY: test install tools lint typecheck broker bench demo clean
 

@@ -48,11 +48,16 @@ HOW_TO_GET_A_BROKER = (
 )
 
 
+def _minutes(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("slow")
+    return float(marker.kwargs.get("minutes", 1)) if marker is not None else 0.0
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules marked ``slow`` (minutes-long fault scenarios) first: with two xdist
-    workers taking whole files in order, they then run beside the rest of the suite
-    instead of alone at its end. The order within the two groups is kept."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest modules first (``slow(minutes=N)``, most minutes first): xdist workers
+    take whole files in this order (``--no-loadscope-reorder``, Makefile), so the
+    minutes-long fault scenarios run beside the rest instead of alone at the end."""
+    items.sort(key=lambda item: -_minutes(item))
 
 
 def _answers(host: str, port: int) -> bool:

@@ -16,7 +16,7 @@ from tests.helpers.rabbit_nodes import RabbitNode
 from tests.reliability.harness import Pipeline, assert_exactly_once
 
 #: minutes-long scenarios: scheduled first (tests/conftest.py), beside the rest
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=3)
 
 RATE = 5_000
 OUTAGE = 60.0

@@ -19,7 +19,7 @@ from tests.helpers.broker import queue_depth
 from tests.reliability.harness import assert_exactly_once, wait_until
 
 #: minutes-long scenarios: scheduled first (tests/conftest.py), beside the rest
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=2)
 
 TOTAL = 5000
 REFUSED = "config refused, keeping the old routing"
