@@ -2,20 +2,21 @@
 
 Re-publishes archived records (the same selection as ``query``), in time
 order, with streaming publisher confirms (up to ``MAX_IN_FLIGHT`` unconfirmed
-messages; acks and nacks honour ``multiple``): to the log exchange with each record's
-``facility.severity`` key, or with ``--to-sink NAME`` straight to the queue
+messages; acks and nacks honour ``multiple``): to the log exchange with each
+record's ``facility.severity`` key, or with ``--to-sink NAME`` straight to the queue
 ``logrouter.NAME`` through the default exchange (only that sink gets them).
 Each message carries the archived line as body, the original ``message_id``
 and ``app_id``, and the header ``x-logrouter-replay`` (the run's start time).
 
 Resuming: the cursor is the (ts, id) of the newest record confirmed with every
-record before it (confirms are taken in publish order); records
-come in that order, so a restarted replay skips everything up to it. With
-``--resume FILE`` it is read from and written to FILE (atomically, twice a
-second and at the end); it is also printed when a replay is interrupted
-(``--after CURSOR``). A nack re-publishes, on a new channel, everything after
-the cursor. What was confirmed after the last cursor write is sent again, and the sinks' dedup (same sender, app and message id) drops it, so the
-target holds every record once.
+record before it (confirms are taken in publish order); records come in that
+order, so a restarted replay skips everything up to it. With ``--resume FILE``
+it is read from and written to FILE (atomically, twice a second and at the
+end); it is also printed when a replay is interrupted (``--after CURSOR``). A
+nack re-publishes, on a new channel, everything after the cursor. What was
+confirmed after the last cursor write is sent again, and the sinks' dedup
+(same sender, app and message id) drops it, so the target holds every record
+once.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import pika.exceptions
 import pika.spec
 
 from logrouter import exitcodes, wire
+from logrouter.app.frames import emit, gather
 from logrouter.archive_reader import Entry, read_archive
 from logrouter.commands.common import (
     REPLAY_HEADER,
@@ -184,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
             return exitcodes.RUNTIME
         finally:
             if replay is not None:
+                replay.send()  # pika writes on its own again (the close below)
                 replay.save()
             if replay is not None and replay.interrupted:
                 _err(
@@ -224,6 +227,7 @@ class Replay:
         self.in_flight: deque[tuple[int, Cursor]] = deque()
         self.confirmed: set[int] = set()
         self.tag = 0
+        self.frames: list[bytes] | None = None
         self.open_channel()
 
     def open_channel(self) -> None:
@@ -231,9 +235,11 @@ class Replay:
 
         pika 1.x internals: BlockingChannel publishes one message at a time in
         confirm mode (it waits for each confirm). So publish and take the confirms
-        on the wrapped async channel (``_impl``); ``process_data_events`` flushes
-        the publishes and runs the confirm callback.
+        on the wrapped async channel (``_impl``), gathering the frames of many
+        publishes into one socket write (``frames.gather``) that ``pump`` sends
+        before it takes the confirms.
         """
+        self.send()
         self.channel = self.connection.channel()
         if self.queue is not None:
             self.channel.queue_declare(queue=self.queue, passive=True)  # 404 when missing
@@ -262,6 +268,8 @@ class Replay:
                 if not self.nacked or stopped:
                     break
             else:
+                if self.frames is None:
+                    self.frames = gather(self.connection._impl)
                 key, body, props = message_of(entry, self.run_id)
                 if self.queue is not None:
                     self.publish("", self.queue, body, props, mandatory=True)
@@ -274,13 +282,13 @@ class Replay:
                 self.wait_confirms(MAX_IN_FLIGHT // 2)
                 last_flush = now
             elif self.tag % FLUSH_EVERY == 0 or now - last_flush >= FLUSH_SECONDS:
-                self.connection.process_data_events(0)
-                self.check()
+                self.pump(0)
                 last_flush = now
             if self.nacked:
                 _err(
                     "broker rejected publishes (nack): re-publishing from the last confirmed record"
                 )
+                self.send()
                 close_quietly(self.channel)
                 time.sleep(NACK_PAUSE)
                 self.open_channel()
@@ -305,8 +313,18 @@ class Replay:
     def wait_confirms(self, most: int) -> None:
         """Run the connection until at most ``most`` messages are unconfirmed (or a nack)."""
         while len(self.in_flight) > most and not self.nacked:
-            self.connection.process_data_events(0.05)
-            self.check()
+            self.pump(0.05)
+
+    def send(self) -> None:
+        """Write the gathered publishes; pika writes on its own again until the next one."""
+        frames, self.frames = self.frames, None
+        emit(self.connection._impl, frames)
+
+    def pump(self, timeout: float) -> None:
+        """Send what was gathered, then take confirms (and returns) for up to ``timeout`` s."""
+        self.send()
+        self.connection.process_data_events(timeout)
+        self.check()
 
     def check(self) -> None:
         """Raise ``UnroutableError`` once the broker returned a message (queue gone)."""
