@@ -54,10 +54,13 @@ from logrouter.render import render_output
 
 CURSOR_EVERY = 0.5
 #: unconfirmed messages at most; publishing waits until half of them are confirmed
-MAX_IN_FLIGHT = 2000
+MAX_IN_FLIGHT = 5000
 #: publishes are flushed (and confirms taken) after this many records or seconds
 FLUSH_EVERY = 100
 FLUSH_SECONDS = 0.05
+#: longest wait for confirms before publishing resumes (pika's process_data_events
+#: runs for all of it when only the async channel's callbacks ran)
+CONFIRM_WAIT = 0.005
 #: pause before re-publishing on a new channel after a nack
 NACK_PAUSE = 0.5
 PROGRESS_EVERY = 0.5
@@ -313,7 +316,7 @@ class Replay:
     def wait_confirms(self, most: int) -> None:
         """Run the connection until at most ``most`` messages are unconfirmed (or a nack)."""
         while len(self.in_flight) > most and not self.nacked:
-            self.pump(0.05)
+            self.pump(CONFIRM_WAIT)
 
     def send(self) -> None:
         """Write the gathered publishes; pika writes on its own again until the next one."""
