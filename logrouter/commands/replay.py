@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,40 @@ def run(args: argparse.Namespace) -> int:
             close_quietly(connection)
 
 
+class Confirms:
+    """The unconfirmed messages of one confirm-mode channel, in publish order."""
+
+    def __init__(self) -> None:
+        #: (delivery tag, cursor) of each unconfirmed message
+        self.pending: deque[tuple[int, Cursor]] = deque()
+        self.acked: set[int] = set()  # acked out of order, waiting for the ones before
+        #: delivery tag of the last message sent (the broker numbers them from 1)
+        self.tag = 0
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def sent(self, cursor: Cursor) -> None:
+        """One more message published on the channel, for the record at ``cursor``."""
+        self.tag += 1
+        self.pending.append((self.tag, cursor))
+
+    def ack(self, tag: int, multiple: bool) -> tuple[int, Cursor | None]:
+        """A basic.ack: how many messages are now confirmed with every one before them,
+        and the cursor of the newest (None when the confirmed prefix did not grow)."""
+        pending, acked = self.pending, self.acked
+        if multiple:
+            acked.update(number for number, _ in takewhile(lambda m: m[0] <= tag, pending))
+        else:
+            acked.add(tag)
+        count, cursor = 0, None
+        while pending and pending[0][0] in acked:
+            done, cursor = pending.popleft()
+            acked.discard(done)
+            count += 1
+        return count, cursor
+
+
 class Replay:
     """Publishes entries with streaming publisher confirms, pacing, progress and the cursor."""
 
@@ -226,10 +261,7 @@ class Replay:
         self.progress = sys.stderr.isatty()
         self.returned: list[str] = []
         self.nacked = False
-        #: (delivery tag, cursor) of each unconfirmed message, in publish order
-        self.in_flight: deque[tuple[int, Cursor]] = deque()
-        self.confirmed: set[int] = set()
-        self.tag = 0
+        self.in_flight = Confirms()
         self.frames: list[bytes] | None = None
         self.open_channel()
 
@@ -253,9 +285,7 @@ class Replay:
         while not selected:
             self.connection.process_data_events(0.1)
         self.publish = impl.basic_publish
-        self.in_flight.clear()
-        self.confirmed.clear()
-        self.tag = 0
+        self.in_flight = Confirms()
         self.nacked = False
 
     def run(self, entries: Callable[[Cursor | None], Iterator[Entry]], stopped: list[int]) -> int:
@@ -278,13 +308,12 @@ class Replay:
                     self.publish("", self.queue, body, props, mandatory=True)
                 else:
                     self.publish(self.exchange, key, body, props)
-                self.tag += 1
-                self.in_flight.append((self.tag, entry.key))
+                self.in_flight.sent(entry.key)
             now = time.monotonic()
             if len(self.in_flight) >= MAX_IN_FLIGHT:
                 self.wait_confirms(MAX_IN_FLIGHT // 2)
                 last_flush = now
-            elif self.tag % FLUSH_EVERY == 0 or now - last_flush >= FLUSH_SECONDS:
+            elif self.in_flight.tag % FLUSH_EVERY == 0 or now - last_flush >= FLUSH_SECONDS:
                 self.pump(0)
                 last_flush = now
             if self.nacked:
@@ -342,19 +371,10 @@ class Replay:
             return
         if self.nacked or self.returned:
             return  # nothing after a refused or returned message counts as confirmed
-        tag: int = method.delivery_tag
-        in_flight = self.in_flight
-        if method.multiple:
-            while in_flight and in_flight[0][0] <= tag:
-                self.cursor = in_flight.popleft()[1]
-                self.count += 1
-        else:
-            self.confirmed.add(tag)
-        confirmed = self.confirmed
-        while in_flight and in_flight[0][0] in confirmed:
-            confirmed.discard(in_flight[0][0])
-            self.cursor = in_flight.popleft()[1]
-            self.count += 1
+        count, cursor = self.in_flight.ack(method.delivery_tag, method.multiple)
+        if cursor is not None:
+            self.cursor = cursor
+            self.count += count
 
     def _on_return(self, _channel: Any, method: Any, _props: Any, _body: bytes) -> None:
         self.returned.append(str(method.routing_key))
