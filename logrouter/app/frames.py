@@ -4,7 +4,8 @@ pika spends most of a publish encoding ``BasicProperties`` field by field, and
 writes each frame (method, header, body) to the socket on its own: three
 syscalls per record. Our properties differ only by message_id and timestamp, so
 ``FrameWriter`` marshals them itself and gathers a batch of publishes into one
-write through pika 1.x's private ``_adapter_emit_data`` hook (and its
+write through pika 1.x's private ``_adapter_emit_data`` hook (``gather`` and
+``emit``, also used by ``replay`` around pika's own publishes) (and its
 ``_body_max_length`` and ``bytes_sent``). pika is pinned in pyproject.toml to the
 versions this is tested against; without the hook (or with ``fast=False``, or a
 body larger than one frame) publishing takes pika's own ``basic_publish``. The
@@ -152,20 +153,31 @@ class FrameWriter:
         self._gather()
 
     def _gather(self) -> None:
-        if not self._fast:
-            return
-        frames: list[bytes] = []
-        self._conn._adapter_emit_data = frames.append
-        self._frames = frames
+        if self._fast:
+            self._frames = gather(self._conn)
 
     def _emit(self) -> None:
         frames, self._frames = self._frames, None
-        if frames is None:
-            return
-        conn = self._conn
-        with contextlib.suppress(AttributeError):
-            del conn._adapter_emit_data  # back to the class's method
-        if frames and conn.is_open:
-            data = b"".join(frames)
-            conn.bytes_sent += len(data)
-            conn._adapter_emit_data(data)
+        emit(self._conn, frames)
+
+
+def gather(conn: Any) -> list[bytes] | None:
+    """Divert the frames pika writes on ``conn`` into the returned list, until ``emit``
+    (None, and nothing diverted, without the hook)."""
+    if not hasattr(conn, "_adapter_emit_data"):
+        return None
+    frames: list[bytes] = []
+    conn._adapter_emit_data = frames.append
+    return frames
+
+
+def emit(conn: Any, frames: list[bytes] | None) -> None:
+    """Write the frames ``gather`` collected in one piece; pika writes on its own again."""
+    if frames is None:
+        return
+    with contextlib.suppress(AttributeError):
+        del conn._adapter_emit_data  # back to the class's method
+    if frames and conn.is_open:
+        data = b"".join(frames)
+        conn.bytes_sent += len(data)
+        conn._adapter_emit_data(data)

@@ -1,21 +1,22 @@
 """``logrouter replay [SELECTOR] --since T [--until T] [--to-sink NAME | --exchange X]``.
 
 Re-publishes archived records (the same selection as ``query``), in time
-order, in AMQP transactions of up to 500 records (``tx.commit`` returns once
-the broker holds every message of the batch, like a confirm, without a
-round trip per record): to the log exchange with each record's
-``facility.severity`` key, or with ``--to-sink NAME`` straight to the queue
+order, with streaming publisher confirms (up to ``MAX_IN_FLIGHT`` unconfirmed
+messages; acks and nacks honour ``multiple``): to the log exchange with each
+record's ``facility.severity`` key, or with ``--to-sink NAME`` straight to the queue
 ``logrouter.NAME`` through the default exchange (only that sink gets them).
 Each message carries the archived line as body, the original ``message_id``
 and ``app_id``, and the header ``x-logrouter-replay`` (the run's start time).
 
-Resuming: the cursor is the (ts, id) of the newest committed record; records
-come in that order, so a restarted replay skips everything up to it. With
-``--resume FILE`` it is read from and written to FILE (atomically, twice a
-second and at the end); it is also printed when a replay is interrupted
-(``--after CURSOR``). What was confirmed after the last cursor write is sent
-again, and the sinks' dedup (same sender, app and message id) drops it, so the
-target holds every record once.
+Resuming: the cursor is the (ts, id) of the newest record confirmed with every
+record before it (confirms are taken in publish order); records come in that
+order, so a restarted replay skips everything up to it. With ``--resume FILE``
+it is read from and written to FILE (atomically, twice a second and at the
+end); it is also printed when a replay is interrupted (``--after CURSOR``). A
+nack re-publishes, on a new channel, everything after the cursor. What was
+confirmed after the last cursor write is sent again, and the sinks' dedup
+(same sender, app and message id) drops it, so the target holds every record
+once.
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
 import pika
 import pika.exceptions
+import pika.spec
 
 from logrouter import exitcodes, wire
+from logrouter.app.frames import emit, gather
 from logrouter.archive_reader import Entry, read_archive
 from logrouter.commands.common import (
     REPLAY_HEADER,
@@ -49,9 +54,16 @@ from logrouter.record_filter import RecordFilter
 from logrouter.render import render_output
 
 CURSOR_EVERY = 0.5
-#: a transaction is committed after this many records or seconds
-COMMIT_EVERY = 500
-COMMIT_SECONDS = 0.2
+#: unconfirmed messages at most; publishing waits until half of them are confirmed
+MAX_IN_FLIGHT = 5000
+#: publishes are flushed (and confirms taken) after this many records or seconds
+FLUSH_EVERY = 100
+FLUSH_SECONDS = 0.05
+#: longest wait for confirms before publishing resumes (pika's process_data_events
+#: runs for all of it when only the async channel's callbacks ran)
+CONFIRM_WAIT = 0.005
+#: pause before re-publishing on a new channel after a nack
+NACK_PAUSE = 0.5
 PROGRESS_EVERY = 0.5
 
 Cursor = tuple[str, str]
@@ -133,12 +145,15 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         _err(str(exc))
         return exc.exit_code
-    entries = after(
-        read_archive(source.root, query, interval=source.interval, on_error=_err), cursor
-    )
+
+    def entries(start: Cursor | None) -> Iterator[Entry]:
+        return after(
+            read_archive(source.root, query, interval=source.interval, on_error=_err), start
+        )
+
     if args.dry_run:
         count = 0
-        for entry in entries:
+        for entry in entries(cursor):
             print(render_output(entry.record, "short", raw=entry.line))
             count += 1
         print(f"would replay {count} record(s)", file=sys.stderr)
@@ -175,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
             return exitcodes.RUNTIME
         finally:
             if replay is not None:
+                replay.send()  # pika writes on its own again (the close below)
                 replay.save()
             if replay is not None and replay.interrupted:
                 _err(
@@ -185,8 +201,42 @@ def run(args: argparse.Namespace) -> int:
             close_quietly(connection)
 
 
+class Confirms:
+    """The unconfirmed messages of one confirm-mode channel, in publish order."""
+
+    def __init__(self) -> None:
+        #: (delivery tag, cursor) of each unconfirmed message
+        self.pending: deque[tuple[int, Cursor]] = deque()
+        self.acked: set[int] = set()  # acked out of order, waiting for the ones before
+        #: delivery tag of the last message sent (the broker numbers them from 1)
+        self.tag = 0
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def sent(self, cursor: Cursor) -> None:
+        """One more message published on the channel, for the record at ``cursor``."""
+        self.tag += 1
+        self.pending.append((self.tag, cursor))
+
+    def ack(self, tag: int, multiple: bool) -> tuple[int, Cursor | None]:
+        """A basic.ack: how many messages are now confirmed with every one before them,
+        and the cursor of the newest (None when the confirmed prefix did not grow)."""
+        pending, acked = self.pending, self.acked
+        if multiple:
+            acked.update(number for number, _ in takewhile(lambda m: m[0] <= tag, pending))
+        else:
+            acked.add(tag)
+        count, cursor = 0, None
+        while pending and pending[0][0] in acked:
+            done, cursor = pending.popleft()
+            acked.discard(done)
+            count += 1
+        return count, cursor
+
+
 class Replay:
-    """Publishes entries in transactions, with pacing, progress and the resume cursor."""
+    """Publishes entries with streaming publisher confirms, pacing, progress and the cursor."""
 
     def __init__(
         self,
@@ -198,18 +248,6 @@ class Replay:
         cursor: Cursor | None,
     ) -> None:
         self.connection = connection
-        self.channel = connection.channel()
-        if queue is not None:
-            self.channel.queue_declare(queue=queue, passive=True)  # 404 when missing
-        self.channel.tx_select()
-        # pika 1.x internals: BlockingChannel.basic_publish flushes every message
-        # on its own (an epoll per record); in a transaction nothing is gained by
-        # that, tx.commit (a blocking RPC) flushes the batch. So publish on the
-        # wrapped async channel; without it, the ordinary flushing publish.
-        impl: Any = getattr(self.channel, "_impl", None)
-        self.publish = getattr(impl, "basic_publish", None) or self.channel.basic_publish
-        self.returned: list[str] = []
-        self.channel.add_on_return_callback(self._on_return)
         self.exchange = exchange
         self.queue = queue
         self.rate: float | None = args.rate
@@ -221,54 +259,125 @@ class Replay:
         self.interrupted = False
         self.run_id = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.progress = sys.stderr.isatty()
+        self.returned: list[str] = []
+        self.nacked = False
+        self.in_flight = Confirms()
+        self.frames: list[bytes] | None = None
+        self.open_channel()
 
-    def run(self, entries: Iterator[Entry], stopped: list[int]) -> int:
-        started = last_save = last_progress = last_commit = time.monotonic()
-        pending: Cursor | None = None
-        in_batch = 0
-        for entry in entries:
-            if stopped:
-                self.interrupted = True
-                break
-            key, body, props = message_of(entry, self.run_id)
-            if self.queue is not None:
-                self.publish("", self.queue, body, props, mandatory=True)
+    def open_channel(self) -> None:
+        """A fresh confirm-mode channel; what was in flight on the old one is forgotten.
+
+        pika 1.x internals: BlockingChannel publishes one message at a time in
+        confirm mode (it waits for each confirm). So publish and take the confirms
+        on the wrapped async channel (``_impl``), gathering the frames of many
+        publishes into one socket write (``frames.gather``) that ``pump`` sends
+        before it takes the confirms.
+        """
+        self.send()
+        self.channel = self.connection.channel()
+        if self.queue is not None:
+            self.channel.queue_declare(queue=self.queue, passive=True)  # 404 when missing
+        impl: Any = self.channel._impl
+        impl.add_on_return_callback(self._on_return)
+        selected: list[object] = []
+        impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected.append)
+        while not selected:
+            self.connection.process_data_events(0.1)
+        self.publish = impl.basic_publish
+        self.in_flight = Confirms()
+        self.nacked = False
+
+    def run(self, entries: Callable[[Cursor | None], Iterator[Entry]], stopped: list[int]) -> int:
+        """Publish what ``entries(cursor)`` yields; after a nack, again from the cursor."""
+        started = last_save = last_progress = last_flush = time.monotonic()
+        source = entries(self.cursor)
+        entry: Entry | None = None
+        while True:
+            entry = next(source, None)
+            if entry is None or stopped:
+                self.interrupted = bool(stopped)
+                self.wait_confirms(0)  # what is in flight is confirmed quickly: an exact cursor
+                if not self.nacked or stopped:
+                    break
             else:
-                self.publish(self.exchange, key, body, props)
-            pending, in_batch = entry.key, in_batch + 1
+                if self.frames is None:
+                    self.frames = gather(self.connection._impl)
+                key, body, props = message_of(entry, self.run_id)
+                if self.queue is not None:
+                    self.publish("", self.queue, body, props, mandatory=True)
+                else:
+                    self.publish(self.exchange, key, body, props)
+                self.in_flight.sent(entry.key)
             now = time.monotonic()
-            if in_batch >= COMMIT_EVERY or now - last_commit >= COMMIT_SECONDS:
-                self.commit(pending, in_batch)
-                in_batch, last_commit = 0, now
+            if len(self.in_flight) >= MAX_IN_FLIGHT:
+                self.wait_confirms(MAX_IN_FLIGHT // 2)
+                last_flush = now
+            elif self.in_flight.tag % FLUSH_EVERY == 0 or now - last_flush >= FLUSH_SECONDS:
+                self.pump(0)
+                last_flush = now
+            if self.nacked:
+                _err(
+                    "broker rejected publishes (nack): re-publishing from the last confirmed record"
+                )
+                self.send()
+                close_quietly(self.channel)
+                time.sleep(NACK_PAUSE)
+                self.open_channel()
+                source = entries(self.cursor)
+                continue
             if self.rate is not None:
-                ahead = started + (self.count + in_batch) / self.rate - now
+                ahead = started + (self.count + len(self.in_flight)) / self.rate - now
                 if ahead > 0:
                     time.sleep(ahead)
             if now - last_save >= CURSOR_EVERY:
                 self.save()
                 last_save = now
-            if self.progress and now - last_progress >= PROGRESS_EVERY:
+            if self.progress and entry is not None and now - last_progress >= PROGRESS_EVERY:
                 self.show_progress(entry, now - started)
                 last_progress = now
-        if in_batch and pending is not None:
-            self.commit(pending, in_batch)
         if self.progress:
             sys.stderr.write("\n")
         target = f"queue {self.queue!r}" if self.queue else f"exchange {self.exchange!r}"
         print(f"replayed {self.count} record(s) to {target}", file=sys.stderr, flush=True)
         return exitcodes.OK if self.count or self.interrupted else exitcodes.NO_MATCH
 
-    def commit(self, cursor: Cursor, count: int) -> None:
-        """Commit the open transaction: the broker now holds the batch (or raises)."""
-        self.channel.tx_commit()
-        self.connection.process_data_events(0)  # dispatch basic.return sent before commit-ok
+    def wait_confirms(self, most: int) -> None:
+        """Run the connection until at most ``most`` messages are unconfirmed (or a nack)."""
+        while len(self.in_flight) > most and not self.nacked:
+            self.pump(CONFIRM_WAIT)
+
+    def send(self) -> None:
+        """Write the gathered publishes; pika writes on its own again until the next one."""
+        frames, self.frames = self.frames, None
+        emit(self.connection._impl, frames)
+
+    def pump(self, timeout: float) -> None:
+        """Send what was gathered, then take confirms (and returns) for up to ``timeout`` s."""
+        self.send()
+        self.connection.process_data_events(timeout)
+        self.check()
+
+    def check(self) -> None:
+        """Raise ``UnroutableError`` once the broker returned a message (queue gone)."""
         if self.returned:
             raise pika.exceptions.UnroutableError([])
-        self.cursor = cursor
-        self.count += count
 
-    def _on_return(self, _channel: Any, _method: Any, _props: Any, _body: bytes) -> None:
-        self.returned.append(str(_method.routing_key))
+    def _on_confirm(self, frame: Any) -> None:
+        """basic.ack / basic.nack: advance the cursor over the confirmed prefix, in order."""
+        method = frame.method
+        if isinstance(method, pika.spec.Basic.Nack):
+            self.nacked = True
+            return
+        if self.nacked or self.returned:
+            return  # nothing after a refused or returned message counts as confirmed
+        count, cursor = self.in_flight.ack(method.delivery_tag, method.multiple)
+        if cursor is not None:
+            self.cursor = cursor
+            self.count += count
+
+    def _on_return(self, _channel: Any, method: Any, _props: Any, _body: bytes) -> None:
+        self.returned.append(str(method.routing_key))
 
     def save(self) -> None:
         """Write the cursor file (when one was asked for and the cursor moved)."""

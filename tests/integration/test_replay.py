@@ -137,6 +137,33 @@ def test_to_sink_reaches_only_that_sink_with_id_and_replay_header(
     assert tokens(lines_of(env.tmp / "out" / "all.log")) == Counter(dict.fromkeys(expected, 1))
 
 
+def test_to_the_exchange_every_bound_sink_gets_it_again(
+    env: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --to-sink, records go to the exchange with their facility.severity key: every
+    sink whose binding matches gets them (archive: all, 'rebuilt': err and crit), with the
+    original message_id and app_id."""
+    fill(env, 20)
+    capsys.readouterr()
+    code = cli.main(["replay", "--config", str(env.config), "--sink", env.sink, "--since", SINCE])
+    assert code == 0, capsys.readouterr().err
+    assert queue_depth(env.url, f"logrouter.{env.sink}") == 20
+    assert queue_depth(env.url, f"logrouter.{rebuilt(env)}") == len(
+        [n for n in range(20) if n % 5 in (0, 4)]
+    )
+    connection = pika.BlockingConnection(pika.URLParameters(env.url))
+    try:
+        method, props, _body = connection.channel().basic_get(
+            f"logrouter.{env.sink}", auto_ack=False
+        )
+        first = archived(env.dir)[0]
+        assert method.routing_key == f"{first['facility']}.{first['severity']}"
+        assert (props.message_id, props.app_id) == (first["id"], first["app"])
+        assert props.headers["x-logrouter-replay"]
+    finally:
+        connection.close()
+
+
 def test_dry_run_publishes_nothing(env: Archive, capsys: pytest.CaptureFixture[str]) -> None:
     """--dry-run prints the records it would send and leaves every queue alone."""
     fill(env, 10)
