@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pika
 
+from bench._shared import write_section
 from bench.handler import URL, Route
 
 N = int(os.environ.get("BENCH_SERVERS_N", "2000"))
@@ -48,7 +49,6 @@ ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "bench" / "apps"
 RESULTS = ROOT / "bench" / "results" / "servers.md"
 DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- servers:begin -->", "<!-- servers:end -->"
 
 
 def _free_port() -> int:
@@ -218,15 +218,7 @@ def report(best: dict[str, Run]) -> str:
 
 
 def write_docs(text: str) -> None:
-    section = f"{BEGIN}\n## Under gunicorn (4 workers)\n\n{text}{END}\n"
-    current = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
-    if BEGIN in current and END in current:
-        head, _, rest = current.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        current = head + section + tail.lstrip("\n")
-    else:
-        current = current.rstrip("\n") + "\n\n" + section
-    DOCS.write_text(current)
+    write_section("servers", "Under gunicorn (4 workers)", text, DOCS)
 
 
 def main() -> int:
