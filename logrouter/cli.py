@@ -34,7 +34,7 @@ from logrouter.commands import (
 )
 from logrouter.connection import redact
 from logrouter.errors import LogrouterError
-from logrouter.render import OUTPUTS
+from logrouter.render import OUTPUTS, escape
 
 CONFIG_ENV = "LOGROUTER_CONFIG"
 SYSTEM_CONFIG = Path("/etc/logrouter/routing.toml")
@@ -258,6 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exitcodes.OK
     except LogrouterError as exc:
         # A command handles the errors it can explain better; any other ends here.
-        print(f"logrouter {args.command}: {redact(str(exc))}", file=sys.stderr)
+        print(f"logrouter {args.command}: {escape(redact(str(exc)))}", file=sys.stderr)
         return exc.exit_code
     return code

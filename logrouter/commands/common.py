@@ -58,7 +58,8 @@ def resolve_target(
     The config file gives URL and exchange (``$LOGROUTER_URL`` overriding its
     URL); without a config file, ``$LOGROUTER_URL`` or the default URL and
     exchange ``logs``. ``--url`` and ``--exchange`` override both. Raises
-    ``TargetError`` (code 78 for a bad or missing required config, 2 for a bad URL).
+    ``TargetError`` (code 78 for a bad or missing required config, 2 for a bad URL),
+    which commands let through to ``cli.main`` (message on stderr, that exit code).
     """
     config: RoutingConfig | None = None
     try:

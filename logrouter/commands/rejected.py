@@ -31,7 +31,6 @@ import pika.exceptions
 from logrouter import exitcodes
 from logrouter.commands.common import (
     REPLAY_HEADER,
-    TargetError,
     broker_failure,
     close_quietly,
     connect_as,
@@ -227,11 +226,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "purge" and not args.yes:
         _err("purge deletes messages for good: add --yes")
         return exitcodes.USAGE
-    try:
-        settings, _ = resolve_target(args.config, args.url, args.exchange)
-    except TargetError as exc:
-        _err(str(exc))
-        return exc.exit_code
+    settings, _ = resolve_target(args.config, args.url, args.exchange)
     queue = REJECTED_QUEUE if args.queue == "rejected" else f"{settings.exchange}.unrouted"
     connection = connect_as(settings, "logrouter-rejected", _err)
     if connection is None:

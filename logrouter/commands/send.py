@@ -23,7 +23,7 @@ import pika.exceptions
 
 from logrouter import exitcodes, wire
 from logrouter.app.encoder import record_body
-from logrouter.commands.common import TargetError, resolve_target
+from logrouter.commands.common import resolve_target
 from logrouter.connection import BrokerUnavailable, connection_login, describe_error
 from logrouter.severity import RANK, normalize_facility, parse_severity
 
@@ -71,11 +71,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"logrouter send: {exc}", file=sys.stderr)
         return exitcodes.USAGE
-    try:
-        settings, _ = resolve_target(args.config, args.url, args.exchange)
-    except TargetError as exc:
-        print(f"logrouter send: {exc}", file=sys.stderr)
-        return exc.exit_code
+    settings, _ = resolve_target(args.config, args.url, args.exchange)
     timeout = max(0.1, float(args.timeout))
     settings = replace(
         settings,

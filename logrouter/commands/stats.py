@@ -26,7 +26,6 @@ import pika.exceptions
 
 from logrouter import control, exitcodes, render
 from logrouter.commands.common import (
-    TargetError,
     close_quietly,
     connect_as,
     display_order,
@@ -314,11 +313,7 @@ def _err(message: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings, config = resolve_target(args.config, args.url, None, require_config=True)
-    except TargetError as exc:
-        _err(str(exc))
-        return exc.exit_code
+    settings, config = resolve_target(args.config, args.url, None, require_config=True)
     assert config is not None
     if args.watch is not None and args.watch <= 0:
         _err("--watch needs a positive number of seconds")

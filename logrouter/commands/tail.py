@@ -18,27 +18,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pika.exceptions
 
 from logrouter import batchwire, exitcodes, render
 from logrouter.commands.common import (
-    TargetError,
     broker_failure,
     close_quietly,
     connect_as,
     resolve_target,
     stop_on_signals,
 )
-from logrouter.connection import (
-    redact,
-)
+from logrouter.connection import redact
 from logrouter.render import use_color
 from logrouter.selector import Selector, SelectorError, compile_selector
-
-if TYPE_CHECKING:
-    pass
 
 #: The temporary queue never grows past this (oldest dropped) if the terminal is slow.
 TAIL_QUEUE_MAX = 10_000
@@ -70,11 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 0:
         _err("--count must be 0 (no limit) or more")
         return exitcodes.USAGE
-    try:
-        settings, _ = resolve_target(args.config, args.url, args.exchange)
-    except TargetError as exc:
-        _err(str(exc))
-        return exc.exit_code
+    settings, _ = resolve_target(args.config, args.url, args.exchange)
     with stop_on_signals() as stopped:
         connection = connect_as(settings, "logrouter-tail", _err)
         if connection is None:
