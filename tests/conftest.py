@@ -53,6 +53,29 @@ def _minutes(item: pytest.Item) -> float:
     return float(marker.kwargs.get("minutes", 1)) if marker is not None else 0.0
 
 
+#: Test files that share a session fixture too costly to start twice: xdist runs each
+#: group on one worker (``--dist loadfile``, Makefile), so one cluster serves them all.
+SHARED_WORKER = {
+    "tests/reliability/test_cluster.py": "three-node cluster",
+    "tests/reliability/test_handler_cluster.py": "three-node cluster",
+    "tests/integration/test_rabbit_nodes.py": "three-node cluster",
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` with the files of a ``SHARED_WORKER`` group as one unit of work."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_WORKER.get(path, path)
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The longest modules first (``slow(minutes=N)``, most minutes first): xdist workers
     take whole files in this order (``--no-loadscope-reorder``, Makefile), so the

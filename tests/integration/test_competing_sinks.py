@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import uuid
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ import pytest
 
 from logrouter import batchwire
 from tests.helpers.broker import wait_for as _wait_for
+from tests.helpers.growing import archive_count, line_count
 
 TOTAL = 50_000
 DEADLINE = 90.0
@@ -54,6 +54,9 @@ class Fleet:
         self.config = tmp / "routing.toml"
         self.state = tmp / "state"
         self.procs: list[subprocess.Popen[bytes]] = []
+        #: records written so far, read incrementally (tests/helpers/growing.py)
+        self.archived = archive_count(tmp / "out" / "archive")
+        self.lines = line_count(tmp / "out", "all-*.log")
         self.config.write_text(
             "\n".join(
                 [
@@ -199,24 +202,6 @@ class Fleet:
         return seen
 
 
-def archive_count(fleet: Fleet) -> int:
-    """Records in the archive so far (a member being written is not counted)."""
-    total = 0
-    for path in fleet.archive_files():
-        data = path.read_bytes()
-        while data:
-            unpacker = zlib.decompressobj(zlib.MAX_WBITS | 16)
-            try:
-                text = unpacker.decompress(data)
-            except zlib.error:
-                break
-            if not unpacker.eof:
-                break
-            total += text.count(b"\n")
-            data = unpacker.unused_data
-    return total
-
-
 def exactly_once(seen: Counter[int], total: int) -> tuple[list[int], list[int]]:
     missing = [n for n in range(total) if n not in seen]
     duplicated = [n for n, c in seen.items() if c > 1]
@@ -257,8 +242,8 @@ def test_two_instances_of_each_sink_write_every_record_exactly_once(fleet: Fleet
     the archive and file outputs are per instance, and no line is torn."""
     fleet.publish(TOTAL)
     procs = start_pairs(fleet)
-    wait_for(lambda: archive_count(fleet) >= TOTAL, "50,000 records in the archive")
-    wait_for(lambda: len(fleet.file_lines()) >= TOTAL, "50,000 lines in the files")
+    wait_for(lambda: fleet.archived.reaches(TOTAL), "50,000 records in the archive")
+    wait_for(lambda: fleet.lines.reaches(TOTAL), "50,000 lines in the files")
     for proc in fleet.procs:
         fleet.stop(proc)
 
@@ -345,7 +330,7 @@ def test_restarting_one_file_instance_keeps_the_other_instances_lines(fleet: Fle
     fleet.publish(TOTAL // 5)
     pair = [fleet.start(fleet.files), fleet.start(fleet.files)]
     wait_for(lambda: fleet.queue(fleet.files)[1] == 2, "two consumers")
-    wait_for(lambda: len(fleet.file_lines()) >= TOTAL // 5, "every record in the file")
+    wait_for(lambda: fleet.lines.reaches(TOTAL // 5), "every record in the file")
     for proc in pair:
         fleet.stop(proc)
     assert all(fleet.written_by(proc) > 0 for proc in pair)
@@ -368,8 +353,8 @@ def test_two_instances_write_batched_and_single_records_exactly_once(fleet: Flee
     fleet.publish(total // 2)
     fleet.publish_batches(total // 2, total, per_message=20)
     procs = start_pairs(fleet)
-    wait_for(lambda: archive_count(fleet) >= total, "every record in the archive")
-    wait_for(lambda: len(fleet.file_lines()) >= total, "every record in the files")
+    wait_for(lambda: fleet.archived.reaches(total), "every record in the archive")
+    wait_for(lambda: fleet.lines.reaches(total), "every record in the files")
     for proc in fleet.procs:
         fleet.stop(proc)
 
@@ -392,12 +377,12 @@ def test_sink_killed_mid_batch_writes_each_record_once_after_restart(
     sink = getattr(fleet, which)
     fleet.publish_batches(0, total, per_message=25)
     first = fleet.start(sink)
-    written = archive_count if which == "archive" else (lambda f: len(f.file_lines()))
-    wait_for(lambda: written(fleet) >= total // 20, "the drain to be under way")
+    written = fleet.archived if which == "archive" else fleet.lines
+    wait_for(lambda: written() >= total // 20, "the drain to be under way")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     restarted = fleet.start(sink)
-    wait_for(lambda: written(fleet) >= total, "every record written")
+    wait_for(lambda: written.reaches(total), "every record written")
     fleet.stop(restarted)
 
     seen = fleet.archive_numbers() if which == "archive" else fleet.file_numbers()

@@ -31,7 +31,7 @@ from tests.helpers.rabbit_nodes import RabbitNode
 from tests.helpers.sinks import ROOT, logrouter, sink_env, tokens, write_config
 
 #: minutes-long scenarios: scheduled first (tests/conftest.py), beside the rest
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(minutes=3)
 
 DEADLINE = 120.0
 

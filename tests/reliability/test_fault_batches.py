@@ -61,7 +61,7 @@ def test_broker_restart_mid_batch(node: RabbitNode, pipeline_factory: Any) -> No
     pipeline.start()
     log, handler = pipeline.handler(batch="auto")
     _burst(pipeline, log, 0, TOTAL // 2)
-    assert wait_until(lambda: len(pipeline.file_tokens()) > 0, 30), "sink wrote nothing"
+    assert wait_until(lambda: pipeline.written() > 0, 30), "sink wrote nothing"
     node.restart()
     _burst(pipeline, log, TOTAL // 2, TOTAL)
     assert pipeline.wait_files(TOTAL), "the live sink did not catch up after the restart"
@@ -82,7 +82,7 @@ def test_sink_daemon_killed_mid_batch(node: RabbitNode, pipeline_factory: Any) -
     pipeline.start()
     log, _ = pipeline.handler(batch="auto")
     _burst(pipeline, log, 0, TOTAL)
-    assert wait_until(lambda: len(pipeline.file_tokens()) > TOTAL // 10, 60), "no progress"
+    assert wait_until(lambda: pipeline.written() > TOTAL // 10, 60), "no progress"
     pipeline.kill()
     pipeline.start()
     assert pipeline.wait_files(TOTAL), "the restarted sink did not catch up"

@@ -18,7 +18,7 @@ def _stream_around(pipeline: Pipeline, fault: Any) -> None:
     pipeline.start()
     log, _ = pipeline.handler()
     pipeline.log_range(log, 0, TOTAL // 2, pace_every=200, pace=0.02)
-    assert wait_until(lambda: len(pipeline.file_tokens()) > 0, 30), "sink wrote nothing"
+    assert wait_until(lambda: pipeline.written() > 0, 30), "sink wrote nothing"
     fault()
     pipeline.log_range(log, TOTAL // 2, TOTAL, pace_every=200, pace=0.02)
 
@@ -70,7 +70,7 @@ def _alarm_scenario(node: RabbitNode, pipeline: Pipeline, raise_alarm: Any, name
         handler.flush()  # bounded by flush_timeout: spools what cannot be confirmed
         took = time.monotonic() - began
         assert took < NEVER_BLOCKS, f"{TOTAL} log calls took {took:.1f}s during the alarm"
-        written_during = len(pipeline.file_tokens())
+        written_during = pipeline.written()
     finally:
         raise_alarm(False)
     assert pipeline.wait_files(TOTAL), "records did not arrive after the alarm cleared"

@@ -47,7 +47,7 @@ def test_tcp_fault_mid_stream(
     third = TOTAL // 3
     pipeline.log_range(log, 0, third, pace_every=100, pace=0.02)
     assert wait_until(lambda: proxy.connections > 0, 30), "nothing connected through the proxy"
-    assert wait_until(lambda: len(pipeline.file_tokens()) > 0, 30), "sink wrote nothing"
+    assert wait_until(lambda: pipeline.written() > 0, 30), "sink wrote nothing"
     _inject(proxy, fault)
     pipeline.log_range(log, third, 2 * third, pace_every=100, pace=0.02)
     assert wait_until(lambda: proxy.connections > 0, 30), "no reconnection through the proxy"

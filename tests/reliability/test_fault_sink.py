@@ -40,9 +40,9 @@ def test_sink_killed_9_mid_batch_ten_times(amqp_url: str, pipeline_factory: Any)
     try:
         for _ in range(10):
             pipeline.start()
-            written = len(pipeline.file_tokens())
+            written = pipeline.written()
             # mid-batch: once this run has written something, after a random extra moment
-            wait_until(lambda w=written: len(pipeline.file_tokens()) > w, 15, poll=0.02)
+            wait_until(lambda w=written: pipeline.written() > w, 15, poll=0.02)
             time.sleep(rng.uniform(0.0, 0.3))
             pipeline.kill()
             kills += 1
@@ -106,7 +106,7 @@ def test_disk_full_under_file_and_archive_sinks(
     assert wait_until(lambda: "write failed" in pipeline.daemon_log(), 30), "no write error logged"
     time.sleep(1)
     held = {queue: queue_depth(amqp_url, queue) for queue in pipeline.queues}
-    written_while_full = len(pipeline.file_tokens())
+    written_while_full = pipeline.written()
     assert pipeline.alive(), "the daemon died on ENOSPC"
     assert written_while_full < total
     assert all(depth > 0 for depth in held.values()), f"records left the queues: {held}"
