@@ -22,6 +22,7 @@ import pytest
 
 from logrouter import RabbitHandler
 from tests.helpers.broker import wait_for as _wait_for
+from tests.helpers.growing import line_count
 
 DEADLINE = 20.0
 
@@ -303,11 +304,11 @@ def test_reload_under_load_loses_and_duplicates_nothing(daemon: Daemon) -> None:
     total = sent[-1]
     assert total >= 50_000 * 0.3  # the producer really ran under load
 
-    def all_written() -> bool:
-        return len(daemon.lines("steady")) >= total
-
+    steady = line_count(daemon.out, "steady.log")
     try:
-        wait_for(all_written, f"{total} load records in the steady file", timeout=120)
+        wait_for(
+            lambda: steady.reaches(total), f"{total} load records in the steady file", timeout=120
+        )
     except AssertionError as exc:
         connection = pika.BlockingConnection(pika.URLParameters(daemon.url))
         depth = connection.channel().queue_declare(
