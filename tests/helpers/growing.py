@@ -8,10 +8,12 @@ took a core away from the sinks under test. A file that was replaced or truncate
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+TOKEN_BYTES = re.compile(rb"\brec-(\d+)\b")  # tests.helpers.sinks.TOKEN, on bytes
 #: Bytes of a chunk that form whole units (lines, gzip members), and what they hold.
 Split = Callable[[bytes], tuple[int, int]]
 
@@ -95,3 +97,16 @@ def line_count(root: Path, pattern: str = "*.log") -> Appended:
 def archive_count(root: Path, pattern: str = "*.jsonl.gz") -> Appended:
     """Callable: records in the complete gzip members of the matching archive files."""
     return Appended(root, pattern, whole_members)
+
+
+class DistinctTokens:
+    """Distinct ``rec-N`` numbers in the growing ``*.log`` files under ``root``."""
+
+    def __init__(self, root: Path, pattern: str = "*.log") -> None:
+        self.seen: set[int] = set()
+        self._lines = line_count(root, pattern)
+
+    def count(self) -> int:
+        for _path, _offset, data in self._lines.chunks():
+            self.seen.update(int(m) for m in TOKEN_BYTES.findall(data))
+        return len(self.seen)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import signal
 import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import pika
 
 from logrouter import RabbitHandler, topology
 from logrouter.config import load_config
-from tests.helpers.growing import line_count
+from tests.helpers.growing import DistinctTokens
 from tests.helpers.sinks import (
     archive_records,
     lines_of,
@@ -38,12 +37,11 @@ from tests.helpers.sinks import (
     sink_env,
     start,
     stop,
+    tokens,
     write_config,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = re.compile(r"\brec-(\d+)\b")
-TOKEN_BYTES = re.compile(rb"\brec-(\d+)\b")
 CATCH_UP = 90.0  # seconds the live daemon gets to write every record after a fault
 
 
@@ -78,24 +76,6 @@ def tally(expected: int, found: Counter[int]) -> tuple[int, int, int]:
     duplicated = sum(n - 1 for i, n in found.items() if n > 1 and 0 <= i < expected)
     unexpected = sum(n for i, n in found.items() if not 0 <= i < expected)
     return lost, duplicated, unexpected
-
-
-def tokens(texts: Iterable[str]) -> Counter[int]:
-    return Counter(int(m.group(1)) for text in texts for m in TOKEN.finditer(text))
-
-
-class DistinctTokens:
-    """Distinct tokens in the growing ``*.log`` files under ``root`` (cheap to poll: only
-    what was appended since the last call is read, tests/helpers/growing.py)."""
-
-    def __init__(self, root: Path) -> None:
-        self.seen: set[int] = set()
-        self._lines = line_count(root)
-
-    def count(self) -> int:
-        for _path, _offset, data in self._lines.chunks():
-            self.seen.update(int(m) for m in TOKEN_BYTES.findall(data))
-        return len(self.seen)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, poll: float = 0.1) -> bool:

@@ -27,6 +27,7 @@ import pytest
 
 from logrouter import RabbitHandler
 from tests.helpers.broker import wait_for as _wait_for
+from tests.helpers.growing import DistinctTokens
 from tests.helpers.rabbit_nodes import RabbitNode
 from tests.helpers.sinks import ROOT, logrouter, sink_env, tokens, write_config
 
@@ -287,10 +288,8 @@ def test_kill_handler_node_then_queue_leader_while_streaming(
         handler.flush()
         total = streamer.count
 
-        def drained() -> bool:
-            return len(tokens(output.read_text().splitlines())) >= total
-
-        wait_for(drained, f"all {total} records in the sink's file")
+        drained = DistinctTokens(output.parent, output.name)
+        wait_for(lambda: drained.count() >= total, f"all {total} records in the sink's file")
         leader.start()
     finally:
         streamer.stop.set()
