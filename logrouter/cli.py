@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     query_parser.add_argument("-r", "--reverse", action="store_true", help="newest first")
     query_parser.add_argument("-o", "--output", choices=OUTPUTS, default="short")
     query_parser.add_argument("-f", "--follow", action="store_true", help="then print live records")
+    query_parser.add_argument(
+        "-c", "--count", action="store_true", help="print only the number of matches (as grep -c)"
+    )
 
     replay_parser = commands.add_parser("replay", help="re-publish archived records (backfill)")
     replay_parser.set_defaults(run=replay.run)

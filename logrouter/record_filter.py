@@ -5,11 +5,24 @@ runs before any decoding; it answers False only when the record surely does
 not match (it never decides on a line it cannot read exactly: escapes,
 repeated keys, spaced JSON), so ``wants_line`` then ``wants`` is exactly
 ``wants`` alone.
+
+``RecordFilter.count_raw`` counts the matches of a whole gzip member without
+decoding it, when the raw bytes decide that exactly. It relies on what the
+archive writer guarantees of every line it writes (``sinks/archive.py``): one
+JSON object per line, no blank line, a top-level ``severity`` keyword and
+``facility`` word (``wire.complete`` ran on every record). With that, a member
+whose ``"severity"`` tokens are exactly as many as its lines holds one per line,
+the top-level key (a token inside a string, behind an escaped quote, would be a
+second one on its line; a ``\\u`` escape could spell another ``severity`` key
+unseen, so a member with one is decoded), so counting ``"severity":"err"`` is
+counting records of severity ``err``.
 """
 
 from __future__ import annotations
 
+import operator
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +33,11 @@ from logrouter.severity import SEVERITIES
 from logrouter.timespec import ts_key
 
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")
+_SEVERITY = b'"severity"'
+_FACILITY = b'"facility"'
+_SEVERITY_VALUE = b'"severity":"'
+#: the order the handler's encoder and ``json.dumps`` of a completed record write
+_PAIR = re.compile(rb'"facility":"([^"\\]*)","severity":"([^"\\]*)"')
 
 
 class FieldError(ValueError):
@@ -108,6 +126,10 @@ def _raw_value(line: bytes, key: bytes) -> bytes | None:
     return value
 
 
+_first_byte = operator.itemgetter(0)
+_E = ord("e")
+
+
 @dataclass(frozen=True)
 class RecordFilter:
     """Everything a query selects on; each part is optional."""
@@ -122,6 +144,10 @@ class RecordFilter:
     _severities: frozenset[bytes] | None = field(init=False, default=None)
     _literal: bytes | None = field(init=False, default=None)
     _member_re: re.Pattern[bytes] | None = field(init=False, default=None)
+    #: first bytes of the wanted severities that name no unwanted one (all but e)
+    _initials: frozenset[int] = field(init=False, default=frozenset())
+    #: "emerg" or "err" when only one of the two (both start with e) is wanted
+    _one_of_e: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -133,6 +159,11 @@ class RecordFilter:
                 set_(self, "_severities", frozenset(sev.encode() for sev in wanted))
                 words = b"|".join(sorted(sev.encode() for sev in wanted))
                 set_(self, "_member_re", re.compile(rb'"severity":"(?:' + words + rb')"'))
+        wanted = frozenset(SEVERITIES) if self.selector is None else self.selector.default
+        both_e = {"emerg", "err"} <= wanted
+        set_(self, "_initials", frozenset(s.encode()[0] for s in wanted if both_e or s[0] != "e"))
+        one_of_e = wanted & {"emerg", "err"}
+        set_(self, "_one_of_e", next(iter(one_of_e)) if len(one_of_e) == 1 else None)
         if self.grep is not None:
             plain = not self.grep.flags & re.IGNORECASE
             set_(self, "_literal", _literal(self.grep.pattern) if plain else None)
@@ -159,6 +190,49 @@ class RecordFilter:
                 return [line for line in found if literal in line or b"\\" in line]
         wants_line = self.wants_line
         return [line for line in data.split(b"\n") if line and wants_line(line)]
+
+    def covers(self, first: str, end: str) -> bool:
+        """True when every record time in ``[first, end)`` passes ``--since``/``--until``."""
+        return (not self._since_key or first >= self._since_key) and (
+            not self._until_key or end <= self._until_key
+        )
+
+    def count_raw(self, data: bytes) -> int | None:
+        """How many records of ``data`` (a member, as the archive writer writes them) the
+        selector wants, read off the raw bytes; None when they do not decide it exactly.
+
+        The time range is not tested (see ``covers``); a filter with ``--field`` or
+        ``--grep`` always answers None.
+        """
+        if self.fields or self.grep is not None or data[:1] != b"{" or data[-2:] != b"}\n":
+            return None
+        lines = data.count(b"\n")
+        selector = self.selector
+        if b"\\" in data and b"\\u" in data:
+            return None  # an escape could spell a second "severity" key
+        if data.count(_SEVERITY) != lines:
+            return None  # so that each line holds one, the top-level key
+        if selector is not None and selector.named:
+            if data.count(_FACILITY) != lines:
+                return None
+            pairs = _PAIR.findall(data)
+            if len(pairs) != lines:
+                return None
+            return sum(
+                count
+                for (facility, severity), count in Counter(pairs).items()
+                if selector.matches(facility.decode("utf-8", "replace"), severity.decode())
+            )
+        pieces = data.split(_SEVERITY_VALUE)
+        if len(pieces) != lines + 1:
+            return None  # a "severity" key that is not compact
+        del pieces[0]  # each piece now starts with a line's severity value
+        initials = Counter(map(_first_byte, pieces))  # keywords: e is emerg or err
+        count = sum(initials[initial] for initial in self._initials)
+        if self._one_of_e is not None:
+            err = data.count(_SEVERITY_VALUE + b'err"')
+            count += err if self._one_of_e == "err" else initials[_E] - err
+        return count
 
     def wants_line(self, line: bytes) -> bool:
         """False only when the raw JSON ``line`` surely fails the filter."""
