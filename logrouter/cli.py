@@ -200,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", type=Path, default=None, metavar="FILE", help="cursor file"
     )
     replay_parser.add_argument("--after", default=None, metavar="CURSOR", help="a printed cursor")
+    replay_parser.add_argument(
+        "--batch",
+        choices=("auto", "off"),
+        default=None,
+        help="records in batch messages (default: auto with --to-sink, else off)",
+    )
 
     rejected_parser = commands.add_parser("rejected", help="inspect and recover rejected/unrouted")
     rejected_parser.set_defaults(run=rejected.run)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from logrouter.commands.replay import Confirms
+from logrouter.commands.replay_cursor import Confirms
 
 
 def sent(count: int) -> Confirms:
