@@ -188,8 +188,11 @@ class RecordFilter:
                 if literal is None:
                     return found
                 return [line for line in found if literal in line or b"\\" in line]
+        parts = data.split(b"\n")
+        if self._severities is None and self._literal is None:
+            return list(filter(None, parts))  # wants_line takes every line
         wants_line = self.wants_line
-        return [line for line in data.split(b"\n") if line and wants_line(line)]
+        return [line for line in parts if line and wants_line(line)]
 
     def covers(self, first: str, end: str) -> bool:
         """True when every record time in ``[first, end)`` passes ``--since``/``--until``."""
@@ -259,6 +262,6 @@ class RecordFilter:
                     return False
             elif not selector.matches(str(record.get("facility")), str(severity)):
                 return False
-        if any(not match.matches(record) for match in self.fields):
+        if self.fields and not all(match.matches(record) for match in self.fields):
             return False
         return self.grep is None or self.grep.search(str(record.get("msg", ""))) is not None
