@@ -117,7 +117,7 @@ class Packer:
                 return []
             self.last = entry
             return [single(entry, self.run_id)]
-        groups: dict[tuple[str, object], _Group] = {}
+        groups: dict[tuple[str, str | None], _Group] = {}
         alone: list[Outgoing] = []
         deadline = time.monotonic() + ROUND_SECONDS
         for read, entry in enumerate(source, 1):
@@ -127,7 +127,8 @@ class Packer:
             if not isinstance(ident, str) or not ident:
                 alone.append(single(entry, self.run_id))
             else:
-                group = groups.setdefault((_routing_key(entry), record.get("app")), _Group())
+                key = (_routing_key(entry), _text(record.get("app")))  # the app_id it gets
+                group = groups.setdefault(key, _Group())
                 group.entries.append(entry)
                 group.size += len(entry.line) + 1
                 if len(group.entries) >= self.max_records or group.size >= BATCH_BYTES:
