@@ -312,9 +312,9 @@ class Replay:
         if self.nacked or self.returned:
             return  # nothing after a refused or returned message counts as confirmed
         count, cursor = self.in_flight.ack(method.delivery_tag, method.multiple)
+        self.count += count
         if cursor is not None:
             self.cursor = cursor
-            self.count += count
 
     def _on_return(self, _channel: Any, method: Any, _props: Any, _body: bytes) -> None:
         self.returned.append(str(method.routing_key))

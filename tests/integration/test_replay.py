@@ -101,16 +101,18 @@ def test_to_sink_reaches_only_that_sink_with_id_and_replay_header(
     env: Archive, capsys: pytest.CaptureFixture[str], batch: str
 ) -> None:
     """--to-sink puts the selected records into that sink's queue only (the archive's queue
-    stays empty), with the original ids and the replay header: one message per record with
-    --batch off, batch messages (each line a record with its id) with auto, the default;
-    the file sink then writes each once."""
+    stays empty), with the original ids and the replay header, and says how many: one
+    message per record with --batch off, batch messages (each line a record with its id)
+    with auto, the default; the file sink then writes each once."""
     fill(env, 40)
     capsys.readouterr()
     target = f"logrouter.{rebuilt(env)}"
     args = ["--config", str(env.config), "--sink", env.sink, "--since", SINCE]
     code = cli.main(["replay", "*.err", *args, "--to-sink", rebuilt(env), "--batch", batch])
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
     expected = [n for n in range(40) if n % 5 in (0, 4)]  # err, crit
+    assert f"replayed {len(expected)} record(s)" in err
     archived_err = [r for r in archived(env.dir) if r["severity"] in ("err", "crit")]
     depth = queue_depth(env.url, target)
     assert queue_depth(env.url, f"logrouter.{env.sink}") == 0
