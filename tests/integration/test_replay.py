@@ -165,6 +165,33 @@ def test_to_the_exchange_every_bound_sink_gets_it_again(
         connection.close()
 
 
+def test_batches_to_the_exchange_are_routed_by_their_records_key(
+    env: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--batch auto to the exchange: each batch holds records of one facility.severity and
+    is published with that key, so the file sink bound to '*.err' gets exactly the err and
+    crit records (in fewer messages) and writes each once."""
+    fill(env, 40)
+    capsys.readouterr()
+    args = ["--config", str(env.config), "--sink", env.sink, "--since", SINCE]
+    code = cli.main(["replay", *args, "--batch", "auto"])
+    assert code == 0, capsys.readouterr().err
+    expected = [n for n in range(40) if n % 5 in (0, 4)]  # err, crit
+    assert 0 < queue_depth(env.url, f"logrouter.{rebuilt(env)}") < len(expected)
+    connection = pika.BlockingConnection(pika.URLParameters(env.url))
+    try:
+        method, _props, body = connection.channel().basic_get(
+            f"logrouter.{env.sink}", auto_ack=False
+        )
+        records = [json.loads(line) for line in body.splitlines()]
+        assert {f"{r['facility']}.{r['severity']}" for r in records} == {method.routing_key}
+    finally:
+        connection.close()
+    result = run_burst(["sink", rebuilt(env), str(env.config)], env.env)
+    assert result.returncode == 0, result.stderr
+    assert tokens(lines_of(env.tmp / "out" / "all.log")) == Counter(dict.fromkeys(expected, 1))
+
+
 def test_dry_run_publishes_nothing(env: Archive, capsys: pytest.CaptureFixture[str]) -> None:
     """--dry-run prints the records it would send and leaves every queue alone."""
     fill(env, 10)
