@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import compress
 from typing import Any
 
 from logrouter.selector import Selector
@@ -130,6 +131,21 @@ _first_byte = operator.itemgetter(0)
 _E = ord("e")
 
 
+def _severity_initials(data: bytes, lines: int) -> list[int] | None:
+    """The first byte of each line's severity, in line order, when each of the ``lines``
+    lines of ``data`` holds exactly one ``"severity"`` token, compact, and no ``\\u``
+    escape could spell another (see the module docstring); else None."""
+    if b"\\" in data and b"\\u" in data:
+        return None
+    if data.count(_SEVERITY) != lines:
+        return None
+    pieces = data.split(_SEVERITY_VALUE)
+    if len(pieces) != lines + 1:
+        return None  # a "severity" key that is not compact
+    del pieces[0]  # each piece now starts with a line's severity value
+    return list(map(_first_byte, pieces))
+
+
 @dataclass(frozen=True)
 class RecordFilter:
     """Everything a query selects on; each part is optional."""
@@ -143,7 +159,8 @@ class RecordFilter:
     _until_key: str = field(init=False, default="")
     _severities: frozenset[bytes] | None = field(init=False, default=None)
     _literal: bytes | None = field(init=False, default=None)
-    _member_re: re.Pattern[bytes] | None = field(init=False, default=None)
+    #: first bytes of the severities any facility wants (None: all of them)
+    _line_initials: frozenset[int] | None = field(init=False, default=None)
     #: first bytes of the wanted severities that name no unwanted one (all but e)
     _initials: frozenset[int] = field(init=False, default=frozenset())
     #: "emerg" or "err" when only one of the two (both start with e) is wanted
@@ -157,8 +174,7 @@ class RecordFilter:
             wanted = self.selector.default.union(*(s for _, s in self.selector.named))
             if len(wanted) < len(SEVERITIES):
                 set_(self, "_severities", frozenset(sev.encode() for sev in wanted))
-                words = b"|".join(sorted(sev.encode() for sev in wanted))
-                set_(self, "_member_re", re.compile(rb'"severity":"(?:' + words + rb')"'))
+                set_(self, "_line_initials", frozenset(sev.encode()[0] for sev in wanted))
         wanted = frozenset(SEVERITIES) if self.selector is None else self.selector.default
         both_e = {"emerg", "err"} <= wanted
         set_(self, "_initials", frozenset(s.encode()[0] for s in wanted if both_e or s[0] != "e"))
@@ -172,23 +188,19 @@ class RecordFilter:
         """The lines of ``data`` (JSON lines) that ``wants_line`` lets through.
 
         When every line of ``data`` surely holds exactly one compact top-level
-        ``"severity":"..."`` (no ``\\u`` escapes, as many such tokens as
-        lines), one regex over the whole member picks the wanted ones.
+        ``"severity":"..."`` (``_severity_initials``; and no blank line), the
+        wanted lines are picked by the first byte of that value, all in C.
         """
-        member_re = self._member_re
-        if member_re is not None and b"\\u" not in data:
-            lines = data.count(b"\n")
-            if data.count(b'"severity"') == lines == data.count(b'"severity":"'):
-                found = []
-                rfind, find = data.rfind, data.find
-                for match in member_re.finditer(data):
-                    start = match.start()
-                    found.append(data[rfind(b"\n", 0, start) + 1 : find(b"\n", start)])
+        parts = data.split(b"\n")
+        wanted = self._line_initials
+        if wanted is not None and parts[-1] == b"" and parts.count(b"") == 1:
+            initials = _severity_initials(data, len(parts) - 1)
+            if initials is not None:
+                found = list(compress(parts, map(wanted.__contains__, initials)))
                 literal = self._literal
                 if literal is None:
                     return found
                 return [line for line in found if literal in line or b"\\" in line]
-        parts = data.split(b"\n")
         if self._severities is None and self._literal is None:
             return list(filter(None, parts))  # wants_line takes every line
         wants_line = self.wants_line
@@ -211,13 +223,11 @@ class RecordFilter:
             return None
         lines = data.count(b"\n")
         selector = self.selector
-        if b"\\" in data and b"\\u" in data:
-            return None  # an escape could spell a second "severity" key
-        if data.count(_SEVERITY) != lines:
-            return None  # so that each line holds one, the top-level key
         if selector is not None and selector.named:
-            if data.count(_FACILITY) != lines:
-                return None
+            if b"\\" in data and b"\\u" in data:
+                return None  # an escape could spell a second key
+            if data.count(_SEVERITY) != lines or data.count(_FACILITY) != lines:
+                return None  # so that each line holds one of each, the top-level keys
             pairs = _PAIR.findall(data)
             if len(pairs) != lines:
                 return None
@@ -226,15 +236,14 @@ class RecordFilter:
                 for (facility, severity), count in Counter(pairs).items()
                 if selector.matches(facility.decode("utf-8", "replace"), severity.decode())
             )
-        pieces = data.split(_SEVERITY_VALUE)
-        if len(pieces) != lines + 1:
-            return None  # a "severity" key that is not compact
-        del pieces[0]  # each piece now starts with a line's severity value
-        initials = Counter(map(_first_byte, pieces))  # keywords: e is emerg or err
-        count = sum(initials[initial] for initial in self._initials)
+        initials = _severity_initials(data, lines)
+        if initials is None:
+            return None
+        counts = Counter(initials)  # keywords: e is emerg or err
+        count = sum(counts[initial] for initial in self._initials)
         if self._one_of_e is not None:
             err = data.count(_SEVERITY_VALUE + b'err"')
-            count += err if self._one_of_e == "err" else initials[_E] - err
+            count += err if self._one_of_e == "err" else counts[_E] - err
         return count
 
     def wants_line(self, line: bytes) -> bool:
