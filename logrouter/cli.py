@@ -2,8 +2,9 @@
 
 Parsing lives here; each command's work lives in ``logrouter.commands.<name>``,
 whose ``run(args)`` is attached to its subparser with ``set_defaults(run=...)``
-and returns an exit code from ``logrouter.exitcodes``. A ``LogrouterError``
-that escapes a command becomes its message and ``exit_code`` here.
+(imported only when that command runs) and returns an exit code from
+``logrouter.exitcodes``. A ``LogrouterError`` that escapes a command becomes its
+message and ``exit_code`` here.
 
 Every command takes ``--config FILE``; ``check``, ``setup``, ``sink``, ``run``
 and ``stats`` also still take the config as a trailing positional argument
@@ -13,25 +14,13 @@ and ``stats`` also still take the config as a trailing positional argument
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from logrouter import __version__, exitcodes, log
-from logrouter.commands import (
-    check,
-    query,
-    rejected,
-    reload,
-    replay,
-    run,
-    send,
-    setup,
-    sink,
-    stats,
-    tail,
-)
 from logrouter.connection import redact
 from logrouter.errors import LogrouterError
 from logrouter.render import OUTPUTS, escape
@@ -49,6 +38,18 @@ def default_config() -> Path:
 
 
 CONFIG_HELP = f"routing config (default: ${CONFIG_ENV}, {SYSTEM_CONFIG}, or {LOCAL_CONFIG})"
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    """``logrouter.commands.<name>.run``, imported when the command runs (not at start:
+    what one command needs, e.g. the sinks for ``sink``, does not slow the others)."""
+
+    def run(args: argparse.Namespace) -> int:
+        module = importlib.import_module(f"logrouter.commands.{name}")
+        code: int = module.run(args)
+        return code
+
+    return run
 
 
 def _add_config(parser: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -117,28 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check_parser = commands.add_parser("check", help="validate a config and print its bindings")
-    check_parser.set_defaults(run=check.run)
+    check_parser.set_defaults(run=_command("check"))
     _add_config(check_parser)
     _add_url(check_parser)
     check_parser.add_argument("--diff", action="store_true", help="compare with the live broker")
 
     setup_parser = commands.add_parser("setup", help="declare and reconcile the topology")
-    setup_parser.set_defaults(run=setup.run)
+    setup_parser.set_defaults(run=_command("setup"))
     _add_config(setup_parser)
     _add_url(setup_parser)
     setup_parser.add_argument("--prune", action="store_true", help="delete queues of removed sinks")
 
     sink_parser = commands.add_parser("sink", help="run one sink daemon")
-    sink_parser.set_defaults(run=sink.run)
+    sink_parser.set_defaults(run=_command("sink"))
     sink_parser.add_argument("name", help="sink name from the config")
     _add_daemon_options(sink_parser, "exit once the queue is drained")
 
     run_parser = commands.add_parser("run", help="run every sink of the config in one process")
-    run_parser.set_defaults(run=run.run)
+    run_parser.set_defaults(run=_command("run"))
     _add_daemon_options(run_parser, "exit once the queues are drained")
 
     tail_parser = commands.add_parser("tail", help="live view of matching records")
-    tail_parser.set_defaults(run=tail.run)
+    tail_parser.set_defaults(run=_command("tail"))
     tail_parser.add_argument("selector", nargs="?", default="*.*", help="selector, e.g. '*.err'")
     _add_config(tail_parser, positional=False)
     _add_url(tail_parser)
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     send_parser = commands.add_parser("send", help="publish one record, like logger(1)")
-    send_parser.set_defaults(run=send.run)
+    send_parser.set_defaults(run=_command("send"))
     send_parser.add_argument("key", metavar="FACILITY.SEVERITY")
     send_parser.add_argument("message", nargs="+")
     _add_config(send_parser, positional=False)
@@ -165,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     stats_parser = commands.add_parser("stats", help="queue depths and live counters per sink")
-    stats_parser.set_defaults(run=stats.run)
+    stats_parser.set_defaults(run=_command("stats"))
     _add_config(stats_parser)
     _add_url(stats_parser)
     stats_parser.add_argument("--watch", type=float, nargs="?", const=2.0, default=None)
@@ -174,15 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     query_parser = commands.add_parser("query", help="read the archive, like journalctl")
-    query_parser.set_defaults(run=query.run)
+    query_parser.set_defaults(run=_command("query"))
     _add_archive_query(query_parser)
     query_parser.add_argument("-n", "--lines", type=int, default=None, help="only the newest N")
     query_parser.add_argument("-r", "--reverse", action="store_true", help="newest first")
     query_parser.add_argument("-o", "--output", choices=OUTPUTS, default="short")
     query_parser.add_argument("-f", "--follow", action="store_true", help="then print live records")
+    query_parser.add_argument(
+        "-c", "--count", action="store_true", help="print only the number of matches (as grep -c)"
+    )
 
     replay_parser = commands.add_parser("replay", help="re-publish archived records (backfill)")
-    replay_parser.set_defaults(run=replay.run)
+    replay_parser.set_defaults(run=_command("replay"))
     _add_archive_query(replay_parser)
     replay_parser.add_argument(
         "--to-sink", default=None, metavar="NAME", help="only to this sink's queue"
@@ -197,9 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", type=Path, default=None, metavar="FILE", help="cursor file"
     )
     replay_parser.add_argument("--after", default=None, metavar="CURSOR", help="a printed cursor")
+    replay_parser.add_argument(
+        "--batch",
+        choices=("auto", "off"),
+        default=None,
+        help="records in batch messages (default: auto with --to-sink, else off)",
+    )
 
     rejected_parser = commands.add_parser("rejected", help="inspect and recover rejected/unrouted")
-    rejected_parser.set_defaults(run=rejected.run)
+    rejected_parser.set_defaults(run=_command("rejected"))
     rejected_parser.add_argument("action", choices=("list", "show", "replay", "purge"))
     rejected_parser.add_argument("id", nargs="?", default=None, help="message id (show)")
     rejected_parser.add_argument("--queue", choices=("rejected", "unrouted"), default="rejected")
@@ -213,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     rejected_parser.add_argument("--exchange", default=None)
 
     reload_parser = commands.add_parser("reload", help="ask running sinks to re-read the config")
-    reload_parser.set_defaults(run=reload.run)
+    reload_parser.set_defaults(run=_command("reload"))
     reload_parser.add_argument("sink", nargs="?", default=None, help="only this sink")
     _add_config(reload_parser, positional=False)
     _add_url(reload_parser)

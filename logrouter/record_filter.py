@@ -5,14 +5,28 @@ runs before any decoding; it answers False only when the record surely does
 not match (it never decides on a line it cannot read exactly: escapes,
 repeated keys, spaced JSON), so ``wants_line`` then ``wants`` is exactly
 ``wants`` alone.
+
+``RecordFilter.count_raw`` counts the matches of a whole gzip member without
+decoding it, when the raw bytes decide that exactly. It relies on what the
+archive writer guarantees of every line it writes (``sinks/archive.py``): one
+JSON object per line, no blank line, a top-level ``severity`` keyword and
+``facility`` word (``wire.complete`` ran on every record). With that, a member
+whose ``"severity"`` tokens are exactly as many as its lines holds one per line,
+the top-level key (a token inside a string, behind an escaped quote, would be a
+second one on its line; a ``\\u`` escape could spell another ``severity`` key
+unseen, so a member with one is decoded), so counting ``"severity":"err"`` is
+counting records of severity ``err``.
 """
 
 from __future__ import annotations
 
+import operator
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import compress
 from typing import Any
 
 from logrouter.selector import Selector
@@ -20,6 +34,11 @@ from logrouter.severity import SEVERITIES
 from logrouter.timespec import ts_key
 
 _REGEX_META = frozenset(".^$*+?{}[]\\|()")
+_SEVERITY = b'"severity"'
+_FACILITY = b'"facility"'
+_SEVERITY_VALUE = b'"severity":"'
+#: the order the handler's encoder and ``json.dumps`` of a completed record write
+_PAIR = re.compile(rb'"facility":"([^"\\]*)","severity":"([^"\\]*)"')
 
 
 class FieldError(ValueError):
@@ -108,6 +127,25 @@ def _raw_value(line: bytes, key: bytes) -> bytes | None:
     return value
 
 
+_first_byte = operator.itemgetter(0)
+_E = ord("e")
+
+
+def _severity_initials(data: bytes, lines: int) -> list[int] | None:
+    """The first byte of each line's severity, in line order, when each of the ``lines``
+    lines of ``data`` holds exactly one ``"severity"`` token, compact, and no ``\\u``
+    escape could spell another (see the module docstring); else None."""
+    if b"\\" in data and b"\\u" in data:
+        return None
+    if data.count(_SEVERITY) != lines:
+        return None
+    pieces = data.split(_SEVERITY_VALUE)
+    if len(pieces) != lines + 1:
+        return None  # a "severity" key that is not compact
+    del pieces[0]  # each piece now starts with a line's severity value
+    return list(map(_first_byte, pieces))
+
+
 @dataclass(frozen=True)
 class RecordFilter:
     """Everything a query selects on; each part is optional."""
@@ -121,7 +159,12 @@ class RecordFilter:
     _until_key: str = field(init=False, default="")
     _severities: frozenset[bytes] | None = field(init=False, default=None)
     _literal: bytes | None = field(init=False, default=None)
-    _member_re: re.Pattern[bytes] | None = field(init=False, default=None)
+    #: first bytes of the severities any facility wants (None: all of them)
+    _line_initials: frozenset[int] | None = field(init=False, default=None)
+    #: first bytes of the wanted severities that name no unwanted one (all but e)
+    _initials: frozenset[int] = field(init=False, default=frozenset())
+    #: "emerg" or "err" when only one of the two (both start with e) is wanted
+    _one_of_e: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -131,8 +174,12 @@ class RecordFilter:
             wanted = self.selector.default.union(*(s for _, s in self.selector.named))
             if len(wanted) < len(SEVERITIES):
                 set_(self, "_severities", frozenset(sev.encode() for sev in wanted))
-                words = b"|".join(sorted(sev.encode() for sev in wanted))
-                set_(self, "_member_re", re.compile(rb'"severity":"(?:' + words + rb')"'))
+                set_(self, "_line_initials", frozenset(sev.encode()[0] for sev in wanted))
+        wanted = frozenset(SEVERITIES) if self.selector is None else self.selector.default
+        both_e = {"emerg", "err"} <= wanted
+        set_(self, "_initials", frozenset(s.encode()[0] for s in wanted if both_e or s[0] != "e"))
+        one_of_e = wanted & {"emerg", "err"}
+        set_(self, "_one_of_e", next(iter(one_of_e)) if len(one_of_e) == 1 else None)
         if self.grep is not None:
             plain = not self.grep.flags & re.IGNORECASE
             set_(self, "_literal", _literal(self.grep.pattern) if plain else None)
@@ -141,24 +188,63 @@ class RecordFilter:
         """The lines of ``data`` (JSON lines) that ``wants_line`` lets through.
 
         When every line of ``data`` surely holds exactly one compact top-level
-        ``"severity":"..."`` (no ``\\u`` escapes, as many such tokens as
-        lines), one regex over the whole member picks the wanted ones.
+        ``"severity":"..."`` (``_severity_initials``; and no blank line), the
+        wanted lines are picked by the first byte of that value, all in C.
         """
-        member_re = self._member_re
-        if member_re is not None and b"\\u" not in data:
-            lines = data.count(b"\n")
-            if data.count(b'"severity"') == lines == data.count(b'"severity":"'):
-                found = []
-                rfind, find = data.rfind, data.find
-                for match in member_re.finditer(data):
-                    start = match.start()
-                    found.append(data[rfind(b"\n", 0, start) + 1 : find(b"\n", start)])
+        parts = data.split(b"\n")
+        wanted = self._line_initials
+        if wanted is not None and parts[-1] == b"" and parts.count(b"") == 1:
+            initials = _severity_initials(data, len(parts) - 1)
+            if initials is not None:
+                found = list(compress(parts, map(wanted.__contains__, initials)))
                 literal = self._literal
                 if literal is None:
                     return found
                 return [line for line in found if literal in line or b"\\" in line]
+        if self._severities is None and self._literal is None:
+            return list(filter(None, parts))  # wants_line takes every line
         wants_line = self.wants_line
-        return [line for line in data.split(b"\n") if line and wants_line(line)]
+        return [line for line in parts if line and wants_line(line)]
+
+    def covers(self, first: str, end: str) -> bool:
+        """True when every record time in ``[first, end)`` passes ``--since``/``--until``."""
+        return (not self._since_key or first >= self._since_key) and (
+            not self._until_key or end <= self._until_key
+        )
+
+    def count_raw(self, data: bytes) -> int | None:
+        """How many records of ``data`` (a member, as the archive writer writes them) the
+        selector wants, read off the raw bytes; None when they do not decide it exactly.
+
+        The time range is not tested (see ``covers``); a filter with ``--field`` or
+        ``--grep`` always answers None.
+        """
+        if self.fields or self.grep is not None or data[:1] != b"{" or data[-2:] != b"}\n":
+            return None
+        lines = data.count(b"\n")
+        selector = self.selector
+        if selector is not None and selector.named:
+            if b"\\" in data and b"\\u" in data:
+                return None  # an escape could spell a second key
+            if data.count(_SEVERITY) != lines or data.count(_FACILITY) != lines:
+                return None  # so that each line holds one of each, the top-level keys
+            pairs = _PAIR.findall(data)
+            if len(pairs) != lines:
+                return None
+            return sum(
+                count
+                for (facility, severity), count in Counter(pairs).items()
+                if selector.matches(facility.decode("utf-8", "replace"), severity.decode())
+            )
+        initials = _severity_initials(data, lines)
+        if initials is None:
+            return None
+        counts = Counter(initials)  # keywords: e is emerg or err
+        count = sum(counts[initial] for initial in self._initials)
+        if self._one_of_e is not None:
+            err = data.count(_SEVERITY_VALUE + b'err"')
+            count += err if self._one_of_e == "err" else counts[_E] - err
+        return count
 
     def wants_line(self, line: bytes) -> bool:
         """False only when the raw JSON ``line`` surely fails the filter."""
@@ -185,6 +271,6 @@ class RecordFilter:
                     return False
             elif not selector.matches(str(record.get("facility")), str(severity)):
                 return False
-        if any(not match.matches(record) for match in self.fields):
+        if self.fields and not all(match.matches(record) for match in self.fields):
             return False
         return self.grep is None or self.grep.search(str(record.get("msg", ""))) is not None

@@ -9,7 +9,10 @@ archived tail, re-reads the newest part of the archive for a few seconds (what
 the archive sink had in hand) and then prints live records; a record is never
 printed twice (key: app and message id).
 
-Exit 0 when something was printed, 1 when nothing matched (as grep), 2 for
+``--count`` prints only the number of matches (``archive_reader.count_archive``:
+no ordering, and members counted off their raw bytes where those decide).
+
+Exit 0 when something was printed (or counted), 1 when nothing matched (as grep), 2 for
 usage errors (the bad selector, time or field is named), 78 for a bad config.
 ``build_filter``/``resolve_source`` are shared with ``replay``; the arguments
 are declared in ``logrouter.cli``.
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pika.exceptions
 
 from logrouter import batchwire, errors, exitcodes
-from logrouter.archive_reader import Entry, last_entries, read_archive
+from logrouter.archive_reader import Entry, count_archive, last_entries, read_archive
 from logrouter.commands.common import (
     TargetError,
     broker_failure,
@@ -148,9 +151,15 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("-n must be 0 or more")
         if args.follow and (query.until is not None or args.reverse):
             raise UsageError("--follow cannot be combined with --until or --reverse")
+        if args.count and (args.follow or args.lines is not None):
+            raise UsageError("--count cannot be combined with --follow or -n")
     except UsageError as exc:
         _err(str(exc))
         return exc.exit_code
+    if args.count:
+        count = count_archive(source.root, query, interval=source.interval, on_error=_err)
+        print(count, flush=True)
+        return exitcodes.OK if count else exitcodes.NO_MATCH
     printer = Printer(args.output, use_color(sys.stdout))
     if not args.follow:
         for entry in _archived(source, query, args.lines, args.reverse):

@@ -2,14 +2,17 @@
 
 Re-publishes archived records (the same selection as ``query``), in time
 order, with streaming publisher confirms (up to ``MAX_IN_FLIGHT`` unconfirmed
-messages; acks and nacks honour ``multiple``): to the log exchange with each
-record's ``facility.severity`` key, or with ``--to-sink NAME`` straight to the queue
-``logrouter.NAME`` through the default exchange (only that sink gets them).
-Each message carries the archived line as body, the original ``message_id``
-and ``app_id``, and the header ``x-logrouter-replay`` (the run's start time).
+messages or ``MAX_IN_FLIGHT_RECORDS`` records; acks and nacks honour
+``multiple``): to the log exchange with each record's ``facility.severity`` key,
+or with ``--to-sink NAME`` straight to the queue ``logrouter.NAME`` through the
+default exchange (only that sink gets them). One message per record, or (``--batch
+auto``, the default with ``--to-sink``) batch messages of one routing key and app
+(``replay_pack``); either way each record keeps its id and app, and messages
+carry the header ``x-logrouter-replay`` (the run's start time).
 
-Resuming: the cursor is the (ts, id) of the newest record confirmed with every
-record before it (confirms are taken in publish order); records come in that
+Resuming (``replay_cursor``): the cursor is the (ts, id) of the newest record
+confirmed with every record before it (confirms are taken in publish order, and
+a batch round's cursor moves only with its last message); records come in that
 order, so a restarted replay skips everything up to it. With ``--resume FILE``
 it is read from and written to FILE (atomically, twice a second and at the
 end); it is also printed when a replay is interrupted (``--after CURSOR``). A
@@ -22,25 +25,20 @@ once.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
-import pika
 import pika.exceptions
 import pika.spec
 
-from logrouter import exitcodes, wire
+from logrouter import exitcodes
 from logrouter.app.frames import emit, gather
 from logrouter.archive_reader import Entry, read_archive
 from logrouter.commands.common import (
-    REPLAY_HEADER,
     TargetError,
     broker_failure,
     close_quietly,
@@ -49,13 +47,24 @@ from logrouter.commands.common import (
     stop_on_signals,
 )
 from logrouter.commands.query import UsageError, build_filter, resolve_source
+from logrouter.commands.replay_cursor import (
+    Confirms,
+    Cursor,
+    after,
+    format_cursor,
+    parse_cursor,
+    read_cursor_file,
+    write_cursor_file,
+)
+from logrouter.commands.replay_pack import Outgoing, Packer
 from logrouter.connection import redact
 from logrouter.record_filter import RecordFilter
 from logrouter.render import render_output
 
 CURSOR_EVERY = 0.5
-#: unconfirmed messages at most; publishing waits until half of them are confirmed
+#: unconfirmed messages / records at most; publishing waits until half of them are confirmed
 MAX_IN_FLIGHT = 5000
+MAX_IN_FLIGHT_RECORDS = 20_000
 #: publishes are flushed (and confirms taken) after this many records or seconds
 FLUSH_EVERY = 100
 FLUSH_SECONDS = 0.05
@@ -65,66 +74,6 @@ CONFIRM_WAIT = 0.005
 #: pause before re-publishing on a new channel after a nack
 NACK_PAUSE = 0.5
 PROGRESS_EVERY = 0.5
-
-Cursor = tuple[str, str]
-
-
-def parse_cursor(text: str) -> Cursor:
-    """``TS/ID`` as printed by an interrupted replay; raises ``UsageError`` naming it."""
-    ts, slash, ident = text.strip().partition("/")
-    if not slash or len(ts) != 27 or not ts.endswith("Z"):
-        raise UsageError(f"bad cursor {text!r} (expected TS/ID as printed by replay)")
-    return ts, ident
-
-
-def format_cursor(cursor: Cursor) -> str:
-    return f"{cursor[0]}/{cursor[1]}"
-
-
-def read_cursor_file(path: Path) -> Cursor | None:
-    """The cursor saved in ``path`` (None when the file does not exist yet)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    return parse_cursor(text)
-
-
-def write_cursor_file(path: Path, cursor: Cursor) -> None:
-    """Replace ``path`` with ``cursor`` atomically (a crash leaves the old or the new one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        handle.write(format_cursor(cursor) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def after(entries: Iterator[Entry], cursor: Cursor | None) -> Iterator[Entry]:
-    """The entries that come after ``cursor`` (all of them without one)."""
-    if cursor is None:
-        yield from entries
-        return
-    for entry in entries:
-        if entry.key > cursor:
-            yield entry
-
-
-def message_of(entry: Entry, run_id: str) -> tuple[str, bytes, pika.BasicProperties]:
-    """Routing key, body (the archived line) and properties of one replayed record."""
-    record = entry.record
-    ident = record.get("id")
-    app = record.get("app")
-    props = pika.BasicProperties(
-        content_type=wire.CONTENT_TYPE,
-        content_encoding="utf-8",
-        delivery_mode=2,
-        message_id=str(ident) if ident is not None else None,
-        timestamp=int(datetime.fromisoformat(entry.key[0]).timestamp()) if entry.key[0] else None,
-        app_id=str(app) if app is not None else None,
-        headers={REPLAY_HEADER: run_id},
-    )
-    return f"{record.get('facility')}.{record.get('severity')}", entry.line, props
 
 
 def _err(message: str) -> None:
@@ -163,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     except TargetError as exc:
         _err(str(exc))
         return exc.exit_code
+    if args.batch is None:
+        args.batch = "auto" if args.to_sink is not None else "off"
     if args.to_sink is not None:
         if config is not None and args.to_sink not in config.sinks:
             _err(f"no sink {args.to_sink!r} in {args.config} (sinks: {', '.join(config.sinks)})")
@@ -201,40 +152,6 @@ def run(args: argparse.Namespace) -> int:
             close_quietly(connection)
 
 
-class Confirms:
-    """The unconfirmed messages of one confirm-mode channel, in publish order."""
-
-    def __init__(self) -> None:
-        #: (delivery tag, cursor) of each unconfirmed message
-        self.pending: deque[tuple[int, Cursor]] = deque()
-        self.acked: set[int] = set()  # acked out of order, waiting for the ones before
-        #: delivery tag of the last message sent (the broker numbers them from 1)
-        self.tag = 0
-
-    def __len__(self) -> int:
-        return len(self.pending)
-
-    def sent(self, cursor: Cursor) -> None:
-        """One more message published on the channel, for the record at ``cursor``."""
-        self.tag += 1
-        self.pending.append((self.tag, cursor))
-
-    def ack(self, tag: int, multiple: bool) -> tuple[int, Cursor | None]:
-        """A basic.ack: how many messages are now confirmed with every one before them,
-        and the cursor of the newest (None when the confirmed prefix did not grow)."""
-        pending, acked = self.pending, self.acked
-        if multiple:
-            acked.update(number for number, _ in takewhile(lambda m: m[0] <= tag, pending))
-        else:
-            acked.add(tag)
-        count, cursor = 0, None
-        while pending and pending[0][0] in acked:
-            done, cursor = pending.popleft()
-            acked.discard(done)
-            count += 1
-        return count, cursor
-
-
 class Replay:
     """Publishes entries with streaming publisher confirms, pacing, progress and the cursor."""
 
@@ -263,6 +180,8 @@ class Replay:
         self.nacked = False
         self.in_flight = Confirms()
         self.frames: list[bytes] | None = None
+        self.packer = Packer(self.run_id, batches=args.batch == "auto", rate=args.rate)
+        self.published = 0  # records published (every channel), for --rate
         self.open_channel()
 
     def open_channel(self) -> None:
@@ -292,30 +211,28 @@ class Replay:
         """Publish what ``entries(cursor)`` yields; after a nack, again from the cursor."""
         started = last_save = last_progress = last_flush = time.monotonic()
         source = entries(self.cursor)
-        entry: Entry | None = None
+        unflushed = 0  # records published since the last pump
         while True:
-            entry = next(source, None)
-            if entry is None or stopped:
+            messages = [] if stopped else self.packer.round(source)
+            if not messages:
                 self.interrupted = bool(stopped)
                 self.wait_confirms(0)  # what is in flight is confirmed quickly: an exact cursor
                 if not self.nacked or stopped:
                     break
-            else:
-                if self.frames is None:
-                    self.frames = gather(self.connection._impl)
-                key, body, props = message_of(entry, self.run_id)
-                if self.queue is not None:
-                    self.publish("", self.queue, body, props, mandatory=True)
-                else:
-                    self.publish(self.exchange, key, body, props)
-                self.in_flight.sent(entry.key)
+            last = self.packer.last
+            for number, message in enumerate(messages, 1):
+                if self.rate is not None:
+                    self.pace(started + (self.published + message.records) / self.rate)
+                assert last is not None
+                self.send_message(message, last.key if number == len(messages) else None)
+                unflushed += message.records
             now = time.monotonic()
-            if len(self.in_flight) >= MAX_IN_FLIGHT:
-                self.wait_confirms(MAX_IN_FLIGHT // 2)
-                last_flush = now
-            elif self.in_flight.tag % FLUSH_EVERY == 0 or now - last_flush >= FLUSH_SECONDS:
+            if self.busy(1.0):
+                self.wait_confirms(0.5)
+                last_flush, unflushed = now, 0
+            elif unflushed >= FLUSH_EVERY or now - last_flush >= FLUSH_SECONDS:
                 self.pump(0)
-                last_flush = now
+                last_flush, unflushed = now, 0
             if self.nacked:
                 _err(
                     "broker rejected publishes (nack): re-publishing from the last confirmed record"
@@ -326,15 +243,11 @@ class Replay:
                 self.open_channel()
                 source = entries(self.cursor)
                 continue
-            if self.rate is not None:
-                ahead = started + (self.count + len(self.in_flight)) / self.rate - now
-                if ahead > 0:
-                    time.sleep(ahead)
             if now - last_save >= CURSOR_EVERY:
                 self.save()
                 last_save = now
-            if self.progress and entry is not None and now - last_progress >= PROGRESS_EVERY:
-                self.show_progress(entry, now - started)
+            if self.progress and last is not None and now - last_progress >= PROGRESS_EVERY:
+                self.show_progress(last, now - started)
                 last_progress = now
         if self.progress:
             sys.stderr.write("\n")
@@ -342,9 +255,36 @@ class Replay:
         print(f"replayed {self.count} record(s) to {target}", file=sys.stderr, flush=True)
         return exitcodes.OK if self.count or self.interrupted else exitcodes.NO_MATCH
 
-    def wait_confirms(self, most: int) -> None:
-        """Run the connection until at most ``most`` messages are unconfirmed (or a nack)."""
-        while len(self.in_flight) > most and not self.nacked:
+    def send_message(self, message: Outgoing, completes: Cursor | None) -> None:
+        """Publish ``message`` (its frames gathered for one write), completing ``completes``."""
+        if self.frames is None:
+            self.frames = gather(self.connection._impl)
+        if self.queue is not None:
+            self.publish("", self.queue, message.body, message.properties, mandatory=True)
+        else:
+            self.publish(self.exchange, message.routing_key, message.body, message.properties)
+        self.in_flight.sent(completes, message.records)
+        self.published += message.records
+
+    def pace(self, due: float) -> None:
+        """--rate: wait until ``due`` (what was gathered goes out first)."""
+        ahead = due - time.monotonic()
+        if ahead > 0:
+            self.pump(0)
+            time.sleep(ahead)
+
+    def busy(self, share: float) -> bool:
+        """More than ``share`` of the messages or records allowed in flight are unconfirmed."""
+        in_flight = self.in_flight
+        return (
+            len(in_flight) > MAX_IN_FLIGHT * share
+            or in_flight.records > MAX_IN_FLIGHT_RECORDS * share
+        )
+
+    def wait_confirms(self, share: float) -> None:
+        """Run the connection until at most ``share`` of the in-flight limits is
+        unconfirmed (or a nack)."""
+        while self.busy(share) and not self.nacked:
             self.pump(CONFIRM_WAIT)
 
     def send(self) -> None:
@@ -372,9 +312,9 @@ class Replay:
         if self.nacked or self.returned:
             return  # nothing after a refused or returned message counts as confirmed
         count, cursor = self.in_flight.ack(method.delivery_tag, method.multiple)
+        self.count += count
         if cursor is not None:
             self.cursor = cursor
-            self.count += count
 
     def _on_return(self, _channel: Any, method: Any, _props: Any, _body: bytes) -> None:
         self.returned.append(str(method.routing_key))

@@ -278,6 +278,27 @@ def test_no_match_is_exit_1_and_bad_tokens_are_named(
     assert code == 2 and "'nokey'" in err
 
 
+def test_count_prints_the_number_of_matches(
+    archive: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-c prints how many records the same query prints (grep -c): selectors, a time range
+    cutting through partitions, fields; 0 and exit 1 when none; not with -f or -n."""
+    d = str(archive.dir)
+    for args in (
+        [],
+        ["*.err"],
+        ["auth.!=err"],
+        ["*.err", "--since", "2026-11-29T23:50:00Z", "--until", "2026-11-30 00:30"],
+        ["--field", "app=billing"],
+    ):
+        code, lines, _ = query(capsys, *args, "--dir", d, "-o", "cat")
+        assert code == 0 and lines
+        assert query(capsys, *args, "--dir", d, "--count") == (0, [str(len(lines))], "")
+    assert query(capsys, "--dir", d, "--since", "2030-01-01", "-c")[:2] == (1, ["0"])
+    code, _, err = query(capsys, "--dir", d, "-c", "-n", "3")
+    assert code == 2 and "--count" in err
+
+
 def test_querying_while_the_sink_appends(archive: Archive, tmp_path: Path) -> None:
     """Queries run while a sink appends members to the same file: never an error, each
     print is an in-order prefix-consistent view, and the last one sees every record."""

@@ -96,40 +96,41 @@ def rebuilt(archive: Archive) -> str:
     return archive.sink.replace("arch_", "rebuilt_")
 
 
+@pytest.mark.parametrize("batch", ["off", "auto"])
 def test_to_sink_reaches_only_that_sink_with_id_and_replay_header(
-    env: Archive, capsys: pytest.CaptureFixture[str]
+    env: Archive, capsys: pytest.CaptureFixture[str], batch: str
 ) -> None:
     """--to-sink puts the selected records into that sink's queue only (the archive's queue
-    stays empty), with the original message_id and the replay header; the file sink then
-    writes each once."""
+    stays empty), with the original ids and the replay header, and says how many: one
+    message per record with --batch off, batch messages (each line a record with its id)
+    with auto, the default; the file sink then writes each once."""
     fill(env, 40)
     capsys.readouterr()
     target = f"logrouter.{rebuilt(env)}"
-    code = cli.main(
-        [
-            "replay",
-            "*.err",
-            "--config",
-            str(env.config),
-            "--sink",
-            env.sink,
-            "--since",
-            SINCE,
-            "--to-sink",
-            rebuilt(env),
-        ]
-    )
-    assert code == 0, capsys.readouterr().err
+    args = ["--config", str(env.config), "--sink", env.sink, "--since", SINCE]
+    code = cli.main(["replay", "*.err", *args, "--to-sink", rebuilt(env), "--batch", batch])
+    err = capsys.readouterr().err
+    assert code == 0, err
     expected = [n for n in range(40) if n % 5 in (0, 4)]  # err, crit
-    assert queue_depth(env.url, target) == len(expected)
+    assert f"replayed {len(expected)} record(s)" in err
+    archived_err = [r for r in archived(env.dir) if r["severity"] in ("err", "crit")]
+    depth = queue_depth(env.url, target)
     assert queue_depth(env.url, f"logrouter.{env.sink}") == 0
     connection = pika.BlockingConnection(pika.URLParameters(env.url))
     try:
         _method, props, body = connection.channel().basic_get(target, auto_ack=False)
         assert props.headers["x-logrouter-replay"]
-        first = archived(env.dir)[0]
-        assert props.message_id == first["id"]
-        assert json.loads(body) == first  # the archived record, as archived
+        if batch == "off":
+            assert depth == len(expected)
+            assert props.message_id == archived_err[0]["id"]
+            assert json.loads(body) == archived_err[0]  # the archived record, as archived
+        else:
+            assert depth < len(expected)  # err and crit: two batch messages
+            assert props.content_type == "application/vnd.logrouter.batch+jsonl"
+            lines = [json.loads(line) for line in body.splitlines()]
+            assert props.headers["x-logrouter-records"] == len(lines) > 1
+            assert props.message_id == f"{lines[0]['id']}+{len(lines)}"
+            assert lines[0] == archived_err[0]
     finally:
         connection.close()
     result = run_burst(["sink", rebuilt(env), str(env.config)], env.env)
@@ -164,6 +165,33 @@ def test_to_the_exchange_every_bound_sink_gets_it_again(
         connection.close()
 
 
+def test_batches_to_the_exchange_are_routed_by_their_records_key(
+    env: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--batch auto to the exchange: each batch holds records of one facility.severity and
+    is published with that key, so the file sink bound to '*.err' gets exactly the err and
+    crit records (in fewer messages) and writes each once."""
+    fill(env, 40)
+    capsys.readouterr()
+    args = ["--config", str(env.config), "--sink", env.sink, "--since", SINCE]
+    code = cli.main(["replay", *args, "--batch", "auto"])
+    assert code == 0, capsys.readouterr().err
+    expected = [n for n in range(40) if n % 5 in (0, 4)]  # err, crit
+    assert 0 < queue_depth(env.url, f"logrouter.{rebuilt(env)}") < len(expected)
+    connection = pika.BlockingConnection(pika.URLParameters(env.url))
+    try:
+        method, _props, body = connection.channel().basic_get(
+            f"logrouter.{env.sink}", auto_ack=False
+        )
+        records = [json.loads(line) for line in body.splitlines()]
+        assert {f"{r['facility']}.{r['severity']}" for r in records} == {method.routing_key}
+    finally:
+        connection.close()
+    result = run_burst(["sink", rebuilt(env), str(env.config)], env.env)
+    assert result.returncode == 0, result.stderr
+    assert tokens(lines_of(env.tmp / "out" / "all.log")) == Counter(dict.fromkeys(expected, 1))
+
+
 def test_dry_run_publishes_nothing(env: Archive, capsys: pytest.CaptureFixture[str]) -> None:
     """--dry-run prints the records it would send and leaves every queue alone."""
     fill(env, 10)
@@ -187,9 +215,12 @@ def test_dry_run_publishes_nothing(env: Archive, capsys: pytest.CaptureFixture[s
     assert queue_depth(env.url, f"logrouter.{rebuilt(env)}") == 0
 
 
-def test_killed_replay_resumes_and_the_target_holds_each_record_once(env: Archive) -> None:
+@pytest.mark.parametrize("batch", ["auto", "off"])
+def test_killed_replay_resumes_and_the_target_holds_each_record_once(
+    env: Archive, batch: str
+) -> None:
     """kill -9 mid-replay, then the same command with --resume: the rebuilt file holds every
-    selected record exactly once."""
+    selected record exactly once (batch messages or one per record)."""
     count = 2000
     fill(env, count)
     cursor = env.tmp / "cursor"
@@ -210,11 +241,14 @@ def test_killed_replay_resumes_and_the_target_holds_each_record_once(env: Archiv
         str(cursor),
         "--rate",
         "1000",  # about 2 s: the kill lands mid-way
+        "--batch",
+        batch,
     ]
     process_env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(cmd, env=process_env, stderr=subprocess.DEVNULL)
     target = f"logrouter.{rebuilt(env)}"
-    wait_for(lambda: queue_depth(env.url, target) >= 200 and cursor.exists(), "replay under way")
+    some = 200 if batch == "off" else 3  # messages: with --rate 1000 a batch holds <= 100
+    wait_for(lambda: queue_depth(env.url, target) >= some and cursor.exists(), "replay under way")
     process.send_signal(signal.SIGKILL)
     process.wait(10)
     partial = queue_depth(env.url, target)

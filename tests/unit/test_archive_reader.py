@@ -9,9 +9,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from logrouter.archive_reader import last_entries, list_files, members, read_archive
+from logrouter.archive_reader import (
+    count_archive,
+    last_entries,
+    list_files,
+    members,
+    read_archive,
+)
 from logrouter.config import ArchiveOptions
-from logrouter.record_filter import RecordFilter
+from logrouter.record_filter import RecordFilter, parse_field
 from logrouter.selector import compile_selector
 from logrouter.sinks.archive import ArchiveWriter
 
@@ -169,3 +175,44 @@ def test_unreadable_lines_are_reported_and_skipped(tmp_path: Path) -> None:
         "rec-3",
     ]
     assert len(errors) == 2 and all(str(path) in e for e in errors)
+
+
+def test_count_archive_counts_what_read_archive_yields(tmp_path: Path) -> None:
+    """Counting (raw members where they decide, decoding elsewhere) gives the number of
+    records the ordered read yields: selectors, a range cutting through partitions, fields."""
+    severities = ("info", "err", "debug", "crit", "emerg", "warning")
+    a, b = writer(tmp_path, "a-0"), writer(tmp_path, "b-1")
+    for h in range(4):
+        batch = [
+            rec(f"2026-11-30T{h:02d}:{m:02d}:00.000000Z", h * 100 + m, severities[m % 6])
+            for m in range(0, 60, 7)
+        ]
+        commit(a if h % 2 else b, batch)
+    commit(a, [{**rec("2026-11-30T01:00:00.000000Z", 999, "err"), "fields": {"severity": "info"}}])
+    queries = [
+        RecordFilter(),
+        RecordFilter(selector=compile_selector("*.err")),
+        RecordFilter(selector=compile_selector("*.=emerg")),
+        RecordFilter(selector=compile_selector("auth.!=info")),
+        RecordFilter(
+            selector=compile_selector("*.err"),
+            since=when("2026-11-30T01:30:00"),
+            until=when("2026-11-30T03:00:00"),
+        ),
+        RecordFilter(fields=(parse_field("msg=rec-999"),)),
+    ]
+    for query in queries:
+        assert count_archive(tmp_path, query) == len(list(read_archive(tmp_path, query)))
+    assert count_archive(tmp_path, queries[1]) > 0
+
+
+def test_count_archive_reports_unreadable_lines_and_skips_them(tmp_path: Path) -> None:
+    """A member of lines the writer did not write is decoded: bad lines reported, not counted."""
+    w = writer(tmp_path, "a-0")
+    commit(w, [rec("2026-11-30T10:00:00.000000Z", 1)])
+    (path,) = tmp_path.rglob("*.jsonl.gz")
+    with open(path, "ab") as handle:
+        handle.write(gzip.compress(b'{"severity":"info"}\nnot json\n'))
+    errors: list[str] = []
+    assert count_archive(tmp_path, RecordFilter(), on_error=errors.append) == 2
+    assert len(errors) == 1 and str(path) in errors[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from logrouter.commands.replay import Confirms
+from logrouter.commands.replay_cursor import Confirms
 
 
 def sent(count: int) -> Confirms:
@@ -38,3 +38,17 @@ def test_a_multiple_ack_after_single_ones_joins_them() -> None:
     assert confirms.ack(5, False) == (0, None)
     assert confirms.ack(4, True) == (5, ("ts5", "id5"))
     assert confirms.ack(6, False) == (1, ("ts6", "id6"))
+
+
+def test_a_round_moves_the_cursor_only_with_its_last_message() -> None:
+    """Messages of a batch round complete no cursor but their last one: acks of the first
+    ones count their records and leave the cursor where the previous round ended."""
+    confirms = Confirms()
+    confirms.sent(("ts1", "a"), 3)  # round 1: one message
+    confirms.sent(None, 4)  # round 2: three messages, the last completes it
+    confirms.sent(None, 2)
+    confirms.sent(("ts9", "b"), 1)
+    assert confirms.records == 10
+    assert confirms.ack(3, True) == (9, ("ts1", "a"))
+    assert confirms.ack(4, False) == (1, ("ts9", "b"))
+    assert confirms.records == 0
