@@ -113,7 +113,8 @@ class Outbox(SpoolStore):
         """
         out: list[Encoded] = []
         buffer = self.buffer
-        encode = self.encoder.encode
+        popleft = buffer.popleft
+        encode_many = self.encoder.encode_many
         while len(out) < limit:
             if (
                 self._retry
@@ -129,8 +130,8 @@ class Outbox(SpoolStore):
                 out.append(item)
                 continue
             # only records present now: older than any overflow emit() may add meanwhile
-            for _ in range(min(limit - len(out), len(buffer))):
-                out.append(encode(buffer.popleft()))
+            chunk = [popleft() for _ in range(min(limit - len(out), len(buffer)))]
+            out += encode_many(chunk)
         return out
 
     def confirmed(self, items: Iterable[Encoded]) -> None:
