@@ -22,12 +22,20 @@ from logrouter.connection import redact
 
 
 class Captured(NamedTuple):
-    """What ``emit()`` froze in the logging thread: the rest is done later."""
+    """What ``emit()`` froze of a record that is not plain: the record itself."""
 
     seq: int
     record: logging.LogRecord
     message: str
     exc: str | None
+
+
+#: What ``emit()`` froze of a plain record (see ``freeze``): seq, message, created, then
+#: the record's kind: name, levelno, levelname, threadName, process, pathname, lineno,
+#: funcName. One tuple of atoms: the LogRecord, its dict and its args go at once.
+Plain = tuple[int, str, float, str, int, str, str, int, str, int, str]
+#: What waits in the outbox's buffer.
+Frozen = Captured | Plain
 
 
 class Encoded(NamedTuple):
@@ -138,6 +146,52 @@ _FAST_BODY = b'{"v":1,"ts":"%b%06dZ",%b%b%b'
 _new_tuple = tuple.__new__
 
 
+def freeze(seq: int, record: logging.LogRecord) -> Frozen:
+    """What ``emit()`` keeps of a record, in the logging thread: the formatted message
+    and traceback (they cannot wait), and for a plain record (no extra, traceback,
+    stack or dict message, the common case) only the attributes its body is built
+    from. A buffered record then costs the garbage collector nothing: a tuple of
+    atoms is untracked at its first collection, a LogRecord is traced until it goes.
+    """
+    message = wire.record_message(record)
+    if record.exc_info or record.exc_text:
+        return Captured(seq, record, message, wire.record_exception(record))
+    if (
+        record.stack_info
+        or len(record.__dict__) != _BASE_ATTRS
+        or isinstance(record.msg, dict)
+        or record.process is None
+        or record.threadName is None
+    ):
+        return Captured(seq, record, message, None)
+    return (
+        seq,
+        message,
+        record.created,
+        record.name,
+        record.levelno,
+        record.levelname,
+        record.threadName,
+        record.process,
+        record.pathname,
+        record.lineno,
+        record.funcName,
+    )
+
+
+def _thaw(plain: Plain) -> logging.LogRecord:
+    """A LogRecord again from a plain capture (for the general path: a rare record)."""
+    _, message, created, name, levelno, levelname, thread, pid, path, line, func = plain
+    record = logging.LogRecord(name, levelno, path, line, message, None, None, func)
+    record.created, record.levelname, record.threadName, record.process = (
+        created,
+        levelname,
+        thread,
+        pid,
+    )
+    return record
+
+
 def parse_facilities(value: Mapping[str, str] | str | None) -> dict[str, str]:
     """Logger-name prefix -> facility from a dict or an ``"a=b,c=d"`` string.
 
@@ -219,16 +273,16 @@ class Encoder:
                 pass
         return facility, sev.severity_for_level(record.levelno, record.levelname)
 
-    def encode(self, captured: Captured) -> Encoded:
+    def encode(self, captured: Frozen) -> Encoded:
         return self.encode_many((captured,))[0]
 
-    def encode_many(self, captures: Iterable[Captured]) -> list[Encoded]:
+    def encode_many(self, captures: Iterable[Frozen]) -> list[Encoded]:
         """``[encode(c) for c in captures]`` in one tight loop (the I/O thread's hot path).
 
-        A plain record (no extra, traceback or stack; a cached kind) is built from
-        cached bytes, byte for byte what ``wire.encode(record_to_dict(...))`` gives;
-        anything else takes the general path. The I/O thread shares the GIL with the
-        app, so this is the app's time too: no call and one tuple per common record.
+        A plain record (``freeze``) is built from cached bytes of its kind, byte for
+        byte what ``wire.encode(record_to_dict(...))`` gives; a ``Captured`` record
+        takes that general path. The I/O thread shares the GIL with the app, so this
+        is the app's time too: no call and one new tuple per plain record.
         """
         out: list[Encoded] = []
         append = out.append
@@ -238,73 +292,67 @@ class Encoder:
         run, id_prefix, max_chars = self.run, self.id_prefix, self.max_message // 4
         second_cached, second_text = -1, b""
         for captured in captures:
-            seq, record, message, exc = captured
-            if (
-                exc is None
-                and len(record.__dict__) == _BASE_ATTRS
-                and len(message) <= max_chars
-                and not (record.exc_info or record.exc_text or record.stack_info)
-            ):
-                try:
-                    key = (
-                        record.name,
-                        record.levelno,
-                        record.levelname,
-                        record.threadName,
-                        record.process,
-                        record.pathname,
-                        record.lineno,
-                        record.funcName,
-                    )
-                    parts = cached_get(key, _MISSING)
-                    if parts is _MISSING:
-                        parts = self._parts_for(record)
-                        if len(cache) >= _PARTS_MAX:
-                            cache.clear()
-                        cache[key] = parts
-                    created = record.created
-                    second = int(created)
-                    micros = round((created - second) * 1e6)
-                    if parts is not None and second >= 0 and micros < 1_000_000:
-                        if second != second_cached:
-                            second_cached = second
-                            second_text = wire.format_ts(second)[:-7].encode()
-                        body = _FAST_BODY % (
-                            second_text,
-                            micros,
-                            parts[1],
-                            dumps(message),
-                            parts[2],
-                        )
-                        fields = (run, seq, parts[0], f"{id_prefix}{seq:x}", second, body, None)
-                        append(_new_tuple(Encoded, fields))
-                        continue
-                except Exception:  # lone surrogates, a bogus created: the general path
-                    pass
-            append(self._encode(seq, record, message, exc))
+            if isinstance(captured, Captured):
+                append(self._encode(*captured))
+                continue
+            try:
+                kind = captured[3:]
+                parts = cached_get(kind, _MISSING)
+                if parts is _MISSING:
+                    parts = self._parts_for(*kind)
+                    if len(cache) >= _PARTS_MAX:
+                        cache.clear()
+                    cache[kind] = parts
+                seq, message, created = captured[0], captured[1], captured[2]
+                second = int(created)
+                micros = round((created - second) * 1e6)
+                if (
+                    parts is not None
+                    and len(message) <= max_chars
+                    and second >= 0
+                    and micros < 1_000_000
+                ):
+                    if second != second_cached:
+                        second_cached = second
+                        second_text = wire.format_ts(second)[:-7].encode()
+                    body = _FAST_BODY % (second_text, micros, parts[1], dumps(message), parts[2])
+                    fields = (run, seq, parts[0], f"{id_prefix}{seq:x}", second, body, None)
+                    append(_new_tuple(Encoded, fields))
+                    continue
+            except Exception:  # lone surrogates, a bogus created: the general path
+                pass
+            append(self._encode(captured[0], _thaw(captured), captured[1], None))
         return out
 
-    def _parts_for(self, record: logging.LogRecord) -> tuple[str, bytes, bytes] | None:
+    def _parts_for(
+        self,
+        name: str,
+        levelno: int,
+        levelname: str,
+        thread: str,
+        pid: int,
+        path: str,
+        line: int,
+        func: str,
+    ) -> tuple[str, bytes, bytes] | None:
         """The constant bytes around the time and the message for this kind of record."""
-        if isinstance(record.msg, dict) or record.process is None or record.threadName is None:
-            return None  # fields from the dict / keys the dict path leaves out
-        facility = self.facility_for(record.name)
-        severity = sev.severity_for_level(record.levelno, record.levelname)
+        facility = self.facility_for(name)
+        severity = sev.severity_for_level(levelno, levelname)
         try:
             middle = orjson.dumps(
                 {
                     "host": self.host,
                     "app": self.app,
-                    "pid": record.process,
-                    "thread": record.threadName,
-                    "logger": record.name,
+                    "pid": pid,
+                    "thread": thread,
+                    "logger": name,
                     "facility": facility,
                     "severity": severity,
-                    "level": record.levelname,
+                    "level": levelname,
                     "msg": None,
                 }
             )[1 : -len(b"null}")]
-            src = {"file": record.pathname, "line": record.lineno, "func": record.funcName}
+            src = {"file": path, "line": line, "func": func}
             tail = b"," + orjson.dumps({"src": src, "fields": {}})[1:]
         except orjson.JSONEncodeError:  # lone surrogates in a name: the dict path
             return None

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from logrouter.app.encoder import Captured, Encoded, Encoder
+from logrouter.app.encoder import Encoded, Encoder, Frozen
 from logrouter.app.spool import SpoolEntry
 from logrouter.app.spools import SpoolDir
 from logrouter.app.spoolstore import SpoolStore, spool_entry
@@ -47,7 +47,7 @@ class Outbox(SpoolStore):
     ) -> None:
         super().__init__(encoder, spools, report=report)
         self.buffer_size = buffer_size
-        self.buffer: deque[Captured] = deque()
+        self.buffer: deque[Frozen] = deque()  # seq first
         # I/O thread only:
         self._seen = 0  # the spool's write counter when the reader last found nothing new
         self._retry: deque[Encoded] = deque()
@@ -58,7 +58,7 @@ class Outbox(SpoolStore):
 
     # ---- any thread -----------------------------------------------------------------
 
-    def put(self, captured: Captured) -> bool:
+    def put(self, captured: Frozen) -> bool:
         """Append a record; False when the buffer was full (spooled or counted instead)."""
         if len(self.buffer) < self.buffer_size:
             self.buffer.append(captured)
@@ -92,7 +92,7 @@ class Outbox(SpoolStore):
                 self._apply_rewind()
             if not ahead and self._writes != self._seen:
                 self._read_spool()
-            if ahead and not (buffer and (self.encoder.run, buffer[0].seq) < _position(ahead[0])):
+            if ahead and not (buffer and (self.encoder.run, buffer[0][0]) < _position(ahead[0])):
                 return ahead.popleft()
             if not buffer:
                 return None
