@@ -33,7 +33,7 @@ class Captured(NamedTuple):
 #: What ``emit()`` froze of a plain record (see ``freeze``): seq, message, created, then
 #: the record's kind: name, levelno, levelname, threadName, process, pathname, lineno,
 #: funcName. One tuple of atoms: the LogRecord, its dict and its args go at once.
-Plain = tuple[int, str, float, str, int, str, str, int, str, int, str]
+Plain = tuple[int, str, float, str, int, str, str | None, int | None, str, int, str]
 #: What waits in the outbox's buffer.
 Frozen = Captured | Plain
 
@@ -149,21 +149,24 @@ _new_tuple = tuple.__new__
 def freeze(seq: int, record: logging.LogRecord) -> Frozen:
     """What ``emit()`` keeps of a record, in the logging thread: the formatted message
     and traceback (they cannot wait), and for a plain record (no extra, traceback,
-    stack or dict message, the common case) only the attributes its body is built
+    stack or dict message: the common case) only the attributes its body is built
     from. A buffered record then costs the garbage collector nothing: a tuple of
     atoms is untracked at its first collection, a LogRecord is traced until it goes.
     """
-    message = wire.record_message(record)
-    if record.exc_info or record.exc_text:
-        return Captured(seq, record, message, wire.record_exception(record))
     if (
-        record.stack_info
-        or len(record.__dict__) != _BASE_ATTRS
+        record.exc_info
+        or record.exc_text
+        or record.stack_info
         or isinstance(record.msg, dict)
-        or record.process is None
-        or record.threadName is None
+        or len(record.__dict__) != _BASE_ATTRS
     ):
-        return Captured(seq, record, message, None)
+        message = wire.record_message(record)
+        exc = wire.record_exception(record) if record.exc_info or record.exc_text else None
+        return Captured(seq, record, message, exc)
+    try:
+        message = record.getMessage()
+    except Exception:  # bad %-args: what record_message says of them
+        message = wire.record_message(record)
     return (
         seq,
         message,
@@ -329,13 +332,15 @@ class Encoder:
         name: str,
         levelno: int,
         levelname: str,
-        thread: str,
-        pid: int,
+        thread: str | None,
+        pid: int | None,
         path: str,
         line: int,
         func: str,
     ) -> tuple[str, bytes, bytes] | None:
         """The constant bytes around the time and the message for this kind of record."""
+        if pid is None or thread is None:
+            return None  # keys the dict path leaves out
         facility = self.facility_for(name)
         severity = sev.severity_for_level(levelno, levelname)
         try:

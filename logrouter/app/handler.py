@@ -53,6 +53,7 @@ __all__ = ["DEFAULT_BUFFER", "RabbitHandler", "default_spool_path"]
 
 #: Loggers whose records are never published (no feedback loop, FIELD-NOTE 7).
 IGNORED_LOGGERS = frozenset({"pika", "logrouter"})
+_IGNORED_PREFIXES = tuple(IGNORED_LOGGERS)
 #: Seconds between two looks for due rate-limit summaries from emit (the I/O thread
 #: also looks every tick).
 SUMMARY_CHECK = 0.5
@@ -178,7 +179,8 @@ class RabbitHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Freeze the record and put it in the outbox; never blocks, never raises."""
         try:
-            if record.name.partition(".")[0] in IGNORED_LOGGERS:
+            name = record.name
+            if name.startswith(_IGNORED_PREFIXES) and name.partition(".")[0] in IGNORED_LOGGERS:
                 return
             limiter = self._limiter
             if limiter is not None:

@@ -14,6 +14,7 @@ the I/O thread.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -28,6 +29,9 @@ SPOOL_READ = 1000
 #: The I/O thread releases the GIL at least this often (seconds) while it spills, so
 #: that a logging thread never waits a whole switch interval (5 ms) behind it.
 YIELD_INTERVAL = 0.0005
+
+
+_spool_id = operator.itemgetter(6)  # of an ``Encoded``
 
 
 def _position(item: Encoded) -> tuple[int, int]:
@@ -136,7 +140,10 @@ class Outbox(SpoolStore):
 
     def confirmed(self, items: Iterable[Encoded]) -> None:
         """The broker stored these: their spool rows go at the next ``sweep``."""
-        self._done.extend((i.spool_id, len(i.body)) for i in items if i.spool_id is not None)
+        items = items if isinstance(items, list) else list(items)
+        spool_ids = list(map(_spool_id, items))
+        if spool_ids.count(None) != len(spool_ids):  # else none came from the spool
+            self._done.extend((i.spool_id, len(i.body)) for i in items if i.spool_id is not None)
 
     def retry(self, items: Iterable[Encoded]) -> None:
         """Nacked: publish these again, after the records already waiting for a retry."""
