@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -95,28 +96,28 @@ def encode_records(bodies: Sequence[bytes], ids: Sequence[str]) -> bytes:
         return b""
     try:
         joined_ids = "".join(ids)
-        fast = (
+        if (
             len(ids) == count
             and joined_ids.isascii()
             and joined_ids.isalnum()
-            and all(map(bytes.startswith, bodies, repeat(b"{", count)))
-            and all(map(bytes.endswith, bodies, repeat(b"}", count)))
             and min(map(len, bodies)) > 2
-        )
-    except TypeError:  # not bytes and str: line by line
-        fast = False
-    if fast:
-        heads = map(bytes.__getitem__, bodies, repeat(_HEAD, count))
-        id_bytes = "\n".join(ids).encode("ascii").split(b"\n")
-        out = b"\n".join(map(_LINE.__mod__, zip(heads, id_bytes, strict=True))) + b"\n"
-        if out.count(b"\n") == count:  # else a body holds a newline: refused below
-            # the separators' bytes are never ASCII: escaping the whole body is
-            # escaping each line
-            return out if out.isascii() else one_line(out)
+            and bytes(map(_FIRST, bodies)).count(b"{") == count
+            and bytes(map(_LAST, bodies)).count(b"}") == count
+        ):
+            heads = map(bytes.__getitem__, bodies, repeat(_HEAD, count))
+            id_bytes = "\n".join(ids).encode("ascii").split(b"\n")
+            out = b"\n".join(map(_LINE.__mod__, zip(heads, id_bytes, strict=True))) + b"\n"
+            if out.count(b"\n") == count:  # else a body holds a newline: refused below
+                # the separators' bytes are never ASCII: escaping the whole body is
+                # escaping each line
+                return out if out.isascii() else one_line(out)
+    except (TypeError, ValueError):  # not bytes and str: line by line
+        pass
     return _encode_records_slowly(bodies, ids)
 
 
 _HEAD = slice(None, -1)
+_FIRST, _LAST = itemgetter(0), itemgetter(-1)
 _LINE = b'%b,"id":"%b"}'
 
 

@@ -18,7 +18,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from operator import add
+from operator import add, itemgetter
 from typing import Generic, TypeVar
 
 from logrouter import batchwire
@@ -63,6 +63,7 @@ class Packet(Generic[T]):
 Fields = Callable[[T], tuple[str, str, int, bytes]]
 
 
+_KEY, _ID, _BODY = itemgetter(0), itemgetter(1), itemgetter(3)  # of what ``fields`` gives
 #: Bytes a batch line adds to a body besides the id: ,"id":"" and the newline (the
 #: body's closing brace moves after the id).
 _EXTRA = 9
@@ -86,7 +87,7 @@ def pack(
         return []
     max_records = max(1, max_records)
     described = list(map(fields, items))
-    keys = [entry[0] for entry in described]
+    keys = list(map(_KEY, described))
     if keys.count(keys[0]) == len(keys):  # the busy app's usual case: one key
         return [p for _, p in _pack_group(list(items), described, keys[0], max_records, max_bytes)]
     groups: dict[str, list[int]] = {}
@@ -117,8 +118,8 @@ def _pack_group(
     count = len(items)
     if count == 1:
         return [(0, _single(items[0], described[0]))]
-    bodies = [entry[3] for entry in described]
-    ids = [entry[1] for entry in described]
+    bodies = list(map(_BODY, described))
+    ids = list(map(_ID, described))
     # size[k]: bytes of the first k lines (exact for our ids: body + _EXTRA + id)
     lines = map(add, map(len, bodies), map(_EXTRA.__add__, map(len, ids)))
     size = list(accumulate(lines, initial=0))
