@@ -103,14 +103,14 @@ def encode_records(bodies: Sequence[bytes], ids: Sequence[str]) -> bytes:
             and min(map(len, bodies)) > 2
             and bytes(map(_FIRST, bodies)).count(b"{") == count
             and bytes(map(_LAST, bodies)).count(b"}") == count
+            and not any(map(bytes.__contains__, bodies, repeat(10, count)))  # memchr of "\n"
         ):
             heads = map(bytes.__getitem__, bodies, repeat(_HEAD, count))
             id_bytes = "\n".join(ids).encode("ascii").split(b"\n")
             out = b"\n".join(map(_LINE.__mod__, zip(heads, id_bytes, strict=True))) + b"\n"
-            if out.count(b"\n") == count:  # else a body holds a newline: refused below
-                # the separators' bytes are never ASCII: escaping the whole body is
-                # escaping each line
-                return out if out.isascii() else one_line(out)
+            # the separators' bytes are never ASCII: escaping the whole body is
+            # escaping each line
+            return out if out.isascii() else one_line(out)
     except (TypeError, ValueError):  # not bytes and str: line by line
         pass
     return _encode_records_slowly(bodies, ids)

@@ -312,7 +312,11 @@ class Encoder:
                     cache[kind] = parts
                 seq, message, created = captured[0], captured[1], captured[2]
                 second = int(created)
-                micros = round((created - second) * 1e6)
+                exact = (created - second) * 1e6
+                micros = int(exact)  # then round() as format_ts does, without its lookup:
+                half = exact - micros  # exact, and micros is its floor (when second >= 0)
+                if half > 0.5 or (half == 0.5 and micros & 1):
+                    micros += 1
                 if (
                     parts is not None
                     and len(message) <= max_chars

@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logrouter import wire
 from logrouter.app.encoder import (
@@ -214,3 +216,13 @@ def test_logger_map_gives_the_routing_key() -> None:
     record.levelno, record.levelname = logging.ERROR, "ERROR"
     encoded = encoder.encode(Captured(1, record, "m", None))
     assert encoded.routing_key == "web.err"
+
+
+@given(st.floats(min_value=0, max_value=4e9) | st.integers(0, 4 * 10**15).map(lambda n: n / 2e6))
+def test_any_time_encodes_as_the_dict_path_does(created: float) -> None:
+    """The fast path's microseconds round exactly as format_ts does (halves to even),
+    whatever the time: the body is the dict path's, byte for byte."""
+    record = _record()
+    record.created = created
+    encoded, slow = _both(record)
+    assert encoded.body == slow
