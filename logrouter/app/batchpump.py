@@ -24,7 +24,7 @@ from logrouter.app.packing import pack
 #: Records taken from the outbox per pump, at most (then I/O is serviced).
 PUMP_RECORDS = 2000
 #: What the packer needs of an encoded record: (routing_key, message_id, timestamp, body).
-_fields = operator.attrgetter("routing_key", "message_id", "timestamp", "body")
+_fields = operator.itemgetter(2, 3, 4, 5)  # of an ``Encoded``
 
 
 class BatchPump:

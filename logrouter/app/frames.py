@@ -65,6 +65,32 @@ def content_frames(
     return b"".join((head, struct.pack(">BHI", 3, channel, len(body)), body, _FRAME_END))
 
 
+def batch_frames(
+    channel: int,
+    body: bytes,
+    message_id: str,
+    timestamp: int,
+    count: int,
+    app_id: str,
+    user_id: str | None,
+) -> list[bytes]:
+    """Content header + one body frame of a batch message (``logrouter.batchwire``), in
+    pieces, as pika would marshal them (pika encodes the properties: once per batch)."""
+    props = batch_properties(message_id, timestamp, count, app_id, user_id)
+    header = pika.frame.Header(channel, len(body), props).marshal()
+    return [header, struct.pack(">BHI", 3, channel, len(body)), body, _FRAME_END]
+
+
+def batch_properties(
+    message_id: str, timestamp: int, count: int, app_id: str, user_id: str | None
+) -> Any:
+    """pika's BasicProperties for a batch of ``count`` records."""
+    props = properties(message_id, timestamp, app_id, user_id)
+    props.content_type = batchwire.CONTENT_TYPE
+    props.headers = batchwire.headers(count)
+    return props
+
+
 def properties(message_id: str, timestamp: int, app_id: str, user_id: str | None) -> Any:
     """pika's BasicProperties for one record (the fallback path)."""
     return pika.BasicProperties(
@@ -121,11 +147,7 @@ class FrameWriter:
         """One message: gathered into the batch, or through pika (keeping wire order)."""
         frames = self._frames
         if frames is not None and len(body) <= self._body_max:
-            method = self._methods.get(routing_key)
-            if method is None:
-                method = publish_method_frame(self._number, self._exchange, routing_key)
-                self._methods[routing_key] = method
-            frames.append(method)
+            frames.append(self._method(routing_key))
             frames.append(content_frames(self._number, body, message_id, timestamp, self._tail))
             return
         self._emit()
@@ -140,17 +162,31 @@ class FrameWriter:
     def publish_batch(
         self, routing_key: str, body: bytes, message_id: str, timestamp: int, count: int
     ) -> None:
-        """One batch message (``logrouter.batchwire``) through pika, keeping wire order.
+        """One batch message (``logrouter.batchwire``): gathered with the others (one
+        socket write for the whole pump), or through pika, keeping wire order.
 
-        Its properties differ from a record's (content type, count header), and
-        pika's cost is paid once for many records.
+        Its properties differ from a record's (content type, count header): pika
+        encodes them, once for many records.
         """
+        frames = self._frames
+        app_id, user_id = self._app_id, self._user_id
+        if frames is not None and len(body) <= self._body_max:
+            frames.append(self._method(routing_key))
+            frames += batch_frames(
+                self._number, body, message_id, timestamp, count, app_id, user_id
+            )
+            return
         self._emit()
-        props = properties(message_id, timestamp, self._app_id, self._user_id)
-        props.content_type = batchwire.CONTENT_TYPE
-        props.headers = batchwire.headers(count)
+        props = batch_properties(message_id, timestamp, count, app_id, user_id)
         self._channel.basic_publish(self._exchange, routing_key, body, props)
         self._gather()
+
+    def _method(self, routing_key: str) -> bytes:
+        method = self._methods.get(routing_key)
+        if method is None:
+            method = publish_method_frame(self._number, self._exchange, routing_key)
+            self._methods[routing_key] = method
+        return method
 
     def _gather(self) -> None:
         if self._fast:

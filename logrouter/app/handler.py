@@ -28,7 +28,7 @@ from typing import Any
 from logrouter import severity as sev
 from logrouter import wire
 from logrouter.app.diagnostics import report
-from logrouter.app.encoder import Captured, Encoder
+from logrouter.app.encoder import Captured, Encoder, Frozen, freeze
 from logrouter.app.options import (
     DEFAULT_BUFFER,
     DEFAULT_LINGER_MS,
@@ -53,6 +53,7 @@ __all__ = ["DEFAULT_BUFFER", "RabbitHandler", "default_spool_path"]
 
 #: Loggers whose records are never published (no feedback loop, FIELD-NOTE 7).
 IGNORED_LOGGERS = frozenset({"pika", "logrouter"})
+_IGNORED_PREFIXES = tuple(IGNORED_LOGGERS)
 #: Seconds between two looks for due rate-limit summaries from emit (the I/O thread
 #: also looks every tick).
 SUMMARY_CHECK = 0.5
@@ -178,7 +179,8 @@ class RabbitHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Freeze the record and put it in the outbox; never blocks, never raises."""
         try:
-            if record.name.partition(".")[0] in IGNORED_LOGGERS:
+            name = record.name
+            if name.startswith(_IGNORED_PREFIXES) and name.partition(".")[0] in IGNORED_LOGGERS:
                 return
             limiter = self._limiter
             if limiter is not None:
@@ -186,9 +188,7 @@ class RabbitHandler(logging.Handler):
                     self._summarize(record.created)
                 if not limiter.allow(record):  # before any encoding: a cheap no
                     return
-            message = wire.record_message(record)
-            exc = wire.record_exception(record) if record.exc_info or record.exc_text else None
-            self._enqueue(Captured(next(self._seq), record, message, exc))
+            self._enqueue(freeze(next(self._seq), record))
         except RecursionError:
             raise
         except Exception:
@@ -255,7 +255,7 @@ class RabbitHandler(logging.Handler):
             record = suppression.record(limiter.settings)
             self._enqueue(Captured(next(self._seq), record, record.getMessage(), None))
 
-    def _enqueue(self, captured: Captured) -> None:
+    def _enqueue(self, captured: Frozen) -> None:
         """Put a record in the outbox and get the I/O thread going (started, or woken)."""
         self._outbox.put(captured)
         pub = self._publisher

@@ -14,11 +14,12 @@ the I/O thread.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from logrouter.app.encoder import Captured, Encoded, Encoder
+from logrouter.app.encoder import Encoded, Encoder, Frozen
 from logrouter.app.spool import SpoolEntry
 from logrouter.app.spools import SpoolDir
 from logrouter.app.spoolstore import SpoolStore, spool_entry
@@ -28,6 +29,9 @@ SPOOL_READ = 1000
 #: The I/O thread releases the GIL at least this often (seconds) while it spills, so
 #: that a logging thread never waits a whole switch interval (5 ms) behind it.
 YIELD_INTERVAL = 0.0005
+
+
+_spool_id = operator.itemgetter(6)  # of an ``Encoded``
 
 
 def _position(item: Encoded) -> tuple[int, int]:
@@ -47,7 +51,7 @@ class Outbox(SpoolStore):
     ) -> None:
         super().__init__(encoder, spools, report=report)
         self.buffer_size = buffer_size
-        self.buffer: deque[Captured] = deque()
+        self.buffer: deque[Frozen] = deque()  # seq first
         # I/O thread only:
         self._seen = 0  # the spool's write counter when the reader last found nothing new
         self._retry: deque[Encoded] = deque()
@@ -58,7 +62,7 @@ class Outbox(SpoolStore):
 
     # ---- any thread -----------------------------------------------------------------
 
-    def put(self, captured: Captured) -> bool:
+    def put(self, captured: Frozen) -> bool:
         """Append a record; False when the buffer was full (spooled or counted instead)."""
         if len(self.buffer) < self.buffer_size:
             self.buffer.append(captured)
@@ -92,7 +96,7 @@ class Outbox(SpoolStore):
                 self._apply_rewind()
             if not ahead and self._writes != self._seen:
                 self._read_spool()
-            if ahead and not (buffer and (self.encoder.run, buffer[0].seq) < _position(ahead[0])):
+            if ahead and not (buffer and (self.encoder.run, buffer[0][0]) < _position(ahead[0])):
                 return ahead.popleft()
             if not buffer:
                 return None
@@ -113,7 +117,8 @@ class Outbox(SpoolStore):
         """
         out: list[Encoded] = []
         buffer = self.buffer
-        encode = self.encoder.encode
+        popleft = buffer.popleft
+        encode_many = self.encoder.encode_many
         while len(out) < limit:
             if (
                 self._retry
@@ -129,13 +134,16 @@ class Outbox(SpoolStore):
                 out.append(item)
                 continue
             # only records present now: older than any overflow emit() may add meanwhile
-            for _ in range(min(limit - len(out), len(buffer))):
-                out.append(encode(buffer.popleft()))
+            chunk = [popleft() for _ in range(min(limit - len(out), len(buffer)))]
+            out += encode_many(chunk)
         return out
 
     def confirmed(self, items: Iterable[Encoded]) -> None:
         """The broker stored these: their spool rows go at the next ``sweep``."""
-        self._done.extend((i.spool_id, len(i.body)) for i in items if i.spool_id is not None)
+        items = items if isinstance(items, list) else list(items)
+        spool_ids = list(map(_spool_id, items))
+        if spool_ids.count(None) != len(spool_ids):  # else none came from the spool
+            self._done.extend((i.spool_id, len(i.body)) for i in items if i.spool_id is not None)
 
     def retry(self, items: Iterable[Encoded]) -> None:
         """Nacked: publish these again, after the records already waiting for a retry."""

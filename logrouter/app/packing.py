@@ -14,8 +14,11 @@ order of their first record.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
+from operator import add, itemgetter
 from typing import Generic, TypeVar
 
 from logrouter import batchwire
@@ -60,6 +63,12 @@ class Packet(Generic[T]):
 Fields = Callable[[T], tuple[str, str, int, bytes]]
 
 
+_KEY, _ID, _BODY = itemgetter(0), itemgetter(1), itemgetter(3)  # of what ``fields`` gives
+#: Bytes a batch line adds to a body besides the id: ,"id":"" and the newline (the
+#: body's closing brace moves after the id).
+_EXTRA = 9
+
+
 def pack(
     items: Sequence[T],
     fields: Fields[T],
@@ -71,76 +80,101 @@ def pack(
 
     A record whose body alone exceeds ``max_bytes``, or that cannot be a batch
     line, goes alone. Never drops or reorders records of one key; every item is
-    in exactly one packet.
+    in exactly one packet. The I/O thread runs this for every record with the GIL
+    held: per record, C loops (map, accumulate, bisect, join) do the work.
     """
+    if not items:
+        return []
     max_records = max(1, max_records)
-    described = [fields(item) for item in items]
+    described = list(map(fields, items))
+    keys = list(map(_KEY, described))
+    if keys.count(keys[0]) == len(keys):  # the busy app's usual case: one key
+        return [p for _, p in _pack_group(list(items), described, keys[0], max_records, max_bytes)]
     groups: dict[str, list[int]] = {}
-    for index, entry in enumerate(described):
-        group = groups.get(entry[0])
+    for index, key in enumerate(keys):
+        group = groups.get(key)
         if group is None:
-            groups[entry[0]] = [index]
+            groups[key] = [index]
         else:
             group.append(index)
     packets: list[tuple[int, Packet[T]]] = []
     for key, group in groups.items():
-        if len(group) == 1:
-            packets.append(_single(items, described, group[0]))
-            continue
-        chunk: list[int] = []
-        size = 0
-        for index in group:
-            entry = described[index]
-            length = len(entry[3]) + len(entry[1]) + 8  # ,"id":"..." and the newline
-            if chunk and (len(chunk) >= max_records or size + length > max_bytes):
-                packets += _batch(items, described, key, chunk)
-                chunk, size = [], 0
-            chunk.append(index)
-            size += length
-        if chunk:
-            packets += _batch(items, described, key, chunk)
-    if len(groups) > 1:
-        packets.sort(key=lambda pair: pair[0])  # in the order of their first record
+        members = [items[i] for i in group]
+        chunks = _pack_group(members, [described[i] for i in group], key, max_records, max_bytes)
+        packets += [(group[first], packet) for first, packet in chunks]
+    packets.sort(key=lambda pair: pair[0])  # in the order of their first record
     return [packet for _, packet in packets]
 
 
-def _single(
-    items: Sequence[T], described: list[tuple[str, str, int, bytes]], index: int
-) -> tuple[int, Packet[T]]:
-    key, message_id, timestamp, body = described[index]
-    return index, Packet(key, [items[index]], body, message_id, timestamp, False)
+def _pack_group(
+    items: list[T],
+    described: list[tuple[str, str, int, bytes]],
+    key: str,
+    max_records: int,
+    max_bytes: int,
+) -> list[tuple[int, Packet[T]]]:
+    """(index of its first record, packet) of one key's records: chunks of at most
+    ``max_records`` records and ``max_bytes`` of lines (a first record always fits)."""
+    count = len(items)
+    if count == 1:
+        return [(0, _single(items[0], described[0]))]
+    bodies = list(map(_BODY, described))
+    ids = list(map(_ID, described))
+    # size[k]: bytes of the first k lines (exact for our ids: body + _EXTRA + id)
+    lines = map(add, map(len, bodies), map(_EXTRA.__add__, map(len, ids)))
+    size = list(accumulate(lines, initial=0))
+    out: list[tuple[int, Packet[T]]] = []
+    start = 0
+    while start < count:
+        end = min(start + max_records, bisect_right(size, size[start] + max_bytes) - 1)
+        end = max(end, start + 1)
+        chunk = slice(start, end)
+        for first, packet in _batch(items[chunk], described[chunk], bodies[chunk], ids[chunk]):
+            out.append((start + first, packet))
+        start = end
+    return out
+
+
+def _single(item: T, entry: tuple[str, str, int, bytes]) -> Packet[T]:
+    key, message_id, timestamp, body = entry
+    return Packet(key, [item], body, message_id, timestamp, False)
 
 
 def _batch(
-    items: Sequence[T], described: list[tuple[str, str, int, bytes]], key: str, chunk: list[int]
+    items: list[T],
+    described: list[tuple[str, str, int, bytes]],
+    bodies: list[bytes],
+    ids: list[str],
 ) -> list[tuple[int, Packet[T]]]:
-    """One batch packet of ``chunk`` (a lone record: a plain one). A body that cannot be
-    a batch line (not one compact JSON object: not from our encoder) goes alone."""
-    if len(chunk) == 1:
-        return [_single(items, described, chunk[0])]
+    """(index of its first record, packet) for one chunk of one key: one batch (a lone
+    record: a plain one). A body that cannot be a batch line (not one compact JSON
+    object: not from our encoder) goes alone, its neighbours still batched."""
+    if len(items) == 1:
+        return [(0, _single(items[0], described[0]))]
     try:
-        body = batchwire.encode_records([(described[i][3], described[i][1]) for i in chunk])
+        body = batchwire.encode_records(bodies, ids)
     except ValueError:
+
+        def run(start: int, end: int) -> list[tuple[int, Packet[T]]]:
+            part = slice(start, end)
+            chunk = _batch(items[part], described[part], bodies[part], ids[part])
+            return [(start + at, packet) for at, packet in chunk] if start < end else []
+
         out: list[tuple[int, Packet[T]]] = []
-        run: list[int] = []
-        for index in chunk:
-            if batchwire.linable(described[index][3]):
-                run.append(index)
-                continue
-            if run:
-                out += _batch(items, described, key, run)
-                run = []
-            out.append(_single(items, described, index))
-        if run:
-            out += _batch(items, described, key, run)
-        return out
-    first = described[chunk[0]]
+        start = 0
+        for index, line in enumerate(bodies):
+            if not batchwire.linable(line):
+                out += run(start, index)
+                out.append((index, _single(items[index], described[index])))
+                start = index + 1
+        return out + run(start, len(items))
+    first = described[0]
     packet = Packet(
-        key,
-        [items[i] for i in chunk],
+        first[0],
+        items,
         body,
-        batchwire.batch_message_id(first[1], len(chunk)),
+        batchwire.batch_message_id(first[1], len(items)),
         first[2],
         True,
     )
-    return [(chunk[0], packet)]
+    return [(0, packet)]

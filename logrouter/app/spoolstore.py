@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from logrouter.app.encoder import Captured, Encoded, Encoder
+from logrouter.app.encoder import Encoded, Encoder, Frozen
 from logrouter.app.spool import Spool, SpoolEntry
 from logrouter.app.spools import SpoolDir
 from logrouter.backoff import Backoff
@@ -97,7 +97,7 @@ class SpoolStore:
         if self.spools is not None:
             self.spools.close()
 
-    def _overflowed(self, captured: Captured) -> None:
+    def _overflowed(self, captured: Frozen) -> None:
         """The buffer is full: the record joins the overflow batch (dropped without a spool)."""
         entry = spool_entry(self.encoder.encode(captured))
         with self._lock:

@@ -6,6 +6,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logrouter import batchwire, wire
 from logrouter.app.encoder import record_to_dict
@@ -169,3 +171,31 @@ def test_decode_message_takes_both_forms() -> None:
     assert single.record["host"] == "web1" and single.id == "m1"
     (bad,) = batchwire.decode_message(b"x", "not-a-key", content_type="text/plain")
     assert bad.record is None and bad.reason and "routing key" in bad.reason
+
+
+_BODIES = [
+    b'{"msg":"plain"}',
+    b"{}",
+    '{"msg":"a\u2028b\u0085c"}'.encode(),
+    '{"msg":"caf\u00e9"}'.encode(),
+    b'{"msg":"x"}',
+]
+_IDS = ["abc0123", "", 'q"uote', "caf\u00e9", "Z9"]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_BODIES), st.sampled_from(_IDS)), max_size=12))
+def test_encode_records_is_the_lines_of_record_line(pairs: list[tuple[bytes, str]]) -> None:
+    """The packer's fast body is byte for byte the batch of ``record_line`` lines:
+    separators escaped, odd ids quoted, an empty object given its id."""
+    bodies = [body for body, _ in pairs]
+    ids = [record_id for _, record_id in pairs]
+    lines = [batchwire.record_line(body, record_id) for body, record_id in pairs]
+    assert batchwire.encode_records(bodies, ids) == batchwire.encode_batch(lines)
+
+
+def test_encode_records_refuses_a_body_that_is_not_one_line() -> None:
+    """A body with a raw newline, or not an object, makes the batch refuse (the packer
+    then sends that record alone)."""
+    for bad in (b'{"a":\n1}', b"[1]", b'{"a":1} '):
+        with pytest.raises(ValueError):
+            batchwire.encode_records([b'{"msg":"ok"}', bad], ["a1", "a2"])

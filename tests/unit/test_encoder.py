@@ -9,11 +9,14 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logrouter import wire
 from logrouter.app.encoder import (
     Captured,
     Encoder,
+    freeze,
     parse_facilities,
     record_body,
     record_to_dict,
@@ -120,7 +123,8 @@ def _both(record: logging.LogRecord, exc: str | None = None) -> tuple[Any, bytes
     """(what the encoder made, the dict path's bytes for the same record)."""
     encoder = _plain_encoder()
     message = wire.record_message(record)
-    encoded = encoder.encode(Captured(5, record, message, exc))
+    frozen = freeze(5, record) if exc is None else Captured(5, record, message, exc)
+    encoded = encoder.encode(frozen)
     facility, severity = encoder.key_words(record)
     slow = wire.encode(
         record_to_dict(
@@ -157,6 +161,27 @@ def test_every_record_encodes_as_the_dict_path_does(make: Any) -> None:
     assert encoded.body == slow
 
 
+def test_a_plain_record_is_frozen_without_the_record() -> None:
+    """emit() keeps a plain record as a tuple of atoms (not the LogRecord, which the
+    garbage collector would trace while it waits), and a record with extras, a
+    traceback or a dict message whole."""
+    assert not isinstance(freeze(1, _record()), Captured)
+    assert all(type(v) in (int, str, float) for v in freeze(1, _record()))
+    for other in (_record(order=7), _record({"event": "e"}, ())):
+        assert isinstance(freeze(1, other), Captured)
+
+
+def test_a_plain_record_with_a_bogus_time_still_goes_out() -> None:
+    """A plain capture that the fast path cannot render takes the general path, which
+    says why in an err record (the record is rebuilt from what was kept)."""
+    record = _record()
+    record.created = "not a time"  # type: ignore[assignment]
+    out = _plain_encoder().encode(freeze(3, record))
+    body = json.loads(out.body)
+    assert out.routing_key == "user.err" and "not renderable" in body["msg"]
+    assert body["msg"].startswith("hello bob")
+
+
 def test_other_shapes_and_repeats_match_too() -> None:
     """Tracebacks, stacks, odd times, no pid/thread, and a cached kind seen again."""
     try:
@@ -191,3 +216,13 @@ def test_logger_map_gives_the_routing_key() -> None:
     record.levelno, record.levelname = logging.ERROR, "ERROR"
     encoded = encoder.encode(Captured(1, record, "m", None))
     assert encoded.routing_key == "web.err"
+
+
+@given(st.floats(min_value=0, max_value=4e9) | st.integers(0, 4 * 10**15).map(lambda n: n / 2e6))
+def test_any_time_encodes_as_the_dict_path_does(created: float) -> None:
+    """The fast path's microseconds round exactly as format_ts does (halves to even),
+    whatever the time: the body is the dict path's, byte for byte."""
+    record = _record()
+    record.created = created
+    encoded, slow = _both(record)
+    assert encoded.body == slow

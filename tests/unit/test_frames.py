@@ -7,22 +7,34 @@ import pika.frame
 import pika.spec
 import pytest
 
-from logrouter.app.frames import content_frames, property_tail, publish_method_frame, shortstr
+from logrouter import batchwire
+from logrouter.app.frames import (
+    batch_frames,
+    content_frames,
+    property_tail,
+    publish_method_frame,
+    shortstr,
+)
+
+
+def _pikas(content_type: str, message_id: str, user_id: str | None) -> pika.BasicProperties:
+    """The properties pika would be given for one of our messages."""
+    return pika.BasicProperties(
+        content_type=content_type,
+        content_encoding="utf-8",
+        delivery_mode=2,
+        message_id=message_id,
+        timestamp=1_795_725_294,
+        user_id=user_id,
+        app_id="billing-api",
+    )
 
 
 @pytest.mark.parametrize("user_id", [None, "billing-app"])
 @pytest.mark.parametrize("body", [b"", b"{}", b'{"msg":"h\\u00e9"}' * 50])
 def test_content_frames_equal_pikas(body: bytes, user_id: str | None) -> None:
     """Header + body frames for our properties (with and without user_id) equal pika's own."""
-    props = pika.BasicProperties(
-        content_type="application/json",
-        content_encoding="utf-8",
-        delivery_mode=2,
-        message_id="0123456789abcdef1a",
-        timestamp=1_795_725_294,
-        user_id=user_id,
-        app_id="billing-api",
-    )
+    props = _pikas("application/json", "0123456789abcdef1a", user_id)
     expected = pika.frame.Header(7, len(body), props).marshal()
     if body:
         expected += pika.frame.Body(7, body).marshal()
@@ -41,3 +53,15 @@ def test_shortstr_caps_at_255_bytes() -> None:
     """An over-long app name is cut to the AMQP short-string limit, never an error."""
     data = shortstr("é" * 200)
     assert data[0] == len(data) - 1 <= 255
+
+
+@pytest.mark.parametrize("user_id", [None, "billing-app"])
+def test_batch_frames_equal_pikas(user_id: str | None) -> None:
+    """A batch message gathered with the others is byte for byte what pika's
+    basic_publish would write: batch content type, count header, one body frame."""
+    body = b'{"msg":"a","id":"x1"}\n{"msg":"b","id":"x2"}\n' * 40
+    props = _pikas(batchwire.CONTENT_TYPE, "x1+80", user_id)
+    props.headers = {batchwire.RECORDS_HEADER: 80}
+    expected = pika.frame.Header(7, len(body), props).marshal() + pika.frame.Body(7, body).marshal()
+    ours = batch_frames(7, body, "x1+80", 1_795_725_294, 80, "billing-api", user_id)
+    assert b"".join(ours) == expected

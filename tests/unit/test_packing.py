@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logrouter import batchwire
 from logrouter.app.packing import pack, parse_mode
@@ -85,6 +87,50 @@ def test_a_body_that_cannot_be_a_line_goes_alone() -> None:
     packets = pack(items, _fields)
     assert [(len(p), p.batch) for p in packets] == [(2, True), (1, False), (2, True)]
     assert packets[1].body == b"not json"
+
+
+def _greedy(items: list[Item], max_records: int, max_bytes: int) -> list[list[Item]]:
+    """The packing rule spelled out: per key in logging order, a record joins its key's
+    open chunk unless that holds max_records records or would pass max_bytes of lines."""
+    chunks: dict[str, list[list[Item]]] = {}
+    for item in items:
+        line = len(item[3]) + len(item[1]) + 9
+        open_chunks = chunks.setdefault(item[0], [])
+        last = open_chunks[-1] if open_chunks else None
+        if (
+            last
+            and len(last) < max_records
+            and sum(len(i[3]) + len(i[1]) + 9 for i in last) + line <= max_bytes
+        ):
+            last.append(item)
+        else:
+            open_chunks.append([item])
+    every = [chunk for key_chunks in chunks.values() for chunk in key_chunks]
+    return sorted(every, key=lambda chunk: items.index(chunk[0]))
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a.info", "b.err", "c.debug"]), st.integers(0, 300)), max_size=40
+    ),
+    st.integers(1, 6),
+    st.integers(50, 900),
+)
+def test_packets_follow_the_greedy_rule_in_logging_order(
+    spec: list[tuple[str, int]], max_records: int, max_bytes: int
+) -> None:
+    """Whatever the mix of keys and sizes: each packet is the chunk the greedy rule makes,
+    packets come in the order of their first record, and a batch never passes the limits."""
+    items = [_item(key, n, size) for n, (key, size) in enumerate(spec)]
+    packets = pack(items, _fields, max_records=max_records, max_bytes=max_bytes)
+    assert [p.items for p in packets] == _greedy(items, max_records, max_bytes)
+    for packet in packets:
+        assert packet.batch == (len(packet) > 1)
+        if packet.batch:
+            assert len(packet.body) <= max_bytes and len(packet) <= max_records
+            assert _records(packet.body, packet.routing_key) == [
+                i[3] and json.loads(i[3])["msg"] for i in packet.items
+            ]
 
 
 @pytest.mark.parametrize(
