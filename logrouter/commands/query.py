@@ -36,7 +36,6 @@ import pika.exceptions
 from logrouter import batchwire, errors, exitcodes
 from logrouter.archive_reader import Entry, count_archive, last_entries, read_archive
 from logrouter.commands.common import (
-    TargetError,
     broker_failure,
     close_quietly,
     connect_as,
@@ -165,11 +164,7 @@ def run(args: argparse.Namespace) -> int:
         for entry in _archived(source, query, args.lines, args.reverse):
             printer.entry(entry)
         return exitcodes.OK if printer.count else exitcodes.NO_MATCH
-    try:
-        settings, _ = resolve_target(args.config, args.url, args.exchange)
-    except TargetError as exc:
-        _err(str(exc))
-        return exc.exit_code
+    settings, _ = resolve_target(args.config, args.url, args.exchange)
     lines = args.lines
     if lines is None and query.since is None:
         lines = FOLLOW_DEFAULT_LINES

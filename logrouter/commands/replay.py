@@ -39,7 +39,6 @@ from logrouter import exitcodes
 from logrouter.app.frames import emit, gather
 from logrouter.archive_reader import Entry, read_archive
 from logrouter.commands.common import (
-    TargetError,
     broker_failure,
     close_quietly,
     connect_as,
@@ -107,11 +106,7 @@ def run(args: argparse.Namespace) -> int:
             count += 1
         print(f"would replay {count} record(s)", file=sys.stderr)
         return exitcodes.OK if count else exitcodes.NO_MATCH
-    try:
-        settings, config = resolve_target(args.config, args.url, args.exchange)
-    except TargetError as exc:
-        _err(str(exc))
-        return exc.exit_code
+    settings, config = resolve_target(args.config, args.url, args.exchange)
     if args.batch is None:
         args.batch = "auto" if args.to_sink is not None else "off"
     if args.to_sink is not None:
