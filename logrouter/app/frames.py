@@ -5,7 +5,8 @@ writes each frame (method, header, body) to the socket on its own: three
 syscalls per record. Our properties differ only by message_id and timestamp, so
 ``FrameWriter`` marshals them itself and gathers a batch of publishes into one
 write through pika 1.x's private ``_adapter_emit_data`` hook (``gather`` and
-``emit``, also used by ``replay`` around pika's own publishes) (and its
+``emit``, also used by ``replay`` around pika's own publishes, with
+``streaming_confirms`` for its channel) (and its
 ``_body_max_length`` and ``bytes_sent``). pika is pinned in pyproject.toml to the
 versions this is tested against; without the hook (or with ``fast=False``, or a
 body larger than one frame) publishing takes pika's own ``basic_publish``. The
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -197,9 +199,39 @@ class FrameWriter:
         emit(self._conn, frames)
 
 
+def streaming_confirms(
+    connection: Any,
+    channel: Any,
+    on_confirm: Callable[[Any], None],
+    on_return: Callable[..., None],
+) -> Callable[..., None]:
+    """Put ``channel`` (a ``BlockingChannel``) in confirm mode without its one-publish-
+    at-a-time wait; returns the ``basic_publish`` of the async channel it wraps.
+
+    pika 1.x's BlockingChannel waits for each confirm before the next publish.
+    Publishing on the wrapped channel instead, confirms (``on_confirm``, with the
+    ``Basic.Ack``/``Nack`` frame) and returns (``on_return``) arrive through
+    ``connection.process_data_events``; ``gather``/``emit`` batch the writes.
+    """
+    impl: Any = channel._impl
+    impl.add_on_return_callback(on_return)
+    selected: list[object] = []
+    impl.confirm_delivery(ack_nack_callback=on_confirm, callback=selected.append)
+    while not selected:
+        connection.process_data_events(0.1)
+    publish: Callable[..., None] = impl.basic_publish
+    return publish
+
+
+def _adapter(conn: Any) -> Any:
+    """The async connection (a ``BlockingConnection`` wraps one as ``_impl``)."""
+    return getattr(conn, "_impl", conn)
+
+
 def gather(conn: Any) -> list[bytes] | None:
-    """Divert the frames pika writes on ``conn`` into the returned list, until ``emit``
-    (None, and nothing diverted, without the hook)."""
+    """Divert the frames pika writes on ``conn`` (a connection or ``BlockingConnection``)
+    into the returned list, until ``emit`` (None, and nothing diverted, without the hook)."""
+    conn = _adapter(conn)
     if not hasattr(conn, "_adapter_emit_data"):
         return None
     frames: list[bytes] = []
@@ -211,6 +243,7 @@ def emit(conn: Any, frames: list[bytes] | None) -> None:
     """Write the frames ``gather`` collected in one piece; pika writes on its own again."""
     if frames is None:
         return
+    conn = _adapter(conn)
     with contextlib.suppress(AttributeError):
         del conn._adapter_emit_data  # back to the class's method
     if frames and conn.is_open:

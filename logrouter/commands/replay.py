@@ -36,7 +36,7 @@ import pika.exceptions
 import pika.spec
 
 from logrouter import exitcodes
-from logrouter.app.frames import emit, gather
+from logrouter.app.frames import emit, gather, streaming_confirms
 from logrouter.archive_reader import Entry, read_archive
 from logrouter.commands.common import (
     broker_failure,
@@ -182,23 +182,17 @@ class Replay:
     def open_channel(self) -> None:
         """A fresh confirm-mode channel; what was in flight on the old one is forgotten.
 
-        pika 1.x internals: BlockingChannel publishes one message at a time in
-        confirm mode (it waits for each confirm). So publish and take the confirms
-        on the wrapped async channel (``_impl``), gathering the frames of many
-        publishes into one socket write (``frames.gather``) that ``pump`` sends
-        before it takes the confirms.
+        Confirms stream (``frames.streaming_confirms``: many publishes in flight), and
+        the frames of many publishes go out in one socket write (``frames.gather``)
+        that ``pump`` sends before it takes the confirms.
         """
         self.send()
         self.channel = self.connection.channel()
         if self.queue is not None:
             self.channel.queue_declare(queue=self.queue, passive=True)  # 404 when missing
-        impl: Any = self.channel._impl
-        impl.add_on_return_callback(self._on_return)
-        selected: list[object] = []
-        impl.confirm_delivery(ack_nack_callback=self._on_confirm, callback=selected.append)
-        while not selected:
-            self.connection.process_data_events(0.1)
-        self.publish = impl.basic_publish
+        self.publish = streaming_confirms(
+            self.connection, self.channel, self._on_confirm, self._on_return
+        )
         self.in_flight = Confirms()
         self.nacked = False
 
@@ -253,7 +247,7 @@ class Replay:
     def send_message(self, message: Outgoing, completes: Cursor | None) -> None:
         """Publish ``message`` (its frames gathered for one write), completing ``completes``."""
         if self.frames is None:
-            self.frames = gather(self.connection._impl)
+            self.frames = gather(self.connection)
         if self.queue is not None:
             self.publish("", self.queue, message.body, message.properties, mandatory=True)
         else:
@@ -285,7 +279,7 @@ class Replay:
     def send(self) -> None:
         """Write the gathered publishes; pika writes on its own again until the next one."""
         frames, self.frames = self.frames, None
-        emit(self.connection._impl, frames)
+        emit(self.connection, frames)
 
     def pump(self, timeout: float) -> None:
         """Send what was gathered, then take confirms (and returns) for up to ``timeout`` s."""
