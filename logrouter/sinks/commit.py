@@ -18,7 +18,7 @@ from typing import Any
 from logrouter import topology
 from logrouter.backoff import Backoff
 from logrouter.counters import SinkCounters
-from logrouter.sinks.batch import Batch, Delivery, suppressed_in
+from logrouter.sinks.batch import Batch, Delivery
 from logrouter.sinks.link import BrokerLink
 from logrouter.sinks.output import Output
 
@@ -54,14 +54,14 @@ class Committer:
         except OSError as exc:
             return self._write_failed(exc, last_tag, len(pending))
         # a record whose target was refused is rejected like an undecodable one
-        outcome.rejected.extend((outcome.sources[index], reason) for index, reason in refused)
+        outcome.rejected.extend((outcome.source(index), reason) for index, reason in refused)
         self.link.reject(outcome.rejected, output.config.name, self._rejected)
         keys = outcome.committed_keys(index for index, _ in refused)
         output.commit(checkpoint, keys, fsync=fsync)
         self.link.ack(last_tag)
         counters = self.counters
         counters.written += len(outcome.records) - len(refused)
-        counters.suppressed += suppressed_in(outcome.records)
+        counters.suppressed += outcome.suppressed
         counters.duplicates += outcome.duplicates
         counters.filtered += outcome.filtered
         counters.acked += len(pending)
