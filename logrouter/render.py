@@ -28,8 +28,9 @@ import json
 import os
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 #: The default file line: time, host, app[pid], facility.severity, logger, message.
@@ -306,6 +307,19 @@ class LineFormat:
         if "exc" in record or "stack" in record:
             return line + traceback_text(record)
         return line
+
+    def render_many(self, records: Sequence[dict[str, Any]]) -> list[str]:
+        """``[render(record) for record in records]``, checked for characters to escape
+        and for tracebacks once for the whole batch instead of per record."""
+        lines = list(map(self._raw_getters, records))
+        has = dict.__contains__
+        if (
+            _CONTROL.search("".join(lines)) is not None
+            or any(map(has, records, repeat("exc")))
+            or any(map(has, records, repeat("stack")))
+        ):
+            return [self.render(record) for record in records]
+        return lines
 
 
 def traceback_text(record: dict[str, Any]) -> str:
