@@ -230,7 +230,8 @@ def _compile_raw(template: str, names: list[str], getters: list[Getter]) -> Gett
         if name in PLACEHOLDERS and name not in ("file", "line", "func", "fields"):
             lines.append(f"    v{index} = get({name!r})")
             lines.append(
-                f"    if v{index}.__class__ is not str or not v{index}: v{index} = _text(v{index})"
+                f"    if v{index}.__class__ is not str or not v{index}: "
+                f"v{index} = str(v{index}) if v{index}.__class__ is int else _text(v{index})"
             )
         else:
             lines.append(f"    v{index} = g{index}(record)")
