@@ -23,7 +23,7 @@ from logrouter import wire
 from logrouter.batchwire import MAX_LINES, is_batch, split_batch
 from logrouter.sinks.archive import body_line
 from logrouter.sinks.dedup import DedupKey
-from logrouter.sinks.fastbatch import suppressed_in, whole_batch
+from logrouter.sinks.fastbatch import Classifying, suppressed_in, whole_batch
 
 
 class Delivery(NamedTuple):
@@ -162,18 +162,17 @@ def classify_pending(
     lines = outcome.lines
     sources = outcome.sources
     keys = outcome.keys
-    in_batch: set[DedupKey] = set()
+    batch = Classifying(matches, dedup, keep_lines, max_record_bytes)
+    in_batch = batch.in_batch
+    selects = batch.selects
     loads = orjson.loads
     complete = wire.complete
     parse_slow = wire.parse_object_slow
     decode_error = orjson.JSONDecodeError
-    cache: dict[tuple[str, str], bool] = {}
     for delivery in pending:
         props = delivery.properties
         if is_batch(getattr(props, "content_type", None)):
-            _classify_lines(
-                delivery, outcome, matches, dedup, in_batch, cache, keep_lines, max_record_bytes
-            )
+            _classify_lines(delivery, outcome, batch)
             continue
         message_id = _text(getattr(props, "message_id", None))
         app_id = _text(getattr(props, "app_id", None))
@@ -221,7 +220,7 @@ def classify_pending(
             reason = str(exc) if isinstance(exc, wire.UndecodableMessage) else repr(exc)
             outcome.rejected.append((delivery, reason))
             continue
-        if not _selected(record, matches, cache):
+        if not selects(record["facility"], record["severity"]):
             outcome.filtered += 1
             continue
         records.append(record)
@@ -238,27 +237,7 @@ def classify_pending(
     return outcome
 
 
-def _selected(
-    record: dict[str, Any], matches: Callable[[str, str], bool], cache: dict[tuple[str, str], bool]
-) -> bool:
-    """Whether the selector takes ``record`` (asked once per facility and severity)."""
-    pair = (record["facility"], record["severity"])
-    wanted = cache.get(pair)
-    if wanted is None:
-        wanted = cache[pair] = matches(*pair)
-    return wanted
-
-
-def _classify_lines(
-    delivery: Delivery,
-    outcome: Outcome,
-    matches: Callable[[str, str], bool],
-    dedup: Container[DedupKey],
-    in_batch: set[DedupKey],
-    cache: dict[tuple[str, str], bool],
-    keep_lines: bool,
-    max_record_bytes: int,
-) -> None:
+def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) -> None:
     """``classify_pending`` for one batch message: every line is a record of its own.
 
     Dedup, the selector, the size cap and rejection apply per record; a line
@@ -271,10 +250,9 @@ def _classify_lines(
     app_id = _text(getattr(props, "app_id", None))
     user_id = getattr(props, "user_id", None)
     user = user_id if isinstance(user_id, str) else ""
-    if whole_batch(
-        delivery, outcome, matches, dedup, in_batch, cache, keep_lines, max_record_bytes, user
-    ):
+    if whole_batch(delivery, outcome, batch, user):
         return
+    dedup, in_batch, max_record_bytes = batch.dedup, batch.in_batch, batch.max_record_bytes
     for item in split_batch(
         delivery.body,
         delivery.routing_key,
@@ -308,7 +286,7 @@ def _classify_lines(
                 (source, f"record of {len(item.line)} bytes exceeds max_record_bytes")
             )
             continue
-        if not _selected(record, matches, cache):
+        if not batch.selects(record["facility"], record["severity"]):
             outcome.filtered += 1
             continue
         outcome.records.append(record)
@@ -316,5 +294,5 @@ def _classify_lines(
         outcome.keys.append(key)
         if key is not None:
             in_batch.add(key)
-        outcome.lines.append(item.line + b"\n" if keep_lines and item.exact else None)
+        outcome.lines.append(item.line + b"\n" if batch.keep_lines and item.exact else None)
         outcome.suppressed += suppressed_in((record,))

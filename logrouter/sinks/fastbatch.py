@@ -23,6 +23,7 @@ the sink reads, without building the records; the record it gets is
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable
+from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
@@ -88,20 +89,35 @@ def _decode(body: bytes, count: int, keep_lines: bool) -> tuple[list[Any], list[
     return records, columns
 
 
-def whole_batch(
-    delivery: Delivery,
-    outcome: Outcome,
-    matches: Callable[[str, str], bool],
-    dedup: Container[DedupKey],
-    in_batch: set[DedupKey],
-    cache: dict[tuple[str, str], bool],
-    keep_lines: bool,
-    max_record_bytes: int,
-    user: str,
-) -> bool:
+@dataclass
+class Classifying:
+    """What classifying one sink batch reads, and keeps from one message to the next."""
+
+    matches: Callable[[str, str], bool]
+    #: only read: keys enter the window when the batch is committed
+    dedup: Container[DedupKey]
+    keep_lines: bool
+    max_record_bytes: int
+    #: keys of the records of this batch taken so far
+    in_batch: set[DedupKey] = field(default_factory=set)
+    #: the selector's verdict per (facility, severity)
+    verdicts: dict[tuple[str, str], bool] = field(default_factory=dict)
+
+    def selects(self, facility: str, severity: str) -> bool:
+        """Whether the selector takes records of this facility and severity (asked once)."""
+        pair = (facility, severity)
+        wanted = self.verdicts.get(pair)
+        if wanted is None:
+            wanted = self.verdicts[pair] = self.matches(facility, severity)
+        return wanted
+
+
+def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: str) -> bool:
     """Add every record of batch message ``delivery`` to ``outcome`` at once and return
     True, when the per-line path would write them all unchanged; else False (see the
-    module docstring). ``in_batch``, ``cache``: as in ``classify_pending``."""
+    module docstring)."""
+    max_record_bytes = batch.max_record_bytes
+    keep_lines = batch.keep_lines
     body = delivery.body
     lines = body.splitlines(keepends=True)
     count = len(lines)
@@ -129,17 +145,14 @@ def whole_batch(
         or (app_id and set(map(type, apps)) != {str})  # else the app_id fills it in
     ):
         return False
-    for pair in set(zip(facilities, severities, strict=True)):
-        facility, severity = pair
+    for facility, severity in set(zip(facilities, severities, strict=True)):
         if severity not in RANK or not facility or normalize_facility(facility) != facility:
             return False  # the per-line path completes (changes) such a record
-        wanted = cache.get(pair)
-        if wanted is None:
-            wanted = cache[pair] = matches(facility, severity)
-        if not wanted:
+        if not batch.selects(facility, severity):
             return False  # filtered records: per line
     keys = list(zip(repeat(user, count), repeat(app_id, count), ids, strict=False))
-    if len(set(ids)) != count or not in_batch.isdisjoint(keys) or _seen_any(dedup, keys):
+    in_batch = batch.in_batch
+    if len(set(ids)) != count or not in_batch.isdisjoint(keys) or _seen_any(batch.dedup, keys):
         return False  # duplicates: per line
     in_batch.update(keys)
     outcome.records += records
