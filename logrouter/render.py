@@ -28,8 +28,9 @@ import json
 import os
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 #: The default file line: time, host, app[pid], facility.severity, logger, message.
@@ -229,7 +230,8 @@ def _compile_raw(template: str, names: list[str], getters: list[Getter]) -> Gett
         if name in PLACEHOLDERS and name not in ("file", "line", "func", "fields"):
             lines.append(f"    v{index} = get({name!r})")
             lines.append(
-                f"    if v{index}.__class__ is not str or not v{index}: v{index} = _text(v{index})"
+                f"    if v{index}.__class__ is not str or not v{index}: "
+                f"v{index} = str(v{index}) if v{index}.__class__ is int else _text(v{index})"
             )
         else:
             lines.append(f"    v{index} = g{index}(record)")
@@ -306,6 +308,19 @@ class LineFormat:
         if "exc" in record or "stack" in record:
             return line + traceback_text(record)
         return line
+
+    def render_many(self, records: Sequence[dict[str, Any]]) -> list[str]:
+        """``[render(record) for record in records]``, checked for characters to escape
+        and for tracebacks once for the whole batch instead of per record."""
+        lines = list(map(self._raw_getters, records))
+        has = dict.__contains__
+        if (
+            _CONTROL.search("".join(lines)) is not None
+            or any(map(has, records, repeat("exc")))
+            or any(map(has, records, repeat("stack")))
+        ):
+            return [self.render(record) for record in records]
+        return lines
 
 
 def traceback_text(record: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from logrouter import wire
 from logrouter.batchwire import MAX_LINES, is_batch, split_batch
 from logrouter.sinks.archive import body_line
 from logrouter.sinks.dedup import DedupKey
+from logrouter.sinks.fastbatch import Classifying, suppressed_in, whole_batch
 
 
 class Delivery(NamedTuple):
@@ -107,10 +108,26 @@ class Outcome:
     #: with ``keep_lines``: per record, its JSON line when the body already is the
     #: record (an archive writes it as is), else None
     lines: list[bytes | None] = field(default_factory=list)
+    #: records apps suppressed (``rate_limit``), as the summary records among these say
+    suppressed: int = 0
+
+    def source(self, index: int) -> Delivery:
+        """The delivery record ``index`` came from, to reject it alone: a line of a batch
+        message is a ``Delivery`` of that line (built here, only when one is rejected)."""
+        source = self.sources[index]
+        if source.line or not is_batch(getattr(source.properties, "content_type", None)):
+            return source
+        line = self.lines[index] or b""
+        key = self.keys[index]
+        return source._replace(
+            body=line.rstrip(b"\n"), record_id=key[2] if key else None, line=True
+        )
 
     def committed_keys(self, refused: Iterable[int] = ()) -> list[DedupKey]:
         """Keys to remember once written: every record's but the ``refused`` ones'."""
         skip = set(refused)
+        if not skip:
+            return [key for key in self.keys if key is not None]
         return [key for index, key in enumerate(self.keys) if key is not None and index not in skip]
 
 
@@ -145,18 +162,17 @@ def classify_pending(
     lines = outcome.lines
     sources = outcome.sources
     keys = outcome.keys
-    in_batch: set[DedupKey] = set()
+    batch = Classifying(matches, dedup, keep_lines, max_record_bytes)
+    in_batch = batch.in_batch
+    selects = batch.selects
     loads = orjson.loads
     complete = wire.complete
     parse_slow = wire.parse_object_slow
     decode_error = orjson.JSONDecodeError
-    cache: dict[tuple[str, str], bool] = {}
     for delivery in pending:
         props = delivery.properties
         if is_batch(getattr(props, "content_type", None)):
-            _classify_lines(
-                delivery, outcome, matches, dedup, in_batch, cache, keep_lines, max_record_bytes
-            )
+            _classify_lines(delivery, outcome, batch)
             continue
         message_id = _text(getattr(props, "message_id", None))
         app_id = _text(getattr(props, "app_id", None))
@@ -204,7 +220,7 @@ def classify_pending(
             reason = str(exc) if isinstance(exc, wire.UndecodableMessage) else repr(exc)
             outcome.rejected.append((delivery, reason))
             continue
-        if not _selected(record, matches, cache):
+        if not selects(record["facility"], record["severity"]):
             outcome.filtered += 1
             continue
         records.append(record)
@@ -212,36 +228,16 @@ def classify_pending(
         keys.append(key)
         if key is not None:
             in_batch.add(key)
-        if keep_lines:
-            lines.append(
-                body_line(body, message_id if state == wire.ID_ADDED else None)
-                if exact and state != wire.CHANGED
-                else None
-            )
+        lines.append(
+            body_line(body, message_id if state == wire.ID_ADDED else None)
+            if keep_lines and exact and state != wire.CHANGED
+            else None
+        )
+        outcome.suppressed += suppressed_in((record,))
     return outcome
 
 
-def _selected(
-    record: dict[str, Any], matches: Callable[[str, str], bool], cache: dict[tuple[str, str], bool]
-) -> bool:
-    """Whether the selector takes ``record`` (asked once per facility and severity)."""
-    pair = (record["facility"], record["severity"])
-    wanted = cache.get(pair)
-    if wanted is None:
-        wanted = cache[pair] = matches(*pair)
-    return wanted
-
-
-def _classify_lines(
-    delivery: Delivery,
-    outcome: Outcome,
-    matches: Callable[[str, str], bool],
-    dedup: Container[DedupKey],
-    in_batch: set[DedupKey],
-    cache: dict[tuple[str, str], bool],
-    keep_lines: bool,
-    max_record_bytes: int,
-) -> None:
+def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) -> None:
     """``classify_pending`` for one batch message: every line is a record of its own.
 
     Dedup, the selector, the size cap and rejection apply per record; a line
@@ -254,6 +250,9 @@ def _classify_lines(
     app_id = _text(getattr(props, "app_id", None))
     user_id = getattr(props, "user_id", None)
     user = user_id if isinstance(user_id, str) else ""
+    if whole_batch(delivery, outcome, batch, user):
+        return
+    dedup, in_batch, max_record_bytes = batch.dedup, batch.in_batch, batch.max_record_bytes
     for item in split_batch(
         delivery.body,
         delivery.routing_key,
@@ -287,7 +286,7 @@ def _classify_lines(
                 (source, f"record of {len(item.line)} bytes exceeds max_record_bytes")
             )
             continue
-        if not _selected(record, matches, cache):
+        if not batch.selects(record["facility"], record["severity"]):
             outcome.filtered += 1
             continue
         outcome.records.append(record)
@@ -295,17 +294,5 @@ def _classify_lines(
         outcome.keys.append(key)
         if key is not None:
             in_batch.add(key)
-        if keep_lines:
-            outcome.lines.append(item.line + b"\n" if item.exact else None)
-
-
-def suppressed_in(records: Iterable[dict[str, Any]]) -> int:
-    """Records apps suppressed (``rate_limit``), as the summary records among these say."""
-    total = 0
-    for record in records:
-        fields = record.get("fields")
-        if fields and isinstance(fields, dict) and fields.get("rate_limit_summary") is True:
-            count = fields.get("suppressed")
-            if isinstance(count, int) and not isinstance(count, bool) and count > 0:
-                total += count
-    return total
+        outcome.lines.append(item.line + b"\n" if batch.keep_lines and item.exact else None)
+        outcome.suppressed += suppressed_in((record,))

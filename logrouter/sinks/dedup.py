@@ -61,6 +61,10 @@ class DedupWindow(Generic[K]):
     def __len__(self) -> int:
         return len(self._seen)
 
+    def isdisjoint(self, keys: Iterable[object]) -> bool:
+        """True when none of ``keys`` is remembered (one C call for a whole batch)."""
+        return self._seen.isdisjoint(keys)
+
     def add(self, key: K) -> None:
         """Remember ``key`` (no-op when already remembered or size is 0)."""
         if self.size == 0 or key in self._seen:
@@ -76,6 +80,12 @@ class DedupWindow(Generic[K]):
             return
         seen = self._seen
         order = self._order
+        if not isinstance(ids, list | tuple):
+            ids = list(ids)
+        if seen.isdisjoint(ids) and len(set(ids)) == len(ids):  # the common batch: all new
+            order.extend(ids)
+            seen.update(ids)
+            ids = ()
         for key in ids:
             if key not in seen:
                 order.append(key)

@@ -26,6 +26,7 @@ import string
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from logrouter.errors import LogrouterError
@@ -106,6 +107,17 @@ class PathTemplate:
         if not inside(self.base, static):
             raise PathEscapeError(f"path template {template!r} is not inside {self.base}")
 
+    def keys(self, records: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        """Per record, what its path depends on (records with equal keys share a file)."""
+        columns: list[Any] = [map(dict.get, records, repeat(name)) for name in self.names]
+        length = self._time_key_len
+        if length:
+            stamps = map(dict.get, records, repeat("ts"))
+            columns.insert(0, [ts[:length] if isinstance(ts, str) else None for ts in stamps])
+        else:
+            columns.insert(0, repeat(None, len(records)))
+        return list(zip(*columns, strict=False))
+
     def path_for(self, record: dict[str, Any]) -> str:
         """The absolute file path of ``record``; raises ``PathEscapeError`` if outside base."""
         return self.target(record)[0]
@@ -160,6 +172,11 @@ def period_key(interval: str | None, epoch: float) -> str:
     return stamp.strftime("%Y%m%d%H" if interval == "hour" else "%Y%m%d")
 
 
+def _text_of(lines: list[str]) -> bytes:
+    """Rendered lines as the bytes of one write."""
+    return ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
+
+
 def rotate_file(path: str, keep: int) -> None:
     """``path`` -> ``path.1`` -> ... -> ``path.<keep>`` (older ones removed; keep 0 = keep all)."""
     if keep <= 0:
@@ -211,6 +228,14 @@ class FileWriter(FilesWriter):
     def write(self, records: Sequence[Record]) -> list[Refused]:
         """Render and append ``records``: one write per file; all-or-nothing but for the
         refused records, returned as ``(index, reason)``; OSError on failure."""
+        grouped = self._by_file(records)
+        if grouped is not None:
+            render_many = self.line_format.render_many
+            ready = [
+                (path, indices, _text_of(render_many([records[i] for i in indices])))
+                for path, indices in grouped.items()
+            ]
+            return self._append_batch(ready, [], "?")
         groups: dict[str, tuple[list[int], list[str]]] = {}
         refused: list[Refused] = []
         target = self.paths.target
@@ -243,6 +268,42 @@ class FileWriter(FilesWriter):
             for path, (indices, lines) in groups.items()
         )
         return self._append_batch(chunks, refused, "?")
+
+    def _by_file(self, records: Sequence[Record]) -> dict[str, list[int]] | None:
+        """The record indices of each file when every record goes to a file of its own
+        template (no refusal, no overflow): the batch grouped by key, not record by record.
+        None otherwise (``write`` then takes each record in turn)."""
+        keys = self.paths.keys(records)
+        try:
+            distinct = set(keys)
+        except TypeError:  # an unhashable foreign value
+            return None
+        if len(distinct) == 1:
+            indexes: dict[tuple[Any, ...], list[int]] = {keys[0]: list(range(len(records)))}
+        else:
+            indexes = {}
+            for index, key in enumerate(keys):
+                found = indexes.get(key)
+                if found is None:
+                    indexes[key] = [index]
+                else:
+                    found.append(index)
+        out: dict[str, list[int]] = {}
+        slots = self._slots
+        for indices in indexes.values():
+            try:
+                path, values = self.paths.target(records[indices[0]])
+            except PathEscapeError:
+                return None
+            if values not in slots:
+                if len(slots) >= self.max_files:
+                    return None
+                slots.add(values)
+            if path in out:  # another key, the same file (sanitised alike): keep the order
+                out[path] = sorted(out[path] + indices)
+            else:
+                out[path] = indices
+        return out
 
     # -- rotation -------------------------------------------------------------
 

@@ -44,6 +44,9 @@ class _WithPeers:
     def __contains__(self, message_id: object) -> bool:
         return message_id in self.own or message_id in self.peers
 
+    def isdisjoint(self, keys: list[DedupKey]) -> bool:
+        return self.own.isdisjoint(keys) and self.peers.isdisjoint(keys)
+
 
 class Output:
     """Writer + journal + dedup window of one sink (see the module docstring).

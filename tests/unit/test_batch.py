@@ -361,11 +361,14 @@ def batch_delivery(tag: int, lines: list[bytes], **kw: Any) -> Delivery:
 
 def test_batch_message_gives_one_record_per_line_with_its_own_key() -> None:
     """Each line is a record; its dedup key is (user_id, app_id, the line's id)."""
-    item = batch_delivery(1, [_line("one", "r1"), _line("two", "r2"), _line("three", "r3")])
-    outcome = classify_pending([item], only_err_and_worse, DedupWindow(10))
+    lines = [_line("one", "r1"), _line("two", "r2"), _line("three", "r3")]
+    outcome = classify_pending([batch_delivery(1, lines)], only_err_and_worse, DedupWindow(10))
     assert [r["msg"] for r in outcome.records] == ["one", "two", "three"]
     assert outcome.committed_keys() == [("alice", "app", f"r{n}") for n in (1, 2, 3)]
-    assert [s.record_id for s in outcome.sources] == ["r1", "r2", "r3"]
+    sources = [outcome.source(index) for index in range(3)]
+    assert [(s.record_id, s.body, s.line) for s in sources] == [
+        (f"r{n}", line, True) for n, line in enumerate(lines, 1)
+    ]
 
 
 def test_one_bad_line_is_rejected_alone() -> None:
