@@ -21,7 +21,7 @@ from typing import Any
 import pika
 import pika.frame
 import pika.spec
-from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
+from pika.adapters.utils import io_services_utils
 
 from logrouter import batchwire, wire
 
@@ -29,6 +29,8 @@ _FRAME_END = b"\xce"
 _CONTENT_TYPE, _ENCODING, _DELIVERY_MODE = 1 << 15, 1 << 14, 1 << 12
 _MESSAGE_ID, _TIMESTAMP, _USER_ID, _APP_ID = 1 << 7, 1 << 6, 1 << 4, 1 << 3
 _CONSTANT_PROPS = b"\x10application/json\x05utf-8\x02"  # type, encoding, persistent
+#: pika's transport of a plain TCP connection (its TLS one is left alone)
+_PLAINTEXT: Any = getattr(io_services_utils, "_AsyncPlaintextTransport", None)
 
 
 def shortstr(value: str) -> bytes:
@@ -231,9 +233,10 @@ def _send_now(conn: Any, data: bytes) -> bytes:
     a fifth of the I/O thread's time under load. TLS, a full socket or any socket error
     leave it all to pika, which meets the error and handles it as before.
     """
-    transport = getattr(conn, "_transport", None)
+    transport: Any = getattr(conn, "_transport", None)
     if (
-        not isinstance(transport, _AsyncPlaintextTransport)
+        _PLAINTEXT is None
+        or type(transport) is not _PLAINTEXT
         or transport.get_write_buffer_size()
         or transport._state != transport._STATE_ACTIVE
     ):
