@@ -46,7 +46,9 @@ class Encoded(NamedTuple):
     """An encoded record, ready to publish or spool.
 
     ``run`` and ``seq`` give its logging order; ``spool_id`` is its spool row
-    (None while it lives only in memory).
+    (None while it lives only in memory). ``checked``: the encoder's fast path made
+    it, so its body is a one-line compact JSON object and its id hex (the packer
+    need not check that it can be a batch line).
     """
 
     run: int
@@ -56,6 +58,7 @@ class Encoded(NamedTuple):
     timestamp: int
     body: bytes
     spool_id: int | None = None
+    checked: bool = False
 
 
 def record_body(
@@ -297,6 +300,7 @@ class Encoder:
         cached_get = cache.get
         dumps = orjson.dumps
         run, id_prefix, max_chars = self.run, self.id_prefix, self.max_message // 4
+        checked = id_prefix.isascii() and id_prefix.isalnum()  # then every id is
         second_cached, second_text = -1, b""
         for captured in captures:
             if isinstance(captured, Captured):
@@ -327,7 +331,16 @@ class Encoder:
                         second_cached = second
                         second_text = wire.format_ts(second)[:-7].encode()
                     body = _FAST_BODY % (second_text, micros, parts[1], dumps(message), parts[2])
-                    fields = (run, seq, parts[0], f"{id_prefix}{seq:x}", second, body, None)
+                    fields = (
+                        run,
+                        seq,
+                        parts[0],
+                        f"{id_prefix}{seq:x}",
+                        second,
+                        body,
+                        None,
+                        checked,
+                    )
                     append(_new_tuple(Encoded, fields))
                     continue
             except Exception:  # lone surrogates, a bogus created: the general path
