@@ -300,20 +300,27 @@ class Encoder:
         cached_get = cache.get
         dumps = orjson.dumps
         run, id_prefix, max_chars = self.run, self.id_prefix, self.max_message // 4
-        checked = id_prefix.isascii() and id_prefix.isalnum()  # then every id is
+        checked = id_prefix.isascii() and id_prefix.isalnum()  # then every id is alnum
+        id_format = "%s%x"  # f"{id_prefix}{seq:x}", a little cheaper
         second_cached, second_text = -1, b""
+        last_kind: tuple[Any, ...] = ()  # and its parts: no dict lookup for a repeat
+        last_parts: tuple[str, bytes, bytes] | None = None
         for captured in captures:
             if isinstance(captured, Captured):
                 append(self._encode(*captured))
                 continue
             try:
                 kind = captured[3:]
-                parts = cached_get(kind, _MISSING)
-                if parts is _MISSING:
-                    parts = self._parts_for(*kind)
-                    if len(cache) >= _PARTS_MAX:
-                        cache.clear()
-                    cache[kind] = parts
+                if kind != last_kind:  # a busy loop logs one kind after another
+                    parts = cached_get(kind, _MISSING)
+                    if parts is _MISSING:
+                        parts = self._parts_for(*kind)
+                        if len(cache) >= _PARTS_MAX:
+                            cache.clear()
+                        cache[kind] = parts
+                    last_kind, last_parts = kind, parts
+                else:
+                    parts = last_parts
                 seq, message, created = captured[0], captured[1], captured[2]
                 second = int(created)
                 exact = (created - second) * 1e6
@@ -335,7 +342,7 @@ class Encoder:
                         run,
                         seq,
                         parts[0],
-                        f"{id_prefix}{seq:x}",
+                        id_format % (id_prefix, seq),
                         second,
                         body,
                         None,
