@@ -25,6 +25,7 @@ from logrouter.app.packing import pack
 PUMP_RECORDS = 2000
 #: What the packer needs of an encoded record: (routing_key, message_id, timestamp, body).
 _fields = operator.itemgetter(2, 3, 4, 5)  # of an ``Encoded``
+_checked = operator.itemgetter(7)  # of an ``Encoded``
 
 
 class BatchPump:
@@ -84,7 +85,11 @@ class BatchPump:
             if not items:
                 return 0
             packets = pack(
-                items, _fields, max_records=self.batch_records, max_bytes=self.batch_bytes
+                items,
+                _fields,
+                max_records=self.batch_records,
+                max_bytes=self.batch_bytes,
+                checked=_checked,
             )
             done = 0
             try:

@@ -46,7 +46,9 @@ class Encoded(NamedTuple):
     """An encoded record, ready to publish or spool.
 
     ``run`` and ``seq`` give its logging order; ``spool_id`` is its spool row
-    (None while it lives only in memory).
+    (None while it lives only in memory). ``checked``: the encoder's fast path made
+    it, so its body is a one-line compact JSON object and its id hex (the packer
+    need not check that it can be a batch line).
     """
 
     run: int
@@ -56,6 +58,7 @@ class Encoded(NamedTuple):
     timestamp: int
     body: bytes
     spool_id: int | None = None
+    checked: bool = False
 
 
 def record_body(
@@ -297,19 +300,27 @@ class Encoder:
         cached_get = cache.get
         dumps = orjson.dumps
         run, id_prefix, max_chars = self.run, self.id_prefix, self.max_message // 4
+        checked = id_prefix.isascii() and id_prefix.isalnum()  # then every id is alnum
+        id_format = "%s%x"  # f"{id_prefix}{seq:x}", a little cheaper
         second_cached, second_text = -1, b""
+        last_kind: tuple[Any, ...] = ()  # and its parts: no dict lookup for a repeat
+        last_parts: tuple[str, bytes, bytes] | None = None
         for captured in captures:
             if isinstance(captured, Captured):
                 append(self._encode(*captured))
                 continue
             try:
                 kind = captured[3:]
-                parts = cached_get(kind, _MISSING)
-                if parts is _MISSING:
-                    parts = self._parts_for(*kind)
-                    if len(cache) >= _PARTS_MAX:
-                        cache.clear()
-                    cache[kind] = parts
+                if kind != last_kind:  # a busy loop logs one kind after another
+                    parts = cached_get(kind, _MISSING)
+                    if parts is _MISSING:
+                        parts = self._parts_for(*kind)
+                        if len(cache) >= _PARTS_MAX:
+                            cache.clear()
+                        cache[kind] = parts
+                    last_kind, last_parts = kind, parts
+                else:
+                    parts = last_parts
                 seq, message, created = captured[0], captured[1], captured[2]
                 second = int(created)
                 exact = (created - second) * 1e6
@@ -327,7 +338,16 @@ class Encoder:
                         second_cached = second
                         second_text = wire.format_ts(second)[:-7].encode()
                     body = _FAST_BODY % (second_text, micros, parts[1], dumps(message), parts[2])
-                    fields = (run, seq, parts[0], f"{id_prefix}{seq:x}", second, body, None)
+                    fields = (
+                        run,
+                        seq,
+                        parts[0],
+                        id_format % (id_prefix, seq),
+                        second,
+                        body,
+                        None,
+                        checked,
+                    )
                     append(_new_tuple(Encoded, fields))
                     continue
             except Exception:  # lone surrogates, a bogus created: the general path

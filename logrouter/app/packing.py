@@ -61,6 +61,8 @@ class Packet(Generic[T]):
 
 #: What the packer needs of an item: (routing_key, message_id, timestamp, body).
 Fields = Callable[[T], tuple[str, str, int, bytes]]
+#: True when an item's body and id are vouched for (see ``batchwire.encode_records``).
+Checked = Callable[[T], bool]
 
 
 _KEY, _ID, _BODY = itemgetter(0), itemgetter(1), itemgetter(3)  # of what ``fields`` gives
@@ -75,21 +77,25 @@ def pack(
     *,
     max_records: int = DEFAULT_MAX_RECORDS,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    checked: Checked[T] | None = None,
 ) -> list[Packet[T]]:
     """Group ``items`` (in logging order) into packets; a lone record stays a plain message.
 
     A record whose body alone exceeds ``max_bytes``, or that cannot be a batch
     line, goes alone. Never drops or reorders records of one key; every item is
     in exactly one packet. The I/O thread runs this for every record with the GIL
-    held: per record, C loops (map, accumulate, bisect, join) do the work.
+    held: per record, C loops (map, accumulate, bisect, join) do the work. A batch
+    of records all ``checked`` skips the checks that each can be a batch line.
     """
     if not items:
         return []
     max_records = max(1, max_records)
     described = list(map(fields, items))
     keys = list(map(_KEY, described))
+    vouched = None if checked is None else list(map(checked, items))
     if keys.count(keys[0]) == len(keys):  # the busy app's usual case: one key
-        return [p for _, p in _pack_group(list(items), described, keys[0], max_records, max_bytes)]
+        packed = _pack_group(list(items), described, vouched, keys[0], max_records, max_bytes)
+        return [p for _, p in packed]
     groups: dict[str, list[int]] = {}
     for index, key in enumerate(keys):
         group = groups.get(key)
@@ -100,7 +106,10 @@ def pack(
     packets: list[tuple[int, Packet[T]]] = []
     for key, group in groups.items():
         members = [items[i] for i in group]
-        chunks = _pack_group(members, [described[i] for i in group], key, max_records, max_bytes)
+        mine = None if vouched is None else [vouched[i] for i in group]
+        chunks = _pack_group(
+            members, [described[i] for i in group], mine, key, max_records, max_bytes
+        )
         packets += [(group[first], packet) for first, packet in chunks]
     packets.sort(key=lambda pair: pair[0])  # in the order of their first record
     return [packet for _, packet in packets]
@@ -109,6 +118,7 @@ def pack(
 def _pack_group(
     items: list[T],
     described: list[tuple[str, str, int, bytes]],
+    vouched: list[bool] | None,
     key: str,
     max_records: int,
     max_bytes: int,
@@ -129,7 +139,9 @@ def _pack_group(
         end = min(start + max_records, bisect_right(size, size[start] + max_bytes) - 1)
         end = max(end, start + 1)
         chunk = slice(start, end)
-        for first, packet in _batch(items[chunk], described[chunk], bodies[chunk], ids[chunk]):
+        checked = vouched is not None and all(vouched[chunk])
+        batch = _batch(items[chunk], described[chunk], bodies[chunk], ids[chunk], checked)
+        for first, packet in batch:
             out.append((start + first, packet))
         start = end
     return out
@@ -145,6 +157,7 @@ def _batch(
     described: list[tuple[str, str, int, bytes]],
     bodies: list[bytes],
     ids: list[str],
+    checked: bool = False,
 ) -> list[tuple[int, Packet[T]]]:
     """(index of its first record, packet) for one chunk of one key: one batch (a lone
     record: a plain one). A body that cannot be a batch line (not one compact JSON
@@ -152,7 +165,7 @@ def _batch(
     if len(items) == 1:
         return [(0, _single(items[0], described[0]))]
     try:
-        body = batchwire.encode_records(bodies, ids)
+        body = batchwire.encode_records(bodies, ids, checked=checked)
     except ValueError:
 
         def run(start: int, end: int) -> list[tuple[int, Packet[T]]]:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logrouter import wire
+from logrouter import batchwire, wire
 from logrouter.app.encoder import (
     Captured,
     Encoder,
@@ -226,3 +226,18 @@ def test_any_time_encodes_as_the_dict_path_does(created: float) -> None:
     record.created = created
     encoded, slow = _both(record)
     assert encoded.body == slow
+
+
+def test_plain_records_are_vouched_for_as_batch_lines() -> None:
+    """A plain record (the fast path) is marked ``checked``: a batch of them made without
+    the line checks is byte for byte the checked one (separators escaped, ids in); a
+    record of the general path is not marked."""
+    encoder = _plain_encoder()
+    records = [_record(), _record("caf\u00e9 \u2028 %s", ("x",)), _record("z", ())]
+    encoded = encoder.encode_many([freeze(n, r) for n, r in enumerate(records, 1)])
+    assert all(item.checked for item in encoded)
+    bodies, ids = [item.body for item in encoded], [item.message_id for item in encoded]
+    body = batchwire.encode_records(bodies, ids, checked=True)
+    assert body == batchwire.encode_records(bodies, ids)
+    assert [r.id for r in batchwire.split_batch(body, "web.info")] == ["p1", "p2", "p3"]
+    assert not encoder.encode(freeze(4, _record(order=7))).checked

@@ -133,6 +133,21 @@ def test_packets_follow_the_greedy_rule_in_logging_order(
             ]
 
 
+@given(
+    st.lists(st.tuples(st.sampled_from(["a.info", "b.err"]), st.booleans()), max_size=30),
+    st.integers(1, 6),
+)
+def test_records_vouched_for_give_the_same_packets(
+    spec: list[tuple[str, bool]], max_records: int
+) -> None:
+    """Records vouched for as batch lines (the encoder's plain records), mixed with
+    others: the same packets, byte for byte, as when every line is checked."""
+    items = [_item(key, n) for n, (key, _) in enumerate(spec)]
+    vouched = {item[1] for item, (_, ok) in zip(items, spec, strict=True) if ok}
+    fast = pack(items, _fields, max_records=max_records, checked=lambda i: i[1] in vouched)
+    assert fast == pack(items, _fields, max_records=max_records)
+
+
 @pytest.mark.parametrize(
     ("value", "mode"),
     [(None, "off"), ("", "off"), ("off", "off"), ("AUTO", "auto"), (True, "auto"), (False, "off")],
