@@ -16,7 +16,9 @@ from tests.helpers.rabbit_nodes import RabbitNode
 from tests.reliability.harness import Pipeline, assert_exactly_once
 
 #: minutes-long scenarios: scheduled first (tests/conftest.py), beside the rest
-pytestmark = pytest.mark.slow(minutes=3)
+# 60 s of outage, then ~300,000 records through spool, broker and two sinks: beyond the
+# suite's 300 s per-test timeout on a busy box, while every wait inside is bounded
+pytestmark = [pytest.mark.slow(minutes=3), pytest.mark.timeout(600)]
 
 RATE = 5_000
 OUTAGE = 60.0
