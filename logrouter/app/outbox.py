@@ -227,7 +227,7 @@ class Outbox(SpoolStore):
         rows = spool.read(self._cursor, SPOOL_READ)
         if rows:
             self._cursor = (rows[-1].run, rows[-1].seq)
-            self._ahead.extend(Encoded(*row[1:], spool_id=row.id) for row in rows)
+            self._ahead.extend(rows)
         else:
             self._seen = writes
 

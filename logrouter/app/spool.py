@@ -22,20 +22,8 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
-
-class SpoolRow(NamedTuple):
-    """One spooled record, ready to publish."""
-
-    id: int
-    run: int
-    seq: int
-    routing_key: str
-    message_id: str
-    timestamp: int
-    body: bytes
-
+from logrouter.app.encoder import Encoded
 
 #: (run, seq, routing_key, message_id, timestamp, body)
 SpoolEntry = tuple[int, int, str, str, int, bytes]
@@ -122,15 +110,16 @@ class Spool:
                 self._bytes += added
         return rejected
 
-    def read(self, after: tuple[int, int], limit: int) -> list[SpoolRow]:
-        """Up to ``limit`` rows positioned after ``after`` = (run, seq), in order."""
+    def read(self, after: tuple[int, int], limit: int) -> list[Encoded]:
+        """Up to ``limit`` rows positioned after ``after`` = (run, seq), in order, as the
+        records they hold (``spool_id`` the row's id)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, run, seq, routing_key, message_id, timestamp, body FROM spool"
+                "SELECT run, seq, routing_key, message_id, timestamp, body, id FROM spool"
                 " WHERE (run, seq) > (?, ?) ORDER BY run, seq LIMIT ?",
                 (after[0], after[1], limit),
             ).fetchall()
-        return [SpoolRow(*row) for row in rows]
+        return [Encoded(*row) for row in rows]
 
     def delete(self, rows: Iterable[tuple[int, int]]) -> None:
         """Remove rows ``(id, body size)`` the broker confirmed, in one transaction."""

@@ -150,7 +150,7 @@ class SpoolDir:
                     ]
                     rejected = {(e[0], e[1], e[3]) for e in own.append(entries)}
                     kept = [r for r in rows if (r.run, r.seq, r.message_id) not in rejected]
-                    orphan.delete((r.id, len(r.body)) for r in kept)
+                    orphan.delete((r.spool_id, len(r.body)) for r in kept if r.spool_id)
                     moved += len(kept)
                     if rejected:  # our spool is full: the rest waits in the orphan
                         return moved
