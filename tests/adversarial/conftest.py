@@ -44,7 +44,7 @@ def make_attacker(amqp_url: str) -> Iterator[Callable[..., Attacker]]:
 
     def make(configure: str = OWN_QUEUES, write: str = ".*", read: str = OWN_QUEUES) -> Attacker:
         user = f"attacker-{secrets.token_hex(4)}"
-        password = secrets.token_urlsafe(12)
+        password = secrets.token_hex(12)  # a urlsafe one may start with '-' (a rabbitmqctl option)
         rabbitmqctl("add_user", user, password)
         made.append(user)
         rabbitmqctl("set_permissions", "-p", vhost, user, configure, write, read)
