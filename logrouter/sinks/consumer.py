@@ -75,7 +75,7 @@ class Sink:
         burst: bool = False,
         instance: str | None = None,
         writer_factory: WriterFactory = _default_writer,
-        backoff_cap: float = 30.0,
+        backoff_cap: float | None = None,
     ) -> None:
         self.broker = broker
         self.state_dir = state_dir
@@ -93,7 +93,7 @@ class Sink:
         self._batch = Batch(self._batch_limit(config), config.batch_interval)
         self._stop = threading.Event()
         self._requests: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._backoff = Backoff(cap=backoff_cap)
+        self._backoff = Backoff(cap=broker.reconnect_max if backoff_cap is None else backoff_cap)
         self.committer = Committer(
             self.output, self.link, counters=self.counters, backoff=self._backoff, log=self.log
         )
