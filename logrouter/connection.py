@@ -148,6 +148,9 @@ class BrokerSettings:
     #: Type of logrouter's own queues (unrouted, rejected, topology record) and the
     #: default for sink queues: "quorum" on a cluster, so none lives on one node only.
     queue_type: str = "classic"
+    #: Sink daemons: the longest pause between attempts to reach the broker (their
+    #: retries start at 0.5 s and double up to it; write retries follow the same schedule).
+    reconnect_max: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.urls:

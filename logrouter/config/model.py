@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "DEFAULT_PREFETCH",
     "DEFAULT_QUEUE_TYPE",
+    "DEFAULT_RECONNECT_MAX",
     "FORMAT_FIELDS",
     "KIB",
     "MIB",
@@ -78,6 +79,8 @@ DEFAULT_DEDUP_WINDOW = 100_000
 DEFAULT_MAX_RECORD_BYTES = MIB
 DEFAULT_MAX_FILES = 1000
 DEFAULT_HEARTBEAT = 10
+#: longest pause (s) between a sink's attempts to reach the broker (0.5 s doubling up to it)
+DEFAULT_RECONNECT_MAX = 30.0
 
 COMMON_KEYS = (
     "type",
@@ -106,7 +109,7 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "console": ("stream", "color", "format"),
     "archive": ("dir", "compression", "compresslevel", "rotate_bytes", "rotate_interval", "keep"),
 }
-BROKER_KEYS = ("url", "exchange", "heartbeat", "queue_type")
+BROKER_KEYS = ("url", "exchange", "heartbeat", "queue_type", "reconnect_max")
 TOP_KEYS = ("broker", "sinks", "control")
 CONTROL_KEYS = ("allow_users",)
 

@@ -26,6 +26,7 @@ from logrouter.config.model import (
     DEFAULT_MAX_RECORD_BYTES,
     DEFAULT_PREFETCH,
     DEFAULT_QUEUE_TYPE,
+    DEFAULT_RECONNECT_MAX,
     MIB,
     QUEUE_PREFIX,
     RESERVED_SINK_NAMES,
@@ -96,13 +97,20 @@ class Validator:
         queue_type = self._broker_value(
             raw, "queue_type", checks.choice("classic", "quorum"), DEFAULT_QUEUE_TYPE
         )
+        reconnect_max = self._broker_value(
+            raw, "reconnect_max", checks.float_range(0.5, 3600), DEFAULT_RECONNECT_MAX
+        )
         self.queue_type = queue_type
         if len(self.issues) != before or urls is None:
             return None
         if env.get(URL_ENV):
             urls = split_urls(env[URL_ENV])
         return BrokerSettings(
-            urls=urls, exchange=exchange, heartbeat=heartbeat, queue_type=queue_type
+            urls=urls,
+            exchange=exchange,
+            heartbeat=heartbeat,
+            queue_type=queue_type,
+            reconnect_max=reconnect_max,
         )
 
     def _broker_value(

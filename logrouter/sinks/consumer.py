@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 TICK = 0.2
 #: ``--burst``: the queue counts as drained after this long without a delivery.
 BURST_IDLE = 1.0
+#: ``--burst``: after this long without a delivery (and then at most this often) the sink
+#: asks the broker whether its queue still holds ready messages; none: drained sooner.
+BURST_CHECK = 0.2
 #: A batch declaring more records than this counts as this many toward a sink batch.
 MAX_RECORDS_PER_MESSAGE = 10_000
 
@@ -75,7 +78,7 @@ class Sink:
         burst: bool = False,
         instance: str | None = None,
         writer_factory: WriterFactory = _default_writer,
-        backoff_cap: float = 30.0,
+        backoff_cap: float | None = None,
     ) -> None:
         self.broker = broker
         self.state_dir = state_dir
@@ -93,11 +96,12 @@ class Sink:
         self._batch = Batch(self._batch_limit(config), config.batch_interval)
         self._stop = threading.Event()
         self._requests: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._backoff = Backoff(cap=backoff_cap)
+        self._backoff = Backoff(cap=broker.reconnect_max if backoff_cap is None else backoff_cap)
         self.committer = Committer(
             self.output, self.link, counters=self.counters, backoff=self._backoff, log=self.log
         )
         self._last_delivery = time.monotonic()
+        self._last_check = 0.0
 
     @property
     def config(self) -> SinkConfig:
@@ -200,10 +204,31 @@ class Sink:
             if self._stop.is_set():
                 self.counters.state = "stopping"
                 return
-            if self.burst and not len(self._batch) and now - self._last_delivery > BURST_IDLE:
+            if self.burst and not len(self._batch) and self._drained(now):
                 self.drained = True
                 self.log.info("queue drained", queue=self.config.queue)
                 return
+
+    def _drained(self, now: float) -> bool:
+        """``--burst``, nothing in hand: no delivery for ``BURST_IDLE`` s, or for
+        ``BURST_CHECK`` s and the queue holds no ready message.
+
+        The queue's count is asked twice on the consuming channel: a delivery the queue
+        sent before its first answer is on the wire before the second one (the channel
+        handles its mailbox in order), so it is received before we look again.
+        """
+        idle = now - self._last_delivery
+        if idle > BURST_IDLE:
+            return True
+        if idle < BURST_CHECK or now - self._last_check < BURST_CHECK:
+            return False
+        self._last_check = now
+        received = self.counters.received
+        queue = self.config.queue
+        if self.link.ready(queue) or self.link.ready(queue):
+            return False
+        self.link.process(0.0)  # hand over deliveries that came with the answers
+        return self.counters.received == received and not len(self._batch)
 
     def _consume(self) -> None:
         self.link.consume(self.config, self._on_message)

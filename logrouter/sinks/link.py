@@ -80,6 +80,11 @@ class BrokerLink:
         """Deliver what arrived (to the consumer's callback) for up to ``seconds``."""
         self.connection.process_data_events(time_limit=seconds)
 
+    def ready(self, queue: str) -> int:
+        """Messages ready in ``queue`` (not delivered to any consumer), asked on the
+        consuming channel (deliveries meanwhile wait for the next ``process``)."""
+        return int(self._channel.queue_declare(queue, passive=True).method.message_count)
+
     def ack(self, last_tag: int) -> None:
         """Ack every delivery up to ``last_tag``."""
         self._channel.basic_ack(delivery_tag=last_tag, multiple=True)

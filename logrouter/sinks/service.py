@@ -49,7 +49,9 @@ class ControlService:
         self.reload = reload
         self.allow_users = frozenset(allow_users or broker.logins())
         self.counters = ControlCounters()
-        self.backoff = Backoff(first=0.5, cap=30.0, jitter=0.2, healthy_after=HEALTHY_AFTER)
+        self.backoff = Backoff(
+            first=0.5, cap=broker.reconnect_max, jitter=0.2, healthy_after=HEALTHY_AFTER
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
         self.log = log.get_logger("control")

@@ -189,6 +189,10 @@ class Pipeline:
                 }
             },
         )
+        # back within a second of the broker after an outage (default: up to 30 s later)
+        config.write_text(
+            config.read_text().replace("[broker]\n", "[broker]\nreconnect_max = 1\n", 1)
+        )
         declare(config)
         self.sinks = start(["run", str(config)], sink_env(tmp / "state"), self.sink_log)
         self.daemon = SyslogNg(base, url, exchange, extra)

@@ -360,6 +360,13 @@ BAD = [
         ["allowed: 1..300"],
     ),
     (
+        "reconnect-max-out-of-range",
+        "[broker]\nreconnect_max = 0.1 #<\n" + FILE_SINK,
+        None,
+        "broker.reconnect_max",
+        ["allowed: 0.5..3600 seconds"],
+    ),
+    (
         "reserved-exchange-name",
         '[broker]\nexchange = "amq.topic" #<\n' + FILE_SINK,
         None,
@@ -497,6 +504,7 @@ def test_defaults() -> None:
     config = parse_config(FILE_SINK, CONFIG_FILE, env={})
     assert config.broker.urls == ("amqp://guest:guest@localhost:5672/%2F",)
     assert config.broker.exchange == "logs" and config.broker.heartbeat == 10
+    assert config.broker.reconnect_max == 30.0
     sink = config.sinks["errors"]
     assert (sink.name, sink.type, sink.match, sink.queue) == (
         "errors",
@@ -547,6 +555,7 @@ def test_every_option_set() -> None:
 url = "amqp://a:b@h1:5672/%2F amqps://a:b@h2/%2F"
 exchange = "applogs"
 heartbeat = 15
+reconnect_max = 2
 
 [sinks.errors]
 type = "file"
@@ -570,6 +579,7 @@ dedup_window = 0
     config = parse_config(text, CONFIG_FILE, env={})
     assert config.broker.urls == ("amqp://a:b@h1:5672/%2F", "amqps://a:b@h2/%2F")
     assert (config.broker.exchange, config.broker.heartbeat) == ("applogs", 15)
+    assert config.broker.reconnect_max == 2.0
     sink = config.sinks["errors"]
     assert not sink.selector.exact and not sink.selector.matches("mail", "err")
     assert (sink.queue_type, sink.delivery_limit, sink.prefetch, sink.batch_size) == (
