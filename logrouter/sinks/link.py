@@ -80,6 +80,17 @@ class BrokerLink:
         """Deliver what arrived (to the consumer's callback) for up to ``seconds``."""
         self.connection.process_data_events(time_limit=seconds)
 
+    def wake(self) -> None:
+        """From any thread: make a ``process`` in progress return now (quietly when the
+        connection is gone)."""
+        connection = self.connection
+        if connection is None:
+            return
+        try:
+            connection.add_callback_threadsafe(_nothing)
+        except Exception as exc:  # closed meanwhile: process() says so itself
+            self.log.debug("wake failed", error=describe_error(exc))
+
     def ack(self, last_tag: int) -> None:
         """Ack every delivery up to ``last_tag``."""
         self._channel.basic_ack(delivery_tag=last_tag, multiple=True)
@@ -116,3 +127,7 @@ class BrokerLink:
                 connection.close()
             except Exception as exc:  # already broken: nothing to save
                 self.log.debug("close failed", error=describe_error(exc))
+
+
+def _nothing() -> None:
+    """What ``wake`` asks the connection's thread to run: returning is the point."""
