@@ -77,11 +77,21 @@ INDENT = "    "
 _UNSAFE = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 _CONTROL = re.compile(f"[\x00-\x08\x0a-\x1f{_UNSAFE}]")
 _CONTROL_NO_LF = re.compile(f"[\x00-\x08\x0b-\x1f{_UNSAFE}]")
+#: the ASCII characters _CONTROL does not match (TAB and the printable ones)
+_SAFE_ASCII = bytes([0x09, *range(0x20, 0x7F)])
 # What json.dumps(ensure_ascii=False) leaves raw but a terminal would act on.
 _JSON_UNSAFE = re.compile(f"[{_UNSAFE}]")
 #: What a value too deeply nested to render shows as (never an exception).
 TOO_DEEP = "<nested too deeply to render>"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def has_control(text: str) -> bool:
+    """``_CONTROL.search(text) is not None``; ASCII text (the common case) checked by
+    deleting its safe bytes, ~10x the regex on a batch's lines."""
+    if text.isascii():
+        return bool(text.encode("ascii").translate(None, _SAFE_ASCII))
+    return _CONTROL.search(text) is not None
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -227,7 +237,7 @@ def _compile_raw(template: str, names: list[str], getters: list[Getter]) -> Gett
     lines = ["def render(record):", "    get = record.get"]
     args = []
     for index, name in enumerate(names):
-        if name in PLACEHOLDERS and name not in ("file", "line", "func", "fields"):
+        if _plain(name):
             lines.append(f"    v{index} = get({name!r})")
             lines.append(
                 f"    if v{index}.__class__ is not str or not v{index}: "
@@ -263,7 +273,7 @@ class LineFormat:
     index access (``{msg.x}``, ``{src[0]}``) and conversions are refused.
     """
 
-    __slots__ = ("_getters", "_raw_getters", "_template", "text")
+    __slots__ = ("_columns", "_getters", "_raw_getters", "_template", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -296,6 +306,12 @@ class LineFormat:
         self._template = "".join(parts)
         self._getters = tuple(getters)
         self._raw_getters = _compile_raw(self._template, names, raw_getters)
+        #: per placeholder: its name and, unless the value is the record's own key
+        #: read as is, the getter that computes its text
+        self._columns = tuple(
+            (name, None if _plain(name) else raw)
+            for name, raw in zip(names, raw_getters, strict=True)
+        )
 
     def render(self, record: dict[str, Any]) -> str:
         """``record`` as text: the line, then its traceback lines indented."""
@@ -312,15 +328,50 @@ class LineFormat:
     def render_many(self, records: Sequence[dict[str, Any]]) -> list[str]:
         """``[render(record) for record in records]``, checked for characters to escape
         and for tracebacks once for the whole batch instead of per record."""
-        lines = list(map(self._raw_getters, records))
+        lines = self._by_columns(records)
+        if lines is None:
+            lines = list(map(self._raw_getters, records))
         has = dict.__contains__
         if (
-            _CONTROL.search("".join(lines)) is not None
+            has_control("".join(lines))
             or any(map(has, records, repeat("exc")))
             or any(map(has, records, repeat("stack")))
         ):
             return [self.render(record) for record in records]
         return lines
+
+    def _by_columns(self, records: Sequence[dict[str, Any]]) -> list[str] | None:
+        """The unescaped lines of ``records`` a column at a time: each plain key read
+        for every record by one ``map``, the lines by ``map`` of the template's
+        ``format`` (no Python frame per record). None when a plain key's values are
+        not all non-empty text or all integers (``_compile_raw`` then decides each)."""
+        if not self._columns or not records:
+            return None
+        columns: list[list[Any]] = []
+        get: Callable[[dict[str, Any], str], Any] = dict.get
+        try:
+            for name, raw in self._columns:
+                if raw is not None:
+                    columns.append(list(map(raw, records)))
+                    continue
+                column = list(map(get, records, repeat(name)))
+                kinds = set(map(type, column))
+                if kinds == {str}:
+                    if "" in column:
+                        return None
+                elif kinds == {int}:
+                    column = list(map(str, column))
+                else:
+                    return None
+                columns.append(column)
+        except TypeError:  # a record that is not a dict
+            return None
+        return list(map(self._template.format, *columns))
+
+
+def _plain(name: str) -> bool:
+    """Whether ``_compile_raw`` reads placeholder ``name`` as the record's own key."""
+    return name in PLACEHOLDERS and name not in ("file", "line", "func", "fields")
 
 
 def traceback_text(record: dict[str, Any]) -> str:

@@ -244,7 +244,8 @@ def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) ->
     that is not a record is rejected alone (a ``Delivery`` of that line).
     """
     props = delivery.properties
-    if delivery.body.count(b"\n") > MAX_LINES:
+    body = delivery.body
+    if len(body) > MAX_LINES and body.count(b"\n") > MAX_LINES:  # no count for a short one
         outcome.rejected.append((delivery, f"batch of more than {MAX_LINES:,} records"))
         return
     app_id = _text(getattr(props, "app_id", None))

@@ -8,6 +8,14 @@ committed to the crash journal, and only then is the batch acked with one
 back onto the queue, the consumer cancelled and the writer rolled back to the
 last commit; the loop (``sinks/consumer.py``) waits the returned delay and
 consumes again.
+
+The two fsyncs of a batch (its data, then the journal's commit line) run in the
+committer's fsync thread one after the other, each awaited before the next step,
+while this thread keeps reading deliveries from the socket into the next batch
+(``durable``): the disk's latency and the socket's work overlap, the order of the
+steps does not change. A connection lost meanwhile is raised once the batch is
+committed to the journal and before anything is acked, as if it was lost at the
+ack; a write error nacks and rolls back as before.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import contextlib
 import errno as errno_mod
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from logrouter import topology
@@ -26,6 +35,8 @@ from logrouter.sinks.batch import Batch, Delivery
 from logrouter.sinks.link import BrokerLink
 from logrouter.sinks.output import Output
 
+#: while an fsync runs, the socket is read for at most this long between checks
+WAIT_SLICE = 0.05
 _gc_lock = threading.Lock()
 _gc_paused = 0
 _gc_was_enabled = False
@@ -73,6 +84,35 @@ class Committer:
         self.counters = counters
         self.backoff = backoff
         self.log = log
+        #: the connection failed while an fsync was awaited: raised before the ack
+        self.link_error: BaseException | None = None
+        self._fsyncs: ThreadPoolExecutor | None = None
+        output.durable = self.durable
+
+    def durable(self, step: Callable[[], None]) -> None:
+        """Run ``step`` (an fsync, the journal's commit) in the fsync thread and return
+        when it is done (raising what it raised), reading deliveries meanwhile."""
+        link = self.link
+        if self.link_error is not None or link.connection is None:
+            step()
+            return
+        if self._fsyncs is None:
+            self._fsyncs = ThreadPoolExecutor(1, thread_name_prefix="sink-fsync")
+        future: Future[None] = self._fsyncs.submit(step)
+        future.add_done_callback(lambda _done: link.wake())
+        while not future.done():
+            try:
+                link.process(WAIT_SLICE)
+            except Exception as exc:  # the connection: the batch is finished first
+                self.link_error = exc
+                break
+        future.result()
+
+    def close(self) -> None:
+        """Stop the fsync thread (after the step it runs, if any)."""
+        if self._fsyncs is not None:
+            self._fsyncs.shutdown(wait=True)
+            self._fsyncs = None
 
     def commit(self, batch: Batch) -> float | None:
         """Commit the deliveries pending in ``batch``: None when they are written and
@@ -89,12 +129,20 @@ class Committer:
         try:
             refused, checkpoint, fsync = output.write(outcome)
         except OSError as exc:
+            error, self.link_error = self.link_error, None
+            if error is not None:  # no link to nack on: roll back, reconnect
+                self._roll_back()
+                raise error from exc
             return self._write_failed(exc, last_tag, len(pending))
         # a record whose target was refused is rejected like an undecodable one
         outcome.rejected.extend((outcome.source(index), reason) for index, reason in refused)
-        self.link.reject(outcome.rejected, output.config.name, self._rejected)
+        if self.link_error is None:  # else they are not acked either: redelivered
+            self.link.reject(outcome.rejected, output.config.name, self._rejected)
         keys = outcome.committed_keys(index for index, _ in refused)
         output.commit(checkpoint, keys, fsync=fsync)
+        error, self.link_error = self.link_error, None
+        if error is not None:
+            raise error  # written and journaled, not acked: as if lost at the ack
         self.link.ack(last_tag)
         counters = self.counters
         counters.written += len(outcome.records) - len(refused)
@@ -133,8 +181,11 @@ class Committer:
             retry_in=delay,
         )
         self.link.pause(last_tag)
+        self._roll_back()
+        return delay
+
+    def _roll_back(self) -> None:
         try:
             self.output.rollback()
         except OSError as rollback_exc:
             self.log.error("rollback failed", error=str(rollback_exc))
-        return delay

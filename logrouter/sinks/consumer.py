@@ -334,6 +334,7 @@ class Sink:
 
     def _shutdown(self) -> None:
         self.consuming.clear()
+        self.committer.close()
         try:
             self.output.close()
         except OSError as exc:

@@ -47,11 +47,17 @@ def key_from_json(value: Any) -> DedupKey | None:
 
 
 class DedupWindow(Generic[K]):
-    """The last ``size`` keys, oldest forgotten first."""
+    """The last ``size`` keys, oldest forgotten first.
+
+    Keys are kept in chunks (one per ``extend``, the keys of a committed batch), so a
+    batch costs one hash per key to remember and one to forget, both in C: whole
+    chunks leave the window at once, only the oldest one is ever cut.
+    """
 
     def __init__(self, size: int, ids: Iterable[K] = ()) -> None:
         self.size = max(0, size)
-        self._order: deque[K] = deque()
+        self._chunks: deque[list[K]] = deque()
+        self._count = 0  # keys in the chunks (== len(self._seen))
         self._seen: set[K] = set()
         self.extend(ids)
 
@@ -67,42 +73,52 @@ class DedupWindow(Generic[K]):
 
     def add(self, key: K) -> None:
         """Remember ``key`` (no-op when already remembered or size is 0)."""
-        if self.size == 0 or key in self._seen:
-            return
-        self._order.append(key)
-        self._seen.add(key)
-        while len(self._order) > self.size:
-            self._seen.discard(self._order.popleft())
+        self.extend((key,))
 
     def extend(self, ids: Iterable[K]) -> None:
-        """``add`` each key (one trim at the end: the cheap path for a whole batch)."""
+        """``add`` each key in order (one trim at the end: the cheap path for a whole batch)."""
         if self.size == 0:
             return
         seen = self._seen
-        order = self._order
-        if not isinstance(ids, list | tuple):
-            ids = list(ids)
-        if seen.isdisjoint(ids) and len(set(ids)) == len(ids):  # the common batch: all new
-            order.extend(ids)
-            seen.update(ids)
-            ids = ()
-        for key in ids:
-            if key not in seen:
-                order.append(key)
-                seen.add(key)
-        excess = len(order) - self.size
-        if excess > 0:
-            popleft = order.popleft
-            discard = seen.discard
-            for _ in range(excess):
-                discard(popleft())
+        fresh = list(ids)
+        before = len(seen)
+        seen.update(fresh)
+        if len(seen) - before != len(fresh):  # a key already known or given twice: rare
+            known = set(self._all())
+            fresh = [key for key in dict.fromkeys(fresh) if key not in known]
+        if fresh:
+            self._chunks.append(fresh)
+            self._count += len(fresh)
+        self._trim()
+
+    def _all(self) -> list[K]:
+        return [key for chunk in self._chunks for key in chunk]
+
+    def _trim(self) -> None:
+        excess = self._count - self.size
+        chunks = self._chunks
+        while excess > 0:
+            oldest = chunks[0]
+            if len(oldest) <= excess:
+                chunks.popleft()
+                self._seen.difference_update(oldest)
+                excess -= len(oldest)
+                self._count -= len(oldest)
+            else:
+                self._seen.difference_update(oldest[:excess])
+                chunks[0] = oldest[excess:]
+                self._count -= excess
+                excess = 0
 
     def ids(self) -> list[K]:
         """Remembered keys, oldest first."""
-        return list(self._order)
+        return self._all()
 
     def resize(self, size: int) -> None:
         """Change the window size (a reload); the newest keys are kept."""
         self.size = max(0, size)
-        while len(self._order) > self.size:
-            self._seen.discard(self._order.popleft())
+        if self.size == 0:
+            self._chunks.clear()
+            self._seen.clear()
+            self._count = 0
+        self._trim()

@@ -56,8 +56,6 @@ _RECORDS = msgspec.json.Decoder()
 _OF_STRUCT = attrgetter("id", "facility", "severity", "ts", "app")
 _OF_DICT = itemgetter("id", "facility", "severity", "ts", "msg")
 SUMMARY_MARK = b'"rate_limit_summary"'
-#: first and last byte of a line (before its "\n"): "{" and "}"
-_FIRST, _LAST, _OPEN, _CLOSE = itemgetter(0), itemgetter(-2), ord("{"), ord("}")
 
 
 def _decode(body: bytes, count: int, keep_lines: bool) -> tuple[list[Any], list[Any]] | None:
@@ -119,17 +117,27 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     max_record_bytes = batch.max_record_bytes
     keep_lines = batch.keep_lines
     body = delivery.body
-    lines = body.splitlines(keepends=True)
-    count = len(lines)
-    # every line is "{...}\n": no blank line, no CR, no text around a record
+    # Every line is "{...}\n": no blank line, no CR, no text around a record. Checked on
+    # the body, not per line: it starts "{" and ends "}\n", holds no CR (bytes split
+    # lines on CR too), and each "\n" but the last is in a "}\n{" (two such matches
+    # never overlap: each holds one "\n").
     if (
-        not count
-        or body.count(b"\n") != count  # so each line ends with its (one) "\n"
-        or set(map(_FIRST, lines)) != {_OPEN}
-        or set(map(_LAST, lines)) != {_CLOSE}
+        body[:1] != b"{"
+        or body[-2:] != b"}\n"
+        or b"\r" in body
         or has_separator(body)
-        or (max_record_bytes and max(map(len, lines)) > max_record_bytes + 1)
         or (keep_lines and SUMMARY_MARK in body)  # its records are counted: decode them
+    ):
+        return False
+    lines = body.splitlines(keepends=True)  # without CR: one line per "\n"
+    count = len(lines)
+    if body.count(b"}\n{") != count - 1:
+        return False
+    # a body no longer than the cap cannot hold a line over it
+    if (
+        max_record_bytes
+        and len(body) > max_record_bytes + 1
+        and max(map(len, lines)) > max_record_bytes + 1
     ):
         return False
     decoded = _decode(body, count, keep_lines)
@@ -139,9 +147,13 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     app_id = getattr(delivery.properties, "app_id", None)
     app_id = app_id if isinstance(app_id, str) and app_id else ""
     if (
-        set(map(type, ids)) != {str}
+        # typed by msgspec when keep_lines (the struct's fields are str)
+        (not keep_lines and set(map(type, ids)) != {str})
         or "" in ids
-        or {*map(type, facilities), *map(type, severities), *map(type, stamps)} != {str}
+        or (
+            not keep_lines
+            and {*map(type, facilities), *map(type, severities), *map(type, stamps)} != {str}
+        )
         or (app_id and set(map(type, apps)) != {str})  # else the app_id fills it in
     ):
         return False

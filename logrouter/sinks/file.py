@@ -232,7 +232,18 @@ class FileWriter(FilesWriter):
         if grouped is not None:
             render_many = self.line_format.render_many
             ready = [
-                (path, indices, _text_of(render_many([records[i] for i in indices])))
+                (
+                    path,
+                    indices,
+                    # the groups split the batch: a group as long as it is all of it
+                    _text_of(
+                        render_many(
+                            records
+                            if len(indices) == len(records)
+                            else [records[i] for i in indices]
+                        )
+                    ),
+                )
                 for path, indices in grouped.items()
             ]
             return self._append_batch(ready, [], "?")

@@ -23,6 +23,21 @@ if TYPE_CHECKING:
     from logrouter.config import SinkConfig
 
 OnMessage = Callable[[Any, Any, Any, bytes], None]
+#: bytes per socket read of a sink's connection. pika reads 4 KiB at a time and appends
+#: each read to its frame buffer (``bytes +=``): quadratic in a frame's size, and a
+#: batch message comes in frames of up to frame_max (128 KiB). Below glibc's mmap
+#: threshold (128 KiB): the read buffer comes from the heap, not a fresh mapping.
+RECV_BYTES = 64 * 1024
+
+
+def read_in_large_chunks(connection: Any) -> bool:
+    """Make ``connection`` (a pika BlockingConnection) read RECV_BYTES per socket read;
+    False when this pika's transport has no such setting (then it reads as it does)."""
+    transport = getattr(getattr(connection, "_impl", None), "_transport", None)
+    if transport is None or not isinstance(getattr(transport, "_MAX_RECV_BYTES", None), int):
+        return False
+    transport._MAX_RECV_BYTES = max(transport._MAX_RECV_BYTES, RECV_BYTES)
+    return True
 
 
 class BrokerLink:
@@ -48,6 +63,7 @@ class BrokerLink:
         ``AMQPError``."""
         connection: Any = self.broker.with_name(f"logrouter sink {config.name}").connect()
         self.connection = connection
+        read_in_large_chunks(connection)
         channel = connection.channel()
         self._channel = channel
         topology.declare_exchange(channel, self.broker)
@@ -85,6 +101,17 @@ class BrokerLink:
         consuming channel (deliveries meanwhile wait for the next ``process``)."""
         return int(self._channel.queue_declare(queue, passive=True).method.message_count)
 
+    def wake(self) -> None:
+        """From any thread: make a ``process`` in progress return now (quietly when the
+        connection is gone)."""
+        connection = self.connection
+        if connection is None:
+            return
+        try:
+            connection.add_callback_threadsafe(_nothing)
+        except Exception as exc:  # closed meanwhile: process() says so itself
+            self.log.debug("wake failed", error=describe_error(exc))
+
     def ack(self, last_tag: int) -> None:
         """Ack every delivery up to ``last_tag``."""
         self._channel.basic_ack(delivery_tag=last_tag, multiple=True)
@@ -121,3 +148,7 @@ class BrokerLink:
                 connection.close()
             except Exception as exc:  # already broken: nothing to save
                 self.log.debug("close failed", error=describe_error(exc))
+
+
+def _nothing() -> None:
+    """What ``wake`` asks the connection's thread to run: returning is the point."""

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
     from logrouter.config import SinkConfig
 
 WriterFactory = Callable[["SinkConfig", str], Writer]
+#: runs one durable step (an fsync and what waits on it) and returns when it is done
+Durable = Callable[[Callable[[], None]], None]
+
+
+def _inline(step: Callable[[], None]) -> None:
+    step()
 
 
 class _WithPeers:
@@ -73,6 +79,9 @@ class Output:
         self.journal = Journal(state_dir, config.queue, keep_ids=max(config.dedup_window, 1))
         self.dedup: DedupWindow[DedupKey] = DedupWindow(config.dedup_window)
         self._last_fsync = time.monotonic()
+        #: how the fsync of the data and the journal's commit with its fsync are run:
+        #: the committer waits for each while it keeps reading deliveries
+        self.durable: Durable = _inline
 
     # ---- recovery ------------------------------------------------------
 
@@ -144,15 +153,22 @@ class Output:
                 refused = write_lines(outcome.records, outcome.lines)
             else:
                 refused = self.writer.write(outcome.records)
-        self.writer.flush(fsync)
-        checkpoint = self.writer.checkpoint()
+        writer = self.writer
+        if fsync:
+            self.durable(lambda: writer.flush(True))
+        else:
+            writer.flush(False)
+        checkpoint = writer.checkpoint()
         if fsync:
             self._last_fsync = time.monotonic()
         return refused, checkpoint, fsync
 
     def commit(self, checkpoint: Any, keys: list[DedupKey], *, fsync: bool) -> None:
         """Journal ``checkpoint`` and the written ``keys``; remember the keys."""
-        self.journal.commit(checkpoint, keys, fsync=fsync)
+        if fsync:
+            self.durable(lambda: self.journal.commit(checkpoint, keys, fsync=True))
+        else:
+            self.journal.commit(checkpoint, keys, fsync=False)
         self.dedup.extend(keys)
 
     def take_expired(self) -> int:

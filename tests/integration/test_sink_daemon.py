@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -311,3 +312,54 @@ def test_sigkill_ten_times_loses_and_duplicates_nothing(sinkenv: dict[str, Any])
     assert max(archived.values()) == 1, "archive: duplicates"
     for path in archive.rglob("*.jsonl.gz"):
         assert subprocess.run(["zcat", str(path)], capture_output=True, timeout=60).returncode == 0
+
+
+def test_batch_messages_of_many_frames_are_written_whole(sinkenv: dict[str, Any]) -> None:
+    """Batch messages far larger than a frame (and than a socket read) reach a file and
+    an archive sink whole: every record once, in order, none rejected; and the sink's
+    connection reads the socket in large chunks."""
+    from logrouter import batchwire
+    from logrouter.sinks.link import RECV_BYTES, read_in_large_chunks
+
+    out, archive = sinkenv["tmp"] / "out", sinkenv["tmp"] / "archive"
+    file_sink, archive_sink = name(sinkenv, "bigf"), name(sinkenv, "biga")
+    config = write_config(
+        sinkenv["tmp"] / "routing.toml",
+        sinkenv["url"],
+        sinkenv["exchange"],
+        {
+            file_sink: {"type": "file", "match": "big.*", "path": f"{out}/{{facility}}.log"},
+            archive_sink: {"type": "archive", "match": "big.*", "dir": str(archive)},
+        },
+    )
+    declare(config)
+    messages = []
+    for batch in range(3):
+        lines = []
+        for n in range(batch * 4000, (batch + 1) * 4000):
+            _key, body, _props = message("big", "info", f"rec-{n} " + "x" * 200)
+            lines.append(batchwire.record_line(body, f"big-{n}"))
+        body = batchwire.encode_batch(lines)
+        assert len(body) > 4 * 128 * 1024
+        props = pika.BasicProperties(
+            content_type=batchwire.CONTENT_TYPE,
+            delivery_mode=2,
+            message_id=f"big-{batch}+{len(lines)}",
+            headers=batchwire.headers(len(lines)),
+            app_id="test",
+        )
+        messages.append(("big.info", body, props))
+    publish(sinkenv["url"], sinkenv["exchange"], messages)
+    for sink in (file_sink, archive_sink):
+        result = run_burst(["sink", sink, str(config)], sinkenv["env"])
+        assert result.returncode == 0, result.stderr
+    expected = list(range(12000))
+    assert [int(t) for t in re.findall(r"rec-(\d+)", (out / "big.log").read_text())] == expected
+    assert [int(r["msg"].split()[0][4:]) for r in archive_records(archive)] == expected
+    assert queue_depth(sinkenv["url"], f"logrouter.{file_sink}") == 0
+    connection = pika.BlockingConnection(pika.URLParameters(sinkenv["url"]))
+    try:
+        assert read_in_large_chunks(connection)
+        assert connection._impl._transport._MAX_RECV_BYTES == RECV_BYTES
+    finally:
+        connection.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from logrouter.config import ArchiveOptions
-from logrouter.sinks.archive import ArchiveWriter
+from logrouter.sinks.archive import PARALLEL_BYTES, ArchiveWriter, compress_lines
 
 MIB = 1024 * 1024
 
@@ -206,3 +206,35 @@ def test_bogus_record_times_are_partitioned_by_arrival(tmp_path: Path) -> None:
     assert len(files) == 1 and files[0] in allowed
     with gzip.open(tmp_path / files[0], "rb") as handle:
         assert [json.loads(line)["ts"] for line in handle] == bogus
+
+
+def test_a_large_batch_compressed_in_two_members_reads_back_in_order(tmp_path: Path) -> None:
+    """A batch over PARALLEL_BYTES is compressed as two members at once (one in the
+    compressor thread): zcat and gzip.open give every line back, in order, and the
+    file is what one member of the same lines would decompress to."""
+    lines = [json.dumps(rec(i)).encode() + b"\n" for i in range(3000)]
+    assert sum(map(len, lines)) >= PARALLEL_BYTES
+    data = compress_lines(lines, 6, parallel=True)
+    assert gzip.decompress(data) == b"".join(lines)
+    assert gzip.decompress(compress_lines(lines, 6, parallel=False)) == b"".join(lines)
+    path = tmp_path / "two.jsonl.gz"
+    path.write_bytes(data + compress_lines(lines[:2], 6, parallel=True))
+    done = zcat(path)
+    assert done.returncode == 0
+    assert done.stdout == b"".join(lines) + b"".join(lines[:2])
+
+
+def test_a_large_batch_through_the_writer_is_readable_with_zcat(tmp_path: Path) -> None:
+    """The writer's batches of thousands of records (two members each when the process
+    has two CPUs) leave a file plain zcat reads whole, records in write order."""
+    writer = ArchiveWriter(opts(tmp_path), instance="i")
+    records = [rec(i) for i in range(6000)]
+    commit(writer, records[:2500])
+    commit(writer, records[2500:])
+    writer.close()
+    (path,) = tmp_path.rglob("*.jsonl.gz")
+    done = zcat(path)
+    assert done.returncode == 0
+    assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == [
+        f"id-{i}" for i in range(6000)
+    ]

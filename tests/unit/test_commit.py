@@ -1,13 +1,19 @@
 """commit.py: a batch is committed with the cyclic collector paused, and the collector
 is left as it was found (on, or off when the process turned it off), also when two
-sinks of one process commit at the same time."""
+sinks of one process commit at the same time; its fsyncs run in a thread of their own
+while deliveries are read, their errors and a connection lost meanwhile are kept."""
 
 from __future__ import annotations
 
 import gc
 import threading
+import time
+from types import SimpleNamespace
+from typing import Any
 
-from logrouter.sinks.commit import _no_cyclic_gc
+from logrouter.backoff import Backoff
+from logrouter.counters import SinkCounters
+from logrouter.sinks.commit import Committer, _no_cyclic_gc
 
 
 def test_the_collector_is_paused_during_a_commit_and_restored_after() -> None:
@@ -53,3 +59,94 @@ def test_overlapping_commits_of_two_sinks_leave_it_on() -> None:
     done.set()
     thread.join(5)
     assert gc.isenabled()
+
+
+class _Link:
+    """What Committer.durable uses of a BrokerLink: process (here: counts, runs a hook),
+    wake, and a connection."""
+
+    def __init__(self, on_process: Any = None) -> None:
+        self.connection = object()
+        self.processed = 0
+        self.woken = 0
+        self.on_process = on_process
+
+    def process(self, seconds: float) -> None:
+        self.processed += 1
+        if self.on_process is not None:
+            self.on_process()
+        time.sleep(min(seconds, 0.001))
+
+    def wake(self) -> None:
+        self.woken += 1
+
+
+def _committer(link: Any) -> Committer:
+    output = SimpleNamespace(durable=None)
+    return Committer(
+        output,  # type: ignore[arg-type]
+        link,
+        counters=SinkCounters(),
+        backoff=Backoff(),
+        log=SimpleNamespace(),
+    )
+
+
+def test_deliveries_are_read_while_an_fsync_runs() -> None:
+    """The durable step (an fsync) runs in another thread while the committer keeps
+    reading the socket: a step that can only finish once the socket was read does."""
+    read = threading.Event()
+    link = _Link(on_process=read.set)
+    committer = _committer(link)
+    ran_in: list[str] = []
+
+    def step() -> None:
+        ran_in.append(threading.current_thread().name)
+        assert read.wait(5), "the socket was not read during the step"
+
+    committer.durable(step)
+    committer.close()
+    assert link.processed >= 1 and link.woken == 1
+    assert ran_in and ran_in[0] != threading.current_thread().name
+    assert committer.link_error is None
+
+
+def test_a_connection_lost_during_an_fsync_is_kept_until_the_step_is_done() -> None:
+    """The connection failing while the fsync runs: the step still completes (nothing
+    is left half done), and the error is kept for the commit to raise before its ack."""
+    lost = ConnectionError("broker gone")
+    done = threading.Event()
+
+    def fail() -> None:
+        raise lost
+
+    committer = _committer(_Link(on_process=fail))
+
+    def step() -> None:
+        time.sleep(0.05)
+        done.set()
+
+    committer.durable(step)
+    assert done.is_set()
+    assert committer.link_error is lost
+    committer.durable(done.clear)  # with the link failed: run in place, not awaited
+    assert not done.is_set()
+    committer.close()
+
+
+def test_an_fsync_error_is_raised_by_the_commit() -> None:
+    """A step that fails (fsync: EIO) raises its error in the committer's thread, so the
+    batch is nacked and rolled back as before."""
+    committer = _committer(_Link())
+
+    def step() -> None:
+        raise OSError(5, "Input/output error")
+
+    try:
+        committer.durable(step)
+    except OSError as exc:
+        assert exc.errno == 5
+    else:
+        raise AssertionError("the fsync error was not raised")
+    finally:
+        committer.close()

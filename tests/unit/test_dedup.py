@@ -63,3 +63,32 @@ def test_the_same_id_from_another_sender_is_another_message() -> None:
     assert ("", "api", "42") not in window
     anonymous: DedupWindow[DedupKey] = DedupWindow(10, [("", "api", "42")])
     assert ("billing", "api", "42") not in anonymous
+
+
+def test_batches_beyond_the_size_forget_exactly_the_oldest_keys() -> None:
+    """Keys added in batches of uneven sizes: the window keeps exactly the newest ``size``,
+    in order, and answers for each key as one added key by key would."""
+    window: DedupWindow[str] = DedupWindow(7)
+    reference: list[str] = []
+    for batch, length in enumerate([3, 5, 1, 8, 2, 4]):
+        keys = [f"{batch}-{n}" for n in range(length)]
+        window.extend(keys)
+        reference = (reference + keys)[-7:]
+        assert window.ids() == reference
+        assert len(window) == len(reference)
+        assert all(key in window for key in reference)
+        assert not any(f"{old}-0" in window for old in range(batch) if f"{old}-0" not in reference)
+
+
+def test_a_batch_with_known_and_repeated_keys_adds_each_new_key_once() -> None:
+    """Extending with keys already remembered, or given twice, adds the new ones once,
+    in the order first given, and the window's size still bounds them."""
+    window = DedupWindow(4, ["a", "b"])
+    window.extend(["b", "c", "c", "a", "d"])
+    assert window.ids() == ["a", "b", "c", "d"]
+    window.extend(["e", "e"])
+    assert window.ids() == ["b", "c", "d", "e"]
+    assert "a" not in window
+    window.resize(0)
+    assert window.ids() == []
+    assert "e" not in window

@@ -114,6 +114,11 @@ ODD_LINES = [
     line(17) + b"\r",
     line(18, record_id="r19"),
     line(19),  # the same id as the line before: a duplicate inside the batch
+    b" " + line(20),  # text around a record: the line is not the record as it came
+    line(21) + b" ",
+    line(22) + line(23),  # two records on one line
+    b"}" + line(24),
+    line(25)[:-1] + b"\r}",  # a CR between tokens
 ]
 
 
@@ -185,3 +190,16 @@ def test_an_integer_beyond_64_bits_keeps_its_value() -> None:
     assert outcome.duplicates == 0 and json.loads(outcome.lines[0] or b"")["big"] == big
     plain = classify_pending([message(1, body)], lambda f, s: True, DedupWindow(10))
     assert plain.records[0]["big"] == big
+
+
+@pytest.mark.parametrize("keep_lines", [False, True])
+def test_a_body_without_its_last_newline_gives_the_per_line_outcome(
+    keep_lines: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch body whose last line has no "\\n" (or ends with a blank line): the same
+    outcome as line by line, every record written."""
+    lines = [line(n) for n in range(60, 64)]
+    for body in (b"\n".join(lines), b"\n".join(lines) + b"\n\n"):
+        whole, per_line = both([message(1, body)], monkeypatch, keep_lines=keep_lines)
+        assert_same(whole, per_line, keep_lines=keep_lines)
+        assert len(whole.records) == 4

@@ -206,3 +206,51 @@ def test_too_deep_values_render_without_an_exception() -> None:
     record = {"ts": "t", "facility": "a", "severity": "info", "msg": "m", "fields": {"d": deep}}
     assert TOO_DEEP in render_line(record, "{msg} {fields}")
     assert json_line(record) == f'"{TOO_DEEP}"'
+
+
+MANY_FORMATS = [
+    DEFAULT_LINE_FORMAT,
+    "{severity:<7}|{pid:>6}|{file}:{line}|{fields}|{user}|{msg}",
+    "{msg}",
+    "no placeholder",
+]
+
+
+def _variants() -> list[dict[str, object]]:
+    """Records whose values take every way the line format has: text, integers, a bool,
+    None, empty text, missing keys, nested values, controls, non-ASCII, a traceback."""
+    base = dict(RECORD)
+    return [
+        base,
+        {**base, "pid": True},
+        {**base, "pid": "77", "host": ""},
+        {**base, "app": None, "logger": 3.5},
+        {key: value for key, value in base.items() if key not in ("host", "src")},
+        {**base, "msg": "caf\u00e9 \u2028 next"},
+        {**base, "msg": "tab\tand\x1b[31m red"},
+        {**base, "msg": "two\nlines", "exc": "Traceback\n  boom"},
+        {**base, "fields": {"user": ["a", 1], "tries": None}},
+        {**base, "pid": 10**30},
+    ]
+
+
+@pytest.mark.parametrize("fmt", MANY_FORMATS)
+def test_render_many_gives_each_records_render(fmt: str) -> None:
+    """A batch rendered at once (a column at a time, one control check) gives exactly
+    the lines of rendering each record alone, for any mix of values, and for batches of
+    clean records only."""
+    line_format = compile_format(fmt)
+    variants = _variants()
+    for batch in ([variants[0]] * 5, variants, variants[:2], variants[2:4], variants[5:7]):
+        assert line_format.render_many(batch) == [line_format.render(r) for r in batch]
+    assert line_format.render_many([]) == []
+
+
+def test_control_check_agrees_with_the_escape_pattern() -> None:
+    """has_control says what the escape pattern finds, for every character below
+    U+0100 and the bidi and separator characters, alone and inside ASCII text."""
+    from logrouter.render import _CONTROL, has_control
+
+    for code in [*range(0x100), 0x061C, 0x200E, 0x2028, 0x2029, 0x202A, 0x2066, 0x20AC]:
+        for text in (chr(code), f"plain text {chr(code)} more"):
+            assert has_control(text) == (_CONTROL.search(text) is not None), hex(code)
