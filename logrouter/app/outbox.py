@@ -209,12 +209,19 @@ class Outbox(SpoolStore):
     # ---- internals --------------------------------------------------------------------
 
     def _apply_rewind(self) -> None:
-        """Rows older than what replay already read were written: read again from there."""
+        """Rows older than what replay already read were written: read again from there.
+
+        Rows read ahead that are older than the rewind stay (the cursor goes back only to
+        the rewind): dropping them too would skip them until the next process adopts the
+        spool. Newer ones are read again, in order, with the rows just written.
+        """
         with self._lock:
             rewind, self._rewind = self._rewind, None
         if rewind is not None and rewind <= self._cursor:
             self._cursor = (rewind[0], rewind[1] - 1)
-            self._ahead.clear()  # re-read in order (duplicates are harmless)
+            ahead = self._ahead
+            while ahead and _position(ahead[-1]) >= rewind:
+                ahead.pop()
             with self._lock:
                 self._seen = -1  # and do read, whatever the write counter says
 

@@ -62,6 +62,26 @@ def test_spill_while_down_then_replay_in_order(tmp_path: Path) -> None:
     assert _msgs(_take_all(outbox)) == [f"n {i}" for i in range(1, 61)]
 
 
+def test_buffer_spilled_between_rows_read_ahead_loses_none_of_them(tmp_path: Path) -> None:
+    """Rows read ahead of the replay stay when the buffer spills records that fall between
+    them (the broker away, the buffer refilled between two overflow batches): every record
+    comes out once, in logging order. Before, the read-ahead rows older than the spilled
+    ones were dropped from memory and stayed in the spool until another process adopted it."""
+    outbox, _ = _outbox(tmp_path, buffer_size=4)
+    _put(outbox, 1, 5)  # the buffer: 1-4
+    _put(outbox, 5, 261)  # an overflow batch: spooled by the caller
+    outbox.maybe_spill(down_for=2.0)  # the broker is away: 1-4 spooled too
+    _put(outbox, 261, 265)  # room again: 261-264 wait in the buffer
+    _put(outbox, 265, 521)  # the next overflow batch
+    first = outbox.take()  # reads 1-260 and 265-520 ahead
+    outbox.maybe_spill(down_for=2.0)  # 261-264 spooled: older than rows read ahead
+    got = [first, *_take_all(outbox)] if first is not None else []
+    assert _msgs(got) == [f"n {i}" for i in range(1, 521)]
+    outbox.confirmed(got)
+    outbox.sweep()
+    assert outbox.idle()
+
+
 def test_rewind_puts_unconfirmed_back_in_front_in_order(tmp_path: Path) -> None:
     """Records unconfirmed when the channel went away come back first, oldest first."""
     outbox, _ = _outbox(tmp_path)
