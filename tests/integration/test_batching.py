@@ -12,6 +12,7 @@ from typing import Any
 import pika
 
 from logrouter import batchwire
+from tests.helpers.handler import declare
 
 
 def drain(url: str, queue: str, *, settle: float = 0.5) -> list[tuple[Any, Any, bytes]]:
@@ -214,12 +215,14 @@ def test_auto_spools_per_record_and_replays_in_order(
             log.info("n %d", i)
         time.sleep(1.5)  # the channel is refused (404); records go to the spool
         assert handler.stats["spooled"] > 0
+        # The queue is reached through the alternate exchange: a batch published between
+        # the exchange's and the binding's declaration would be confirmed and unroutable.
+        declare(amqp_url, f"{exchange}.ae", queue)
         conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
         try:
-            ch = conn.channel()
-            ch.exchange_declare(exchange, "topic")
-            ch.queue_declare(queue)
-            ch.queue_bind(queue, exchange, "#")
+            conn.channel().exchange_declare(
+                exchange, "topic", arguments={"alternate-exchange": f"{exchange}.ae"}
+            )
         finally:
             conn.close()
         for i in range(1000, 1200):
@@ -238,5 +241,6 @@ def test_auto_spools_per_record_and_replays_in_order(
         try:
             conn.channel().queue_delete(queue)
             conn.channel().exchange_delete(exchange)
+            conn.channel().exchange_delete(f"{exchange}.ae")
         finally:
             conn.close()
