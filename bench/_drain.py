@@ -19,7 +19,6 @@ On a shared box compare CPU seconds, and wall clock only over interleaved runs.
 from __future__ import annotations
 
 import gzip
-import json
 import multiprocessing
 import os
 import pickle
@@ -40,7 +39,6 @@ from logrouter.config import load_config
 URL = os.environ.get("LOGROUTER_URL") or "amqp://guest:guest@127.0.0.1:5672/%2F"
 CAPTURE = Path(os.environ.get("LOGROUTER_DRAIN_CAPTURE") or "/tmp/logrouter-drain.pkl")
 APPS = 4
-BATCH = PREFETCH = 2000
 
 
 def _app(exchange: str, count: int, spool: str, out: Any) -> None:
@@ -90,28 +88,10 @@ def capture(total: int) -> None:
 
 
 def _config(work: Path, exchange: str) -> Any:
-    path = work / "routing.toml"
-    path.write_text(
-        f"""[broker]
-url = {json.dumps(URL)}
-exchange = {json.dumps(exchange)}
+    """The fleet benchmark's sinks (bench/volume.py): the drains compare like for like."""
+    from bench.volume import _write_fleet_config
 
-[sinks.file]
-type = "file"
-match = "*.*"
-path = "{work}/out/{{facility}}.log"
-batch_size = {BATCH}
-prefetch = {PREFETCH}
-
-[sinks.archive]
-type = "archive"
-match = "*.*"
-dir = "{work}/archive"
-batch_size = {BATCH}
-prefetch = {PREFETCH}
-"""
-    )
-    return load_config(path, env={"LOGROUTER_URL": URL})
+    return load_config(_write_fleet_config(work, exchange), env={"LOGROUTER_URL": URL})
 
 
 def _written(work: Path, kind: str) -> int:
