@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,10 +64,23 @@ class Drained:
         """pid -> number of records of ``kinds`` it sent."""
         return Counter(int(b["pid"]) for b in self.of_kind(*kinds))
 
-    def duplicated_ids(self) -> int:
-        """Deliveries beyond the first of a message_id."""
-        ids = Counter(message_id for message_id, _ in self.records)
+    def duplicated_ids(self, keys: Container[tuple[str, int]] | None = None) -> int:
+        """Deliveries beyond the first of a message_id (of records with these ``keys``)."""
+        ids = Counter(
+            message_id for message_id, body in self.records if keys is None or _key(body) in keys
+        )
         return sum(n - 1 for n in ids.values())
+
+    def ids_of(self, key: tuple[str, int]) -> set[str]:
+        """The message_ids the records with this (kind, request number) arrived with."""
+        return {message_id for message_id, body in self.records if _key(body) == key}
+
+
+def _key(body: dict[str, Any]) -> tuple[str, int] | None:
+    fields = body.get("fields", {})
+    if fields.get("kind") not in ("request", "error"):
+        return None
+    return fields["kind"], int(fields["req"])
 
 
 def expected_keys(numbers: Iterable[int]) -> Counter[tuple[str, int]]:
@@ -304,6 +317,7 @@ def record_problems(drained: Drained, replies: list[Reply], stage: str) -> list[
     ok = [r for r in replies if r.status == 200]
     want = expected_keys(r.req for r in ok)
     lost, duplicated = lost_and_duplicated(drained, (r.req for r in ok))
+    duplicated = [key for key in duplicated if key in want]  # of these requests only
     pid_of = {r.req: r.pid for r in ok}
     problems = []
     if lost:
@@ -314,7 +328,7 @@ def record_problems(drained: Drained, replies: list[Reply], stage: str) -> list[
         )
     if duplicated:
         problems.append(f"{stage}: {len(duplicated)} records arrived twice: {duplicated[:5]}")
-    if extra := drained.duplicated_ids():
+    if extra := drained.duplicated_ids(want):
         problems.append(f"{stage}: {extra} deliveries repeated a message_id")
     sent: Counter[int] = Counter()
     for r in ok:

@@ -90,7 +90,8 @@ def test_worker_sigkilled_mid_traffic(
     Bound (docs/handler.md): only records held in the killed worker's memory can be
     lost. Its last 200 reply says how many records it had logged and how many the
     broker had confirmed; that difference bounds its losses (confirmation only grows
-    until the kill). Every record of the other workers arrives, nothing arrives twice.
+    until the kill). Every record of the other workers arrives once; one of the killed worker
+    arrives again only as the same message (its id), which sinks drop.
     With buffer_size=2 most records go through each worker's spool (the logging call
     spools what the full buffer cannot hold): the killed worker's spool is left behind
     and adopted by a live process, its rows replayed once: after the stop no spool holds
@@ -126,8 +127,14 @@ def test_worker_sigkilled_mid_traffic(
             f"killed worker {victim}: {len(lost)} records lost, more than the {bound} its"
             f" last reply had unconfirmed (logged {last.logged}, stats {last.stats})"
         )
-    if duplicated:
-        problems.append(f"killed worker {victim}: records arrived twice: {duplicated[:5]}")
+    # A record the broker confirmed just before the kill, its spool row not yet deleted, is
+    # published again by the process that adopts the spool: the same message_id, which sinks
+    # drop. Anything else arriving twice is a defect.
+    repeated = [key for key in duplicated if len(final.ids_of(key)) > 1]
+    if repeated:
+        problems.append(
+            f"killed worker {victim}: records arrived twice under different ids: {repeated[:5]}"
+        )
     if left := spooled_rows(tmp_path / "cache"):
         problems.append(f"spools still hold rows after the stop: {left}")
     print(
