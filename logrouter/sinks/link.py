@@ -7,6 +7,11 @@ confirmed channel for rejected copies; ``consume`` starts the manual-ack
 consumer; ``pause`` nacks the batch in hand back onto the queue and cancels
 the consumer (the queue keeps what the sink could not write). Every method runs
 in the sink's own thread: pika connections are not thread-safe.
+
+The connection reads its socket in large chunks (``read_in_large_chunks``) and,
+unless ``fast_deliveries=False``, takes whole deliveries on the consuming channel
+through ``sinks/deliveries.py`` (``self.fast`` says whether it did) instead of
+pika's frame-by-frame decoding; the consumer's callback gets the same arguments.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from logrouter import topology
 from logrouter.connection import BrokerSettings, connection_login, describe_error
 from logrouter.sinks.batch import Delivery
+from logrouter.sinks.deliveries import DeliveryFastPath
 from logrouter.sinks.rejects import publish_rejected
 
 if TYPE_CHECKING:
@@ -43,9 +49,13 @@ def read_in_large_chunks(connection: Any) -> bool:
 class BrokerLink:
     """The connection, consuming channel and reject channel of one sink."""
 
-    def __init__(self, broker: BrokerSettings, log: Any) -> None:
+    def __init__(self, broker: BrokerSettings, log: Any, *, fast_deliveries: bool = True) -> None:
         self.broker = broker
         self.log = log
+        #: decode whole deliveries on the consuming channel ourselves (sinks/deliveries.py)
+        self.fast_deliveries = fast_deliveries
+        #: whether this connection's deliveries take the fast path
+        self.fast = False
         self.connection: Any = None
         self._channel: Any = None
         self._reject_channel: Any = None
@@ -66,6 +76,7 @@ class BrokerLink:
         read_in_large_chunks(connection)
         channel = connection.channel()
         self._channel = channel
+        self.fast = self.fast_deliveries and DeliveryFastPath(connection, channel).install()
         topology.declare_exchange(channel, self.broker)
         diff = topology.declare_queue(channel, self.broker, topology.queue_spec(config))
         if diff.added or diff.removed:
