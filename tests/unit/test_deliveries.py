@@ -14,6 +14,7 @@ import pika.spec
 import pytest
 from pika.adapters import blocking_connection
 
+from logrouter.sinks import deliveries
 from logrouter.sinks.deliveries import DeliveryFastPath, _pika_properties, decode_properties
 
 TAG1, TAG2 = "ctag1.sink", "ctag2.other"
@@ -381,10 +382,14 @@ def _same(encoded: bytes) -> None:
     assert repr(got) == repr(expected)
 
 
-def test_properties_decoder_matches_pika_for_every_flag_combination() -> None:
+def test_properties_decoder_matches_pika_for_every_flag_combination(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """decode_properties gives what pika's BasicProperties.decode gives for each of the
     2^14 combinations of properties present, headers tables and non-UTF-8 strings included."""
     names = list(_VALUES)
+    monkeypatch.setattr(deliveries, "MAX_DECODERS", 1 << len(names))
+    monkeypatch.setattr(deliveries, "_DECODERS", {})
     for mask in range(1 << len(names)):
         fields = {name: _VALUES[name] for i, name in enumerate(names) if mask >> i & 1}
         _same(_encoded(pika.BasicProperties(**fields)))
@@ -405,3 +410,13 @@ def test_properties_decoder_matches_pika_on_damaged_input() -> None:
             data[rng.randrange(len(data))] = rng.randrange(256)
         _same(bytes(data))
     _same(b"\x00\x01\x00\x00")  # a continued flag word
+
+
+def test_properties_decoders_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_DECODERS combinations of flags, properties are still decoded as pika does
+    (by pika's decode) and no more decoders are made."""
+    monkeypatch.setattr(deliveries, "MAX_DECODERS", 2)
+    monkeypatch.setattr(deliveries, "_DECODERS", {})
+    for fields in ({"app_id": "a"}, {"type": "t"}, {"priority": 1}, RECORD.__dict__):
+        _same(_encoded(pika.BasicProperties(**fields)))
+    assert len(deliveries._DECODERS) == 2
