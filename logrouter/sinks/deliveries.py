@@ -25,6 +25,9 @@ than one frame, malformed frames, a consumer pika would not hand the delivery to
 directly (cancelled, unknown, a consumer generator). pika's ``bytes_received`` and
 ``frames_received`` grow as they would (heartbeat checks read them).
 
+``read_in_large_chunks`` (also here: pika's transport's private read size) makes
+the connection read its socket 64 KiB at a time.
+
 pika is pinned in pyproject.toml; ``install`` returns False, leaving pika's own
 path, when an internal it needs is missing; the sink's ``fast_deliveries=False``
 switch (``BrokerLink``, ``Sink``) does not install it. tests/unit/test_deliveries.py
@@ -156,6 +159,23 @@ def decode_properties(encoded: bytes) -> Any:
         return decode(encoded)
     except Exception:  # malformed or unusual: pika decodes it (or raises as it would)
         return _Properties().decode(encoded)
+
+
+#: bytes per socket read of a sink's connection. pika reads 4 KiB at a time and appends
+#: each read to its frame buffer (``bytes +=``): quadratic in a frame's size, and a
+#: batch message comes in frames of up to frame_max (128 KiB). Below glibc's mmap
+#: threshold (128 KiB): the read buffer comes from the heap, not a fresh mapping.
+RECV_BYTES = 64 * 1024
+
+
+def read_in_large_chunks(connection: Any) -> bool:
+    """Make ``connection`` (a pika BlockingConnection) read RECV_BYTES per socket read;
+    False when this pika's transport has no such setting (then it reads as it does)."""
+    transport = getattr(getattr(connection, "_impl", None), "_transport", None)
+    if transport is None or not isinstance(getattr(transport, "_MAX_RECV_BYTES", None), int):
+        return False
+    transport._MAX_RECV_BYTES = max(transport._MAX_RECV_BYTES, RECV_BYTES)
+    return True
 
 
 def _pika_properties(encoded: bytes) -> Any:

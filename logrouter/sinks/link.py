@@ -22,28 +22,13 @@ from typing import TYPE_CHECKING, Any
 from logrouter import topology
 from logrouter.connection import BrokerSettings, connection_login, describe_error
 from logrouter.sinks.batch import Delivery
-from logrouter.sinks.deliveries import DeliveryFastPath
+from logrouter.sinks.deliveries import DeliveryFastPath, read_in_large_chunks
 from logrouter.sinks.rejects import publish_rejected
 
 if TYPE_CHECKING:
     from logrouter.config import SinkConfig
 
 OnMessage = Callable[[Any, Any, Any, bytes], None]
-#: bytes per socket read of a sink's connection. pika reads 4 KiB at a time and appends
-#: each read to its frame buffer (``bytes +=``): quadratic in a frame's size, and a
-#: batch message comes in frames of up to frame_max (128 KiB). Below glibc's mmap
-#: threshold (128 KiB): the read buffer comes from the heap, not a fresh mapping.
-RECV_BYTES = 64 * 1024
-
-
-def read_in_large_chunks(connection: Any) -> bool:
-    """Make ``connection`` (a pika BlockingConnection) read RECV_BYTES per socket read;
-    False when this pika's transport has no such setting (then it reads as it does)."""
-    transport = getattr(getattr(connection, "_impl", None), "_transport", None)
-    if transport is None or not isinstance(getattr(transport, "_MAX_RECV_BYTES", None), int):
-        return False
-    transport._MAX_RECV_BYTES = max(transport._MAX_RECV_BYTES, RECV_BYTES)
-    return True
 
 
 class BrokerLink:
