@@ -29,9 +29,10 @@ directly (cancelled, unknown, a consumer generator). pika's ``bytes_received`` a
 the connection read its socket 64 KiB at a time.
 
 pika is pinned in pyproject.toml; ``install`` returns False, leaving pika's own
-path, when an internal it needs is missing; the sink's ``fast_deliveries=False``
-switch (``BrokerLink``, ``Sink``) does not install it. tests/unit/test_deliveries.py
-feeds marshaled frames through both paths in every split and compares the outcome.
+path, when an internal it needs is missing; a sink's ``fast_deliveries = false``
+(config key) or ``fast_deliveries=False`` (``BrokerLink``, ``Sink``) does not
+install it. tests/unit/test_deliveries.py feeds marshaled frames through both paths
+in every split and compares the outcome.
 """
 
 from __future__ import annotations

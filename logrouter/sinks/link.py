@@ -61,7 +61,8 @@ class BrokerLink:
         read_in_large_chunks(connection)
         channel = connection.channel()
         self._channel = channel
-        self.fast = self.fast_deliveries and DeliveryFastPath(connection, channel).install()
+        use = self.fast_deliveries and config.fast_deliveries
+        self.fast = use and DeliveryFastPath(connection, channel).install()
         topology.declare_exchange(channel, self.broker)
         diff = topology.declare_queue(channel, self.broker, topology.queue_spec(config))
         if diff.added or diff.removed:

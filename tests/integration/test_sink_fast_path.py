@@ -109,18 +109,27 @@ def test_fast_path_delivers_what_pika_delivers(
         connection.close()
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_sink_link_installs_fast_path(sinkenv: dict[str, Any], fast: bool) -> None:
-    """A sink's broker link takes deliveries through the fast path, unless told not to."""
+@pytest.mark.parametrize(
+    ("argument", "key", "fast"), [(True, True, True), (False, True, False), (True, False, False)]
+)
+def test_sink_link_installs_fast_path(
+    sinkenv: dict[str, Any], argument: bool, key: bool, fast: bool
+) -> None:
+    """A sink's broker link takes deliveries through the fast path, unless told not to by
+    its constructor (``fast_deliveries=False``) or the sink's config key."""
     sink = name(sinkenv, "fast")
+    options: dict[str, Any] = {
+        "type": "file",
+        "match": "*.*",
+        "path": str(sinkenv["tmp"] / "out.log"),
+    }
+    if not key:
+        options["fast_deliveries"] = False
     path = write_config(
-        sinkenv["tmp"] / "routing.toml",
-        sinkenv["url"],
-        sinkenv["exchange"],
-        {sink: {"type": "file", "match": "*.*", "path": str(sinkenv["tmp"] / "out.log")}},
+        sinkenv["tmp"] / "routing.toml", sinkenv["url"], sinkenv["exchange"], {sink: options}
     )
     config = load_config(path, env={})
-    link = BrokerLink(config.broker, log.get_logger("test"), fast_deliveries=fast)
+    link = BrokerLink(config.broker, log.get_logger("test"), fast_deliveries=argument)
     try:
         link.open(config.sinks[sink])
         assert link.fast is fast
