@@ -10,9 +10,7 @@ same buffer that takes a whole delivery in one step when the buffer holds, on th
 sink's consuming channel, a complete ``Basic.Deliver`` method frame, its content
 header and its body in one frame (or none, for an empty body): the method is
 unpacked with ``struct`` into pika's own ``spec.Basic.Deliver``, the properties
-into pika's ``BasicProperties`` by ``decode_properties`` (pika's decoding, field
-for field, without its per-field calls; ``own_properties=False``: pika's own
-``BasicProperties.decode``), and the delivery queued as the same
+by pika's own ``BasicProperties.decode``, and the delivery queued as the same
 ``_ConsumerDeliveryEvt`` that ``BlockingChannel`` queues, so the consumer's
 callback still runs where pika runs it (from ``process_data_events``, after the
 I/O), with the same arguments.
@@ -38,16 +36,13 @@ in every split and compares the outcome.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from typing import Any
 
-import pika.data
 import pika.spec
 from pika.adapters import blocking_connection
 
 _Deliver: Any = pika.spec.Basic.Deliver
 _Properties: Any = pika.spec.BasicProperties
-_decode_table: Any = pika.data.decode_table
 _DeliveryEvent: Any = getattr(blocking_connection, "_ConsumerDeliveryEvt", None)
 _BlockingChannel: Any = blocking_connection.BlockingChannel
 _ON_DELIVERY: Any = getattr(_BlockingChannel, "_on_consumer_message_delivery", None)
@@ -73,95 +68,6 @@ _CHANNEL_NEEDS = ("_content_assembler", "_consumers", "_cancelled", "_on_deliver
 _BLOCKING_NEEDS = ("_impl", "_consumer_infos", "_pending_events", "channel_number")
 
 
-_SHORT, _OCTET, _TABLE, _STAMP = 0, 1, 2, 3
-#: BasicProperties' fields in pika's order (its __init__ and decode): flag bit, name, kind
-_LAYOUT = (
-    (15, "content_type", _SHORT),
-    (14, "content_encoding", _SHORT),
-    (13, "headers", _TABLE),
-    (12, "delivery_mode", _OCTET),
-    (11, "priority", _OCTET),
-    (10, "correlation_id", _SHORT),
-    (9, "reply_to", _SHORT),
-    (8, "expiration", _SHORT),
-    (7, "message_id", _SHORT),
-    (6, "timestamp", _STAMP),
-    (5, "type", _SHORT),
-    (4, "user_id", _SHORT),
-    (3, "app_id", _SHORT),
-    (2, "cluster_id", _SHORT),
-)
-_NAMES = tuple(name for _bit, name, _kind in _LAYOUT)
-_DECODERS: dict[int, Callable[[bytes], Any]] = {}
-#: decoders made at most (a publisher could send all 2^14 combinations); then pika's decode
-MAX_DECODERS = 256
-
-
-def _decoder(flags: int) -> Callable[[bytes], Any]:
-    """The decoder of properties with these flags: straight-line code reading the fields
-    present in pika's order, with pika's semantics (generated once per flags value from
-    ``_LAYOUT`` alone; the flags only choose which fields are read)."""
-    lines = ["def decode(e):", "    at = 2"]
-    values = []
-    for index, (bit, _name, kind) in enumerate(_LAYOUT):
-        if not flags & (1 << bit):
-            values.append("None")
-            continue
-        var = f"v{index}"
-        values.append(var)
-        if kind == _SHORT:  # str, or the bytes when not UTF-8 (data.decode_short_string)
-            lines += [
-                "    end = at + 1 + e[at]",
-                f"    {var} = e[at + 1 : end]",
-                "    try:",
-                f"        {var} = {var}.decode('utf8')",
-                "    except UnicodeDecodeError:",
-                "        pass",
-                "    at = end",
-            ]
-        elif kind == _OCTET:
-            lines += [f"    {var} = e[at]", "    at += 1"]
-        elif kind == _STAMP:
-            lines += [f"    {var} = stamp(e, at)[0]", "    at += 8"]
-        else:
-            lines.append(f"    {var}, at = table(e, at)")
-    fields = ", ".join(f"{name!r}: {value}" for name, value in zip(_NAMES, values, strict=True))
-    lines += ["    p = new(P)", f"    p.__dict__ = {{{fields}}}", "    return p"]
-    scope: dict[str, Any] = {
-        "stamp": struct.Struct(">Q").unpack_from,
-        "table": _decode_table,
-        "new": _Properties.__new__,
-        "P": _Properties,
-    }
-    exec("\n".join(lines), scope)  # code made from _LAYOUT, no outside text
-    decode: Callable[[bytes], Any] = scope["decode"]
-    return decode
-
-
-def decode_properties(encoded: bytes) -> Any:
-    """``BasicProperties().decode(encoded)``, the same object, in fewer steps.
-
-    The fields present are read by a decoder made once per property-flags value
-    (``_decoder``) in pika's order with pika's semantics: short strings as str, or
-    bytes when not UTF-8, octets and the timestamp as int, the headers table by
-    pika's own ``data.decode_table``; the object's fields are set in the order of
-    pika's ``__init__``. Continued flag words, flags beyond the first
-    ``MAX_DECODERS`` combinations seen, and any input it cannot read (pika's decode
-    then raises its own error), go to pika's decode. tests/unit/test_deliveries.py
-    compares the two for every combination of flags and on damaged input.
-    """
-    try:
-        flags = encoded[0] << 8 | encoded[1]
-        decode = _DECODERS.get(flags)
-        if decode is None:
-            if flags & 1 or len(_DECODERS) >= MAX_DECODERS:
-                raise LookupError("flag word continued, or decoders enough")
-            decode = _DECODERS[flags] = _decoder(flags)
-        return decode(encoded)
-    except Exception:  # malformed or unusual: pika decodes it (or raises as it would)
-        return _Properties().decode(encoded)
-
-
 #: bytes per socket read of a sink's connection. pika reads 4 KiB at a time and appends
 #: each read to its frame buffer (``bytes +=``): quadratic in a frame's size, and a
 #: batch message comes in frames of up to frame_max (128 KiB). Below glibc's mmap
@@ -179,7 +85,7 @@ def read_in_large_chunks(connection: Any) -> bool:
     return True
 
 
-def _pika_properties(encoded: bytes) -> Any:
+def _properties(encoded: bytes) -> Any:
     """pika's own decoding of a content header's properties."""
     return _Properties().decode(encoded)
 
@@ -198,10 +104,8 @@ def _shortstr(buf: bytes, at: int) -> tuple[Any, int]:
 class DeliveryFastPath:
     """Installed on a ``BlockingConnection`` for deliveries on one ``BlockingChannel``."""
 
-    def __init__(self, connection: Any, channel: Any, *, own_properties: bool = True) -> None:
+    def __init__(self, connection: Any, channel: Any) -> None:
         self._blocking = connection
-        #: ``decode_properties``, or pika's own ``BasicProperties.decode`` (False)
-        self._properties: Any = decode_properties if own_properties else _pika_properties
         self._conn: Any = getattr(connection, "_impl", None)
         self._bchannel: Any = channel
         self._channel: Any = getattr(channel, "_impl", None)
@@ -337,7 +241,7 @@ class DeliveryFastPath:
         else:
             after = -after_header
             body = b""
-        properties = self._properties(buf[header_at + 19 : after_header - 1])
+        properties = _properties(buf[header_at + 19 : after_header - 1])
         method = _Deliver(consumer_tag, delivery_tag, (bits & 1) != 0, exchange, routing_key)
         self._deliver(method, properties, body, body_size)
         return after

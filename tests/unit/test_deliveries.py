@@ -14,8 +14,7 @@ import pika.spec
 import pytest
 from pika.adapters import blocking_connection
 
-from logrouter.sinks import deliveries
-from logrouter.sinks.deliveries import DeliveryFastPath, _pika_properties, decode_properties
+from logrouter.sinks.deliveries import DeliveryFastPath
 
 TAG1, TAG2 = "ctag1.sink", "ctag2.other"
 
@@ -343,80 +342,3 @@ def test_missing_internals_leave_pika_path() -> None:
     fast = DeliveryFastPath(Plain(), Plain())
     assert not fast.install()
     assert not fast.installed
-
-
-_VALUES: dict[str, Any] = {
-    "content_type": "application/json",
-    "content_encoding": "utf-8",
-    "headers": EVERYTHING.headers,
-    "delivery_mode": 2,
-    "priority": 9,
-    "correlation_id": "c\u00e9",
-    "reply_to": "",
-    "expiration": "1000",
-    "message_id": "m" * 255,
-    "timestamp": 2**64 - 1,
-    "type": b"\xff\xfe",  # not UTF-8: pika keeps the bytes
-    "user_id": "guest",
-    "app_id": "a",
-    "cluster_id": "c",
-}
-
-
-def _encoded(properties: Any) -> bytes:
-    """The properties as a content header frame carries them (after class, weight, size)."""
-    return bytes(pika.frame.Header(1, 0, properties).marshal())[7 + 12 : -1]
-
-
-def _same(encoded: bytes) -> None:
-    """Both decoders give equal objects (type, fields, field order), or the same error."""
-    try:
-        expected: Any = _pika_properties(encoded)
-    except Exception as exc:
-        with pytest.raises(type(exc)):
-            decode_properties(encoded)
-        return
-    got = decode_properties(encoded)
-    assert type(got) is type(expected)
-    assert list(vars(got).items()) == list(vars(expected).items())
-    assert repr(got) == repr(expected)
-
-
-def test_properties_decoder_matches_pika_for_every_flag_combination(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """decode_properties gives what pika's BasicProperties.decode gives for each of the
-    2^14 combinations of properties present, headers tables and non-UTF-8 strings included."""
-    names = list(_VALUES)
-    monkeypatch.setattr(deliveries, "MAX_DECODERS", 1 << len(names))
-    monkeypatch.setattr(deliveries, "_DECODERS", {})
-    for mask in range(1 << len(names)):
-        fields = {name: _VALUES[name] for i, name in enumerate(names) if mask >> i & 1}
-        _same(_encoded(pika.BasicProperties(**fields)))
-
-
-def test_properties_decoder_matches_pika_on_damaged_input() -> None:
-    """Cut, grown or corrupted property bytes: the same result or the same error as pika."""
-    whole = _encoded(pika.BasicProperties(**_VALUES))
-    record = _encoded(RECORD)
-    for encoded in (whole, record):
-        for cut in range(len(encoded) + 1):
-            _same(encoded[:cut])
-        _same(encoded + b"\x00extra")
-    rng = random.Random(11)
-    for _ in range(3000):
-        data = bytearray(rng.choice((whole, record)))
-        for _flip in range(rng.randint(1, 3)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        _same(bytes(data))
-    _same(b"\x00\x01\x00\x00")  # a continued flag word
-
-
-def test_properties_decoders_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past MAX_DECODERS combinations of flags, properties are still decoded as pika does
-    (by pika's decode) and no more decoders are made."""
-    monkeypatch.setattr(deliveries, "MAX_DECODERS", 2)
-    monkeypatch.setattr(deliveries, "_DECODERS", {})
-    for fields in ({"app_id": "a"}, {"type": "t"}, {"priority": 1}, RECORD.__dict__):
-        _same(_encoded(pika.BasicProperties(**fields)))
-    assert len(deliveries._DECODERS) == 2
