@@ -2,7 +2,8 @@
 
 1. A 100,000-record durable queue drained by: a plain pika loop (consume, write
    the body, fsync + ``multiple`` ack every 500, prefetch 1000: the reference),
-   the file sink (fsync per batch), and the archive sink.
+   the file sink (fsync per batch), and the archive sink, each sink also with its
+   inbound fast path off (``fast_deliveries=False``: pika decodes every frame).
 2. p99 latency ``log.info()`` -> line in the file at 2,000 records/s through
    ``RabbitHandler`` and a running file sink.
 
@@ -108,11 +109,18 @@ def plain_loop(queue: str, path: Path, count: int) -> float:
 
 
 def sink_rate(
-    sink: SinkConfig, config: Any, state: Path, count: int, counter: str = "acked"
+    sink: SinkConfig,
+    config: Any,
+    state: Path,
+    count: int,
+    counter: str = "acked",
+    *,
+    fast_deliveries: bool = True,
 ) -> float:
     """Drain with the real Sink (in a thread); records/s from consuming until the sink's
-    ``counter`` reaches ``count`` ("acked" counts messages, "written" records)."""
-    runner = Sink(sink, config.broker, state_dir=state)
+    ``counter`` reaches ``count`` ("acked" counts messages, "written" records).
+    ``fast_deliveries=False``: pika's own inbound path (sinks/deliveries.py off)."""
+    runner = Sink(sink, config.broker, state_dir=state, fast_deliveries=fast_deliveries)
     thread = threading.Thread(target=runner.run, daemon=True)
     thread.start()
     if not runner.consuming.wait(30):
@@ -272,7 +280,13 @@ def main() -> int:
         topology.declare_exchange(channel, exchange)
         plain_queue = f"bench.plain.{tag}"
         results: dict[str, Any] = {}
-        rates: dict[str, list[float]] = {"plain": [], "file": [], "archive": []}
+        rates: dict[str, list[float]] = {
+            "plain": [],
+            "file": [],
+            "file-slow": [],
+            "archive": [],
+            "archive-slow": [],
+        }
         order = list(rates)
         try:
             # Rounds, each contender once per round, the order rotated between rounds
@@ -288,7 +302,7 @@ def main() -> int:
                         rate = plain_loop(plain_queue, tmp / "plain.log", RECORDS)
                         channel.queue_delete(plain_queue)
                     else:
-                        sink = file_sink if key == "file" else archive_sink
+                        sink = file_sink if key.startswith("file") else archive_sink
                         spec = topology.queue_spec(sink)
                         topology.declare_queue(channel, exchange, spec)
                         # topology keeps a record of applied bindings that a plain
@@ -297,7 +311,8 @@ def main() -> int:
                             channel.queue_bind(sink.queue, exchange, key_pattern)
                         fill(exchange, sink.queue, RECORDS)
                         state = tmp / f"state-{key}-{round_no}"
-                        rate = sink_rate(sink, config, state, RECORDS)
+                        fast = not key.endswith("-slow")
+                        rate = sink_rate(sink, config, state, RECORDS, fast_deliveries=fast)
                         channel.queue_delete(sink.queue)
                     rates[key].append(rate)
                     print(f"  {key}: {rate:,.0f} records/s", file=sys.stderr)
@@ -337,6 +352,10 @@ def report(results: dict[str, Any]) -> None:
             f"{each('file')} |",
             f"| archive sink (gzip level 6) | {results['archive']:,.0f} | "
             f"{results['archive'] / plain:.2f} | >= 0.6 | {each('archive')} |",
+            f"| file sink, fast path off | {results['file-slow']:,.0f} | "
+            f"{results['file-slow'] / plain:.2f} | | {each('file-slow')} |",
+            f"| archive sink, fast path off | {results['archive-slow']:,.0f} | "
+            f"{results['archive-slow'] / plain:.2f} | | {each('archive-slow')} |",
             "",
             f"Latency log.info() -> line in file at 2,000 records/s ({lat['count']:,} records, "
             f"{lat['lost']} missing): p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "

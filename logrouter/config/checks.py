@@ -59,6 +59,12 @@ def expect_str(value: object) -> str:
     return value
 
 
+def boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"expected true or false, got {type_name(value)}{show(value)}")
+    return value
+
+
 def choice(*allowed: str) -> Callable[[object], str]:
     def check(value: object) -> str:
         text = expect_str(value)

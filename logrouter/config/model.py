@@ -94,6 +94,7 @@ COMMON_KEYS = (
     "fsync_interval",
     "dedup_window",
     "max_record_bytes",
+    "fast_deliveries",
 )
 TYPE_KEYS: dict[str, tuple[str, ...]] = {
     "file": (
@@ -194,6 +195,9 @@ class SinkConfig:
     dedup_window: int  # message_ids remembered
     options: FileOptions | ConsoleOptions | ArchiveOptions
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES  # larger bodies are rejected; 0 = no cap
+    #: whole deliveries decoded by sinks/deliveries.py (False: pika's own path); from the
+    #: next connection on after a reload
+    fast_deliveries: bool = True
 
 
 @dataclass(frozen=True)

@@ -292,6 +292,7 @@ class SinkReader:
             "dedup_window", checks.int_range(0, 10_000_000), DEFAULT_DEDUP_WINDOW
         )
         max_record_bytes = self.get("max_record_bytes", checks.size_value, DEFAULT_MAX_RECORD_BYTES)
+        fast_deliveries = self.get("fast_deliveries", checks.boolean, True)
         options = self.options(kind)
         if len(self.validator.issues) != before:
             return None
@@ -313,6 +314,7 @@ class SinkReader:
             dedup_window=dedup_window,
             options=options,
             max_record_bytes=max_record_bytes,
+            fast_deliveries=fast_deliveries,
         )
 
     def options(self, kind: str | None) -> FileOptions | ConsoleOptions | ArchiveOptions | None:

@@ -79,6 +79,7 @@ class Sink:
         instance: str | None = None,
         writer_factory: WriterFactory = _default_writer,
         backoff_cap: float | None = None,
+        fast_deliveries: bool = True,
     ) -> None:
         self.broker = broker
         self.state_dir = state_dir
@@ -92,7 +93,7 @@ class Sink:
         self.output = Output(
             config, state_dir=state_dir, instance=instance, writer_factory=writer_factory
         )
-        self.link = BrokerLink(broker, self.log)
+        self.link = BrokerLink(broker, self.log, fast_deliveries=fast_deliveries)
         self._batch = Batch(self._batch_limit(config), config.batch_interval)
         self._stop = threading.Event()
         self._requests: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -186,7 +187,12 @@ class Sink:
         self.link.open(self.config)
         self._consume()
         self._backoff.reset()
-        self.log.info("consuming", queue=self.config.queue, prefetch=self.config.prefetch)
+        self.log.info(
+            "consuming",
+            queue=self.config.queue,
+            prefetch=self.config.prefetch,
+            fast_deliveries=self.link.fast,
+        )
         while True:
             before = self.counters.received
             self.link.process(0.0 if len(self._batch) else TICK)

@@ -7,6 +7,11 @@ confirmed channel for rejected copies; ``consume`` starts the manual-ack
 consumer; ``pause`` nacks the batch in hand back onto the queue and cancels
 the consumer (the queue keeps what the sink could not write). Every method runs
 in the sink's own thread: pika connections are not thread-safe.
+
+The connection reads its socket in large chunks (``read_in_large_chunks``) and,
+unless ``fast_deliveries=False``, takes whole deliveries on the consuming channel
+through ``sinks/deliveries.py`` (``self.fast`` says whether it did) instead of
+pika's frame-by-frame decoding; the consumer's callback gets the same arguments.
 """
 
 from __future__ import annotations
@@ -17,35 +22,25 @@ from typing import TYPE_CHECKING, Any
 from logrouter import topology
 from logrouter.connection import BrokerSettings, connection_login, describe_error
 from logrouter.sinks.batch import Delivery
+from logrouter.sinks.deliveries import DeliveryFastPath, read_in_large_chunks
 from logrouter.sinks.rejects import publish_rejected
 
 if TYPE_CHECKING:
     from logrouter.config import SinkConfig
 
 OnMessage = Callable[[Any, Any, Any, bytes], None]
-#: bytes per socket read of a sink's connection. pika reads 4 KiB at a time and appends
-#: each read to its frame buffer (``bytes +=``): quadratic in a frame's size, and a
-#: batch message comes in frames of up to frame_max (128 KiB). Below glibc's mmap
-#: threshold (128 KiB): the read buffer comes from the heap, not a fresh mapping.
-RECV_BYTES = 64 * 1024
-
-
-def read_in_large_chunks(connection: Any) -> bool:
-    """Make ``connection`` (a pika BlockingConnection) read RECV_BYTES per socket read;
-    False when this pika's transport has no such setting (then it reads as it does)."""
-    transport = getattr(getattr(connection, "_impl", None), "_transport", None)
-    if transport is None or not isinstance(getattr(transport, "_MAX_RECV_BYTES", None), int):
-        return False
-    transport._MAX_RECV_BYTES = max(transport._MAX_RECV_BYTES, RECV_BYTES)
-    return True
 
 
 class BrokerLink:
     """The connection, consuming channel and reject channel of one sink."""
 
-    def __init__(self, broker: BrokerSettings, log: Any) -> None:
+    def __init__(self, broker: BrokerSettings, log: Any, *, fast_deliveries: bool = True) -> None:
         self.broker = broker
         self.log = log
+        #: decode whole deliveries on the consuming channel ourselves (sinks/deliveries.py)
+        self.fast_deliveries = fast_deliveries
+        #: whether this connection's deliveries take the fast path
+        self.fast = False
         self.connection: Any = None
         self._channel: Any = None
         self._reject_channel: Any = None
@@ -66,6 +61,8 @@ class BrokerLink:
         read_in_large_chunks(connection)
         channel = connection.channel()
         self._channel = channel
+        use = self.fast_deliveries and config.fast_deliveries
+        self.fast = use and DeliveryFastPath(connection, channel).install()
         topology.declare_exchange(channel, self.broker)
         diff = topology.declare_queue(channel, self.broker, topology.queue_spec(config))
         if diff.added or diff.removed:

@@ -30,11 +30,13 @@ DEADLINE = 30.0
 
 
 def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 
 def write_config(path: Path, url: str, exchange: str, sinks: dict[str, dict[str, Any]]) -> Path:
-    """A routing config with the given sinks (values: str, int, float)."""
+    """A routing config with the given sinks (values: str, int, float, bool)."""
     lines = ["[broker]", f"url = {toml_value(url)}", f"exchange = {toml_value(exchange)}", ""]
     for name, options in sinks.items():
         lines.append(f"[sinks.{name}]")

@@ -319,7 +319,7 @@ def test_batch_messages_of_many_frames_are_written_whole(sinkenv: dict[str, Any]
     an archive sink whole: every record once, in order, none rejected; and the sink's
     connection reads the socket in large chunks."""
     from logrouter import batchwire
-    from logrouter.sinks.link import RECV_BYTES, read_in_large_chunks
+    from logrouter.sinks.deliveries import RECV_BYTES, read_in_large_chunks
 
     out, archive = sinkenv["tmp"] / "out", sinkenv["tmp"] / "archive"
     file_sink, archive_sink = name(sinkenv, "bigf"), name(sinkenv, "biga")

@@ -697,6 +697,16 @@ def test_path_accepts_every_placeholder_the_file_sink_fills(name: str) -> None:
     assert isinstance(options, FileOptions) and options.path == f"/var/log/lr/{{{name}}}.log"
 
 
+def test_fast_deliveries_defaults_on_and_takes_a_boolean() -> None:
+    """fast_deliveries is on by default, off when set false, and anything but a boolean
+    is refused with the key named."""
+    assert parse_config(FILE_SINK, CONFIG_FILE, env={}).sinks["errors"].fast_deliveries
+    off = parse_config(FILE_SINK + "fast_deliveries = false\n", CONFIG_FILE, env={})
+    assert off.sinks["errors"].fast_deliveries is False
+    with pytest.raises(ConfigError, match="fast_deliveries"):
+        parse_config(FILE_SINK + 'fast_deliveries = "no"\n', CONFIG_FILE, env={})
+
+
 def test_hostile_input_limits_have_defaults_and_can_be_set() -> None:
     """max_files (file sinks) defaults to 1000 and max_record_bytes to 1 MiB; both take
     the values written (a size string for bytes)."""
