@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
@@ -44,6 +44,10 @@ PARALLEL_BYTES = 128 * 1024
 _PARALLEL = len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else False
 _compressor: ThreadPoolExecutor | None = None
 _compressor_lock = threading.Lock()
+
+
+def _inline(step: Callable[[], None]) -> None:
+    step()
 
 
 def gzip_member(data: bytes, level: int) -> bytes:
@@ -168,6 +172,10 @@ class ArchiveWriter(FilesWriter):
         self.retention = Retention(options.keep_age) if options.keep_age else None
         self._serial: dict[tuple[str, str], int] = {}  # partition -> current -n
         self._path_of: dict[tuple[str, str], str] = {}
+        #: runs a step (the batch's compression) and returns when it is done; the sink
+        #: sets it to run the step in its fsync thread while it reads deliveries
+        #: (``Output.durable``): zlib releases the GIL, so socket and zlib overlap
+        self.offload: Callable[[Callable[[], None]], None] = _inline
 
     # -- naming ---------------------------------------------------------------
 
@@ -244,10 +252,19 @@ class ArchiveWriter(FilesWriter):
 
     def _append_members(self, groups: _Groups) -> list[Refused]:
         """One gzip member per partition (two for a large one, see ``compress_lines``),
-        appended to its file with one write (all-or-nothing)."""
+        appended to its file with one write (all-or-nothing). The members are all
+        compressed (by ``offload``) before the first write."""
+        level = self.level
+        parts = list(groups.items())
+        data: list[bytes] = []
+
+        def compress() -> None:
+            data.extend(compress_lines(batch, level) for _, (_, batch) in parts)
+
+        self.offload(compress)
         members = (
-            (self.path_of(partition), indices, compress_lines(batch, self.level))
-            for partition, (indices, batch) in groups.items()
+            (self.path_of(partition), indices, member)
+            for (partition, (indices, _)), member in zip(parts, data, strict=True)
         )
         return self._append_batch(members, [], self.dir)
 

@@ -79,8 +79,9 @@ class Output:
         self.journal = Journal(state_dir, config.queue, keep_ids=max(config.dedup_window, 1))
         self.dedup: DedupWindow[DedupKey] = DedupWindow(config.dedup_window)
         self._last_fsync = time.monotonic()
-        #: how the fsync of the data and the journal's commit with its fsync are run:
-        #: the committer waits for each while it keeps reading deliveries
+        #: how the fsync of the data and the journal's commit with its fsync (and a
+        #: writer's ``offload`` step: the archive's compression) are run: the
+        #: committer waits for each while it keeps reading deliveries
         self.durable: Durable = _inline
 
     # ---- recovery ------------------------------------------------------
@@ -116,9 +117,12 @@ class Output:
             )
 
     def _hook(self, writer: Writer) -> None:
-        """Let a writer with files journal each file's size before a batch first writes it."""
+        """Let a writer with files journal each file's size before a batch first writes it,
+        and one that offloads work run it as the fsyncs are run (``durable``)."""
         if hasattr(writer, "intent"):
             writer.intent = self.journal.intent
+        if hasattr(writer, "offload"):  # its CPU work (compression) off this thread
+            writer.offload = lambda step: self.durable(step)
 
     # ---- one batch -----------------------------------------------------
 

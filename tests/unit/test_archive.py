@@ -238,3 +238,30 @@ def test_a_large_batch_through_the_writer_is_readable_with_zcat(tmp_path: Path) 
     assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == [
         f"id-{i}" for i in range(6000)
     ]
+
+
+def test_compression_runs_through_the_offload_hook_and_the_file_is_the_same(
+    tmp_path: Path,
+) -> None:
+    """A writer whose ``offload`` hook is set (the sink runs the step in its fsync
+    thread) compresses every batch through it, before anything is written, and
+    leaves the same file as a writer without the hook."""
+    records = [rec(i, ts=f"2024-05-01T1{i % 3}:11:12.345678Z") for i in range(50)]
+    plain = ArchiveWriter(opts(tmp_path / "plain"), instance="i")
+    hooked = ArchiveWriter(opts(tmp_path / "hooked"), instance="i")
+    steps: list[list[str]] = []
+
+    def offload(step: Any) -> None:
+        steps.append(archive_files(tmp_path / "hooked") if (tmp_path / "hooked").exists() else [])
+        step()
+
+    hooked.offload = offload
+    for writer in (plain, hooked):
+        commit(writer, records)
+        commit(writer, records[:7])
+        writer.close()
+    assert len(steps) == 2 and steps[0] == []  # compressed before the first file existed
+    files = archive_files(tmp_path / "plain")
+    assert files == archive_files(tmp_path / "hooked") and len(files) == 3
+    for name in files:
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "hooked" / name).read_bytes()
