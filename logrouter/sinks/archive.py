@@ -138,6 +138,12 @@ _Groups = dict[tuple[str, str], tuple[list[int], list[bytes]]]
 _ts_of = itemgetter("ts")
 
 
+def known_hour(prefix: str) -> bool:
+    """Whether a ``ts`` starting ``prefix`` (``YYYY-MM-DDTHH``) and ending ``Z`` is
+    partitioned by its prefix alone (``partition_of``'s cache holds it)."""
+    return prefix in _PARTITIONS
+
+
 def partition_of(ts: Any, interval: str, now: float | None = None) -> tuple[str, str]:
     """``(YYYY/MM/DD, HH or "")`` of a record time (``files.record_time``: the arrival
     time ``now`` when ``ts`` is invalid or far ahead); UTC ``ts`` prefixes are cached."""
@@ -276,8 +282,10 @@ class ArchiveWriter(FilesWriter):
         if not records or lines is None or None in lines:
             return None
         try:
-            hours = {ts[:13] if ts[-1:] == "Z" else "" for ts in map(_ts_of, records)}
-        except (TypeError, KeyError):  # a ts that is not text, or none
+            # the distinct ts first: records of one message may share theirs (fastbatch)
+            stamps = set(map(_ts_of, records))
+            hours = {ts[:13] if ts[-1:] == "Z" else "" for ts in stamps}
+        except (TypeError, KeyError):  # a ts that is not text (or unhashable), or none
             return None
         if len(hours) != 1:
             return None

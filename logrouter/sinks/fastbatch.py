@@ -37,6 +37,7 @@ import msgspec
 
 from logrouter.batchwire import has_separator
 from logrouter.severity import RANK, normalize_facility
+from logrouter.sinks.archive import known_hour
 from logrouter.sinks.dedup import DedupKey
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def _decode(
         if len(parsed) != count:
             return None  # two values on one line (no value spans lines: each starts "{")
         columns = list(zip(*map(_OF_STRUCT, parsed), strict=True))
-        return [{"ts": ts} for ts in columns[3]], columns
+        return _stamps(columns[3]), columns
     if row_keys is not None:
         try:
             if not body.isascii():
@@ -136,6 +137,21 @@ def _decode(
         return None
     columns[4] = tuple(map(dict.get, records, repeat("app")))
     return records, columns
+
+
+def _stamps(stamps: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The records an archive gets of a message: ``{"ts": ...}`` each, or one such
+    record shared by all when every ``ts`` is of one UTC hour the archive already
+    knows (``archive.known_hour``): the partition is that hour's either way, and the
+    archive finds it once (``ArchiveWriter._one_partition``)."""
+    first, last = min(stamps), max(stamps)  # every ts between shares their prefix
+    if (
+        first[:13] == last[:13]
+        and known_hour(first[:13])
+        and all(map(str.endswith, stamps, repeat("Z")))
+    ):
+        return [{"ts": first}] * len(stamps)
+    return [{"ts": ts} for ts in stamps]
 
 
 @dataclass
