@@ -349,27 +349,34 @@ class FileWriter(FilesWriter):
 
     def _write_mixed(self, records: Sequence[Any]) -> list[Refused] | None:
         """``write_rows`` for a batch of rows and records (a message that was not a
-        batch, a line decoded alone): one record at a time, as ``write`` would."""
+        batch, a line decoded alone): in delivery order, as ``write`` would; the rows'
+        lines rendered at once, their path found once per key."""
         names = self.paths.names
         target = self.paths.target
         render = self.line_format.render
-        template = self.line_format.template
-        row_line = self._row_line
+        rows = [record for record in records if type(record) is not dict]
+        lines_of_rows = list(starmap(self.line_format.template.format, map(self._row_line, rows)))
+        if has_control("".join(lines_of_rows)):
+            return None
+        row_lines = iter(lines_of_rows)
         row_path = self._row_path
+        row_keys = iter(map(row_path, rows) if row_path is not None else repeat(()))
+        targets: dict[Any, tuple[str, tuple[str, ...]]] = {}
         slots = self._slots
         groups: dict[str, tuple[list[int], list[str]]] = {}
-        plain: list[str] = []  # the rows' lines: nothing to escape in them
         for index, record in enumerate(records):
             try:
                 if type(record) is dict:
                     path, taken = target(record)
                     line = render(record)
                 else:
-                    key = row_path(record) if row_path is not None else ()
-                    values = key if isinstance(key, tuple) else (key,)
-                    path, taken = target(dict(zip(names, values, strict=True)))
-                    line = template.format(*row_line(record))
-                    plain.append(line)
+                    key = next(row_keys)
+                    line = next(row_lines)
+                    found = targets.get(key)
+                    if found is None:
+                        values = key if isinstance(key, tuple) else (key,)
+                        found = targets[key] = target(dict(zip(names, values, strict=True)))
+                    path, taken = found
             except PathEscapeError:
                 return None
             if taken not in slots:
@@ -382,8 +389,6 @@ class FileWriter(FilesWriter):
             else:
                 group[0].append(index)
                 group[1].append(line)
-        if has_control("".join(plain)):
-            return None
         ready = [(path, indices, _text_of(lines)) for path, (indices, lines) in groups.items()]
         return self._append_batch(ready, [], "?")
 
