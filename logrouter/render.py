@@ -273,7 +273,7 @@ class LineFormat:
     index access (``{msg.x}``, ``{src[0]}``) and conversions are refused.
     """
 
-    __slots__ = ("_columns", "_getters", "_raw_getters", "_template", "text")
+    __slots__ = ("_columns", "_getters", "_raw_getters", "_template", "row_keys", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -312,6 +312,22 @@ class LineFormat:
             (name, None if _plain(name) else raw)
             for name, raw in zip(names, raw_getters, strict=True)
         )
+        #: for a format of two or more plain keys without format specs, the keys in
+        #: order: ``template.format(*values)`` is the line of a record whose values are
+        #: all non-empty text or integers and that has no traceback and nothing to
+        #: escape (``FileWriter.write_rows``); else None
+        self.row_keys: tuple[str, ...] | None = None
+        if (
+            len(names) > 1
+            and all(_plain(name) for name in names)
+            and not any(spec for _, name, spec, _ in parsed if name is not None)
+        ):
+            self.row_keys = tuple(names)
+
+    @property
+    def template(self) -> str:
+        """The format with the placeholders numbered in order (``str.format`` text)."""
+        return self._template
 
     def render(self, record: dict[str, Any]) -> str:
         """``record`` as text: the line, then its traceback lines indented."""

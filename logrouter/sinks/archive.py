@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
@@ -44,6 +44,10 @@ PARALLEL_BYTES = 128 * 1024
 _PARALLEL = len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else False
 _compressor: ThreadPoolExecutor | None = None
 _compressor_lock = threading.Lock()
+
+
+def _inline(step: Callable[[], None]) -> None:
+    step()
 
 
 def gzip_member(data: bytes, level: int) -> bytes:
@@ -134,6 +138,12 @@ _Groups = dict[tuple[str, str], tuple[list[int], list[bytes]]]
 _ts_of = itemgetter("ts")
 
 
+def known_hour(prefix: str) -> bool:
+    """Whether a ``ts`` starting ``prefix`` (``YYYY-MM-DDTHH``) and ending ``Z`` is
+    partitioned by its prefix alone (``partition_of``'s cache holds it)."""
+    return prefix in _PARTITIONS
+
+
 def partition_of(ts: Any, interval: str, now: float | None = None) -> tuple[str, str]:
     """``(YYYY/MM/DD, HH or "")`` of a record time (``files.record_time``: the arrival
     time ``now`` when ``ts`` is invalid or far ahead); UTC ``ts`` prefixes are cached."""
@@ -168,6 +178,10 @@ class ArchiveWriter(FilesWriter):
         self.retention = Retention(options.keep_age) if options.keep_age else None
         self._serial: dict[tuple[str, str], int] = {}  # partition -> current -n
         self._path_of: dict[tuple[str, str], str] = {}
+        #: runs a step (the batch's compression) and returns when it is done; the sink
+        #: sets it to run the step in its fsync thread while it reads deliveries
+        #: (``Output.durable``): zlib releases the GIL, so socket and zlib overlap
+        self.offload: Callable[[Callable[[], None]], None] = _inline
 
     # -- naming ---------------------------------------------------------------
 
@@ -244,10 +258,19 @@ class ArchiveWriter(FilesWriter):
 
     def _append_members(self, groups: _Groups) -> list[Refused]:
         """One gzip member per partition (two for a large one, see ``compress_lines``),
-        appended to its file with one write (all-or-nothing)."""
+        appended to its file with one write (all-or-nothing). The members are all
+        compressed (by ``offload``) before the first write."""
+        level = self.level
+        parts = list(groups.items())
+        data: list[bytes] = []
+
+        def compress() -> None:
+            data.extend(compress_lines(batch, level) for _, (_, batch) in parts)
+
+        self.offload(compress)
         members = (
-            (self.path_of(partition), indices, compress_lines(batch, self.level))
-            for partition, (indices, batch) in groups.items()
+            (self.path_of(partition), indices, member)
+            for (partition, (indices, _)), member in zip(parts, data, strict=True)
         )
         return self._append_batch(members, [], self.dir)
 
@@ -259,8 +282,10 @@ class ArchiveWriter(FilesWriter):
         if not records or lines is None or None in lines:
             return None
         try:
-            hours = {ts[:13] if ts[-1:] == "Z" else "" for ts in map(_ts_of, records)}
-        except (TypeError, KeyError):  # a ts that is not text, or none
+            # the distinct ts first: records of one message may share theirs (fastbatch)
+            stamps = set(map(_ts_of, records))
+            hours = {ts[:13] if ts[-1:] == "Z" else "" for ts in stamps}
+        except (TypeError, KeyError):  # a ts that is not text (or unhashable), or none
             return None
         if len(hours) != 1:
             return None

@@ -97,6 +97,7 @@ class Batch:
 class Outcome:
     """What to do with one batch: per record written, its source and its dedup key."""
 
+    #: dicts, but for the ``rows`` (``fastbatch.row_type``) of a writer with ``row_keys``
     records: list[dict[str, Any]] = field(default_factory=list)
     #: per record: the delivery it came from (to reject it if its target refuses it)
     sources: list[Delivery] = field(default_factory=list)
@@ -110,6 +111,9 @@ class Outcome:
     lines: list[bytes | None] = field(default_factory=list)
     #: records apps suppressed (``rate_limit``), as the summary records among these say
     suppressed: int = 0
+    #: how many of ``records`` are rows (``fastbatch.row_type``), not dicts: with
+    #: ``row_keys``, the records of a batch message the writer renders from its keys
+    rows: int = 0
 
     def source(self, index: int) -> Delivery:
         """The delivery record ``index`` came from, to reject it alone: a line of a batch
@@ -147,6 +151,7 @@ def classify_pending(
     *,
     keep_lines: bool = False,
     max_record_bytes: int = 0,
+    row_keys: tuple[str, ...] | None = None,
 ) -> Outcome:
     """Decode a batch (``wire.decode`` inlined) and split it (see the module docstring).
 
@@ -155,14 +160,15 @@ def classify_pending(
     redelivered. Duplicates inside the batch itself are dropped too. A body over
     ``max_record_bytes`` (0: no limit) is rejected. With ``keep_lines``,
     ``outcome.lines`` holds the JSON line of each record whose body already is
-    that record (see ``archive.body_line``).
+    that record (see ``archive.body_line``). With ``row_keys`` (a writer's
+    ``row_keys``), the records of a batch message may be rows (``outcome.rows``).
     """
     outcome = Outcome()
     records = outcome.records
     lines = outcome.lines
     sources = outcome.sources
     keys = outcome.keys
-    batch = Classifying(matches, dedup, keep_lines, max_record_bytes)
+    batch = Classifying(matches, dedup, keep_lines, max_record_bytes, row_keys=row_keys)
     in_batch = batch.in_batch
     selects = batch.selects
     loads = orjson.loads

@@ -13,9 +13,11 @@ The two fsyncs of a batch (its data, then the journal's commit line) run in the
 committer's fsync thread one after the other, each awaited before the next step,
 while this thread keeps reading deliveries from the socket into the next batch
 (``durable``): the disk's latency and the socket's work overlap, the order of the
-steps does not change. A connection lost meanwhile is raised once the batch is
-committed to the journal and before anything is acked, as if it was lost at the
-ack; a write error nacks and rolls back as before.
+steps does not change. The archive's compression of the batch runs there too
+(``ArchiveWriter.offload``), before its data is written: zlib releases the GIL.
+A connection lost meanwhile is raised once the batch is committed to the journal
+and before anything is acked, as if it was lost at the ack; a write error nacks
+and rolls back as before.
 """
 
 from __future__ import annotations

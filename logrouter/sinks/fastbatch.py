@@ -16,7 +16,11 @@ the outcome is the same either way (tests/unit/test_fastbatch.py checks it).
 An archive needs only each record's line and its ``ts`` (the partition): for
 it (``keep_lines``) the lines are validated with msgspec against the few keys
 the sink reads, without building the records; the record it gets is
-``{"ts": ...}``. Every other writer renders records, so they are decoded whole
+``{"ts": ...}``. A file writer whose line format and path read plain keys alone
+(``FileWriter.row_keys``) gets rows (``row_type``): just those keys, typed so that
+the line is ``format`` of them (``FileWriter.write_rows``); a record that does not
+fit one (a key missing, a traceback, a value of another type) makes the message
+decoded whole. Every other writer renders records, so they are decoded whole
 (msgspec too: one call per message).
 """
 
@@ -24,14 +28,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import repeat
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
 from logrouter.batchwire import has_separator
 from logrouter.severity import RANK, normalize_facility
+from logrouter.sinks.archive import known_hour
 from logrouter.sinks.dedup import DedupKey
 
 if TYPE_CHECKING:
@@ -50,6 +56,40 @@ class _Essentials(msgspec.Struct, gc=False):
 
 
 _LINES = msgspec.json.Decoder(_Essentials)
+_Text = Annotated[str, msgspec.Meta(min_length=1)]
+#: placeholder keys a row holds as an integer (every other one as non-empty text)
+_INTEGER_KEYS = frozenset({"pid", "v"})
+
+
+@lru_cache(maxsize=16)
+def row_type(keys: tuple[str, ...]) -> type[msgspec.Struct]:
+    """A record's ``keys`` as a row (``FileWriter.row_keys``): non-empty text, or an
+    integer for ``_INTEGER_KEYS``, as the line format renders them as they are; no
+    traceback (``exc``/``stack`` absent or null). A record whose values do not fit is
+    decoded whole instead. The essentials (``whole_batch``'s checks) are always in it."""
+    fields: dict[str, Any] = {
+        "id": str,
+        "facility": str,
+        "severity": str,
+        "ts": str,
+        "msg": str,
+    }
+    for key in keys:
+        fields[key] = int if key in _INTEGER_KEYS else _Text
+    spec: list[Any] = [(key, kind) for key, kind in fields.items()]
+    if "app" not in fields:
+        spec.append(("app", Any, None))
+    spec += [("exc", None, None), ("stack", None, None)]
+    return msgspec.defstruct("Row", spec, gc=False)
+
+
+def _rows_decoder(keys: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
+    return _ROW_DECODERS.get(keys) or _ROW_DECODERS.setdefault(
+        keys, msgspec.json.Decoder(row_type(keys))
+    )
+
+
+_ROW_DECODERS: dict[tuple[str, ...], msgspec.json.Decoder[Any]] = {}
 #: whole records (untyped: dicts), ~1.4x orjson.loads per line, and JSON's own
 #: integers (orjson makes a float of an integer beyond 64 bits)
 _RECORDS = msgspec.json.Decoder()
@@ -58,8 +98,11 @@ _OF_DICT = itemgetter("id", "facility", "severity", "ts", "msg")
 SUMMARY_MARK = b'"rate_limit_summary"'
 
 
-def _decode(body: bytes, count: int, keep_lines: bool) -> tuple[list[Any], list[Any]] | None:
-    """``(records, columns)`` of a body of ``count`` one-line records, or None."""
+def _decode(
+    body: bytes, count: int, keep_lines: bool, row_keys: tuple[str, ...] | None = None
+) -> tuple[list[Any], list[Any]] | None:
+    """``(records, columns)`` of a body of ``count`` one-line records, or None. With
+    ``row_keys`` the records are rows (``row_type``) when every record fits one."""
     if keep_lines:
         if not body.isascii():
             try:
@@ -73,7 +116,16 @@ def _decode(body: bytes, count: int, keep_lines: bool) -> tuple[list[Any], list[
         if len(parsed) != count:
             return None  # two values on one line (no value spans lines: each starts "{")
         columns = list(zip(*map(_OF_STRUCT, parsed), strict=True))
-        return [{"ts": ts} for ts in columns[3]], columns
+        return _stamps(columns[3]), columns
+    if row_keys is not None:
+        try:
+            if not body.isascii():
+                body.decode("utf-8")  # msgspec does not check the keys it skips
+            rows = _rows_decoder(row_keys).decode_lines(body)
+        except Exception:  # UnicodeDecodeError, DecodeError, ValidationError, RecursionError
+            rows = None  # decoded whole: the per-line path decides
+        if rows is not None and len(rows) == count:
+            return rows, list(zip(*map(_OF_STRUCT, rows), strict=True))
     try:
         records = _RECORDS.decode_lines(body)
         if len(records) != count or set(map(type, records)) != {dict}:
@@ -85,6 +137,21 @@ def _decode(body: bytes, count: int, keep_lines: bool) -> tuple[list[Any], list[
         return None
     columns[4] = tuple(map(dict.get, records, repeat("app")))
     return records, columns
+
+
+def _stamps(stamps: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The records an archive gets of a message: ``{"ts": ...}`` each, or one such
+    record shared by all when every ``ts`` is of one UTC hour the archive already
+    knows (``archive.known_hour``): the partition is that hour's either way, and the
+    archive finds it once (``ArchiveWriter._one_partition``)."""
+    first, last = min(stamps), max(stamps)  # every ts between shares their prefix
+    if (
+        first[:13] == last[:13]
+        and known_hour(first[:13])
+        and all(map(str.endswith, stamps, repeat("Z")))
+    ):
+        return [{"ts": first}] * len(stamps)
+    return [{"ts": ts} for ts in stamps]
 
 
 @dataclass
@@ -100,6 +167,8 @@ class Classifying:
     in_batch: set[DedupKey] = field(default_factory=set)
     #: the selector's verdict per (facility, severity)
     verdicts: dict[tuple[str, str], bool] = field(default_factory=dict)
+    #: the keys of a row (``row_type``) the writer renders from (``FileWriter.row_keys``)
+    row_keys: tuple[str, ...] | None = None
 
     def selects(self, facility: str, severity: str) -> bool:
         """Whether the selector takes records of this facility and severity (asked once)."""
@@ -140,7 +209,8 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
         and max(map(len, lines)) > max_record_bytes + 1
     ):
         return False
-    decoded = _decode(body, count, keep_lines)
+    # rows for a writer that renders them, unless a summary's records are to be counted
+    decoded = _decode(body, count, keep_lines, None if SUMMARY_MARK in body else batch.row_keys)
     if decoded is None:
         return False
     records, (ids, facilities, severities, stamps, apps) = decoded
@@ -171,7 +241,9 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     outcome.sources += repeat(delivery, count)
     outcome.keys += keys
     outcome.lines += lines
-    if SUMMARY_MARK in body:
+    if not keep_lines and type(records[0]) is not dict:
+        outcome.rows += count
+    elif SUMMARY_MARK in body:
         outcome.suppressed += suppressed_in(records)
     return True
 
@@ -193,3 +265,12 @@ def suppressed_in(records: Iterable[dict[str, Any]]) -> int:
             if isinstance(count, int) and not isinstance(count, bool) and count > 0:
                 total += count
     return total
+
+
+def whole_records(records: list[Any], lines: list[bytes | None]) -> list[dict[str, Any]]:
+    """``records`` with each row (``row_type``) replaced by its line decoded whole: the
+    record ``whole_batch`` gives without ``row_keys``."""
+    return [
+        record if type(record) is dict else _RECORDS.decode(lines[index] or b"")
+        for index, record in enumerate(records)
+    ]

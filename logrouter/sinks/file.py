@@ -26,11 +26,17 @@ import string
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from itertools import repeat
+from itertools import repeat, starmap
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from logrouter.errors import LogrouterError
-from logrouter.render import DEFAULT_LINE_FORMAT, PATH_PLACEHOLDERS, compile_format
+from logrouter.render import (
+    DEFAULT_LINE_FORMAT,
+    PATH_PLACEHOLDERS,
+    compile_format,
+    has_control,
+)
 from logrouter.sinks.archive import record_line
 from logrouter.sinks.base import ABSENT, Record, Refused, WriteError
 from logrouter.sinks.files import FilesWriter, record_time
@@ -102,6 +108,8 @@ class PathTemplate:
             if name is not None:
                 self.names.append(name)
         self._time_key_len = 0 if not uses_time else (13 if hourly else 26)
+        #: whether the path depends on the record's time
+        self.uses_time = uses_time
         self._cache: dict[tuple[Any, ...], tuple[str, tuple[str, ...]]] = {}
         static = os.path.normpath(os.path.dirname(re.split(r"[{%]", template, maxsplit=1)[0]))
         if not inside(self.base, static):
@@ -222,6 +230,15 @@ class FileWriter(FilesWriter):
         self.max_files = max(1, options.max_files)
         self.overflow_path = os.path.join(self.paths.base, OVERFLOW_NAME)
         self._slots: set[tuple[str, ...]] = set()
+        #: the keys ``write_rows`` reads of a row (``fastbatch.row_type``): the line
+        #: format's and the path's, when all are plain keys, without format specs
+        #: and without time in the path; None: this writer takes records alone
+        self.row_keys: tuple[str, ...] | None = None
+        line_keys = self.line_format.row_keys
+        if line_keys is not None and not self.paths.uses_time:
+            self.row_keys = tuple(dict.fromkeys((*line_keys, *self.paths.names)))
+            self._row_line = attrgetter(*line_keys)
+            self._row_path = attrgetter(*self.paths.names) if self.paths.names else None
 
     # -- Writer ---------------------------------------------------------------
 
@@ -279,6 +296,101 @@ class FileWriter(FilesWriter):
             for path, (indices, lines) in groups.items()
         )
         return self._append_batch(chunks, refused, "?")
+
+    def write_rows(self, rows: Sequence[Any]) -> list[Refused] | None:
+        """``write`` for rows (``fastbatch.row_type`` of ``row_keys``): the lines
+        ``write`` renders, without building a dict per record. None, having written
+        nothing, for a batch ``write`` takes record by record (a refused path, the
+        fan-out limit) or that has characters to escape: the caller then ``write``s
+        the records decoded whole."""
+        if self.row_keys is None or not rows:
+            return None
+        if dict in set(map(type, rows)):
+            return self._write_mixed(rows)
+        by_path: dict[Any, list[int]]
+        if self._row_path is None:
+            by_path = {(): list(range(len(rows)))}
+        else:
+            keys = list(map(self._row_path, rows))
+            if len(set(keys)) == 1:
+                by_path = {keys[0]: list(range(len(rows)))}
+            else:
+                by_path = {}
+                for index, key in enumerate(keys):
+                    found = by_path.get(key)
+                    if found is None:
+                        by_path[key] = [index]
+                    else:
+                        found.append(index)
+        names = self.paths.names
+        out: dict[str, list[int]] = {}
+        slots = self._slots
+        for key, indices in by_path.items():
+            values = key if isinstance(key, tuple) else (key,)
+            try:
+                path, taken = self.paths.target(dict(zip(names, values, strict=True)))
+            except PathEscapeError:
+                return None
+            if taken not in slots:
+                if len(slots) >= self.max_files:
+                    return None
+                slots.add(taken)
+            out[path] = sorted(out[path] + indices) if path in out else indices
+        template = self.line_format.template
+        row_line = self._row_line
+        ready = []
+        for path, indices in out.items():
+            group = rows if len(indices) == len(rows) else [rows[i] for i in indices]
+            lines = list(starmap(template.format, map(row_line, group)))
+            if has_control("".join(lines)):
+                return None
+            ready.append((path, indices, _text_of(lines)))
+        return self._append_batch(ready, [], "?")
+
+    def _write_mixed(self, records: Sequence[Any]) -> list[Refused] | None:
+        """``write_rows`` for a batch of rows and records (a message that was not a
+        batch, a line decoded alone): in delivery order, as ``write`` would; the rows'
+        lines rendered at once, their path found once per key."""
+        names = self.paths.names
+        target = self.paths.target
+        render = self.line_format.render
+        rows = [record for record in records if type(record) is not dict]
+        lines_of_rows = list(starmap(self.line_format.template.format, map(self._row_line, rows)))
+        if has_control("".join(lines_of_rows)):
+            return None
+        row_lines = iter(lines_of_rows)
+        row_path = self._row_path
+        row_keys = iter(map(row_path, rows) if row_path is not None else repeat(()))
+        targets: dict[Any, tuple[str, tuple[str, ...]]] = {}
+        slots = self._slots
+        groups: dict[str, tuple[list[int], list[str]]] = {}
+        for index, record in enumerate(records):
+            try:
+                if type(record) is dict:
+                    path, taken = target(record)
+                    line = render(record)
+                else:
+                    key = next(row_keys)
+                    line = next(row_lines)
+                    found = targets.get(key)
+                    if found is None:
+                        values = key if isinstance(key, tuple) else (key,)
+                        found = targets[key] = target(dict(zip(names, values, strict=True)))
+                    path, taken = found
+            except PathEscapeError:
+                return None
+            if taken not in slots:
+                if len(slots) >= self.max_files:
+                    return None
+                slots.add(taken)
+            group = groups.get(path)
+            if group is None:
+                groups[path] = ([index], [line])
+            else:
+                group[0].append(index)
+                group[1].append(line)
+        ready = [(path, indices, _text_of(lines)) for path, (indices, lines) in groups.items()]
+        return self._append_batch(ready, [], "?")
 
     def _by_file(self, records: Sequence[Record]) -> dict[str, list[int]] | None:
         """The record indices of each file when every record goes to a file of its own

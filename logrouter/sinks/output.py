@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from logrouter.sinks.base import Writer
 from logrouter.sinks.batch import Delivery, Outcome, classify_pending
 from logrouter.sinks.dedup import DedupKey, DedupWindow
+from logrouter.sinks.fastbatch import whole_records
 from logrouter.sinks.journal import Journal, JournalState
 
 if TYPE_CHECKING:
@@ -79,8 +80,9 @@ class Output:
         self.journal = Journal(state_dir, config.queue, keep_ids=max(config.dedup_window, 1))
         self.dedup: DedupWindow[DedupKey] = DedupWindow(config.dedup_window)
         self._last_fsync = time.monotonic()
-        #: how the fsync of the data and the journal's commit with its fsync are run:
-        #: the committer waits for each while it keeps reading deliveries
+        #: how the fsync of the data and the journal's commit with its fsync (and a
+        #: writer's ``offload`` step: the archive's compression) are run: the
+        #: committer waits for each while it keeps reading deliveries
         self.durable: Durable = _inline
 
     # ---- recovery ------------------------------------------------------
@@ -116,9 +118,12 @@ class Output:
             )
 
     def _hook(self, writer: Writer) -> None:
-        """Let a writer with files journal each file's size before a batch first writes it."""
+        """Let a writer with files journal each file's size before a batch first writes it,
+        and one that offloads work run it as the fsyncs are run (``durable``)."""
         if hasattr(writer, "intent"):
             writer.intent = self.journal.intent
+        if hasattr(writer, "offload"):  # its CPU work (compression) off this thread
+            writer.offload = lambda step: self.durable(step)
 
     # ---- one batch -----------------------------------------------------
 
@@ -135,6 +140,7 @@ class Output:
             dedup,
             keep_lines=getattr(self.writer, "write_lines", None) is not None,
             max_record_bytes=self.config.max_record_bytes,
+            row_keys=getattr(self.writer, "row_keys", None),
         )
 
     def write(self, outcome: Outcome) -> tuple[list[tuple[int, str]], Any, bool]:
@@ -152,7 +158,7 @@ class Output:
             if write_lines is not None:
                 refused = write_lines(outcome.records, outcome.lines)
             else:
-                refused = self.writer.write(outcome.records)
+                refused = self._write_records(outcome)
         writer = self.writer
         if fsync:
             self.durable(lambda: writer.flush(True))
@@ -162,6 +168,20 @@ class Output:
         if fsync:
             self._last_fsync = time.monotonic()
         return refused, checkpoint, fsync
+
+    def _write_records(self, outcome: Outcome) -> list[tuple[int, str]]:
+        """``writer.write``: a batch with rows (``fastbatch.row_type``) to ``write_rows``;
+        one ``write_rows`` declines as records decoded whole."""
+        assert self.writer is not None
+        records = outcome.records
+        if outcome.rows:
+            write_rows = getattr(self.writer, "write_rows", None)
+            if write_rows is not None:
+                refused: list[tuple[int, str]] | None = write_rows(records)
+                if refused is not None:
+                    return refused
+            records = whole_records(records, outcome.lines)
+        return self.writer.write(records)
 
     def commit(self, checkpoint: Any, keys: list[DedupKey], *, fsync: bool) -> None:
         """Journal ``checkpoint`` and the written ``keys``; remember the keys."""

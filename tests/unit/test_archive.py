@@ -238,3 +238,77 @@ def test_a_large_batch_through_the_writer_is_readable_with_zcat(tmp_path: Path) 
     assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == [
         f"id-{i}" for i in range(6000)
     ]
+
+
+def test_compression_runs_through_the_offload_hook_and_the_file_is_the_same(
+    tmp_path: Path,
+) -> None:
+    """A writer whose ``offload`` hook is set (the sink runs the step in its fsync
+    thread) compresses every batch through it, before anything is written, and
+    leaves the same file as a writer without the hook."""
+    records = [rec(i, ts=f"2024-05-01T1{i % 3}:11:12.345678Z") for i in range(50)]
+    plain = ArchiveWriter(opts(tmp_path / "plain"), instance="i")
+    hooked = ArchiveWriter(opts(tmp_path / "hooked"), instance="i")
+    steps: list[list[str]] = []
+
+    def offload(step: Any) -> None:
+        steps.append(archive_files(tmp_path / "hooked") if (tmp_path / "hooked").exists() else [])
+        step()
+
+    hooked.offload = offload
+    for writer in (plain, hooked):
+        commit(writer, records)
+        commit(writer, records[:7])
+        writer.close()
+    assert len(steps) == 2 and steps[0] == []  # compressed before the first file existed
+    files = archive_files(tmp_path / "plain")
+    assert files == archive_files(tmp_path / "hooked") and len(files) == 3
+    for name in files:
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "hooked" / name).read_bytes()
+
+
+def test_a_batch_message_of_one_known_hour_is_archived_as_its_lines(tmp_path: Path) -> None:
+    """A handler batch message whose records are all of one UTC hour the archive already
+    partitions by (its records share one ts then) and one with a ts of another form:
+    the archive files are those the records with their own ts give."""
+    from types import SimpleNamespace
+
+    from logrouter import batchwire, wire
+    from logrouter.sinks.archive import partition_of
+    from logrouter.sinks.batch import Delivery, classify_pending
+
+    def fresh(i: int, ts: str) -> dict[str, Any]:
+        return {k: v for k, v in rec(i, ts=ts, msg="m").items() if k not in ("id", "exc")}
+
+    def body(n: int, stamps: list[str]) -> bytes:
+        lines = [
+            batchwire.record_line(wire.encode(fresh(i, ts)), f"k{n}-{i}")
+            for i, ts in enumerate(stamps)
+        ]
+        return batchwire.encode_batch(lines)
+
+    partition_of("2024-05-01T10:00:00Z", "hour")  # the hour is known
+    stamps = [f"2024-05-01T10:{m:02d}:00.5Z" for m in range(50)]
+    odd = [*stamps[:3], "2024-05-01T10:59:59+00:00", "2024-05-01T10:99:00Z"]
+    pending = [
+        Delivery(
+            n,
+            "auth.err",
+            body(n, ts),
+            SimpleNamespace(content_type=batchwire.CONTENT_TYPE, app_id="billing"),
+        )
+        for n, ts in enumerate((stamps, odd), 1)
+    ]
+    outcome = classify_pending(pending, lambda f, s: True, set(), keep_lines=True)
+    assert len(outcome.records) == 55 and not outcome.rejected
+    shared = ArchiveWriter(opts(tmp_path / "shared"), instance="i")
+    own = ArchiveWriter(opts(tmp_path / "own"), instance="i")
+    shared.write_lines(outcome.records, outcome.lines)
+    own.write_lines([{"ts": ts} for ts in stamps + odd], outcome.lines)
+    for writer in (shared, own):
+        writer.flush(True)
+        writer.close()
+    files = archive_files(tmp_path / "own")
+    assert files == archive_files(tmp_path / "shared")
+    for name in files:
+        assert (tmp_path / "own" / name).read_bytes() == (tmp_path / "shared" / name).read_bytes()
