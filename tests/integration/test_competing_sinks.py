@@ -30,6 +30,9 @@ from logrouter import batchwire
 from tests.helpers.broker import wait_for as _wait_for
 from tests.helpers.growing import archive_count, line_count
 
+#: about 2 minutes of this suite's work: scheduled early (tests/conftest.py)
+pytestmark = pytest.mark.slow(minutes=2)
+
 TOTAL = 50_000
 DEADLINE = 90.0
 

@@ -23,6 +23,9 @@ from tests.helpers.rabbit_nodes import (
     short_dir,
 )
 
+#: about 1 minute of this suite's work: scheduled early (tests/conftest.py)
+pytestmark = pytest.mark.slow(minutes=1)
+
 BODY = b"survives restarts"
 
 

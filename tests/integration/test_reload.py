@@ -24,6 +24,9 @@ from logrouter import RabbitHandler
 from tests.helpers.broker import wait_for as _wait_for
 from tests.helpers.growing import line_count
 
+#: about 1 minute of this suite's work: scheduled early (tests/conftest.py)
+pytestmark = pytest.mark.slow(minutes=1)
+
 DEADLINE = 20.0
 
 

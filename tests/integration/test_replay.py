@@ -37,6 +37,9 @@ from tests.integration.test_query import (
     start_sink,
 )
 
+#: about 1 minute of this suite's work: scheduled early (tests/conftest.py)
+pytestmark = pytest.mark.slow(minutes=1)
+
 SINCE = "2026-11-29T00:00:00Z"
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from tests.helpers.rabbit_nodes import RabbitNode
 from tests.reliability.harness import Pipeline, assert_exactly_once, wait_until
+
+#: about 1 minute of this suite's work: scheduled early (tests/conftest.py)
+pytestmark = pytest.mark.slow(minutes=1)
 
 TOTAL = 4000
 NEVER_BLOCKS = 30.0  # generous "did not hang" bound for TOTAL log calls during an alarm

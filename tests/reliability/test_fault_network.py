@@ -11,6 +11,9 @@ import pytest
 from tests.reliability.harness import assert_exactly_once, wait_until
 from tests.reliability.tcp_proxy import TcpProxy
 
+#: about 1 minute of this suite's work: scheduled early (tests/conftest.py)
+pytestmark = pytest.mark.slow(minutes=1)
+
 TOTAL = 3000
 STALL = 7.0  # seconds: longer than two heartbeats (2 s), so both ends declare the peer dead
 

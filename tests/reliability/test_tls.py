@@ -30,6 +30,9 @@ from tests.helpers.rabbit_nodes import RabbitNode, free_port, short_dir, started
 from tests.helpers.sinks import ROOT, logrouter, sink_env, write_config
 from tests.reliability import tls_ca
 
+#: about 1 minute of this suite's work: scheduled early (tests/conftest.py)
+pytestmark = pytest.mark.slow(minutes=1)
+
 USER = "tlsuser"
 PASSWORD = "Tls-s3cret-Pw-4f9a"  # distinctive: asserted absent from every output
 DEADLINE = 60.0
