@@ -312,16 +312,7 @@ class FileWriter(FilesWriter):
             by_path = {(): list(range(len(rows)))}
         else:
             keys = list(map(self._row_path, rows))
-            if len(set(keys)) == 1:
-                by_path = {keys[0]: list(range(len(rows)))}
-            else:
-                by_path = {}
-                for index, key in enumerate(keys):
-                    found = by_path.get(key)
-                    if found is None:
-                        by_path[key] = [index]
-                    else:
-                        found.append(index)
+            by_path = _indices_by_key(keys, set(keys))
         names = self.paths.names
         out: dict[str, list[int]] = {}
         slots = self._slots
@@ -401,16 +392,7 @@ class FileWriter(FilesWriter):
             distinct = set(keys)
         except TypeError:  # an unhashable foreign value
             return None
-        if len(distinct) == 1:
-            indexes: dict[tuple[Any, ...], list[int]] = {keys[0]: list(range(len(records)))}
-        else:
-            indexes = {}
-            for index, key in enumerate(keys):
-                found = indexes.get(key)
-                if found is None:
-                    indexes[key] = [index]
-                else:
-                    found.append(index)
+        indexes: dict[Any, list[int]] = _indices_by_key(keys, distinct)
         out: dict[str, list[int]] = {}
         slots = self._slots
         for indices in indexes.values():
@@ -474,3 +456,17 @@ class FileWriter(FilesWriter):
             raise WriteError(path, exc, "rotate") from exc
         self._dirty_closed.discard(path)
         self._dirty_dirs.add(os.path.dirname(path))
+
+
+def _indices_by_key(keys: Sequence[Any], distinct: set[Any]) -> dict[Any, list[int]]:
+    """The indices of ``keys`` grouped by key, in order (``distinct``: the set of them)."""
+    if len(distinct) == 1:
+        return {keys[0]: list(range(len(keys)))}
+    grouped: dict[Any, list[int]] = {}
+    for index, key in enumerate(keys):
+        found = grouped.get(key)
+        if found is None:
+            grouped[key] = [index]
+        else:
+            found.append(index)
+    return grouped
