@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.installed
 LINTED := $(wildcard logrouter tests bench)
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 # Three pytest workers (pytest-xdist) on this 2-core box: the suite mostly waits on brokers
-# and daemons (two workers kept the CPUs ~40% busy: 9:36 of pytest; three: 7:51). Whole files
-# per worker so module and session fixtures (private nodes, clusters) start once per worker.
+# and daemons (two workers kept the CPUs ~40% busy: 9:36 of pytest; three: 7:51; 7:45-7:51
+# for 1,116 tests on 2026-11-30). Whole files per worker so module and session fixtures
+# (private nodes, clusters) start once per worker; the longest files first (slow(minutes=N)).
 # PYTEST_ARGS= runs serially.
 PYTEST_ARGS ?= -n 3 --dist loadfile --no-loadscope-reorder --durations=15
 
