@@ -15,6 +15,12 @@ writer; records past the cap go, as JSON lines with every field, to
 Files are created with ``file_mode`` (0640, whatever the umask), opened
 ``O_APPEND``, kept in an LRU of at most ``max_open_files`` descriptors, and
 optionally rotated by size or by hour/day to ``name.1`` ... ``name.<keep>``.
+
+Size (over 400 lines): records decoded whole (``write``) and handler batches
+decoded into rows of just the keys a line needs (``write_rows``) go through the
+same path slots, fan-out cap, append and undo; kept in one writer so the two
+entry points cannot disagree on where a record goes (tests/unit/test_file_rows.py
+holds them to byte-identical files).
 """
 
 from __future__ import annotations
