@@ -274,18 +274,14 @@ class FileWriter(FilesWriter):
         refused: list[Refused] = []
         target = self.paths.target
         render = self.line_format.render
-        slots = self._slots
         for index, record in enumerate(records):
             try:
                 path, values = target(record)
             except PathEscapeError as exc:
                 refused.append((index, str(exc)))
                 continue
-            if values not in slots:
-                if len(slots) < self.max_files:
-                    slots.add(values)
-                else:
-                    path = self.overflow_path
+            if not self._slot(values):
+                path = self.overflow_path
             line = (
                 record_line(record).decode("utf-8").rstrip("\n")
                 if path == self.overflow_path
@@ -319,19 +315,14 @@ class FileWriter(FilesWriter):
         else:
             keys = list(map(self._row_path, rows))
             by_path = _indices_by_key(keys, set(keys))
-        names = self.paths.names
         out: dict[str, list[int]] = {}
-        slots = self._slots
         for key, indices in by_path.items():
-            values = key if isinstance(key, tuple) else (key,)
             try:
-                path, taken = self.paths.target(dict(zip(names, values, strict=True)))
+                path, taken = self._row_target(key)
             except PathEscapeError:
                 return None
-            if taken not in slots:
-                if len(slots) >= self.max_files:
-                    return None
-                slots.add(taken)
+            if not self._slot(taken):
+                return None
             out[path] = sorted(out[path] + indices) if path in out else indices
         template = self.line_format.template
         row_line = self._row_line
@@ -348,7 +339,6 @@ class FileWriter(FilesWriter):
         """``write_rows`` for a batch of rows and records (a message that was not a
         batch, a line decoded alone): in delivery order, as ``write`` would; the rows'
         lines rendered at once, their path found once per key."""
-        names = self.paths.names
         target = self.paths.target
         render = self.line_format.render
         rows = [record for record in records if type(record) is not dict]
@@ -359,7 +349,6 @@ class FileWriter(FilesWriter):
         row_path = self._row_path
         row_keys = iter(map(row_path, rows) if row_path is not None else repeat(()))
         targets: dict[Any, tuple[str, tuple[str, ...]]] = {}
-        slots = self._slots
         groups: dict[str, tuple[list[int], list[str]]] = {}
         for index, record in enumerate(records):
             try:
@@ -371,15 +360,12 @@ class FileWriter(FilesWriter):
                     line = next(row_lines)
                     found = targets.get(key)
                     if found is None:
-                        values = key if isinstance(key, tuple) else (key,)
-                        found = targets[key] = target(dict(zip(names, values, strict=True)))
+                        found = targets[key] = self._row_target(key)
                     path, taken = found
             except PathEscapeError:
                 return None
-            if taken not in slots:
-                if len(slots) >= self.max_files:
-                    return None
-                slots.add(taken)
+            if not self._slot(taken):
+                return None
             group = groups.get(path)
             if group is None:
                 groups[path] = ([index], [line])
@@ -400,21 +386,34 @@ class FileWriter(FilesWriter):
             return None
         indexes: dict[Any, list[int]] = _indices_by_key(keys, distinct)
         out: dict[str, list[int]] = {}
-        slots = self._slots
         for indices in indexes.values():
             try:
                 path, values = self.paths.target(records[indices[0]])
             except PathEscapeError:
                 return None
-            if values not in slots:
-                if len(slots) >= self.max_files:
-                    return None
-                slots.add(values)
+            if not self._slot(values):
+                return None
             if path in out:  # another key, the same file (sanitised alike): keep the order
                 out[path] = sorted(out[path] + indices)
             else:
                 out[path] = indices
         return out
+
+    def _slot(self, values: Any) -> bool:
+        """Take (or hold already) the fan-out slot of these placeholder values; False
+        when ``max_files`` slots are taken by others."""
+        slots = self._slots
+        if values in slots:
+            return True
+        if len(slots) >= self.max_files:
+            return False
+        slots.add(values)
+        return True
+
+    def _row_target(self, key: Any) -> tuple[str, Any]:
+        """(path, slot values) of a row's path key (``_row_path``: a value, or a tuple)."""
+        values = key if isinstance(key, tuple) else (key,)
+        return self.paths.target(dict(zip(self.paths.names, values, strict=True)))
 
     # -- rotation -------------------------------------------------------------
 
