@@ -233,10 +233,12 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
         if not batch.selects(facility, severity):
             return False  # filtered records: per line
     keys = list(zip(repeat(user, count), repeat(app_id, count), ids, strict=False))
+    # each key hashed once: set-to-set operations reuse the hashes the set stores
+    fresh = set(keys)
     in_batch = batch.in_batch
-    if len(set(ids)) != count or not in_batch.isdisjoint(keys) or _seen_any(batch.dedup, keys):
+    if len(fresh) != count or not fresh.isdisjoint(in_batch) or _seen_any(batch.dedup, fresh):
         return False  # duplicates: per line
-    in_batch.update(keys)
+    in_batch.update(fresh)
     outcome.records += records
     outcome.sources += repeat(delivery, count)
     outcome.keys += keys
@@ -248,7 +250,7 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     return True
 
 
-def _seen_any(dedup: Container[DedupKey], keys: list[DedupKey]) -> bool:
+def _seen_any(dedup: Container[DedupKey], keys: set[DedupKey]) -> bool:
     isdisjoint = getattr(dedup, "isdisjoint", None)
     if isdisjoint is not None:
         return not isdisjoint(keys)
