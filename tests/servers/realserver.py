@@ -178,6 +178,9 @@ class Server:
         self.argv = argv
         self.out = logs / f"{name}.out"
         self.err = logs / f"{name}.err"
+        # faulthandler on: a server that hangs is sent SIGABRT (``stop``) and its threads'
+        # stacks land in its stderr, so the failure says where it hung
+        env = {**env, "PYTHONFAULTHANDLER": "1"}
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(
                 argv, env=env, cwd=cwd, stdout=out, stderr=err, start_new_session=True
@@ -187,7 +190,7 @@ class Server:
     def output(self) -> str:
         """stdout + stderr so far (for failure messages)."""
         return f"--- {self.name} stdout\n{self.out.read_text(errors='replace')[-4000:]}\n" + (
-            f"--- {self.name} stderr\n{self.err.read_text(errors='replace')[-6000:]}"
+            f"--- {self.name} stderr\n{self.err.read_text(errors='replace')[-12000:]}"
         )
 
     def wait_port(self, port: int, timeout: float = START_TIMEOUT) -> None:
@@ -218,7 +221,13 @@ class Server:
         try:
             self.proc.wait(deadline)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{self.name} still running {deadline} s after {sig.name}\n{self.output()}")
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            pytest.fail(
+                f"{self.name} still running {deadline} s after {sig.name} (its threads' stacks"
+                f" at SIGABRT end its stderr)\n{self.output()}"
+            )
         return time.monotonic() - start
 
     def kill_group(self) -> None:
