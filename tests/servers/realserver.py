@@ -170,6 +170,22 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def _sigint_state() -> str:
+    """SIGINT's disposition and whether it is blocked, in this thread."""
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    return f"handler {signal.getsignal(signal.SIGINT)!r}, blocked {blocked}"
+
+
+def _signals_as_from_a_shell() -> None:
+    """In the forked child, before exec: SIGINT and SIGTERM at their defaults and no
+    signal blocked, as a shell starts a server (Ctrl-C must reach it). An ignored
+    disposition and the blocked mask are inherited across exec, and a test process can
+    carry either (a server run by the suite ignored SIGINT after all its requests)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 class Server:
     """One process tree started in its own process group; its output goes to files."""
 
@@ -181,9 +197,17 @@ class Server:
         # faulthandler on: a server that hangs is sent SIGABRT (``stop``) and its threads'
         # stacks land in its stderr, so the failure says where it hung
         env = {**env, "PYTHONFAULTHANDLER": "1"}
+        #: how this test process had SIGINT when it started the server (for failures)
+        self.inherited = _sigint_state()
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.proc = subprocess.Popen(
-                argv, env=env, cwd=cwd, stdout=out, stderr=err, start_new_session=True
+                argv,
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                preexec_fn=_signals_as_from_a_shell,
             )
         self.pid = self.proc.pid
 
@@ -226,7 +250,8 @@ class Server:
                 self.proc.wait(5)
             pytest.fail(
                 f"{self.name} still running {deadline} s after {sig.name} (its threads' stacks"
-                f" at SIGABRT end its stderr)\n{self.output()}"
+                f" at SIGABRT end its stderr; SIGINT in the test process at its start:"
+                f" {self.inherited})\n{self.output()}"
             )
         return time.monotonic() - start
 
