@@ -140,6 +140,12 @@ class RabbitHandler(logging.Handler):
             if limit is None
             else RateLimiter(limit, key_function(limit.key, encoder.key_words))
         )
+        #: The limiter's fast no (keys no ignored logger's records share).
+        self._suppress_known = (
+            self._limiter.suppress_known
+            if self._limiter is not None and limit is not None and limit.key != "facility.severity"
+            else None
+        )
         #: The limiter's summaries are looked for (in emit) from this ``created`` on.
         self._summaries_at = 0.0
         self._start_lock = threading.Lock()
@@ -170,7 +176,16 @@ class RabbitHandler(logging.Handler):
         return dict(self._limiter.by_key) if self._limiter else {}
 
     def handle(self, record: logging.LogRecord) -> bool:
-        """As logging.Handler.handle, minus the lock: emit() is thread-safe by itself."""
+        """As logging.Handler.handle, minus the lock: emit() is thread-safe by itself.
+
+        A flood's suppressed call stops here, at the cost of a dict lookup.
+        """
+        suppress_known = self._suppress_known
+        if suppress_known is not None and not self.filters:
+            if record.created >= self._summaries_at:
+                self._summarize(record.created)
+            if suppress_known(record):
+                return False
         if self.filters and not self.filter(record):
             return False
         self.emit(record)

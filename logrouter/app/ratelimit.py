@@ -38,6 +38,8 @@ OTHER_KEYS = "(other keys)"
 
 #: A token, less what float sums of elapsed x rate lose (a source at exactly its rate passes).
 _ONE = 1.0 - 1e-9
+#: ``suppress_known`` leaves the last µs before a key's next token to ``allow``'s exact sums.
+_REOPEN_MARGIN = 1e-6
 #: (facility, severity) of a record, as the handler routes it.
 Route = Callable[[logging.LogRecord], tuple[str, str]]
 
@@ -201,28 +203,30 @@ class SeverityGate:
     def __init__(self, exempt: str | None) -> None:
         self.rank = sev.RANK[exempt] if exempt is not None else -1
         #: level number -> exempt (a level's name is fixed per process: addLevelName)
-        self._by_level: dict[int, bool] = {}
+        self.by_level: dict[int, bool] = {}
 
     def exempt(self, record: logging.LogRecord) -> bool:
         """True when ``record`` must always be sent (its own ``severity`` extra counts)."""
         if "severity" not in record.__dict__:
-            answer = self._by_level.get(record.levelno)
+            answer = self.by_level.get(record.levelno)
             if answer is not None:
                 return answer
         return self._exempt_slow(record)
 
     def _exempt_slow(self, record: logging.LogRecord) -> bool:
-        if self.rank < 0:
-            return False
         own = record.__dict__.get("severity")
+        if self.rank < 0:
+            if own is None and len(self.by_level) < 256:
+                self.by_level[record.levelno] = False
+            return False
         if isinstance(own, str):
             try:
                 return sev.RANK[sev.parse_severity(own)] <= self.rank
             except ValueError:
                 pass
         answer = sev.RANK[sev.severity_for_level(record.levelno, record.levelname)] <= self.rank
-        if own is None and len(self._by_level) < 256:
-            self._by_level[record.levelno] = answer
+        if own is None and len(self.by_level) < 256:
+            self.by_level[record.levelno] = answer
         return answer
 
 
@@ -236,6 +240,7 @@ class _Bucket:
         "lineno",
         "logger",
         "pathname",
+        "reopen",
         "severity",
         "stamp",
         "suppressed",
@@ -255,6 +260,8 @@ class _Bucket:
         self.levelname = ""
         self.facility: str | None = None
         self.severity: str | None = None
+        #: While suppressing: no token before this ``created`` (less a margin).
+        self.reopen = 0.0
 
 
 class RateLimiter:
@@ -278,7 +285,8 @@ class RateLimiter:
         self.suppressed = 0
         self.by_key: dict[str, int] = {}
         self._buckets: dict[Hashable, _Bucket] = {}
-        self._active: set[Hashable] = set()
+        #: Keys suppressing since their last summary, and their buckets.
+        self._active: dict[Hashable, _Bucket] = {}
         self._lock = threading.Lock()
 
     @property
@@ -311,6 +319,11 @@ class RateLimiter:
                 bucket.tokens = tokens - 1.0
                 return True
             bucket.tokens = tokens
+            bucket.reopen = (
+                bucket.stamp + (_ONE - tokens) / self.rate - _REOPEN_MARGIN
+                if self.rate > 0
+                else float("inf")
+            )
             if not bucket.suppressed:
                 self._start(bucket, key, record)
             bucket.suppressed += 1
@@ -320,6 +333,31 @@ class RateLimiter:
             self.suppressed += 1
             return False
 
+    def suppress_known(self, record: logging.LogRecord) -> bool:
+        """``allow``'s cheap no, for a flood under way: True (counted, do not send) when
+        ``record``'s key is suppressing and has no token before ``record.created``.
+
+        False means: ask ``allow``. Only for keys no ignored logger shares (not
+        ``facility.severity``) and records no filter drops, as ``allow`` counts them.
+        """
+        bucket = self._active.get(self.key(record))
+        if (
+            bucket is None
+            or record.created >= bucket.reopen
+            or "severity" in record.__dict__
+            or self.gate.by_level.get(record.levelno) is not False
+        ):
+            return False
+        with self._lock:
+            if not bucket.suppressed:  # summarized meanwhile: allow() starts it again
+                return False
+            bucket.suppressed += 1
+            bucket.last = record.created
+            if record.levelno > bucket.levelno:
+                bucket.levelno, bucket.levelname = record.levelno, record.levelname
+            self.suppressed += 1
+            return True
+
     def _start(self, bucket: _Bucket, key: Hashable, record: logging.LogRecord) -> None:
         bucket.first = record.created
         bucket.logger = record.name
@@ -328,7 +366,7 @@ class RateLimiter:
         bucket.levelno, bucket.levelname = record.levelno, record.levelname
         if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], str):
             bucket.facility, bucket.severity = str(key[0]), key[1]
-        self._active.add(key)
+        self._active[key] = bucket
 
     def _forget_idle(self, now: float) -> None:
         """Drop buckets that are full and suppress nothing (they behave as new ones)."""
@@ -354,8 +392,7 @@ class RateLimiter:
             return []
         out: list[Suppression] = []
         with self._lock:
-            for key in list(self._active):
-                bucket = self._buckets[key]
+            for key, bucket in list(self._active.items()):
                 refilled = bucket.tokens + max(0.0, now - bucket.stamp) * self.rate
                 ended = refilled >= self.burst
                 if not (everything or ended or now - bucket.first >= self.interval):
@@ -380,7 +417,7 @@ class RateLimiter:
                 )
                 self._count(key, bucket.suppressed)
                 bucket.suppressed = 0
-                self._active.discard(key)
+                del self._active[key]
         return out
 
     def _count(self, key: Hashable, count: int) -> None:

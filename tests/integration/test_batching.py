@@ -160,6 +160,29 @@ def test_rate_limit_suppresses_a_flood_and_keeps_other_loggers(
     assert sum(handler.suppressed_by_key.values()) == calls - len(flood)
 
 
+def test_rate_limit_counts_only_what_the_handlers_filters_let_through(
+    route: tuple[str, str, str], make_logger: Any
+) -> None:
+    """A handler with a filter and a rate limit: records the filter drops during a
+    flood are neither sent nor counted as suppressed (the limiter's cheap no must not
+    run before the filters)."""
+    url, exchange, queue = route
+    log, handler = make_logger(
+        url=url, exchange=exchange, batch="auto", spool="", rate_limit="5", burst="5"
+    )
+    handler.addFilter(lambda record: "noise" not in record.msg)
+    for i in range(2000):  # one call site: one key for both
+        log.error("noise from the flood" if i % 2 else "payment gateway timeout")
+    handler.flush()
+    records = records_of(drain(url, queue))
+    flood = [r for r in records if r["msg"] == "payment gateway timeout"]
+    summaries = [r for r in records if r["msg"].startswith("suppressed ")]
+    assert not [r for r in records if "noise" in r["msg"]]
+    assert 5 <= len(flood) < 20
+    assert handler.stats["suppressed"] == 1000 - len(flood)
+    assert sum(s["fields"]["suppressed"] for s in summaries) == 1000 - len(flood)
+
+
 def test_dictconfig_strings_for_batch_and_rate_limit(route: tuple[str, str, str]) -> None:
     """Every new option is a plain string in dictConfig; a typo fails at configuration."""
     url, exchange, _ = route

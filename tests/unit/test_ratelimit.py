@@ -218,3 +218,50 @@ def test_key_text() -> None:
     assert key_text("billing") == "billing"
     with pytest.raises(ValueError, match="route"):
         key_function("facility.severity")
+
+
+def _handled(limiter: RateLimiter, record: logging.LogRecord) -> bool:
+    """Sent or not, as the handler decides: the cheap no first, then ``allow``."""
+    return not limiter.suppress_known(record) and limiter.allow(record)
+
+
+@pytest.mark.parametrize("exempt", ["crit", None])
+def test_cheap_no_decides_as_allow_alone(exempt: str | None) -> None:
+    """A flood with summaries every 2 s, records at jittered times, mixed levels and
+    an own ``severity`` extra: the cheap path sends and counts exactly what ``allow``
+    alone does, and the summaries carry the same counts."""
+    outcomes = []
+    for cheap in (False, True):
+        limiter = _limiter(rate=7, burst=3, exempt=exempt)
+        sent, counts = [], []
+        for i in range(20_000):
+            t = i / 1000 + (i % 7) * 1e-4
+            extra = {"severity": "crit"} if i % 997 == 0 else {}
+            level = logging.CRITICAL if i % 499 == 0 else logging.ERROR
+            record = _record(t, level=level, line=88 + i % 2, **extra)
+            ok = _handled(limiter, record) if cheap else limiter.allow(record)
+            sent.append(ok)
+            if i % 2000 == 1999:
+                counts += [s.count for s in limiter.due(t)]
+        outcomes.append((sent, counts, limiter.suppressed))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][2] > 15_000
+
+
+def test_cheap_no_leaves_undecided_records_to_allow() -> None:
+    """The cheap path says no only for a key that is suppressing and has no token
+    yet: a new key, a token due, an exempt level, a record with its own severity, and
+    a key whose flood was just summarized all go to ``allow``."""
+    limiter = _limiter(rate=1, burst=1)
+    assert not limiter.suppress_known(_record(0.0))  # nothing suppressing yet
+    assert limiter.allow(_record(0.0))
+    assert not limiter.allow(_record(0.1))  # suppressing from here
+    assert limiter.suppress_known(_record(0.2))
+    assert not limiter.suppress_known(_record(0.2, line=89))  # another key
+    assert not limiter.suppress_known(_record(1.2))  # a token is due
+    assert not limiter.suppress_known(_record(0.3, level=logging.CRITICAL))
+    assert not limiter.suppress_known(_record(0.3, severity="err"))
+    assert limiter.suppressed == 2
+    [summary] = limiter.due(0.5, everything=True)
+    assert summary.count == 2
+    assert not limiter.suppress_known(_record(0.6))  # allow() starts the next summary
