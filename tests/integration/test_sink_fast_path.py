@@ -13,42 +13,21 @@ from logrouter import log
 from logrouter.config import load_config
 from logrouter.sinks.deliveries import DeliveryFastPath
 from logrouter.sinks.link import BrokerLink
+from tests.helpers.properties import EVERYTHING, RECORD
 from tests.helpers.sinks import name, write_config
-
-HEADERS = {"x-records": 2, "nested": {"list": [1, "two", True]}, "bytes": b"\x00\xff"}
 
 
 def _messages() -> list[tuple[bytes, Any]]:
     """Bodies and properties: a record, an empty body, a headers table, every property,
     a body in several frames, bytes that are not UTF-8."""
-    record = pika.BasicProperties(
-        content_type="application/json",
-        content_encoding="utf-8",
-        delivery_mode=2,
-        message_id="m1",
-        timestamp=1_795_725_294,
-        app_id="billing-api",
-    )
-    every = pika.BasicProperties(
-        content_type="application/x-ndjson",
-        content_encoding="utf-8",
-        headers=HEADERS,
-        delivery_mode=1,
-        priority=3,
-        correlation_id="c",
-        reply_to="r",
-        expiration="600000",
-        message_id="m2",
-        timestamp=1,
-        type="t",
-        user_id="guest",
-        app_id="a",
-        cluster_id="k",
-    )
-    messages = [(b'{"id":"r%d","msg":"hello"}' % i, record) for i in range(200)]
-    messages += [(b"", record), (b"with headers", every), (b"\xff\xfe\x00", pika.BasicProperties())]
-    messages.append((b"x" * 400_000, record))  # several body frames (frame_max 128 KiB)
-    messages += [(b'{"id":"t%d"}' % i, every) for i in range(50)]
+    messages = [(b'{"id":"r%d","msg":"hello"}' % i, RECORD) for i in range(200)]
+    messages += [
+        (b"", RECORD),
+        (b"with headers", EVERYTHING),
+        (b"\xff\xfe\x00", pika.BasicProperties()),
+    ]
+    messages.append((b"x" * 400_000, RECORD))  # several body frames (frame_max 128 KiB)
+    messages += [(b'{"id":"t%d"}' % i, EVERYTHING) for i in range(50)]
     return messages
 
 

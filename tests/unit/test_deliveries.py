@@ -15,6 +15,7 @@ import pytest
 from pika.adapters import blocking_connection
 
 from logrouter.sinks.deliveries import DeliveryFastPath
+from tests.helpers.properties import EVERYTHING, RECORD
 
 TAG1, TAG2 = "ctag1.sink", "ctag2.other"
 
@@ -172,41 +173,6 @@ def _delivery(
         for at in range(0, len(body), step):
             frames.append(bytes(pika.frame.Body(number, body[at : at + step]).marshal()))
     return frames
-
-
-RECORD = pika.BasicProperties(
-    content_type="application/json",
-    content_encoding="utf-8",
-    delivery_mode=2,
-    message_id="0f1e2d3c4b5a69788796a5b4c3d2e1f0",
-    timestamp=1_795_725_294,
-    user_id="guest",
-    app_id="billing-api",
-)
-EVERYTHING = pika.BasicProperties(
-    content_type="application/x-ndjson",
-    content_encoding="utf-8",
-    headers={
-        "x-records": 3,
-        "s": "text",
-        "nested": {"a": [1, 2, "b"], "t": True},
-        "d": __import__("decimal").Decimal("1.5"),
-        "b": b"\x00\xff",
-        "n": None,
-        "big": 2**40,
-    },
-    delivery_mode=1,
-    priority=5,
-    correlation_id="corr",
-    reply_to="amq.rabbitmq.reply-to",
-    expiration="60000",
-    message_id="mid",
-    timestamp=0,
-    type="batch",
-    user_id="guest",
-    app_id="app",
-    cluster_id="cluster",
-)
 
 
 def _stream() -> list[bytes]:
