@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
-from logrouter.sinks.base import Record, Refused, WriteError
+from logrouter.sinks.base import Record, Refused, WriteError, run_inline
 from logrouter.sinks.files import FilesWriter, record_time
 from logrouter.sinks.fsio import REFUSED_ERRNOS
 from logrouter.sinks.retention import Retention
@@ -44,10 +44,6 @@ PARALLEL_BYTES = 128 * 1024
 _PARALLEL = len(os.sched_getaffinity(0)) > 1 if hasattr(os, "sched_getaffinity") else False
 _compressor: ThreadPoolExecutor | None = None
 _compressor_lock = threading.Lock()
-
-
-def _inline(step: Callable[[], None]) -> None:
-    step()
 
 
 def gzip_member(data: bytes, level: int) -> bytes:
@@ -181,7 +177,7 @@ class ArchiveWriter(FilesWriter):
         #: runs a step (the batch's compression) and returns when it is done; the sink
         #: sets it to run the step in its fsync thread while it reads deliveries
         #: (``Output.durable``): zlib releases the GIL, so socket and zlib overlap
-        self.offload: Callable[[Callable[[], None]], None] = _inline
+        self.offload: Callable[[Callable[[], None]], None] = run_inline
 
     # -- naming ---------------------------------------------------------------
 

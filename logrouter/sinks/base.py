@@ -25,6 +25,12 @@ Record = dict[str, Any]
 Refused = tuple[int, str]
 
 
+def run_inline(step: Callable[[], None]) -> None:
+    """Run ``step`` now, in this thread: the default of the hooks that may hand a step
+    to another thread (a writer's ``offload``, the output's ``durable``)."""
+    step()
+
+
 class Writer(Protocol):
     """One output of a sink (file, console, archive)."""
 

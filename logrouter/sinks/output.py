@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from logrouter.sinks.base import Writer
+from logrouter.sinks.base import Writer, run_inline
 from logrouter.sinks.batch import Delivery, Outcome, classify_pending
 from logrouter.sinks.dedup import DedupKey, DedupWindow
 from logrouter.sinks.fastbatch import whole_records
@@ -35,10 +35,6 @@ if TYPE_CHECKING:
 WriterFactory = Callable[["SinkConfig", str], Writer]
 #: runs one durable step (an fsync and what waits on it) and returns when it is done
 Durable = Callable[[Callable[[], None]], None]
-
-
-def _inline(step: Callable[[], None]) -> None:
-    step()
 
 
 class _WithPeers:
@@ -83,7 +79,7 @@ class Output:
         #: how the fsync of the data and the journal's commit with its fsync (and a
         #: writer's ``offload`` step: the archive's compression) are run: the
         #: committer waits for each while it keeps reading deliveries
-        self.durable: Durable = _inline
+        self.durable: Durable = run_inline
 
     # ---- recovery ------------------------------------------------------
 
