@@ -186,6 +186,7 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     max_record_bytes = batch.max_record_bytes
     keep_lines = batch.keep_lines
     body = delivery.body
+    summary = SUMMARY_MARK in body  # one scan of the body, read three times below
     # Every line is "{...}\n": no blank line, no CR, no text around a record. Checked on
     # the body, not per line: it starts "{" and ends "}\n", holds no CR (bytes split
     # lines on CR too), and each "\n" but the last is in a "}\n{" (two such matches
@@ -195,7 +196,7 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
         or body[-2:] != b"}\n"
         or b"\r" in body
         or has_separator(body)
-        or (keep_lines and SUMMARY_MARK in body)  # its records are counted: decode them
+        or (keep_lines and summary)  # its records are counted: decode them
     ):
         return False
     lines = body.splitlines(keepends=True)  # without CR: one line per "\n"
@@ -210,7 +211,7 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     ):
         return False
     # rows for a writer that renders them, unless a summary's records are to be counted
-    decoded = _decode(body, count, keep_lines, None if SUMMARY_MARK in body else batch.row_keys)
+    decoded = _decode(body, count, keep_lines, None if summary else batch.row_keys)
     if decoded is None:
         return False
     records, (ids, facilities, severities, stamps, apps) = decoded
@@ -245,7 +246,7 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     outcome.lines += lines
     if not keep_lines and type(records[0]) is not dict:
         outcome.rows += count
-    elif SUMMARY_MARK in body:
+    elif summary:
         outcome.suppressed += suppressed_in(records)
     return True
 
