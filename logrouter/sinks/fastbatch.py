@@ -96,6 +96,8 @@ _RECORDS = msgspec.json.Decoder()
 _OF_STRUCT = attrgetter("id", "facility", "severity", "ts", "app")
 _OF_DICT = itemgetter("id", "facility", "severity", "ts", "msg")
 SUMMARY_MARK = b'"rate_limit_summary"'
+_FIRST_BYTE = itemgetter(0)
+_BYTE_BEFORE_END = itemgetter(-2)
 
 
 def _decode(
@@ -187,10 +189,9 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     keep_lines = batch.keep_lines
     body = delivery.body
     summary = SUMMARY_MARK in body  # one scan of the body, read three times below
-    # Every line is "{...}\n": no blank line, no CR, no text around a record. Checked on
-    # the body, not per line: it starts "{" and ends "}\n", holds no CR (bytes split
-    # lines on CR too), and each "\n" but the last is in a "}\n{" (two such matches
-    # never overlap: each holds one "\n").
+    # Every line is "{...}\n": no blank line, no CR, no text around a record. The body
+    # starts "{" and ends "}\n" and holds no CR (bytes split lines on CR too), so each
+    # line ends "\n" (``_framed`` checks the bytes around it).
     if (
         body[:1] != b"{"
         or body[-2:] != b"}\n"
@@ -201,7 +202,7 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
         return False
     lines = body.splitlines(keepends=True)  # without CR: one line per "\n"
     count = len(lines)
-    if body.count(b"}\n{") != count - 1:
+    if not _framed(lines):
         return False
     # a body no longer than the cap cannot hold a line over it
     if (
@@ -249,6 +250,18 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     elif summary:
         outcome.suppressed += suppressed_in(records)
     return True
+
+
+def _framed(lines: list[bytes]) -> bool:
+    """Whether every line (each ends "\\n") is "{...}\\n": its first byte "{" and the one
+    before its "\\n" "}". Two C passes over the lines, one byte each: cheaper than a
+    search of the body for "}\\n{" (which reads every byte)."""
+    count = len(lines)
+    return (
+        bytes(map(_FIRST_BYTE, lines)).count(b"{") == count
+        # no IndexError: a line of one byte ("\n") has failed the first check
+        and bytes(map(_BYTE_BEFORE_END, lines)).count(b"}") == count
+    )
 
 
 def _seen_any(dedup: Container[DedupKey], keys: set[DedupKey]) -> bool:

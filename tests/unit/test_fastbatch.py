@@ -123,6 +123,8 @@ ODD_LINES = [
     line(22) + line(23),  # two records on one line
     b"}" + line(24),
     line(25)[:-1] + b"\r}",  # a CR between tokens
+    b"{",  # a line of one brace: framed at its start only
+    line(26)[:-1],  # a record cut before its closing brace
 ]
 
 
