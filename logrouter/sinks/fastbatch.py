@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from logrouter.batchwire import has_separator
+from logrouter.batchwire import MAX_LINES, has_separator
 from logrouter.severity import RANK, normalize_facility
 from logrouter.sinks.archive import known_hour
 from logrouter.sinks.dedup import DedupKey
@@ -202,8 +202,8 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
         return False
     lines = body.splitlines(keepends=True)  # without CR: one line per "\n"
     count = len(lines)
-    if not _framed(lines):
-        return False
+    if count > MAX_LINES or not _framed(lines):
+        return False  # over MAX_LINES: the per-line path rejects the message whole
     # a body no longer than the cap cannot hold a line over it
     if (
         max_record_bytes
