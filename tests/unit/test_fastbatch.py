@@ -155,6 +155,18 @@ def test_one_odd_line_gives_the_per_line_outcome(
     assert_same(whole, per_line, keep_lines=keep_lines)
 
 
+@pytest.mark.parametrize("odd", ODD_LINES)
+@pytest.mark.parametrize("keep_lines", [False, True])
+def test_a_message_without_app_id_gives_the_per_line_outcome(
+    odd: bytes, keep_lines: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an app_id nothing fills a record's app in: records with no app, a null or
+    a number there, and one odd line, give the same outcome as line by line."""
+    body = b"\n".join([line(30, app=None), odd, line(31, app=5), line(32)]) + b"\n"
+    whole, per_line = both([message(1, body, app_id=None)], monkeypatch, keep_lines=keep_lines)
+    assert_same(whole, per_line, keep_lines=keep_lines)
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(st.integers(0, len(ODD_LINES) + 5), min_size=1, max_size=8),
