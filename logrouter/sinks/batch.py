@@ -25,6 +25,11 @@ from logrouter.sinks.archive import body_line
 from logrouter.sinks.dedup import DedupKey
 from logrouter.sinks.fastbatch import Classifying, suppressed_in, whole_batch
 
+#: a batch body longer than this has its lines counted (the MAX_LINES cap) before any
+#: split, so that a hostile one never becomes millions of lines in memory; a shorter one
+#: (a handler's, ~128 KiB at most) is counted by the split that whole_batch makes anyway
+SPLIT_UNCOUNTED = 1 << 20
+
 
 class Delivery(NamedTuple):
     """One message as it came off the queue (or one line of a batch message).
@@ -243,6 +248,10 @@ def classify_pending(
     return outcome
 
 
+def _over_max_lines(body: bytes) -> bool:
+    return len(body) > MAX_LINES and body.count(b"\n") > MAX_LINES  # no count for a short one
+
+
 def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) -> None:
     """``classify_pending`` for one batch message: every line is a record of its own.
 
@@ -251,13 +260,18 @@ def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) ->
     """
     props = delivery.properties
     body = delivery.body
-    if len(body) > MAX_LINES and body.count(b"\n") > MAX_LINES:  # no count for a short one
+    # a handler's batch is split by whole_batch uncounted (it declines one over MAX_LINES)
+    counted_first = len(body) > SPLIT_UNCOUNTED
+    if counted_first and _over_max_lines(body):
         outcome.rejected.append((delivery, f"batch of more than {MAX_LINES:,} records"))
         return
     app_id = _text(getattr(props, "app_id", None))
     user_id = getattr(props, "user_id", None)
     user = user_id if isinstance(user_id, str) else ""
     if whole_batch(delivery, outcome, batch, user):
+        return
+    if not counted_first and _over_max_lines(body):
+        outcome.rejected.append((delivery, f"batch of more than {MAX_LINES:,} records"))
         return
     dedup, in_batch, max_record_bytes = batch.dedup, batch.in_batch, batch.max_record_bytes
     for item in split_batch(

@@ -13,11 +13,13 @@ unpacked with ``struct`` into pika's own ``spec.Basic.Deliver``, the properties
 by pika's own ``BasicProperties.decode``, and the delivery queued as the same
 ``_ConsumerDeliveryEvt`` that ``BlockingChannel`` queues, so the consumer's
 callback still runs where pika runs it (from ``process_data_events``, after the
-I/O), with the same arguments.
+I/O), with the same arguments. A delivery whose method and header are in the
+buffer but whose body frame is not all there yet (a batch message is larger than
+a socket read) waits in the buffer for the rest, then is taken whole.
 
 Everything else takes pika's own path, one frame at a time and in order:
 heartbeats, other channels, other methods (``Basic.Cancel``, closes, RPC
-replies), a delivery whose header or body has not fully arrived yet (its method
+replies), a delivery whose content header has not fully arrived yet (its method
 frame goes to pika's assembler, then the rest follows it there), bodies in more
 than one frame, malformed frames, a consumer pika would not hand the delivery to
 directly (cancelled, unknown, a consumer generator). pika's ``bytes_received`` and
@@ -162,6 +164,8 @@ class DeliveryFastPath:
         frames = 0
         while pos < size:
             taken = self._take(buf, pos, size, number) if ready else 0
+            if taken is None:
+                break  # a delivery to take whose body is still arriving: wait for it
             if taken:
                 frames += 3 if taken > 0 else 2
                 pos = abs(taken)
@@ -185,9 +189,12 @@ class DeliveryFastPath:
             conn.bytes_received += pos
             conn.frames_received += frames
 
-    def _take(self, buf: bytes, pos: int, size: int, number: int) -> int:
+    def _take(self, buf: bytes, pos: int, size: int, number: int) -> int | None:
         """Deliver the whole delivery at ``pos``: the offset after it (negative when it
-        had no body frame); 0 when it is not one to take here."""
+        had no body frame); 0 when it is not one to take here; None when it is one whose
+        method and content header are here but its body frame is not all here yet (a
+        batch message is larger than a socket read): the buffer waits for the rest, as
+        pika's would (pika counts a frame's bytes once it is whole, too)."""
         if size - pos < 11:
             return 0
         kind, channel, length = _HEAD.unpack_from(buf, pos)
@@ -226,16 +233,14 @@ class DeliveryFastPath:
             return 0
         if body_size:
             if after_header + 7 > size:
-                return 0
+                return None
             kind, channel, length = _HEAD.unpack_from(buf, after_header)
             after: int = after_header + 8 + length
-            if (
-                kind != _BODY
-                or channel != number
-                or length != body_size
-                or after > size
-                or buf[after - 1] != _END
-            ):
+            if kind != _BODY or channel != number or length != body_size:
+                return 0
+            if after > size:
+                return None
+            if buf[after - 1] != _END:
                 return 0
             body = buf[after_header + 7 : after - 1]
         else:

@@ -26,7 +26,7 @@ decoded whole. Every other writer renders records, so they are decoded whole
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from logrouter.batchwire import has_separator
+from logrouter.batchwire import MAX_LINES, has_separator
 from logrouter.severity import RANK, normalize_facility
 from logrouter.sinks.archive import known_hour
 from logrouter.sinks.dedup import DedupKey
@@ -44,19 +44,31 @@ if TYPE_CHECKING:
     from logrouter.sinks.batch import Delivery, Outcome
 
 
-class _Essentials(msgspec.Struct, gc=False):
-    """What a sink reads of a record; msgspec still checks the whole line is JSON."""
+_Text = Annotated[str, msgspec.Meta(min_length=1)]
 
-    id: str
+
+class _Essentials(msgspec.Struct, gc=False):
+    """What an archive reads of a record, typed as ``whole_batch`` takes it (an ``id``
+    that is non-empty text ...); msgspec still checks the whole line is JSON."""
+
+    id: _Text
     facility: str
     severity: str
     ts: str
     msg: str
-    app: Any = None
+
+
+class _EssentialsWithApp(_Essentials, gc=False):
+    """``_Essentials`` of a message with an app_id: each record names its ``app`` (else
+    the app_id fills it in: the per-line path)."""
+
+    app: str
 
 
 _LINES = msgspec.json.Decoder(_Essentials)
-_Text = Annotated[str, msgspec.Meta(min_length=1)]
+_LINES_WITH_APP = msgspec.json.Decoder(_EssentialsWithApp)
+_OF_ESSENTIALS = attrgetter("id", "facility", "severity", "ts")
+_OF_ESSENTIALS_WITH_APP = attrgetter("id", "facility", "severity", "ts", "app")
 #: placeholder keys a row holds as an integer (every other one as non-empty text)
 _INTEGER_KEYS = frozenset({"pid", "v"})
 
@@ -96,27 +108,24 @@ _RECORDS = msgspec.json.Decoder()
 _OF_STRUCT = attrgetter("id", "facility", "severity", "ts", "app")
 _OF_DICT = itemgetter("id", "facility", "severity", "ts", "msg")
 SUMMARY_MARK = b'"rate_limit_summary"'
+_FIRST_BYTE = itemgetter(0)
+_BYTE_BEFORE_END = itemgetter(-2)
 
 
 def _decode(
-    body: bytes, count: int, keep_lines: bool, row_keys: tuple[str, ...] | None = None
+    body: bytes,
+    count: int,
+    keep_lines: bool,
+    row_keys: tuple[str, ...] | None = None,
+    *,
+    with_app: bool = False,
 ) -> tuple[list[Any], list[Any]] | None:
     """``(records, columns)`` of a body of ``count`` one-line records, or None. With
-    ``row_keys`` the records are rows (``row_type``) when every record fits one."""
+    ``row_keys`` the records are rows (``row_type``) when every record fits one. With
+    ``keep_lines``, the columns are typed (``_Essentials``) and the ``app`` column is
+    read only ``with_app`` (else empty)."""
     if keep_lines:
-        if not body.isascii():
-            try:
-                body.decode("utf-8")  # msgspec does not check the keys it skips
-            except UnicodeDecodeError:
-                return None
-        try:
-            parsed = _LINES.decode_lines(body)
-        except Exception:  # DecodeError, ValidationError, RecursionError (deep nesting)
-            return None
-        if len(parsed) != count:
-            return None  # two values on one line (no value spans lines: each starts "{")
-        columns = list(zip(*map(_OF_STRUCT, parsed), strict=True))
-        return _stamps(columns[3]), columns
+        return _decode_essentials(body, count, with_app)
     if row_keys is not None:
         try:
             if not body.isascii():
@@ -137,6 +146,28 @@ def _decode(
         return None
     columns[4] = tuple(map(dict.get, records, repeat("app")))
     return records, columns
+
+
+def _decode_essentials(
+    body: bytes, count: int, with_app: bool
+) -> tuple[list[Any], list[Any]] | None:
+    """``_decode`` for an archive (``keep_lines``)."""
+    if not body.isascii():
+        try:
+            body.decode("utf-8")  # msgspec does not check the keys it skips
+        except UnicodeDecodeError:
+            return None
+    try:
+        parsed = (_LINES_WITH_APP if with_app else _LINES).decode_lines(body)
+    except Exception:  # DecodeError, ValidationError, RecursionError (deep nesting)
+        return None
+    if len(parsed) != count:
+        return None  # two values on one line (no value spans lines: each starts "{")
+    if with_app:
+        columns = list(zip(*map(_OF_ESSENTIALS_WITH_APP, parsed), strict=True))
+    else:
+        columns = [*zip(*map(_OF_ESSENTIALS, parsed), strict=True), ()]
+    return _stamps(columns[3]), columns
 
 
 def _stamps(stamps: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -186,22 +217,22 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     max_record_bytes = batch.max_record_bytes
     keep_lines = batch.keep_lines
     body = delivery.body
-    # Every line is "{...}\n": no blank line, no CR, no text around a record. Checked on
-    # the body, not per line: it starts "{" and ends "}\n", holds no CR (bytes split
-    # lines on CR too), and each "\n" but the last is in a "}\n{" (two such matches
-    # never overlap: each holds one "\n").
+    summary = SUMMARY_MARK in body  # one scan of the body, read three times below
+    # Every line is "{...}\n": no blank line, no CR, no text around a record. The body
+    # starts "{" and ends "}\n" and holds no CR (bytes split lines on CR too), so each
+    # line ends "\n" (``_framed`` checks the bytes around it).
     if (
         body[:1] != b"{"
         or body[-2:] != b"}\n"
         or b"\r" in body
         or has_separator(body)
-        or (keep_lines and SUMMARY_MARK in body)  # its records are counted: decode them
+        or (keep_lines and summary)  # its records are counted: decode them
     ):
         return False
     lines = body.splitlines(keepends=True)  # without CR: one line per "\n"
     count = len(lines)
-    if body.count(b"}\n{") != count - 1:
-        return False
+    if count > MAX_LINES or not _framed(lines):
+        return False  # over MAX_LINES: the per-line path rejects the message whole
     # a body no longer than the cap cannot hold a line over it
     if (
         max_record_bytes
@@ -209,25 +240,18 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
         and max(map(len, lines)) > max_record_bytes + 1
     ):
         return False
+    app_id = getattr(delivery.properties, "app_id", None)
+    app_id = app_id if isinstance(app_id, str) and app_id else ""
     # rows for a writer that renders them, unless a summary's records are to be counted
-    decoded = _decode(body, count, keep_lines, None if SUMMARY_MARK in body else batch.row_keys)
+    row_keys = None if summary else batch.row_keys
+    decoded = _decode(body, count, keep_lines, row_keys, with_app=bool(app_id))
     if decoded is None:
         return False
     records, (ids, facilities, severities, stamps, apps) = decoded
-    app_id = getattr(delivery.properties, "app_id", None)
-    app_id = app_id if isinstance(app_id, str) and app_id else ""
-    if (
-        # typed by msgspec when keep_lines (the struct's fields are str)
-        (not keep_lines and set(map(type, ids)) != {str})
-        or "" in ids
-        or (
-            not keep_lines
-            and {*map(type, facilities), *map(type, severities), *map(type, stamps)} != {str}
-        )
-        or (app_id and set(map(type, apps)) != {str})  # else the app_id fills it in
-    ):
+    # typed by msgspec when keep_lines (_Essentials)
+    if not keep_lines and not _typed(ids, facilities, severities, stamps, apps, app_id):
         return False
-    for facility, severity in set(zip(facilities, severities, strict=True)):
+    for facility, severity in _pairs(facilities, severities):
         if severity not in RANK or not facility or normalize_facility(facility) != facility:
             return False  # the per-line path completes (changes) such a record
         if not batch.selects(facility, severity):
@@ -245,9 +269,51 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     outcome.lines += lines
     if not keep_lines and type(records[0]) is not dict:
         outcome.rows += count
-    elif SUMMARY_MARK in body:
+    elif summary:
         outcome.suppressed += suppressed_in(records)
     return True
+
+
+def _typed(
+    ids: Sequence[Any],
+    facilities: Sequence[Any],
+    severities: Sequence[Any],
+    stamps: Sequence[Any],
+    apps: Sequence[Any],
+    app_id: str,
+) -> bool:
+    """Whether the columns hold what ``whole_batch`` takes: ids of non-empty text, text
+    facilities, severities and stamps, and text apps when the message has an app_id
+    (else the app_id fills them in)."""
+    return (
+        set(map(type, ids)) == {str}
+        and "" not in ids
+        and {*map(type, facilities), *map(type, severities), *map(type, stamps)} == {str}
+        and (not app_id or set(map(type, apps)) == {str})
+    )
+
+
+def _pairs(facilities: Sequence[str], severities: Sequence[str]) -> set[tuple[str, str]]:
+    """The distinct (facility, severity) pairs of the records, without a tuple per record
+    when one of the two columns holds a single value (the common case)."""
+    kinds, levels = set(facilities), set(severities)
+    if len(kinds) == 1:
+        return set(zip(repeat(kinds.pop()), levels))
+    if len(levels) == 1:
+        return set(zip(kinds, repeat(levels.pop())))
+    return set(zip(facilities, severities, strict=True))
+
+
+def _framed(lines: list[bytes]) -> bool:
+    """Whether every line (each ends "\\n") is "{...}\\n": its first byte "{" and the one
+    before its "\\n" "}". Two C passes over the lines, one byte each: cheaper than a
+    search of the body for "}\\n{" (which reads every byte)."""
+    count = len(lines)
+    return (
+        bytes(map(_FIRST_BYTE, lines)).count(b"{") == count
+        # no IndexError: a line of one byte ("\n") has failed the first check
+        and bytes(map(_BYTE_BEFORE_END, lines)).count(b"}") == count
+    )
 
 
 def _seen_any(dedup: Container[DedupKey], keys: set[DedupKey]) -> bool:

@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from logrouter import batchwire, wire
 from logrouter.config import ArchiveOptions
 from logrouter.sinks.archive import ArchiveWriter
-from logrouter.sinks.batch import Batch, Delivery, classify_pending, suppressed_in
+from logrouter.sinks.batch import (
+    SPLIT_UNCOUNTED,
+    Batch,
+    Delivery,
+    classify_pending,
+    suppressed_in,
+)
 from logrouter.sinks.dedup import DedupWindow
 from tests.unit.batch_reference import add, classify, take, time_left
 
@@ -463,6 +469,21 @@ def test_a_batch_beyond_max_lines_is_rejected_whole() -> None:
     item = batch_delivery(1, [b'{"msg":"x"}'] * (batchwire.MAX_LINES + 1))
     outcome = classify_pending([item], only_err_and_worse, DedupWindow(10))
     assert outcome.records == []
+    ((source, reason),) = outcome.rejected
+    assert source is item and not source.line
+    assert reason == "batch of more than 100,000 records"
+
+
+@pytest.mark.parametrize(
+    "line", [b"{}", b'{"msg":"x","id":"' + b"a" * 20 + b'"}'], ids=["short", "long"]
+)
+def test_a_batch_beyond_max_lines_is_rejected_whole_whatever_its_size(line: bytes) -> None:
+    """Over batchwire.MAX_LINES lines of "{...}", in a body split without a count first
+    (short lines) or counted first (long ones): one rejected message either way."""
+    item = batch_delivery(1, [line] * (batchwire.MAX_LINES + 1))
+    assert (len(item.body) > SPLIT_UNCOUNTED) == (line != b"{}")
+    outcome = classify_pending([item], lambda facility, severity: True, DedupWindow(10))
+    assert outcome.records == [] and outcome.duplicates == 0
     ((source, reason),) = outcome.rejected
     assert source is item and not source.line
     assert reason == "batch of more than 100,000 records"

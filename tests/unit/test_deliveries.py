@@ -244,7 +244,8 @@ def test_fast_path_gives_what_pika_gives(split: str) -> None:
 
 def test_fast_path_takes_whole_deliveries() -> None:
     """Deliveries that arrive whole on the sink's channel are taken by the fast path; a
-    delivery cut across reads, on another channel or in several body frames is not."""
+    delivery whose method or content header is cut across reads, on another channel or
+    in several body frames is not."""
     side = _Side(fast=True)
     side.feed([b"".join(_stream())])
     # 1, 2, 3, 5, 6, 8, and 7 and 9 (no such consumer: handed to pika's _on_deliver)
@@ -254,9 +255,9 @@ def test_fast_path_takes_whole_deliveries() -> None:
     assert side.fast.fast == 0
 
 
-def test_partial_delivery_waits_in_pika() -> None:
+def test_partial_delivery_waits_for_its_body() -> None:
     """A delivery whose body has not arrived is not handed over; once it arrives it is,
-    once, and the buffer is empty."""
+    once, taken whole by the fast path, and the buffer is empty."""
     frames = _delivery(1, TAG1, 1, b"body", RECORD)
     side = _Side(fast=True)
     side.feed([frames[0] + frames[1] + frames[2][:5]])
@@ -264,6 +265,23 @@ def test_partial_delivery_waits_in_pika() -> None:
     side.feed([frames[2][5:]])
     assert [g[6] for g in side.got] == [b"body"]
     assert side.conn._frame_buffer == b""
+    assert side.fast.fast == 1
+
+
+@pytest.mark.parametrize("cut", [3, 7, 60_000, 100_007])
+def test_a_body_larger_than_a_read_is_taken_whole(cut: int) -> None:
+    """A batch message's body spans socket reads (a cut in the body frame's head or in
+    its bytes): the fast path waits for the rest and takes it whole, with what pika
+    alone gives, and the deliveries after it in the same reads too."""
+    big = _delivery(1, TAG1, 1, b"x" * 120_000, RECORD)
+    after = _delivery(1, TAG1, 2, b"next", RECORD)
+    data = b"".join(big + after)
+    at = len(big[0]) + len(big[1]) + cut
+    chunks = [data[:at], data[at : at + 65_536], data[at + 65_536 :]]
+    ours = _Side(fast=True)
+    ours.feed(chunks)
+    assert ours.fast.fast == 2
+    assert _run(True, chunks) == _run(False, chunks)
 
 
 def test_properties_are_pikas_own() -> None:

@@ -123,6 +123,8 @@ ODD_LINES = [
     line(22) + line(23),  # two records on one line
     b"}" + line(24),
     line(25)[:-1] + b"\r}",  # a CR between tokens
+    b"{",  # a line of one brace: framed at its start only
+    line(26)[:-1],  # a record cut before its closing brace
 ]
 
 
@@ -150,6 +152,18 @@ def test_one_odd_line_gives_the_per_line_outcome(
     """A batch with one odd line among good ones: the same outcome as line by line."""
     body = line(30) + b"\n" + odd + b"\n" + line(31) + b"\n"
     whole, per_line = both([message(1, body)], monkeypatch, keep_lines=keep_lines)
+    assert_same(whole, per_line, keep_lines=keep_lines)
+
+
+@pytest.mark.parametrize("odd", ODD_LINES)
+@pytest.mark.parametrize("keep_lines", [False, True])
+def test_a_message_without_app_id_gives_the_per_line_outcome(
+    odd: bytes, keep_lines: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without an app_id nothing fills a record's app in: records with no app, a null or
+    a number there, and one odd line, give the same outcome as line by line."""
+    body = b"\n".join([line(30, app=None), odd, line(31, app=5), line(32)]) + b"\n"
+    whole, per_line = both([message(1, body, app_id=None)], monkeypatch, keep_lines=keep_lines)
     assert_same(whole, per_line, keep_lines=keep_lines)
 
 
