@@ -73,7 +73,6 @@ _OF_ESSENTIALS_WITH_APP = attrgetter("id", "facility", "severity", "ts", "app")
 _INTEGER_KEYS = frozenset({"pid", "v"})
 
 
-@lru_cache(maxsize=16)
 def row_type(keys: tuple[str, ...]) -> type[msgspec.Struct]:
     """A record's ``keys`` as a row (``FileWriter.row_keys``): non-empty text, or an
     integer for ``_INTEGER_KEYS``, as the line format renders them as they are; no
@@ -95,13 +94,12 @@ def row_type(keys: tuple[str, ...]) -> type[msgspec.Struct]:
     return msgspec.defstruct("Row", spec, gc=False)
 
 
+@lru_cache(maxsize=16)
 def _rows_decoder(keys: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
-    return _ROW_DECODERS.get(keys) or _ROW_DECODERS.setdefault(
-        keys, msgspec.json.Decoder(row_type(keys))
-    )
+    """The decoder of ``row_type(keys)`` rows, one per set of keys (a writer's)."""
+    return msgspec.json.Decoder(row_type(keys))
 
 
-_ROW_DECODERS: dict[tuple[str, ...], msgspec.json.Decoder[Any]] = {}
 #: whole records (untyped: dicts), ~1.4x orjson.loads per line, and JSON's own
 #: integers (orjson makes a float of an integer beyond 64 bits)
 _RECORDS = msgspec.json.Decoder()
