@@ -3,9 +3,10 @@
 ``BatchPump.publish`` takes up to a pump's share of records from the outbox,
 ``packing.pack`` groups them by routing key, and each packet goes out through
 the ``FrameWriter`` as one batch message (or a plain one for a lone record).
-``lingering`` holds a small backlog for ``linger`` seconds while the broker
-still owes confirms, so that a busy app sends fewer, fuller messages and a
-quiet one sends each record at once. Runs in the I/O thread only.
+``lingering`` holds a small backlog while the broker still owes confirms, for
+``linger`` seconds at most and no longer than the last confirm (Nagle's rule
+with a timer), so that a busy app sends fewer, fuller messages and a quiet one
+sends each record at once. Runs in the I/O thread only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable
+from typing import Any
 
 from pika.adapters.select_connection import IOLoop
 
@@ -52,27 +54,36 @@ class BatchPump:
         #: records taken from the outbox, not yet in flight (``idle`` must not miss them)
         self.in_hand = False
         self._linger_until: float | None = None
+        self._linger_timer: Any = None  # pika's timeout handle
 
     def lingering(self, limit: int) -> bool:
         """Hold a small backlog up to ``linger`` s while messages are in flight.
 
         Only while the broker still owes confirms (the app is busy): a record of a
-        quiet app goes at once. True when this pump should publish nothing yet.
+        quiet app goes at once, and the backlog goes as soon as the last confirm is
+        in (the pump runs on each confirm). True when this pump should publish
+        nothing yet.
         """
         if not self.linger or not limit:
             return False
         now = time.monotonic()
         until = self._linger_until
         if until is not None:
-            if now < until:
-                return True  # the pump scheduled for ``until`` publishes
-            self._linger_until = None
+            if now < until and len(self.inflight):
+                return True  # the confirms' pump, or the one due at ``until``, publishes
+            self._end_linger()
             return False
         if len(self.inflight) and len(self.outbox.buffer) < self.batch_records:
             self._linger_until = now + self.linger
-            self._ioloop.call_later(self.linger, self._on_due)
+            self._linger_timer = self._ioloop.call_later(self.linger, self._on_due)
             return True
         return False
+
+    def _end_linger(self) -> None:
+        self._linger_until = None
+        timer, self._linger_timer = self._linger_timer, None
+        if timer is not None:
+            self._ioloop.remove_timeout(timer)
 
     def publish(self, writer: FrameWriter, limit: int) -> int:
         """Take up to PUMP_RECORDS records and publish them packed; messages published
