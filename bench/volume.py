@@ -18,6 +18,9 @@
    reach the broker (at most limit x seconds + burst + summaries), the other
    logger's records all delivered, caller cost of a suppressed call against a
    sent one.
+6. Records per message at paced rates (PACED_RATES records/s from one process
+   for PACED_SECONDS each, ``batch="auto"``): ``b`` of docs/scaling.md for apps
+   that are busy but not flat out.
 
 Run: ``.venv/bin/python -m bench volume`` (broker from $LOGROUTER_URL or
 localhost); ``LOGROUTER_BENCH_N=20000`` is a smoke run that writes nothing.
@@ -58,6 +61,8 @@ FLEET_PROCESSES = 4
 FLEET_RATE = 5_000 if SMOKE else 50_000
 FLEET_SECONDS = 2.0 if SMOKE else 10.0
 FLOOD_SECONDS = 2.0 if SMOKE else 10.0
+PACED_RATES = (500, 2_000, 10_000, 50_000)
+PACED_SECONDS = 1.0 if SMOKE else 5.0
 FLOOD_LIMIT, FLOOD_BURST, OTHER_RATE = 100, 200, 100
 LATENCY_SECONDS = 2.0 if SMOKE else 5.0
 
@@ -466,6 +471,37 @@ def _flood_cost(tmp: Path, *, limited: bool, batch: str = "auto") -> float:
     return cost
 
 
+# ---- 6. records per message at paced rates ------------------------------------------------
+
+
+def paced(tmp: Path) -> dict[int, dict[str, float]]:
+    """Records and AMQP messages of one ``batch="auto"`` process at each paced rate."""
+    out: dict[int, dict[str, float]] = {}
+    for rate in PACED_RATES:
+        route = Route(max_length=100_000)
+        handler = _ours(route.exchange, tmp, batch="auto")
+        log = bench_logger(handler)
+        log.info("warm-up")
+        handler.flush()
+        base = handler.stats
+        start = time.perf_counter()
+        sent = 0
+        while (now := time.perf_counter()) - start < PACED_SECONDS:
+            for _ in range(int((now - start) * rate) - sent):
+                log.info("user %s logged in from %s", sent, IP)
+                sent += 1
+            time.sleep(0.0005)
+        handler.flush()
+        stats = handler.stats
+        handler.close()
+        route.close()
+        records = stats["published"] - base["published"]
+        messages = stats["messages"] - base["messages"]
+        out[rate] = {"records": float(records), "messages": float(messages)}
+        print(f"  paced {rate}/s: {records} records in {messages} messages", flush=True)
+    return out
+
+
 # ---- report ------------------------------------------------------------------------------
 
 
@@ -572,7 +608,19 @@ def report(results: dict[str, Any]) -> str:
         f" the same call with a NullHandler {flood_r['cost_null_us']:.2f} µs/call (the floor:"
         " logging builds the LogRecord before any handler sees it, so no handler's ratio can be"
         f" below {flood_r['cost_null_us'] / flood_r['cost_sent_us']:.2f} here).",
+        "",
+        f'Records per message of one `batch="auto"` process logging at a steady rate for'
+        f" {PACED_SECONDS:.0f} s (a backlog waits only while the broker owes a confirm,"
+        " linger_ms at most):",
+        "",
+        "| records/s | records | AMQP messages | records per message |",
+        "|---|---|---|---|",
     ]
+    for rate, got in results["paced"].items():
+        lines.append(
+            f"| {rate:,} | {got['records']:,.0f} | {got['messages']:,.0f}"
+            f" | {got['records'] / max(1.0, got['messages']):.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -594,6 +642,7 @@ def main() -> int:
         results["latency"] = latencies(tmp)
         results["fleet"] = {"auto": fleet(tmp, "auto")}
         results["flood"] = flood(tmp)
+        results["paced"] = paced(tmp)
     return publish("volume", "Volume (batching, flood protection)", report(results))
 
 
