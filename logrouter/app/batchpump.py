@@ -75,9 +75,13 @@ class BatchPump:
             return False
         if len(self.inflight) and len(self.outbox.buffer) < self.batch_records:
             self._linger_until = now + self.linger
-            self._linger_timer = self._ioloop.call_later(self.linger, self._on_due)
+            self._linger_timer = self._ioloop.call_later(self.linger, self._due)
             return True
         return False
+
+    def _due(self) -> None:
+        self._linger_timer = None  # fired: not to be removed (pika counts a removal)
+        self._on_due()
 
     def _end_linger(self) -> None:
         self._linger_until = None

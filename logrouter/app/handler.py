@@ -54,6 +54,13 @@ __all__ = ["DEFAULT_BUFFER", "RabbitHandler", "default_spool_path"]
 #: Loggers whose records are never published (no feedback loop, FIELD-NOTE 7).
 IGNORED_LOGGERS = frozenset({"pika", "logrouter"})
 _IGNORED_PREFIXES = tuple(IGNORED_LOGGERS)
+
+
+def _ignored(name: str) -> bool:
+    """True for the records of the handler's own stack (pika, logrouter): never sent."""
+    return name.startswith(_IGNORED_PREFIXES) and name.partition(".")[0] in IGNORED_LOGGERS
+
+
 #: Seconds between two looks for due rate-limit summaries from emit (the I/O thread
 #: also looks every tick).
 SUMMARY_CHECK = 0.5
@@ -182,9 +189,15 @@ class RabbitHandler(logging.Handler):
         """
         suppress_known = self._suppress_known
         if suppress_known is not None and not self.filters:
-            if record.created >= self._summaries_at:
-                self._summarize(record.created)
-            if suppress_known(record):
+            try:
+                if record.created >= self._summaries_at:
+                    self._summarize(record.created)
+                if not _ignored(record.name) and suppress_known(record):
+                    return False
+            except RecursionError:
+                raise
+            except Exception:  # a summary's spool write failed: as in emit, never to the app
+                self.handleError(record)
                 return False
         if self.filters and not self.filter(record):
             return False
@@ -194,8 +207,7 @@ class RabbitHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Freeze the record and put it in the outbox; never blocks, never raises."""
         try:
-            name = record.name
-            if name.startswith(_IGNORED_PREFIXES) and name.partition(".")[0] in IGNORED_LOGGERS:
+            if _ignored(record.name):
                 return
             limiter = self._limiter
             if limiter is not None:

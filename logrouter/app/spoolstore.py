@@ -14,6 +14,7 @@ lock (a signal handler that logs while the lock is held must not hang).
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,10 @@ from logrouter.backoff import Backoff
 OVERFLOW_BATCH = 256
 #: A spool that cannot be opened is tried again after this long (doubling, capped).
 OPEN_RETRY = (1.0, 30.0)
+
+
+def _named(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def spool_entry(item: Encoded) -> SpoolEntry:
@@ -54,7 +59,7 @@ class SpoolStore:
         #: Oldest position written since the reader last looked (None: nothing older).
         self._rewind: tuple[int, int] | None = None
         self._overflow: list[SpoolEntry] = []
-        self._open_error = ""
+        self._said = ""
         self._open_retry_at = 0.0
         self._open_backoff = Backoff(first=OPEN_RETRY[0], cap=OPEN_RETRY[1])
 
@@ -72,11 +77,14 @@ class SpoolStore:
                     self._open_backoff.reset()
                 except Exception as exc:  # retried later; records wait in memory meanwhile
                     self._open_retry_at = time.monotonic() + self._open_backoff.next()
-                    text = f"spool {spools.path} unusable (retrying): {type(exc).__name__}: {exc}"
-                    if text != self._open_error:
-                        self._open_error = text
-                        self._report(text)
+                    self._say_once(f"spool {spools.path} unusable (retrying): {_named(exc)}")
             return spools.spool
+
+    def _say_once(self, text: str) -> None:
+        """Report a spool problem on stderr, unless it is the one reported last."""
+        if text != self._said:
+            self._said = text
+            self._report(text)
 
     def adopt(self) -> None:
         """Take over the spools of dead processes of this app (their rows replay first)."""
@@ -85,7 +93,7 @@ class SpoolStore:
         try:
             moved = self.spools.adopt()
         except Exception as exc:
-            self._report(f"cannot adopt spools in {self.spools.path}: {type(exc).__name__}: {exc}")
+            self._report(f"cannot adopt spools in {self.spools.path}: {_named(exc)}")
             return
         if moved:
             with self._lock:
@@ -113,7 +121,12 @@ class SpoolStore:
         spool = self.spool()
         if not entries:
             return
-        rejected = spool.append(entries) if spool is not None else entries
+        rejected = entries
+        if spool is not None:
+            try:
+                rejected = spool.append(entries)
+            except (sqlite3.Error, OSError) as exc:  # the disk is full, or the file went bad
+                self._say_once(f"spool {spool.path} write failed (records dropped): {_named(exc)}")
         first = min((e[0], e[1]) for e in entries)
         with self._lock:
             self._writes += 1

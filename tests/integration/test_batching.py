@@ -183,6 +183,38 @@ def test_rate_limit_counts_only_what_the_handlers_filters_let_through(
     assert sum(s["fields"]["suppressed"] for s in summaries) == 1000 - len(flood)
 
 
+def _say(logger: logging.Logger, text: str) -> None:
+    logger.error(text)  # one call site for every logger that calls this
+
+
+def test_rate_limit_does_not_count_the_handlers_own_loggers(
+    route: tuple[str, str, str], make_logger: Any
+) -> None:
+    """pika's records are never sent; during a flood from the same call site they are
+    not counted as suppressed either (the limiter's cheap no must not see them)."""
+    url, exchange, queue = route
+    log, handler = make_logger(
+        url=url, exchange=exchange, batch="auto", spool="", rate_limit="5", burst="5"
+    )
+    pika_log = logging.getLogger("pika.flood-test")
+    pika_log.addHandler(handler)
+    try:
+        for _ in range(1000):
+            _say(log, "payment gateway timeout")
+        for _ in range(1000):
+            _say(pika_log, "connection noise")
+    finally:
+        pika_log.removeHandler(handler)
+    handler.flush()
+    records = records_of(drain(url, queue))
+    flood = [r for r in records if r["msg"] == "payment gateway timeout"]
+    summaries = [r for r in records if r["msg"].startswith("suppressed ")]
+    assert not [r for r in records if r["msg"] == "connection noise"]
+    assert 5 <= len(flood) < 20
+    assert handler.stats["suppressed"] == 1000 - len(flood)
+    assert sum(s["fields"]["suppressed"] for s in summaries) == 1000 - len(flood)
+
+
 def test_dictconfig_strings_for_batch_and_rate_limit(route: tuple[str, str, str]) -> None:
     """Every new option is a plain string in dictConfig; a typo fails at configuration."""
     url, exchange, _ = route

@@ -20,9 +20,11 @@ import pytest
 import structlog
 
 from logrouter import RabbitHandler
+from logrouter.app.spool import Spool
 from tests.helpers import ROOT
 from tests.helpers.handler import collect, declare, delete
 from tests.helpers.rabbit_nodes import free_port
+from tests.helpers.tmpfs import mounted_tmpfs
 
 
 def test_50000_records_arrive_once_each(route: tuple[str, str, str], make_logger: Any) -> None:
@@ -211,6 +213,36 @@ def test_drops_counted_with_spool_off(make_logger: Any, capfd: pytest.CaptureFix
         err += capfd.readouterr().err
     assert "dropped 400 records" in err
     assert "secret" not in err
+
+
+def test_spool_on_a_full_disk_counts_drops_and_never_raises(
+    tmp_path: Path, make_logger: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Broker unreachable, spool on a disk that fills: the app's calls never raise and
+    print no 'Logging error' tracebacks; stderr names the spool file that could not be
+    written, once; every record is in the spool or counted as dropped."""
+    url = f"amqp://guest:secret@127.0.0.1:{free_port()}/%2F"
+    total = 20_000
+    with mounted_tmpfs(tmp_path / "disk", "256k") as disk:
+        log, handler = make_logger(
+            url=url, exchange="logs", spool=str(disk / "spool"), buffer_size=100
+        )
+        for i in range(total):
+            log.info("record %d %s", i, "x" * 200)
+        handler.close()
+        kept = 0
+        for path in (disk / "spool").glob("*.sqlite"):
+            spool = Spool(path, create=False)
+            kept += len(spool)
+            spool.close()
+    err = capfd.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err
+    assert err.count("write failed (records dropped): OperationalError") == 1, err
+    assert f"spool {disk / 'spool'}/" in err
+    assert "secret" not in err
+    assert handler.dropped > 0
+    assert kept == handler.stats["spooled"]
+    assert kept + handler.dropped == total
 
 
 def test_missing_exchange_keeps_records_then_replays_in_order(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from logrouter.config import ConfigError, parse_config
 from tests.helpers.broker import queue_depth
+from tests.helpers.tmpfs import mounted_tmpfs
 from tests.reliability.harness import assert_exactly_once, wait_until
 
 #: minutes-long scenarios: scheduled first (tests/conftest.py), beside the rest
@@ -71,24 +71,8 @@ def test_sink_killed_9_mid_batch_ten_times(amqp_url: str, pipeline_factory: Any)
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted for the test (root needed), unmounted afterwards."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"cannot mount a tmpfs for the disk-full scenario ({result.stderr.strip()}): "
-            "run the suite as root (or in a container with CAP_SYS_ADMIN)",
-            pytrace=False,
-        )
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "2m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=30)
 
 
 def fill(directory: Path) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 from logrouter.config import FileOptions
 from logrouter.render import DEFAULT_LINE_FORMAT, render_line
 from logrouter.sinks.file import FileWriter
+from tests.helpers.tmpfs import mounted_tmpfs
 
 
 def options(base: Path, path: str = "{facility}.log", **kw: Any) -> FileOptions:
@@ -275,20 +275,8 @@ def test_file_in_place_of_a_directory_raises_with_path(tmp_path: Path) -> None:
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs (needs root and mount; the test fails otherwise, it is a real disk-full)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the disk-full test (run as root): {done.stderr}")
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "64k") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_disk_full_raises_keeps_files_clean_and_recovers(tiny_fs: Path) -> None:
