@@ -30,6 +30,8 @@ from typing import Any
 import pika
 import pytest
 
+from logrouter import batchwire
+
 APPS = Path(__file__).resolve().parent / "apps"
 BIN = Path(sys.executable).parent
 #: Seconds a server gets to answer on its port (cold imports on a busy 2-core box).
@@ -49,6 +51,9 @@ class Drained:
     """Every record drained from the test queue, in arrival order."""
 
     records: list[tuple[str, dict[str, Any]]] = field(default_factory=list, repr=False)
+    #: Messages drained, and how many of them were batches.
+    messages: int = 0
+    batches: int = 0
 
     def of_kind(self, *kinds: str) -> list[dict[str, Any]]:
         """Bodies whose ``fields.kind`` is one of ``kinds``."""
@@ -142,7 +147,9 @@ class Route:
                 self.queue, auto_ack=True, inactivity_timeout=0.1
             ):
                 if method is not None:
-                    self.drained.records.append((props.message_id, json.loads(body)))
+                    self.drained.records += _records(method.routing_key, props, body)
+                    self.drained.messages += 1
+                    self.drained.batches += batchwire.is_batch(props.content_type)
                     if on_message:
                         on_message()
                 if done() or time.monotonic() > deadline:
@@ -150,6 +157,16 @@ class Route:
             ch.cancel()
         finally:
             conn.close()
+
+
+def _records(routing_key: str, props: Any, body: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """(id, body) of each record of a message: the message's one, or a batch's lines."""
+    if not batchwire.is_batch(props.content_type):
+        return [(props.message_id, json.loads(body))]
+    lines = batchwire.split_batch(body, routing_key, message_id=props.message_id)
+    bad = [line.reason for line in lines if line.record is None]
+    assert not bad, f"undecodable lines in a handler's batch {props.message_id}: {bad}"
+    return [(line.id or "", line.record) for line in lines if line.record is not None]
 
 
 # ---- process trees -----------------------------------------------------------------------------
@@ -340,6 +357,24 @@ def complete(replies: Iterable[Reply]) -> Callable[[Drained], bool]:
         return not missing
 
     return done
+
+
+def detail_problems(drained: Drained, numbers: Iterable[int], details: int) -> list[str]:
+    """What is wrong with the ``detail`` records (``details`` for each request of
+    ``numbers``, each once, each with its own id)."""
+    want = set(numbers)
+    got = Counter(int(b["fields"]["req"]) for b in drained.of_kind("detail"))
+    wrong = sorted(n for n in want if got[n] != details)
+    ids = Counter(i for i, b in drained.records if b.get("fields", {}).get("kind") == "detail")
+    problems = []
+    if wrong:
+        problems.append(
+            f"{len(wrong)} requests have not {details} detail records each:"
+            f" {[(n, got[n]) for n in wrong[:5]]}"
+        )
+    if repeated := sum(n - 1 for n in ids.values() if n > 1):
+        problems.append(f"{repeated} detail records repeated an id")
+    return problems
 
 
 def record_problems(drained: Drained, replies: list[Reply], stage: str) -> list[str]:

@@ -19,6 +19,7 @@ from tests.servers.realserver import (
     Route,
     Server,
     complete,
+    detail_problems,
     import_problems,
     record_problems,
 )
@@ -38,15 +39,23 @@ def celery_queue(amqp_url: str, unique_name: Callable[[str], str]) -> Iterator[s
         conn.close()
 
 
+@pytest.mark.parametrize(("batch", "details"), [("off", 0), ("auto", 20)], ids=["off", "auto"])
 def test_prefork_four_children_every_task_record_once(
-    route: Route, servers: Callable[..., Server], celery_queue: str, tmp_path: Path
+    route: Route,
+    servers: Callable[..., Server],
+    celery_queue: str,
+    tmp_path: Path,
+    batch: str,
+    details: int,
 ) -> None:
-    """celery worker -c 4 --pool prefork, 500 tasks that log (an error every tenth).
+    """celery worker -c 4 --pool prefork, 500 tasks that log (an error every tenth; with
+    ``batch="auto"`` 20 detail records more each, a busy worker).
 
     Every task run (traced to a file by the task: its pid and records logged) has its
     records on the broker while the worker runs, counted per child pid; the record logged
     when logging was configured (main process, before the pool forked) arrives exactly
-    once; after a warm shutdown (SIGTERM) nothing is lost or twice.
+    once; after a warm shutdown (SIGTERM) nothing is lost or twice; with auto, the
+    children sent batches.
     """
     trace = tmp_path / "tasks.jsonl"
     argv = [str(BIN / "celery"), "-A", "celery_app", "worker", "-c", "4", "--pool", "prefork"]
@@ -55,6 +64,8 @@ def test_prefork_four_children_every_task_record_once(
         [*argv, "--loglevel", "INFO"],
         LR_TEST_CELERY_QUEUE=celery_queue,
         LR_TEST_TRACE=str(trace),
+        LR_TEST_BATCH=batch,
+        LR_TEST_DETAILS=str(details),
     )
     # No need to wait for "ready": the tasks wait in their queue until the pool takes them.
     client = Celery("servers-client", broker=route.url)
@@ -74,6 +85,9 @@ def test_prefork_four_children_every_task_record_once(
     final = route.settle()
     problems += record_problems(final, runs, "after stop")
     problems += import_problems(final, [server.pid])
+    problems += detail_problems(final, (r.req for r in runs), details)
+    if batch == "auto" and not final.batches:
+        problems.append(f"no batch among {final.messages} messages: batch=auto never packed")
     assert problems == [], "\n".join(problems) + "\n" + server.output()
 
 

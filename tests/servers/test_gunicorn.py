@@ -19,6 +19,7 @@ from tests.servers.realserver import (
     Route,
     Server,
     complete,
+    detail_problems,
     gunicorn,
     import_problems,
     load,
@@ -58,6 +59,31 @@ def test_every_record_of_every_worker_once(
         stop_within=GRACEFUL,
         import_pids=[server.pid] if preload else workers,
     )
+    assert problems == [], "\n".join(problems) + "\n" + server.output()
+
+
+def test_batch_auto_preload_every_record_once(route: Route, servers: Callable[..., Server]) -> None:
+    """gunicorn --preload -w 4 with ``batch="auto"``, 500 requests of 21 records each
+    (a busy app): every record arrives once while the server runs and after a graceful
+    stop, per worker pid as the replies say, and the workers did send batches."""
+    details = 20
+    server, port = gunicorn(
+        servers, "--preload", LR_TEST_BATCH="auto", LR_TEST_DETAILS=str(details)
+    )
+    workers = server.wait_children(4)
+    problems = serve_and_stop(
+        server,
+        port,
+        route,
+        REQUESTS,
+        workers=workers,
+        stop_within=GRACEFUL,
+        import_pids=[server.pid],
+    )
+    drained = route.drained
+    problems += detail_problems(drained, range(1, REQUESTS + 1), details)
+    if not drained.batches:
+        problems.append(f"no batch among {drained.messages} messages: batch=auto never packed")
     assert problems == [], "\n".join(problems) + "\n" + server.output()
 
 

@@ -1,8 +1,9 @@
 """What every test app shares: the logging config users write, and one logged request.
 
 Configured from the environment (set by tests/servers/conftest.py): ``LR_TEST_URL``,
-``LR_TEST_EXCHANGE``, ``LR_TEST_FLUSH_TIMEOUT``, ``LR_TEST_BUFFER_SIZE``. Every record
-the tests count carries ``kind`` (``import``, ``request``, ``error``) and, for requests,
+``LR_TEST_EXCHANGE``, ``LR_TEST_FLUSH_TIMEOUT``, ``LR_TEST_BUFFER_SIZE``,
+``LR_TEST_BATCH``, ``LR_TEST_DETAILS``. Every record the tests count carries ``kind``
+(``import``, ``request``, ``detail``, ``error``) and, for requests,
 ``req`` (the request number) in its ``extra``, so a drained queue can be counted per pid
 and per request.
 """
@@ -33,6 +34,7 @@ def logging_config() -> dict[str, Any]:
                 "exchange": os.environ["LR_TEST_EXCHANGE"],
                 "flush_timeout": os.environ.get("LR_TEST_FLUSH_TIMEOUT", "5"),
                 "buffer_size": os.environ.get("LR_TEST_BUFFER_SIZE", "25000"),
+                "batch": os.environ.get("LR_TEST_BATCH", "off"),
             }
         },
         "root": {"handlers": ["router"], "level": "INFO"},
@@ -67,10 +69,18 @@ def handler_stats() -> dict[str, int]:
     return {}
 
 
+#: Records of kind ``detail`` each request logs after its own (a busy app, for batching).
+DETAILS = int(os.environ.get("LR_TEST_DETAILS", "0"))
+
+
 def log_request(n: int) -> dict[str, Any]:
-    """Log request ``n`` (one info; every tenth also an error); what the response says."""
+    """Log request ``n`` (one info, then ``DETAILS`` details; every tenth also an error);
+    what the response says."""
     LOG.info("request %d served", n, extra={"kind": "request", "req": n})
     _count()
+    for i in range(DETAILS):
+        LOG.info("request %d detail %d", n, i, extra={"kind": "detail", "req": n})
+        _count()
     if n % 10 == 0:
         LOG.error("request %d failed", n, extra={"kind": "error", "req": n})
         _count()
