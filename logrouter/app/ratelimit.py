@@ -36,6 +36,11 @@ DEFAULT_INTERVAL = 10.0
 MAX_KEYS = 10_000
 OTHER_KEYS = "(other keys)"
 
+#: The call site of a record whose caller logging did not look for (``logging._srcfile =
+#: None``, the documented speed-up) or could not find: keyed by its logger instead, or
+#: one flood would silence every such record of the process.
+UNKNOWN_SITE = ("(unknown file)", 0)
+
 #: A token, less what float sums of elapsed x rate lose (a source at exactly its rate passes).
 _ONE = 1.0 - 1e-9
 #: ``suppress_known`` leaves the last µs before a key's next token to ``allow``'s exact sums.
@@ -133,6 +138,8 @@ class Suppression:
 
     def source(self) -> str:
         """``billing.worker (app.py:88)``; with ``facility.severity`` keys the key first."""
+        if (self.pathname, self.lineno) == UNKNOWN_SITE:
+            return self.logger
         site = f"{os.path.basename(self.pathname)}:{self.lineno}"
         if self.key_kind == "facility.severity" and self.facility and self.severity:
             return f"{self.facility}.{self.severity} ({self.logger}, {site})"
@@ -281,6 +288,7 @@ class RateLimiter:
         self.key = key
         self.max_keys = max(1, max_keys)
         self.gate = SeverityGate(settings.exempt)
+        self._by_site = settings.key == "site"
         #: Records suppressed so far, in total and by key (text).
         self.suppressed = 0
         self.by_key: dict[str, int] = {}
@@ -299,6 +307,8 @@ class RateLimiter:
         if self.gate.exempt(record):
             return True
         key = self.key(record)
+        if self._by_site and key == UNKNOWN_SITE:  # suppress_known then never finds it
+            key = record.name
         now = record.created
         with self._lock:
             bucket = self._buckets.get(key)

@@ -71,6 +71,21 @@ def test_keys_are_independent() -> None:
     assert limiter.allow(_record(0.5, line=99)) and limiter.allow(_record(0.5, line=99))
 
 
+def test_unknown_call_sites_are_keyed_by_logger() -> None:
+    """Records whose site logging did not look for (``logging._srcfile = None``: all
+    "(unknown file)", line 0) are keyed by logger: one logger's flood does not silence
+    another's records, and its summary names the logger alone."""
+    limiter = _limiter(burst=2)
+    unknown = {"line": 0, "pathname": "(unknown file)"}
+    sent = _flood(limiter, 0.0, 1, 1000, name="billing.worker", **unknown)
+    assert sent < 20
+    assert limiter.allow(_record(0.5, name="payments", **unknown))
+    assert limiter.allow(_record(0.5, name="payments", **unknown))
+    (summary,) = limiter.due(1.5)
+    assert summary.message() == f"suppressed {1000 - sent} records from billing.worker in 1 s"
+    assert summary.fields(limiter.settings)["suppressed_key"] == "billing.worker"
+
+
 def test_logger_key_groups_call_sites() -> None:
     """With rate_limit_key=logger, every call site of a logger shares its bucket."""
     limiter = _limiter(burst=2, key="logger")
@@ -227,9 +242,10 @@ def _handled(limiter: RateLimiter, record: logging.LogRecord) -> bool:
 
 @pytest.mark.parametrize("exempt", ["crit", None])
 def test_cheap_no_decides_as_allow_alone(exempt: str | None) -> None:
-    """A flood with summaries every 2 s, records at jittered times, mixed levels and
-    an own ``severity`` extra: the cheap path sends and counts exactly what ``allow``
-    alone does, and the summaries carry the same counts."""
+    """A flood with summaries every 2 s, records at jittered times, mixed levels, an
+    own ``severity`` extra and unknown call sites of two loggers: the cheap path sends
+    and counts exactly what ``allow`` alone does, and the summaries carry the same
+    counts."""
     outcomes = []
     for cheap in (False, True):
         limiter = _limiter(rate=7, burst=3, exempt=exempt)
@@ -238,7 +254,9 @@ def test_cheap_no_decides_as_allow_alone(exempt: str | None) -> None:
             t = i / 1000 + (i % 7) * 1e-4
             extra = {"severity": "crit"} if i % 997 == 0 else {}
             level = logging.CRITICAL if i % 499 == 0 else logging.ERROR
-            record = _record(t, level=level, line=88 + i % 2, **extra)
+            if i % 3 == 0:  # logging._srcfile = None: no site, keyed by logger
+                extra.update(pathname="(unknown file)", name=f"worker.{i % 2}")
+            record = _record(t, level=level, line=0 if i % 3 == 0 else 88 + i % 2, **extra)
             ok = _handled(limiter, record) if cheap else limiter.allow(record)
             sent.append(ok)
             if i % 2000 == 1999:
