@@ -321,6 +321,11 @@ def _seen_any(dedup: Container[DedupKey], keys: set[DedupKey]) -> bool:
     return any(key in dedup for key in keys)
 
 
+#: More than a handler can count in a summary (~2**53 records at 1 GHz is 100 days):
+#: a larger count is forged, and would make the metrics a number of hundreds of digits.
+_MAX_SUPPRESSED = 2**53
+
+
 def suppressed_in(records: Iterable[dict[str, Any]]) -> int:
     """Records apps suppressed (``rate_limit``), as the summary records among these say."""
     total = 0
@@ -328,7 +333,7 @@ def suppressed_in(records: Iterable[dict[str, Any]]) -> int:
         fields = record.get("fields")
         if fields and isinstance(fields, dict) and fields.get("rate_limit_summary") is True:
             count = fields.get("suppressed")
-            if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            if type(count) is int and 0 < count <= _MAX_SUPPRESSED:
                 total += count
     return total
 

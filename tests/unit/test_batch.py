@@ -453,13 +453,18 @@ def test_a_sink_batch_is_bounded_by_records() -> None:
 
 
 def test_suppressed_counts_come_from_summary_records_only() -> None:
-    """The sink's suppressed counter adds up rate-limit summaries' counts, nothing else."""
+    """The sink's suppressed counter adds up rate-limit summaries' counts, nothing else:
+    not an app's own field, not a count above 2**53 (a forged one would make the
+    metrics a number of hundreds of digits)."""
     records: list[dict[str, Any]] = [
         {"msg": "suppressed 5 records", "fields": {"rate_limit_summary": True, "suppressed": 5}},
         {"msg": "x", "fields": {"suppressed": 1000}},  # an app's own field: not a summary
         {"msg": "y", "fields": {"rate_limit_summary": True, "suppressed": "7"}},
         {"msg": "z", "fields": "odd"},
         {"msg": "suppressed 2 records", "fields": {"rate_limit_summary": True, "suppressed": 2}},
+        # forged by any broker user: a count no handler reaches would break the metrics
+        {"msg": "forged", "fields": {"rate_limit_summary": True, "suppressed": 10**400}},
+        {"msg": "forged", "fields": {"rate_limit_summary": True, "suppressed": 2**53 + 1}},
     ]
     assert suppressed_in(records) == 7
 
