@@ -31,22 +31,36 @@ from tests.servers.realserver import (
 
 
 @pytest.mark.parametrize(
-    ("worker_class", "preload"),
-    [("sync", True), ("gthread", True), ("sync", False)],
-    ids=["sync-preload", "gthread-preload", "sync"],
+    ("worker_class", "preload", "batch"),
+    [
+        ("sync", True, "off"),
+        ("gthread", True, "off"),
+        ("sync", False, "off"),
+        ("sync", True, "auto"),
+    ],
+    ids=["sync-preload", "gthread-preload", "sync", "sync-preload-batch"],
 )
 def test_every_record_of_every_worker_once(
-    route: Route, servers: Callable[..., Server], worker_class: str, preload: bool
+    route: Route, servers: Callable[..., Server], worker_class: str, preload: bool, batch: str
 ) -> None:
-    """gunicorn -w 4 (sync/gthread, with and without --preload), 500 requests.
+    """gunicorn -w 4 (sync/gthread, with and without --preload), 500 requests; with
+    ``batch="auto"`` each request logs 20 detail records more (a busy app).
 
     While the server runs, every record of every request is on the broker, counted per
     worker pid (all 4 present); the record logged at import arrives exactly once (from the
     master with --preload, from each worker without); a graceful stop returns before
-    --graceful-timeout; after it nothing is lost and nothing arrived twice.
+    --graceful-timeout; after it nothing is lost and nothing arrived twice; with auto,
+    the workers sent batches.
     """
+    details = 20 if batch == "auto" else 0
     options = ["-k", worker_class] + (["--threads", "4"] if worker_class == "gthread" else [])
-    server, port = gunicorn(servers, *options, *(["--preload"] if preload else []))
+    server, port = gunicorn(
+        servers,
+        *options,
+        *(["--preload"] if preload else []),
+        LR_TEST_BATCH=batch,
+        LR_TEST_DETAILS=str(details),
+    )
     workers = server.wait_children(4)
     if not preload:  # a worker serves once it has imported the app (and logged so)
         route.drain(lambda d: len(d.per_pid("import")) >= 4)
@@ -59,31 +73,9 @@ def test_every_record_of_every_worker_once(
         stop_within=GRACEFUL,
         import_pids=[server.pid] if preload else workers,
     )
-    assert problems == [], "\n".join(problems) + "\n" + server.output()
-
-
-def test_batch_auto_preload_every_record_once(route: Route, servers: Callable[..., Server]) -> None:
-    """gunicorn --preload -w 4 with ``batch="auto"``, 500 requests of 21 records each
-    (a busy app): every record arrives once while the server runs and after a graceful
-    stop, per worker pid as the replies say, and the workers did send batches."""
-    details = 20
-    server, port = gunicorn(
-        servers, "--preload", LR_TEST_BATCH="auto", LR_TEST_DETAILS=str(details)
-    )
-    workers = server.wait_children(4)
-    problems = serve_and_stop(
-        server,
-        port,
-        route,
-        REQUESTS,
-        workers=workers,
-        stop_within=GRACEFUL,
-        import_pids=[server.pid],
-    )
-    drained = route.drained
-    problems += detail_problems(drained, range(1, REQUESTS + 1), details)
-    if not drained.batches:
-        problems.append(f"no batch among {drained.messages} messages: batch=auto never packed")
+    problems += detail_problems(route.drained, range(1, REQUESTS + 1), details)
+    if batch == "auto" and not route.drained.batches:
+        problems.append(f"no batch among {route.drained.messages} messages: auto never packed")
     assert problems == [], "\n".join(problems) + "\n" + server.output()
 
 
