@@ -71,7 +71,7 @@ COUNTERS: tuple[CounterSpec, ...] = (
         "suppressed",
         "logrouter_records_suppressed_total",
         "Records apps suppressed (rate_limit), as their summary records report.",
-        None,
+        "SUPPRESSED",
     ),
     CounterSpec(
         "expired",

@@ -30,6 +30,7 @@ def reply(sink: str, pid: int, written: int, uptime: float, **extra: Any) -> dic
         "rejected": 1,
         "duplicates": 0,
         "reconnects": 0,
+        "suppressed": 7,
     }
     return {
         "ok": True,
@@ -73,7 +74,7 @@ def test_rows_per_instance_and_no_answer() -> None:
         "21",
         "20",
     ]
-    assert rows[0][13:15] == ["2.0", "abcdef01"]
+    assert rows[0][13:16] == ["7", "2.0", "abcdef01"]  # SUPPRESSED, WRITTEN/S, CONFIG
     assert rows[1][:6] == ["", "", "", "", "", "h1:2"]
     assert rows[2][:6] == ["errors", "logrouter.errors", "missing", "-", "-", "no answer"]
 
@@ -101,8 +102,8 @@ def test_old_config_version_and_error_reply_are_marked() -> None:
         config_version="abcdef0123456789",
     )
     rows = stats.build_rows(snapshot)
-    assert rows[0][14] == "00000000 (old)"
-    assert rows[1][6] == "error" and rows[1][15] == "boom"
+    assert rows[0][15] == "00000000 (old)"
+    assert rows[1][6] == "error" and rows[1][16] == "boom"
 
 
 def test_render_table_aligns_columns() -> None:
