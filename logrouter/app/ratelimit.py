@@ -130,6 +130,11 @@ class Suppression:
     facility: str | None
     severity: str | None
     ended: bool
+    #: the suppressed records' own routing (``extra`` facility / severity) and function,
+    #: as the first of them had it: the summary goes where they went
+    own_facility: str | None = None
+    own_severity: str | None = None
+    func: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -173,6 +178,7 @@ class Suppression:
             "pathname": self.pathname,
             "filename": os.path.basename(self.pathname),
             "lineno": self.lineno,
+            "funcName": self.func,
             "msg": self.message(),
             "args": None,
             "created": self.until,
@@ -181,6 +187,11 @@ class Suppression:
         attrs.update(self.fields(settings))
         if self.key_kind == "facility.severity" and self.facility and self.severity:
             attrs["facility"], attrs["severity"] = self.facility, self.severity
+        else:
+            if self.own_facility is not None:
+                attrs["facility"] = self.own_facility
+            if self.own_severity is not None:
+                attrs["severity"] = self.own_severity
         return logging.makeLogRecord(attrs)
 
 
@@ -241,11 +252,14 @@ class _Bucket:
     __slots__ = (
         "facility",
         "first",
+        "func",
         "last",
         "levelname",
         "levelno",
         "lineno",
         "logger",
+        "own_facility",
+        "own_severity",
         "pathname",
         "reopen",
         "severity",
@@ -267,6 +281,9 @@ class _Bucket:
         self.levelname = ""
         self.facility: str | None = None
         self.severity: str | None = None
+        self.own_facility: str | None = None
+        self.own_severity: str | None = None
+        self.func: str | None = None
         #: While suppressing: no token before this ``created`` (less a margin).
         self.reopen = 0.0
 
@@ -376,7 +393,14 @@ class RateLimiter:
         bucket.logger = record.name
         bucket.pathname = record.pathname
         bucket.lineno = record.lineno
+        bucket.func = record.funcName
         bucket.levelno, bucket.levelname = record.levelno, record.levelname
+        own_facility, own_severity = (
+            record.__dict__.get("facility"),
+            record.__dict__.get("severity"),
+        )
+        bucket.own_facility = str(own_facility) if own_facility else None  # as the handler
+        bucket.own_severity = own_severity if isinstance(own_severity, str) else None  # reads them
         if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], str):
             bucket.facility, bucket.severity = str(key[0]), key[1]
         self._active[key] = bucket
@@ -426,6 +450,9 @@ class RateLimiter:
                         bucket.facility,
                         bucket.severity,
                         ended,
+                        bucket.own_facility,
+                        bucket.own_severity,
+                        bucket.func,
                     )
                 )
                 self._count(key, bucket.suppressed)

@@ -215,6 +215,33 @@ def test_rate_limit_does_not_count_the_handlers_own_loggers(
     assert sum(s["fields"]["suppressed"] for s in summaries) == 1000 - len(flood)
 
 
+def test_summary_has_the_routing_of_the_records_it_counts(
+    route: tuple[str, str, str], make_logger: Any
+) -> None:
+    """A flood of records that choose their own routing (extra facility / severity):
+    each summary is published with the routing key of the records it counts, so the
+    sink bound to them gets it."""
+    url, exchange, queue = route
+    log, handler = make_logger(
+        url=url, exchange=exchange, facility="billing", spool="", rate_limit="5", burst="5"
+    )
+    for _ in range(200):
+        log.error("login backend down", extra={"facility": "auth"})
+    for _ in range(200):
+        log.critical("cache cold", extra={"severity": "info"})
+    handler.flush()
+    keys: Counter[tuple[str, bool]] = Counter()
+    for method, props, body in drain(url, queue):
+        for record in records_of([(method, props, body)]):
+            keys[method.routing_key, record["msg"].startswith("suppressed ")] += 1
+    assert keys == {
+        ("auth.err", False): 5,
+        ("auth.err", True): 1,
+        ("billing.info", False): 5,
+        ("billing.info", True): 1,
+    }
+
+
 def test_dictconfig_strings_for_batch_and_rate_limit(route: tuple[str, str, str]) -> None:
     """Every new option is a plain string in dictConfig; a typo fails at configuration."""
     url, exchange, _ = route

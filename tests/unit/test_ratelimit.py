@@ -162,6 +162,27 @@ def test_summary_text_and_fields() -> None:
     assert summary.fields(limiter.settings)["rate_limit"] == 0.001
 
 
+def test_summary_goes_where_the_records_went() -> None:
+    """Records with their own facility and severity (``extra``): the summary carries
+    them, so the handler routes it as it routed them (not by the crit level here), and
+    it names their function."""
+    limiter = _limiter(rate=1, burst=1)
+    for i in range(5):
+        limiter.allow(
+            _record(
+                i * 0.01, level=logging.CRITICAL, facility="auth", severity="info", funcName="pay"
+            )
+        )
+    (summary,) = limiter.due(100.0)
+    record = summary.record(limiter.settings)
+    assert (record.facility, record.severity, record.funcName) == ("auth", "info", "pay")  # type: ignore[attr-defined]
+    plain = _limiter(rate=1, burst=1)
+    for i in range(5):
+        plain.allow(_record(i * 0.01))
+    (summary,) = plain.due(100.0)
+    assert not {"facility", "severity"} & set(vars(summary.record(plain.settings)))
+
+
 def test_everything_flushes_pending_summaries() -> None:
     """At flush/close every key that suppressed anything gets its summary at once."""
     limiter = _limiter(burst=1)
