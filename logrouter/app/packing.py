@@ -140,7 +140,9 @@ def _pack_group(
         end = max(end, start + 1)
         chunk = slice(start, end)
         checked = vouched is not None and all(vouched[chunk])
-        batch = _batch(items[chunk], described[chunk], bodies[chunk], ids[chunk], checked)
+        batch = _batch(
+            items[chunk], described[chunk], bodies[chunk], ids[chunk], checked, max_bytes
+        )
         for first, packet in batch:
             out.append((start + first, packet))
         start = end
@@ -158,21 +160,24 @@ def _batch(
     bodies: list[bytes],
     ids: list[str],
     checked: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> list[tuple[int, Packet[T]]]:
     """(index of its first record, packet) for one chunk of one key: one batch (a lone
     record: a plain one). A body that cannot be a batch line (not one compact JSON
-    object: not from our encoder) goes alone, its neighbours still batched."""
+    object: not from our encoder) goes alone, its neighbours still batched. A batch
+    that escaping made longer than ``max_bytes`` (each raw U+2028 takes 6 bytes, not
+    3) is cut in two."""
     if len(items) == 1:
         return [(0, _single(items[0], described[0]))]
+
+    def run(start: int, end: int) -> list[tuple[int, Packet[T]]]:
+        part = slice(start, end)
+        chunk = _batch(items[part], described[part], bodies[part], ids[part], checked, max_bytes)
+        return [(start + at, packet) for at, packet in chunk] if start < end else []
+
     try:
         body = batchwire.encode_records(bodies, ids, checked=checked)
     except ValueError:
-
-        def run(start: int, end: int) -> list[tuple[int, Packet[T]]]:
-            part = slice(start, end)
-            chunk = _batch(items[part], described[part], bodies[part], ids[part])
-            return [(start + at, packet) for at, packet in chunk] if start < end else []
-
         out: list[tuple[int, Packet[T]]] = []
         start = 0
         for index, line in enumerate(bodies):
@@ -181,6 +186,9 @@ def _batch(
                 out.append((index, _single(items[index], described[index])))
                 start = index + 1
         return out + run(start, len(items))
+    if len(body) > max_bytes:
+        half = len(items) // 2
+        return run(0, half) + run(half, len(items))
     first = described[0]
     packet = Packet(
         first[0],

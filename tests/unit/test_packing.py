@@ -72,6 +72,22 @@ def test_limits_split_batches_without_losing_or_reordering() -> None:
         assert got == [f"r{n}" for n in range(23)]
 
 
+@pytest.mark.parametrize("checked", [False, True])
+def test_escaped_line_separators_keep_batches_within_max_bytes(checked: bool) -> None:
+    """Records holding raw U+2028 (3 bytes, escaped to 6 in a batch line): every batch
+    body stays within max_bytes, every record kept, in order, its text unchanged."""
+    items = []
+    for n in range(40):
+        body = json.dumps({"msg": f"r{n}" + "\u2028" * 100}, ensure_ascii=False)
+        items.append(("a.info", f"id{n}", 1000 + n, body.encode()))
+    packets = pack(items, _fields, max_bytes=2000, checked=lambda _: checked)
+    assert [len(p.body) for p in packets if len(p.body) > 2000] == []
+    assert any(p.batch for p in packets)
+    assert [i for p in packets for i in p.items] == items
+    got = [m for p in packets for m in _records(p.body, "a.info")]
+    assert got == [f"r{n}" + "\u2028" * 100 for n in range(40)]
+
+
 def test_a_record_larger_than_max_bytes_goes_alone() -> None:
     """A huge record is one plain message; its neighbours still share batches."""
     items = [_item("a.info", 0), _item("a.info", 1, size=5000), _item("a.info", 2)]
