@@ -25,6 +25,11 @@ from logrouter.app.packing import pack
 
 #: Records taken from the outbox per pump, at most (then I/O is serviced).
 PUMP_RECORDS = 2000
+#: Records published and not yet confirmed, at most (the publisher's cap counts
+#: messages, and a batch carries up to batch_records): what a SIGKILL can lose of
+#: them. A flat-out app into a durable queue had 9,000-22,000 in flight uncapped
+#: (confirms wait for the broker's fsync); this leaves it room.
+INFLIGHT_RECORDS = 50_000
 #: What the packer needs of an encoded record: (routing_key, message_id, timestamp, body).
 _fields = operator.itemgetter(2, 3, 4, 5)  # of an ``Encoded``
 _checked = operator.itemgetter(7)  # of an ``Encoded``
@@ -93,7 +98,11 @@ class BatchPump:
         """Take up to PUMP_RECORDS records and publish them packed; messages published
         (``limit`` when more than a pump's share was waiting, so that the pump comes back)."""
         outbox = self.outbox
-        budget = min(PUMP_RECORDS, limit * self.batch_records)
+        budget = min(
+            PUMP_RECORDS, limit * self.batch_records, INFLIGHT_RECORDS - self.inflight.records
+        )
+        if budget <= 0:
+            return 0  # the confirms' pump comes back
         self.in_hand = True
         try:
             items = outbox.take_many(budget)

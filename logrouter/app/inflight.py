@@ -24,6 +24,8 @@ class Inflight:
         #: records published (``messages`` counts AMQP messages)
         self.published = 0
         self.messages = 0
+        #: records published and not confirmed yet
+        self.records = 0
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -33,6 +35,7 @@ class Inflight:
         self._messages.append((self.next_tag, records))
         self.next_tag += 1
         self.published += len(records)
+        self.records += len(records)
         self.messages += 1
 
     def settle(self, tag: int, multiple: bool) -> list[Encoded]:
@@ -50,10 +53,12 @@ class Inflight:
                     done.extend(records)
                     del messages[position]
                     break
+        self.records -= len(done)
         return done
 
     def drain(self) -> list[Encoded]:
         """Every unconfirmed record, oldest first; their tags are void from now on."""
         records = [item for _, records in self._messages for item in records]
         self._messages.clear()
+        self.records = 0
         return records

@@ -6,7 +6,7 @@ import types
 from collections import deque
 from typing import Any, cast
 
-from logrouter.app.batchpump import BatchPump
+from logrouter.app.batchpump import INFLIGHT_RECORDS, PUMP_RECORDS, BatchPump
 from logrouter.app.inflight import Inflight
 
 
@@ -79,3 +79,22 @@ def test_full_batch_or_no_linger_goes_at_once() -> None:
     no_linger, inflight2, _buffer2, _loop2 = _pump(linger=0.0)
     inflight2.add(())
     assert not no_linger.lingering(limit=10)
+
+
+def test_records_in_flight_are_capped() -> None:
+    """A batch carries up to batch_records records, so the publisher's cap of messages
+    in flight does not bound records: the pump takes no more than INFLIGHT_RECORDS
+    less those in flight, and nothing when none are left; confirms give room back."""
+    pump, inflight, _buffer, _loop = _pump()
+    taken: list[int] = []
+    cast(Any, pump.outbox).take_many = lambda count: taken.append(count) or []
+    writer = cast(Any, None)  # never reached: take_many gives nothing
+    inflight.add(cast(Any, (None,) * (INFLIGHT_RECORDS - 30)))
+    assert pump.publish(writer, limit=10) == 0
+    inflight.add(cast(Any, (None,) * 30))
+    assert pump.publish(writer, limit=10) == 0
+    assert taken == [30] and inflight.records == INFLIGHT_RECORDS
+    assert len(inflight.settle(1, multiple=False)) == INFLIGHT_RECORDS - 30
+    pump.publish(writer, limit=100)  # 100 messages of batch_records 100: a pump's share
+    assert taken == [30, PUMP_RECORDS] and inflight.records == 30
+    assert len(inflight.drain()) == 30 and inflight.records == 0
