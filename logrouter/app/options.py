@@ -22,6 +22,7 @@ from logrouter import severity as sev
 from logrouter.app.encoder import parse_facilities
 from logrouter.app.packing import parse_mode
 from logrouter.app.ratelimit import RateLimitSettings
+from logrouter.app.values import number, whole
 from logrouter.connection import DEFAULT_EXCHANGE, DEFAULT_URL, BrokerSettings
 
 DEFAULT_BUFFER = 25_000  # ~0.7 KB each: bounded at ~17 MB; absorbs a burst without spooling
@@ -90,13 +91,13 @@ class HandlerOptions:
         settings = BrokerSettings.from_url(
             url,
             exchange=given["exchange"],
-            heartbeat=int(given["heartbeat"]),
+            heartbeat=whole("heartbeat", given["heartbeat"]),
             client_name="logrouter-handler",
         )
         facility = sev.normalize_facility(given["facility"])
         parsed_facilities = parse_facilities(given["facilities"])
         app = given["app"] or _default_app()
-        size = max(2, int(given["buffer_size"]))
+        size = max(2, whole("buffer_size", given["buffer_size"]))
         spool_path = (
             None
             if spool == ""
@@ -104,14 +105,19 @@ class HandlerOptions:
             if spool
             else default_spool_path(app, settings.exchange)
         )
-        spool_max = DEFAULT_SPOOL_MAX if spool_max_bytes in (None, "") else int(spool_max_bytes)
-        flush = float(given["flush_timeout"])
-        max_msg = int(given["max_message"])
-        reconnect = float(given["reconnect_max"])
+        spool_max = (
+            DEFAULT_SPOOL_MAX
+            if spool_max_bytes in (None, "")
+            else whole("spool_max_bytes", spool_max_bytes)
+        )
+        flush = number("flush_timeout", given["flush_timeout"])
+        max_msg = whole("max_message", given["max_message"])
+        reconnect = number("reconnect_max", given["reconnect_max"])
         fast = str(given["fast_frames"]).lower() not in ("false", "0", "no", "off")
         mode = parse_mode(given["batch"])
-        linger = float(linger_ms) / 1000.0
-        records, size_bytes = int(batch_records), int(batch_bytes)
+        linger = number("linger_ms", linger_ms) / 1000.0
+        records = whole("batch_records", batch_records)
+        size_bytes = whole("batch_bytes", batch_bytes)
         if linger < 0 or records < 1 or size_bytes < 1:
             raise ValueError(
                 "linger_ms must be >= 0, batch_records and batch_bytes >= 1"

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logrouter import severity as sev
+from logrouter.app.values import number, whole
 
 #: What a bucket is keyed by (handler option ``rate_limit_key``).
 KEY_KINDS = ("logger", "facility.severity", "site")
@@ -74,18 +75,19 @@ class RateLimitSettings:
         """
         if rate_limit is None or rate_limit == "":
             return None
-        rate = _number("rate_limit", rate_limit)
+        rate = number("rate_limit", rate_limit)
         if rate == 0:
             return None
         default_burst = max(1, int(rate * 2))
-        size = default_burst if burst is None or burst == "" else int(_number("burst", burst))
+        size = default_burst if burst is None or burst == "" else whole("burst", burst)
         if size < 1:
             raise ValueError(f"burst: {burst!r} must be at least 1")
         kind = (key or DEFAULT_KEY).strip().lower()
         if kind not in KEY_KINDS:
             raise ValueError(f"rate_limit_key: {key!r} is not one of {', '.join(KEY_KINDS)}")
-        word: str | None = DEFAULT_EXEMPT if exempt is None else exempt.strip().lower()
-        if word in ("", "none"):
+        # "" is the default, as for every other option; "none" exempts nothing
+        word: str | None = (exempt or "").strip().lower() or DEFAULT_EXEMPT
+        if word == "none":
             word = None
         elif word is not None:
             try:
@@ -95,21 +97,11 @@ class RateLimitSettings:
         every = (
             DEFAULT_INTERVAL
             if interval is None or interval == ""
-            else _number("rate_limit_interval", interval)
+            else number("rate_limit_interval", interval)
         )
         if every <= 0:
             raise ValueError(f"rate_limit_interval: {interval!r} must be more than 0 seconds")
         return cls(rate, size, kind, word, every)
-
-
-def _number(option: str, value: float | str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{option}: {value!r} is not a number") from None
-    if number < 0 or number != number or number == float("inf"):
-        raise ValueError(f"{option}: {value!r} must be a finite number >= 0")
-    return number
 
 
 @dataclass(frozen=True)

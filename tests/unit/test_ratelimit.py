@@ -245,6 +245,11 @@ def test_options_from_strings_and_defaults() -> None:
     assert RateLimitSettings.from_options("1", exempt="none") == RateLimitSettings(
         1.0, 2, "site", None, 10.0
     )
+    assert RateLimitSettings.from_options("1", exempt="") == RateLimitSettings(
+        1.0, 2, "site", "crit", 10.0
+    )  # "" is the default, as for burst, key and interval
+    with pytest.raises(ValueError, match=r"^burst: '2.5' is not a whole number$"):
+        RateLimitSettings.from_options("1", burst="2.5")
 
 
 def test_key_text() -> None:
