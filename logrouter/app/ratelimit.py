@@ -135,9 +135,11 @@ class Suppression:
 
     def source(self) -> str:
         """``billing.worker (app.py:88)``; with ``facility.severity`` keys the key first."""
+        site = f"{os.path.basename(self.pathname)}:{self.lineno}"
+        if self.key == OTHER_KEYS:  # past MAX_KEYS: many sources share it
+            return f"{OTHER_KEYS} (the first: {self.logger}, {site})"
         if (self.pathname, self.lineno) == UNKNOWN_SITE:
             return self.logger
-        site = f"{os.path.basename(self.pathname)}:{self.lineno}"
         if self.key_kind == "facility.severity" and self.facility and self.severity:
             return f"{self.facility}.{self.severity} ({self.logger}, {site})"
         return f"{self.logger} ({site})"

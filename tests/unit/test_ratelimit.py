@@ -212,6 +212,10 @@ def test_keys_are_bounded() -> None:
     summaries = limiter.due(100.0, everything=True)
     assert sum(s.count for s in summaries) == limiter.suppressed
     assert limiter.by_key[OTHER_KEYS] == 13 and len(limiter.by_key) == 4
+    (shared,) = [s for s in summaries if s.key == OTHER_KEYS]
+    assert shared.message().startswith(  # many sources: it says so, and names the first
+        "suppressed 13 records from (other keys) (the first: billing.worker, app.py:3)"
+    )
     limiter.allow(_record(200.0, line=50))  # the quiet buckets are forgotten again
     assert ("/srv/billing/app.py", 50) in limiter._buckets
 
