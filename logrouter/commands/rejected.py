@@ -36,7 +36,7 @@ from logrouter.commands.common import (
     connect_as,
     resolve_target,
 )
-from logrouter.connection import describe_error, redact
+from logrouter.connection import connection_login, describe_error, redact
 from logrouter.render import escape
 from logrouter.sinks.rejects import (
     ORIGINAL_USER_HEADER,
@@ -177,8 +177,9 @@ def show_text(held: Held) -> str:
     return "\n".join(lines)
 
 
-def replay_properties(held: Held) -> pika.BasicProperties:
-    """The message's properties for re-publishing: rejection headers out, replay mark in."""
+def replay_properties(held: Held, login: str | None = None) -> pika.BasicProperties:
+    """The message's properties for re-publishing: rejection headers out, replay mark in,
+    ``user_id`` the replayer's ``login`` (the broker checks it; sinks key dedup by it)."""
     props = held.properties
     headers = {k: v for k, v in (props.headers or {}).items() if k not in _REJECTION_HEADERS}
     headers[REPLAY_HEADER] = "rejected"
@@ -194,6 +195,7 @@ def replay_properties(held: Held) -> pika.BasicProperties:
         timestamp=props.timestamp,
         app_id=props.app_id,
         type=props.type,
+        user_id=login,
     )
 
 
@@ -279,11 +281,12 @@ def _purge(channel: Any, wanted: Iterator[Held], queue: str) -> int:
 def _replay(connection: Any, channel: Any, wanted: Iterator[Held], exchange: str) -> int:
     publisher = connection.channel()
     publisher.confirm_delivery()
+    login = connection_login(connection)
     replayed = 0
     for held in wanted:
         try:
             publisher.basic_publish(
-                exchange, original_key(held), held.body, replay_properties(held)
+                exchange, original_key(held), held.body, replay_properties(held, login)
             )
         except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
             _err(f"message {held.ident!r} not confirmed ({describe_error(exc)}); left in the queue")

@@ -56,7 +56,7 @@ from logrouter.commands.replay_cursor import (
     write_cursor_file,
 )
 from logrouter.commands.replay_pack import Outgoing, Packer
-from logrouter.connection import redact
+from logrouter.connection import connection_login, redact
 from logrouter.record_filter import RecordFilter
 from logrouter.render import render_output
 
@@ -160,6 +160,8 @@ class Replay:
         cursor: Cursor | None,
     ) -> None:
         self.connection = connection
+        #: user_id of every message: without it sinks would key dedup by "" (anyone's)
+        self.login = connection_login(connection)
         self.exchange = exchange
         self.queue = queue
         self.rate: float | None = args.rate
@@ -246,6 +248,7 @@ class Replay:
 
     def send_message(self, message: Outgoing, completes: Cursor | None) -> None:
         """Publish ``message`` (its frames gathered for one write), completing ``completes``."""
+        message.properties.user_id = self.login
         if self.frames is None:
             self.frames = gather(self.connection)
         if self.queue is not None:

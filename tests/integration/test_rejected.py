@@ -15,6 +15,7 @@ import pika
 import pytest
 
 from logrouter import cli, topology
+from logrouter.connection import login
 from tests.helpers import ROOT
 from tests.helpers.broker import queue_depth, wait_for
 from tests.helpers.sinks import publish, stop
@@ -106,7 +107,8 @@ def test_rejected_by_a_sink_are_listed_with_reason_and_replayed(
     env: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A sink rejects a message it cannot decode (reason header); list --reason finds it;
-    once a sink binds the key, replay delivers it and removes it from logrouter.rejected."""
+    once a sink binds the key, replay delivers it (user_id: the replayer's login) and
+    removes it from logrouter.rejected."""
     tag = uuid.uuid4().hex[:8]
     key = f"odd{tag}"
     sink = start_sink(everything := make_archive(env.url, mkdir(env.tmp / "all"), tag), "sink.log")
@@ -136,6 +138,12 @@ def test_rejected_by_a_sink_are_listed_with_reason_and_replayed(
     assert code == 0 and "replayed 1" in err
     assert queue_ids(env.url, late) == [f"r-{tag}"]
     assert f"r-{tag}" not in queue_ids(env.url, topology.REJECTED_QUEUE)
+    connection = pika.BlockingConnection(pika.URLParameters(env.url))
+    try:
+        _method, props, _body = connection.channel().basic_get(late, auto_ack=False)
+    finally:
+        connection.close()
+    assert props.user_id == login(env.url)  # the replayer's: sinks key dedup by it
 
 
 def test_replay_killed_midway_loses_nothing(

@@ -16,6 +16,7 @@ import pika
 import pytest
 
 from logrouter import cli
+from logrouter.connection import login
 from tests.helpers import ROOT
 from tests.helpers.broker import queue_depth, wait_for
 from tests.helpers.sinks import (
@@ -104,7 +105,8 @@ def test_to_sink_reaches_only_that_sink_with_id_and_replay_header(
     env: Archive, capsys: pytest.CaptureFixture[str], batch: str
 ) -> None:
     """--to-sink puts the selected records into that sink's queue only (the archive's queue
-    stays empty), with the original ids and the replay header, and says how many: one
+    stays empty), with the original ids, the replay header and the replayer's login as
+    user_id, and says how many: one
     message per record with --batch off, batch messages (each line a record with its id)
     with auto, the default; the file sink then writes each once."""
     fill(env, 40)
@@ -123,6 +125,8 @@ def test_to_sink_reaches_only_that_sink_with_id_and_replay_header(
     try:
         _method, props, body = connection.channel().basic_get(target, auto_ack=False)
         assert props.headers["x-logrouter-replay"]
+        # the replayer's login: sinks key dedup by it, and "" would be anyone's
+        assert props.user_id == login(env.url)
         if batch == "off":
             assert depth == len(expected)
             assert props.message_id == archived_err[0]["id"]
