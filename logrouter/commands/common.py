@@ -34,9 +34,6 @@ from logrouter.errors import LogrouterError
 if TYPE_CHECKING:
     from logrouter.config import RoutingConfig
 
-#: Header on a record re-published by ``replay`` (the run id) or ``rejected`` ("rejected").
-REPLAY_HEADER = "x-logrouter-replay"
-
 
 class TargetError(LogrouterError):
     """The broker target cannot be determined; ``exit_code`` is the exit code to use."""

@@ -30,7 +30,6 @@ import pika.exceptions
 
 from logrouter import exitcodes
 from logrouter.commands.common import (
-    REPLAY_HEADER,
     broker_failure,
     close_quietly,
     connect_as,
@@ -38,6 +37,7 @@ from logrouter.commands.common import (
 )
 from logrouter.connection import connection_login, describe_error, redact
 from logrouter.render import escape
+from logrouter.sinks.dedup import REPLAY_HEADER
 from logrouter.sinks.rejects import (
     ORIGINAL_USER_HEADER,
     REASON_HEADER,

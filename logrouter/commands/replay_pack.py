@@ -26,7 +26,7 @@ import pika
 
 from logrouter import batchwire, wire
 from logrouter.archive_reader import Entry
-from logrouter.commands.common import REPLAY_HEADER
+from logrouter.sinks.dedup import REPLAY_HEADER
 
 #: a batch message holds at most this many records / body bytes (the handler's defaults)
 BATCH_RECORDS = 500

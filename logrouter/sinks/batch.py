@@ -22,7 +22,7 @@ import orjson
 from logrouter import wire
 from logrouter.batchwire import MAX_LINES, is_batch, split_batch
 from logrouter.sinks.archive import body_line
-from logrouter.sinks.dedup import DedupKey
+from logrouter.sinks.dedup import DedupKey, dedup_user
 from logrouter.sinks.fastbatch import Classifying, suppressed_in, whole_batch
 
 #: a batch body longer than this has its lines counted (the MAX_LINES cap) before any
@@ -189,8 +189,7 @@ def classify_pending(
         app_id = _text(getattr(props, "app_id", None))
         key: DedupKey | None = None
         if message_id is not None:
-            user_id = getattr(props, "user_id", None)
-            key = (user_id if isinstance(user_id, str) else "", app_id or "", message_id)
+            key = (dedup_user(props), app_id or "", message_id)
             if key in dedup or key in in_batch:
                 outcome.duplicates += 1
                 continue
@@ -266,8 +265,7 @@ def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) ->
         outcome.rejected.append((delivery, f"batch of more than {MAX_LINES:,} records"))
         return
     app_id = _text(getattr(props, "app_id", None))
-    user_id = getattr(props, "user_id", None)
-    user = user_id if isinstance(user_id, str) else ""
+    user = dedup_user(props)
     if whole_batch(delivery, outcome, batch, user):
         return
     if not counted_first and _over_max_lines(body):

@@ -8,7 +8,10 @@ The key is ``(user_id, app_id, message_id)``. ``user_id`` is the one property
 RabbitMQ validates (it refuses a ``user_id`` that is not the publisher's login),
 so one sender can never suppress another sender's record by reusing its
 ``message_id``; a message without ``user_id`` has ``""`` there and so never
-suppresses one that has it.
+suppresses one that has it. A replayed message (header ``x-logrouter-replay``,
+set by ``logrouter replay`` and ``rejected replay``) has its sender's login
+marked as a replayer's: replays are deduplicated against each other, never
+against the deliveries they repeat (a sink being rebuilt writes them again).
 """
 
 from __future__ import annotations
@@ -22,18 +25,30 @@ DedupKey = tuple[str, str, str]
 K = TypeVar("K", bound=Hashable)
 
 
+#: Header on a record re-published by ``replay`` (the run id) or ``rejected`` ("rejected").
+REPLAY_HEADER = "x-logrouter-replay"
+#: Added to a replayed message's user in its key (no login holds a NUL).
+REPLAYED = "\x00replay"
+
+
+def dedup_user(properties: Any) -> str:
+    """The first part of a message's key: its broker-validated ``user_id`` ("" without
+    one), marked when the message is a replay."""
+    user_id = getattr(properties, "user_id", None)
+    user = user_id if isinstance(user_id, str) else ""
+    headers = getattr(properties, "headers", None)
+    if headers and REPLAY_HEADER in headers:
+        return user + REPLAYED
+    return user
+
+
 def dedup_key(properties: Any) -> DedupKey | None:
     """The dedup key of a message's properties; None without a (non-empty) message_id."""
     message_id = getattr(properties, "message_id", None)
     if not (isinstance(message_id, str) and message_id):
         return None
-    user_id = getattr(properties, "user_id", None)
     app_id = getattr(properties, "app_id", None)
-    return (
-        user_id if isinstance(user_id, str) else "",
-        app_id if isinstance(app_id, str) else "",
-        message_id,
-    )
+    return (dedup_user(properties), app_id if isinstance(app_id, str) else "", message_id)
 
 
 def key_from_json(value: Any) -> DedupKey | None:

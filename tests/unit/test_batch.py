@@ -285,10 +285,17 @@ def test_decoder_bug_is_a_rejection_not_a_crash() -> None:
     assert "boom" in outcome.rejected[0][1]
 
 
-def sent(tag: int, body: bytes, message_id: str, user_id: str | None, app_id: str) -> Delivery:
+def sent(
+    tag: int,
+    body: bytes,
+    message_id: str,
+    user_id: str | None,
+    app_id: str,
+    headers: dict[str, Any] | None = None,
+) -> Delivery:
     """A delivery with the sender's properties (what the broker hands the sink)."""
     properties = SimpleNamespace(
-        message_id=message_id, user_id=user_id, app_id=app_id, timestamp=None
+        message_id=message_id, user_id=user_id, app_id=app_id, timestamp=None, headers=headers
     )
     return Delivery(tag, "auth.err", body, properties, arrival=ARRIVAL)
 
@@ -305,6 +312,30 @@ def test_forged_and_colliding_ids_suppress_nothing() -> None:
     ]
     outcome = classify_pending(batch, only_err_and_worse, DedupWindow(10))
     assert [r["msg"] for r in outcome.records] == ["forged", "anonymous", "real", "other app"]
+    assert outcome.duplicates == 1
+
+
+def test_replays_are_written_again_and_deduplicated_against_replays() -> None:
+    """A replay (header x-logrouter-replay) of a record the sink wrote is written again
+    (a sink being rebuilt), its redelivery is dropped, and what another login sent
+    first with the same app and id, replay header or not, does not suppress it."""
+    replay = {"x-logrouter-replay": "2026-12-01T03:00:00Z"}
+    batch = [
+        sent(1, b"original", "42", "billing", "api"),
+        sent(2, b"replayed", "42", "billing", "api", replay),
+        sent(3, b"replayed, redelivered", "42", "billing", "api", replay),
+        sent(4, b"pre-empted?", "43", None, "api"),
+        sent(5, b"forged replay", "43", "attacker", "api", replay),
+        sent(6, b"replay of 43", "43", "billing", "api", replay),
+    ]
+    outcome = classify_pending(batch, only_err_and_worse, DedupWindow(10))
+    assert [r["msg"] for r in outcome.records] == [
+        "original",
+        "replayed",
+        "pre-empted?",
+        "forged replay",
+        "replay of 43",
+    ]
     assert outcome.duplicates == 1
 
 
