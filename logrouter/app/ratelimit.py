@@ -127,6 +127,7 @@ class Suppression:
     own_facility: str | None = None
     own_severity: str | None = None
     func: str | None = None
+    thread: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -173,6 +174,7 @@ class Suppression:
             "filename": os.path.basename(self.pathname),
             "lineno": self.lineno,
             "funcName": self.func,
+            "threadName": self.thread,  # not the thread that makes the summary
             "msg": self.message(),
             "args": None,
             "created": self.until,
@@ -259,6 +261,7 @@ class _Bucket:
         "severity",
         "stamp",
         "suppressed",
+        "thread",
         "tokens",
     )
 
@@ -278,6 +281,7 @@ class _Bucket:
         self.own_facility: str | None = None
         self.own_severity: str | None = None
         self.func: str | None = None
+        self.thread: str | None = None
         #: While suppressing: no token before this ``created`` (less a margin).
         self.reopen = 0.0
 
@@ -388,6 +392,7 @@ class RateLimiter:
         bucket.pathname = record.pathname
         bucket.lineno = record.lineno
         bucket.func = record.funcName
+        bucket.thread = record.threadName
         bucket.levelno, bucket.levelname = record.levelno, record.levelname
         own_facility, own_severity = (
             record.__dict__.get("facility"),
@@ -447,6 +452,7 @@ class RateLimiter:
                         bucket.own_facility,
                         bucket.own_severity,
                         bucket.func,
+                        bucket.thread,
                     )
                 )
                 self._count(key, bucket.suppressed)

@@ -249,7 +249,7 @@ def _follow(
             return exitcodes.RUNTIME
         finally:
             close_quietly(connection)
-    return exitcodes.OK if printer.count else exitcodes.NO_MATCH
+    return exitcodes.OK  # followed until Ctrl-C: nothing printed is no failure
 
 
 def _live(

@@ -169,6 +169,7 @@ class Replay:
         self.query = query
         self.cursor = cursor
         self.saved = cursor
+        self.started_at = cursor
         self.count = 0
         self.interrupted = False
         self.run_id = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -244,7 +245,9 @@ class Replay:
             sys.stderr.write("\n")
         target = f"queue {self.queue!r}" if self.queue else f"exchange {self.exchange!r}"
         print(f"replayed {self.count} record(s) to {target}", file=sys.stderr, flush=True)
-        return exitcodes.OK if self.count or self.interrupted else exitcodes.NO_MATCH
+        # from a cursor (--resume, --after), nothing left after it means: done
+        done = self.count or self.interrupted or self.started_at is not None
+        return exitcodes.OK if done else exitcodes.NO_MATCH
 
     def send_message(self, message: Outgoing, completes: Cursor | None) -> None:
         """Publish ``message`` (its frames gathered for one write), completing ``completes``."""

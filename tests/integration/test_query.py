@@ -393,6 +393,35 @@ def test_follow_prints_the_tail_then_live_records_without_gap_or_duplicate(
         drop_archive(extra)
 
 
+def test_follow_ended_by_ctrl_c_exits_0_even_with_nothing_printed(archive: Archive) -> None:
+    """query -f whose selector matched nothing yet: Ctrl-C ends it with exit 0 (as
+    docs/query.md says), not 1 as a query that found nothing."""
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "logrouter",
+            "query",
+            "--config",
+            str(archive.config),
+            "nomatch.*",
+            "-f",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        time.sleep(3)  # bound and reading the archive's tail by now
+        follower.send_signal(signal.SIGINT)
+        out, err = follower.communicate(timeout=20)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert out == b""
+
+
 def read_until(
     process: subprocess.Popen[bytes], lines: list[str], done: Callable[[], bool]
 ) -> None:

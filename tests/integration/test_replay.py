@@ -227,7 +227,8 @@ def test_killed_replay_resumes_and_the_target_holds_each_record_once(
     env: Archive, batch: str
 ) -> None:
     """kill -9 mid-replay, then the same command with --resume: the rebuilt file holds every
-    selected record exactly once (batch messages or one per record)."""
+    selected record exactly once (batch messages or one per record); the command run
+    once more finds nothing left and exits 0."""
     count = 2000
     fill(env, count)
     cursor = env.tmp / "cursor"
@@ -262,6 +263,9 @@ def test_killed_replay_resumes_and_the_target_holds_each_record_once(
     assert partial > 0
     again = subprocess.run(cmd, env=process_env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
+    done = subprocess.run(cmd, env=process_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr  # a finished replay run again: nothing left
+    assert "replayed 0 record(s)" in done.stderr
     result = run_burst(["sink", rebuilt(env), str(env.config)], env.env)
     assert result.returncode == 0, result.stderr
     expected = [n for n in range(count) if n % 5 in (0, 4)]  # err, crit

@@ -165,17 +165,15 @@ def test_summary_text_and_fields() -> None:
 def test_summary_goes_where_the_records_went() -> None:
     """Records with their own facility and severity (``extra``): the summary carries
     them, so the handler routes it as it routed them (not by the crit level here), and
-    it names their function."""
+    it names their function and thread (not the thread that makes the summary)."""
     limiter = _limiter(rate=1, burst=1)
     for i in range(5):
-        limiter.allow(
-            _record(
-                i * 0.01, level=logging.CRITICAL, facility="auth", severity="info", funcName="pay"
-            )
-        )
+        own = {"facility": "auth", "severity": "info", "funcName": "pay", "threadName": "w-3"}
+        limiter.allow(_record(i * 0.01, level=logging.CRITICAL, **own))
     (summary,) = limiter.due(100.0)
     record = summary.record(limiter.settings)
-    assert (record.facility, record.severity, record.funcName) == ("auth", "info", "pay")  # type: ignore[attr-defined]
+    assert (record.funcName, record.threadName) == ("pay", "w-3")
+    assert (record.facility, record.severity) == ("auth", "info")  # type: ignore[attr-defined]
     plain = _limiter(rate=1, burst=1)
     for i in range(5):
         plain.allow(_record(i * 0.01))
