@@ -39,6 +39,7 @@ from logrouter.connection import connection_login, describe_error, redact
 from logrouter.render import escape
 from logrouter.sinks.dedup import REPLAY_HEADER
 from logrouter.sinks.rejects import (
+    EXCHANGE_HEADER,
     ORIGINAL_USER_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
@@ -52,6 +53,7 @@ from logrouter.topology import REJECTED_QUEUE
 _REJECTION_HEADERS = (
     REASON_HEADER,
     SINK_HEADER,
+    EXCHANGE_HEADER,
     ROUTING_KEY_HEADER,
     USER_HEADER,
     ORIGINAL_USER_HEADER,
@@ -117,6 +119,18 @@ def sender_of(properties: Any) -> str | None:
     return _text(sender) if sender else None
 
 
+def exchange_of(properties: Any) -> str | None:
+    """The exchange the message was published to before it came here (None: unknown,
+    a copy by a sink older than the header)."""
+    headers = properties.headers or {}
+    exchange = headers.get(EXCHANGE_HEADER)
+    if exchange is None:
+        deaths = headers.get("x-death")
+        if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+            exchange = deaths[0].get("exchange")
+    return None if exchange is None else _text(exchange)
+
+
 def original_key(held: Held) -> str:
     """The routing key the message was first published with."""
     headers = held.properties.headers or {}
@@ -129,8 +143,13 @@ def _text(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def selected(held: Held, reason: str | None, since: datetime | None) -> bool:
-    """Whether ``--reason`` (substring, any case) and ``--since`` select the message."""
+def selected(
+    held: Held, reason: str | None, since: datetime | None, exchange: str | None = None
+) -> bool:
+    """Whether ``--reason`` (substring, any case), ``--since`` and ``exchange`` (the
+    message came from it, or from where is unknown) select the message."""
+    if exchange is not None and exchange_of(held.properties) not in (exchange, None):
+        return False
     if reason is not None and reason.lower() not in reason_of(held.properties).lower():
         return False
     if since is not None:
@@ -235,7 +254,9 @@ def run(args: argparse.Namespace) -> int:
         return exitcodes.RUNTIME
     try:
         channel = connection.channel()
-        wanted = (h for h in fetch(channel, queue) if selected(h, args.reason, since))
+        # logrouter.rejected holds every exchange's: only this one's are ours
+        mine = settings.exchange if queue == REJECTED_QUEUE else None
+        wanted = (h for h in fetch(channel, queue) if selected(h, args.reason, since, mine))
         if args.action == "list":
             return _list(wanted)
         if args.action == "show":

@@ -132,6 +132,7 @@ class BrokerLink:
             rejected,
             sink=sink,
             sink_login=connection_login(self.connection),
+            exchange=self.broker.exchange,
             on_rejected=on_rejected,
         )
 

@@ -26,6 +26,9 @@ REASON_HEADER = "x-logrouter-reason"
 #: On a rejected line of a batch: the message_id of the batch it came from.
 BATCH_HEADER = "x-logrouter-batch"
 SINK_HEADER = "x-logrouter-sink"
+#: The exchange the sink consumes from: ``logrouter.rejected`` is one queue for every
+#: exchange of the broker, and ``rejected replay`` must not send one's into another.
+EXCHANGE_HEADER = "x-logrouter-exchange"
 ROUTING_KEY_HEADER = "x-logrouter-routing-key"
 #: On a rejected copy: the broker-validated user_id of the message the sink rejected.
 USER_HEADER = "x-logrouter-user-id"
@@ -36,6 +39,7 @@ SINK_OWNED_HEADERS = (
     REASON_HEADER,
     BATCH_HEADER,
     SINK_HEADER,
+    EXCHANGE_HEADER,
     ROUTING_KEY_HEADER,
     USER_HEADER,
     ORIGINAL_USER_HEADER,
@@ -43,7 +47,7 @@ SINK_OWNED_HEADERS = (
 
 
 def rejected_properties(
-    delivery: Delivery, reason: str, *, sink: str, sink_login: str | None
+    delivery: Delivery, reason: str, *, sink: str, sink_login: str | None, exchange: str = ""
 ) -> Any:
     """The properties of the rejected copy of ``delivery`` (see the module docstring).
 
@@ -58,6 +62,7 @@ def rejected_properties(
     }
     headers[REASON_HEADER] = reason
     headers[SINK_HEADER] = sink
+    headers[EXCHANGE_HEADER] = exchange
     headers[ROUTING_KEY_HEADER] = delivery.routing_key
     user_id = getattr(props, "user_id", None)
     if isinstance(user_id, str):  # the broker checked it is the sender's login
@@ -86,6 +91,7 @@ def publish_rejected(
     *,
     sink: str,
     sink_login: str | None,
+    exchange: str,
     on_rejected: Callable[[Delivery, str], None],
 ) -> None:
     """Publish each ``(delivery, reason)`` to ``logrouter.rejected`` (mandatory, on a
@@ -95,7 +101,9 @@ def publish_rejected(
             topology.REJECTED_QUEUE,
             delivery.routing_key,
             delivery.body,
-            rejected_properties(delivery, reason, sink=sink, sink_login=sink_login),
+            rejected_properties(
+                delivery, reason, sink=sink, sink_login=sink_login, exchange=exchange
+            ),
             mandatory=True,
         )
         on_rejected(delivery, reason)

@@ -106,9 +106,10 @@ def test_purge_needs_yes_and_takes_only_what_is_selected(
 def test_rejected_by_a_sink_are_listed_with_reason_and_replayed(
     env: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A sink rejects a message it cannot decode (reason header); list --reason finds it;
-    once a sink binds the key, replay delivers it (user_id: the replayer's login) and
-    removes it from logrouter.rejected."""
+    """A sink rejects a message it cannot decode (reason header); list --reason finds it
+    with the sink's config, and not with another exchange's (logrouter.rejected is one
+    queue for all); once a sink binds the key, replay delivers it (user_id: the
+    replayer's login) and removes it from logrouter.rejected."""
     tag = uuid.uuid4().hex[:8]
     key = f"odd{tag}"
     sink = start_sink(everything := make_archive(env.url, mkdir(env.tmp / "all"), tag), "sink.log")
@@ -121,29 +122,34 @@ def test_rejected_by_a_sink_are_listed_with_reason_and_replayed(
         wait_for(lambda: f"r-{tag}" in queue_ids(env.url, topology.REJECTED_QUEUE), "rejection")
     finally:
         stop(sink)
-        drop_archive(everything)
-    code, out, _ = rejected(capsys, env, "list", "--reason", key)
-    assert code == 0 and len(out.splitlines()) == 1
-    assert f"r-{tag}" in out and key in out and "plain" in out
-    # a queue that takes the key, then replay
-    connection = pika.BlockingConnection(pika.URLParameters(env.url))
+    late = f"logrouter.late_{everything.sink}"
     try:
-        channel = connection.channel()
-        late = f"logrouter.late_{env.sink}"
-        channel.queue_declare(late, durable=True)
-        channel.queue_bind(late, env.exchange, routing_key=key)
+        code, out, _ = rejected(capsys, env, "list", "--reason", key)
+        assert code == 1 and out == ""  # another exchange's reject
+        assert rejected(capsys, env, "replay", "--reason", key)[0] == 1
+        code, out, _ = rejected(capsys, everything, "list", "--reason", key)
+        assert code == 0 and len(out.splitlines()) == 1
+        assert f"r-{tag}" in out and key in out and "plain" in out
+        # a queue that takes the key, then replay
+        connection = pika.BlockingConnection(pika.URLParameters(env.url))
+        try:
+            channel = connection.channel()
+            channel.queue_declare(late, durable=True)
+            channel.queue_bind(late, everything.exchange, routing_key=key)
+        finally:
+            connection.close()
+        code, _, err = rejected(capsys, everything, "replay", "--reason", key)
+        assert code == 0 and "replayed 1" in err
+        assert queue_ids(env.url, late) == [f"r-{tag}"]
+        assert f"r-{tag}" not in queue_ids(env.url, topology.REJECTED_QUEUE)
+        connection = pika.BlockingConnection(pika.URLParameters(env.url))
+        try:
+            _method, props, _body = connection.channel().basic_get(late, auto_ack=False)
+        finally:
+            connection.close()
+        assert props.user_id == login(env.url)  # the replayer's: sinks key dedup by it
     finally:
-        connection.close()
-    code, _, err = rejected(capsys, env, "replay", "--reason", key)
-    assert code == 0 and "replayed 1" in err
-    assert queue_ids(env.url, late) == [f"r-{tag}"]
-    assert f"r-{tag}" not in queue_ids(env.url, topology.REJECTED_QUEUE)
-    connection = pika.BlockingConnection(pika.URLParameters(env.url))
-    try:
-        _method, props, _body = connection.channel().basic_get(late, auto_ack=False)
-    finally:
-        connection.close()
-    assert props.user_id == login(env.url)  # the replayer's: sinks key dedup by it
+        drop_archive(everything, late)
 
 
 def test_replay_killed_midway_loses_nothing(

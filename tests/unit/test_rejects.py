@@ -8,6 +8,7 @@ from logrouter import batchwire, wire
 from logrouter.sinks.batch import Delivery
 from logrouter.sinks.rejects import (
     BATCH_HEADER,
+    EXCHANGE_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
     SINK_HEADER,
@@ -22,20 +23,24 @@ def delivery(props: pika.BasicProperties, *, line: bool = False) -> Delivery:
 
 
 def test_a_copy_carries_the_sinks_word_and_drops_the_senders_forged_headers() -> None:
-    """The copy names reason, sink, routing key and the sender's validated user_id; a
+    """The copy names reason, sink, its exchange, routing key and the sender's validated
+    user_id; a
     sender's own x-logrouter-* headers are dropped, other headers kept; the copy's
     user_id is the sink's login."""
     props = pika.BasicProperties(
         message_id="m1",
         user_id="billing",
         content_type=wire.CONTENT_TYPE,
-        headers={SINK_HEADER: "forged", USER_HEADER: "admin", "k": "v"},
+        headers={SINK_HEADER: "forged", USER_HEADER: "admin", EXCHANGE_HEADER: "x", "k": "v"},
     )
-    copy = rejected_properties(delivery(props), "undecodable", sink="s", sink_login="sinkd")
+    copy = rejected_properties(
+        delivery(props), "undecodable", sink="s", sink_login="sinkd", exchange="logs"
+    )
     assert copy.headers == {
         "k": "v",
         REASON_HEADER: "undecodable",
         SINK_HEADER: "s",
+        EXCHANGE_HEADER: "logs",
         ROUTING_KEY_HEADER: "app.err",
         USER_HEADER: "billing",
     }

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pika
 
-from logrouter.commands.rejected import REPLAY_HEADER, Held, replay_properties, sender_of, show_text
-from logrouter.sinks.rejects import ORIGINAL_USER_HEADER, SINK_HEADER, USER_HEADER
+from logrouter.commands.rejected import (
+    REPLAY_HEADER,
+    Held,
+    replay_properties,
+    selected,
+    sender_of,
+    show_text,
+)
+from logrouter.sinks.rejects import EXCHANGE_HEADER, ORIGINAL_USER_HEADER, SINK_HEADER, USER_HEADER
 
 
 def sink_copy(headers: dict[str, object]) -> pika.BasicProperties:
@@ -44,3 +51,17 @@ def test_show_lists_the_sender_once_and_no_user_header() -> None:
     text = show_text(Held(1, 1, "app.err", sink_copy({USER_HEADER: "billing"}), b"x"))
     assert "sent by: billing\n" in text and "user_id: sinkd\n" in text
     assert "x-logrouter-user-id" not in text
+
+
+def test_only_the_configs_exchange_is_selected_from_the_shared_queue() -> None:
+    """logrouter.rejected holds every exchange's rejects: a sink's copy names its
+    exchange, a dead-lettered message its x-death exchange; another exchange's are
+    not selected, a copy from a sink older than the header is."""
+    ours = Held(1, 1, "a.err", sink_copy({EXCHANGE_HEADER: "logs"}), b"")
+    theirs = Held(2, 2, "a.err", sink_copy({EXCHANGE_HEADER: "other"}), b"")
+    dead = pika.BasicProperties(headers={"x-death": [{"exchange": b"other", "reason": "x"}]})
+    old = Held(4, 4, "a.err", sink_copy({SINK_HEADER: "s"}), b"")
+    held = [ours, theirs, Held(3, 3, "a.err", dead, b""), old]
+    assert [h.tag for h in held if selected(h, None, None, "logs")] == [1, 4]
+    assert [h.tag for h in held if selected(h, None, None, "other")] == [2, 3, 4]
+    assert [h.tag for h in held if selected(h, None, None, None)] == [1, 2, 3, 4]
