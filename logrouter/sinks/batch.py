@@ -23,7 +23,7 @@ from logrouter import wire
 from logrouter.batchwire import MAX_LINES, is_batch, split_batch
 from logrouter.sinks.archive import body_line
 from logrouter.sinks.dedup import DedupKey, dedup_user
-from logrouter.sinks.fastbatch import Classifying, suppressed_in, whole_batch
+from logrouter.sinks.fastbatch import Classifying, note_count, suppressed_in, whole_batch
 
 #: a batch body longer than this has its lines counted (the MAX_LINES cap) before any
 #: split, so that a hostile one never becomes millions of lines in memory; a shorter one
@@ -119,6 +119,9 @@ class Outcome:
     #: how many of ``records`` are rows (``fastbatch.row_type``), not dicts: with
     #: ``row_keys``, the records of a batch message the writer renders from its keys
     rows: int = 0
+    #: batch messages whose lines are not the count they declare, and what is wrong
+    #: (their records are written; the sink says so: records may be missing)
+    miscounted: list[tuple[Delivery, str]] = field(default_factory=list)
 
     def source(self, index: int) -> Delivery:
         """The delivery record ``index`` came from, to reject it alone: a line of a batch
@@ -272,14 +275,16 @@ def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) ->
         outcome.rejected.append((delivery, f"batch of more than {MAX_LINES:,} records"))
         return
     dedup, in_batch, max_record_bytes = batch.dedup, batch.in_batch, batch.max_record_bytes
-    for item in split_batch(
+    items = split_batch(
         delivery.body,
         delivery.routing_key,
         message_id=_text(getattr(props, "message_id", None)),
         timestamp=_timestamp(props),
         app_id=app_id,
         arrival=delivery.arrival or None,
-    ):
+    )
+    note_count(delivery, len(items), outcome)
+    for item in items:
         key: DedupKey | None = None
         if item.id is not None:
             key = (user, app_id or "", item.id)

@@ -146,6 +146,13 @@ class Committer:
         if error is not None:
             raise error  # written and journaled, not acked: as if lost at the ack
         self.link.ack(last_tag)
+        for delivery, problem in outcome.miscounted:  # written all the same: say so
+            self.log.warning(
+                "batch record count differs: records may be missing",
+                message_id=getattr(delivery.properties, "message_id", None),
+                routing_key=delivery.routing_key,
+                problem=problem,
+            )
         counters = self.counters
         counters.written += len(outcome.records) - len(refused)
         counters.suppressed += outcome.suppressed

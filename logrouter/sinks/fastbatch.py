@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from logrouter.batchwire import MAX_LINES, has_separator
+from logrouter.batchwire import MAX_LINES, count_problem, declared_count, has_separator
 from logrouter.severity import RANK, normalize_facility
 from logrouter.sinks.archive import known_hour
 from logrouter.sinks.dedup import DedupKey
@@ -269,7 +269,16 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
         outcome.rows += count
     elif summary:
         outcome.suppressed += suppressed_in(records)
+    note_count(delivery, count, outcome)
     return True
+
+
+def note_count(delivery: Delivery, found: int, outcome: Outcome) -> None:
+    """Note a batch message holding another number of lines than its header declares."""
+    declared = declared_count(getattr(delivery.properties, "headers", None))
+    problem = count_problem(declared, found)
+    if problem is not None:
+        outcome.miscounted.append((delivery, problem))
 
 
 def _typed(

@@ -363,3 +363,42 @@ def test_batch_messages_of_many_frames_are_written_whole(sinkenv: dict[str, Any]
         assert connection._impl._transport._MAX_RECV_BYTES == RECV_BYTES
     finally:
         connection.close()
+
+
+def test_a_batch_short_of_its_declared_count_is_written_and_said(sinkenv: dict[str, Any]) -> None:
+    """A batch declaring 9 records that holds 5 (cut short on its way, or forged): the
+    file sink writes the 5 and its log names the message and the two counts, so an
+    operator learns records may be missing."""
+    from logrouter import batchwire
+
+    out = sinkenv["tmp"] / "out"
+    file_sink = name(sinkenv, "cnt")
+    config = write_config(
+        sinkenv["tmp"] / "routing.toml",
+        sinkenv["url"],
+        sinkenv["exchange"],
+        {file_sink: {"type": "file", "match": "cnt.*", "path": f"{out}/{{facility}}.log"}},
+    )
+    declare(config)
+    lines = []
+    for n in range(5):
+        _key, body, _props = message("cnt", "info", f"rec-{n}")
+        lines.append(batchwire.record_line(body, f"cnt-{n}"))
+    props = pika.BasicProperties(
+        content_type=batchwire.CONTENT_TYPE,
+        delivery_mode=2,
+        message_id="cnt-0+9",
+        headers=batchwire.headers(9),
+        app_id="test",
+    )
+    publish(
+        sinkenv["url"], sinkenv["exchange"], [("cnt.info", batchwire.encode_batch(lines), props)]
+    )
+    result = run_burst(["sink", file_sink, str(config)], sinkenv["env"])
+    assert result.returncode == 0, result.stderr
+    assert re.findall(r"rec-(\d+)", (out / "cnt.log").read_text()) == [str(n) for n in range(5)]
+    warning = [line for line in result.stderr.splitlines() if "record count differs" in line]
+    assert len(warning) == 1, result.stderr
+    assert (
+        "cnt-0+9" in warning[0] and "declares 9 records" in warning[0] and "holds 5" in warning[0]
+    )

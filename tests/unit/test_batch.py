@@ -523,3 +523,23 @@ def test_a_batch_beyond_max_lines_is_rejected_whole_whatever_its_size(line: byte
     ((source, reason),) = outcome.rejected
     assert source is item and not source.line
     assert reason == "batch of more than 100,000 records"
+
+
+@pytest.mark.parametrize("odd", [False, True], ids=["whole", "per-line"])
+def test_a_batch_that_holds_another_count_than_it_declares_is_written_and_noted(
+    odd: bool,
+) -> None:
+    """A batch declaring 9 records (x-logrouter-records) that holds 5 lines, say cut
+    short on its way: its records are written (and an odd line rejected alone) and the
+    message is noted with what is wrong, so the sink can say records may be missing;
+    a batch whose count matches is not noted."""
+    lines = [_line(f"r{n}", f"r{n}") for n in range(4 if odd else 5)]
+    lines += [b"{broken"] if odd else []
+    short = batch_delivery(1, lines, headers=batchwire.headers(9))
+    right = batch_delivery(2, [_line("x", "x1")], headers=batchwire.headers(1), message_id="b2")
+    outcome = classify_pending([short, right], only_err_and_worse, DedupWindow(10))
+    assert [r["msg"] for r in outcome.records] == [f"r{n}" for n in range(4 if odd else 5)] + ["x"]
+    assert len(outcome.rejected) == (1 if odd else 0)
+    assert [(d.tag, problem) for d, problem in outcome.miscounted] == [
+        (1, "batch declares 9 records (x-logrouter-records) but holds 5 lines")
+    ]
