@@ -246,7 +246,11 @@ class RabbitHandler(logging.Handler):
             stopped = True
             if pub is not None:
                 self._wait(self.options.flush_timeout, spool_rest=False)
+                if not pub.idle():  # said: the app's last records are not on the broker yet
+                    self._say_left(pub)
                 stopped = pub.stop(timeout=2.0)
+                if not stopped:
+                    report("closing: the I/O thread did not stop within 2 s")
             if stopped:
                 self._outbox.close()
         finally:
@@ -271,6 +275,18 @@ class RabbitHandler(logging.Handler):
                 pub.wake()
             time.sleep(pause)
             pause = min(pause * 2, 0.02)
+
+    def _say_left(self, pub: Publisher) -> None:
+        left = len(self._outbox.buffer) + pub.unconfirmed
+        where = (
+            f"they go to the spool {self.options.spool_path}"
+            if self.options.spool_path is not None
+            else "the spool is off: they are lost"
+        )
+        report(
+            f"closing: about {left} records not confirmed within flush_timeout"
+            f" {self.options.flush_timeout:g} s (broker slow or away); {where}"
+        )
 
     def _summarize(self, now: float, *, everything: bool = False) -> None:
         """Put the rate limit's due summary records in the outbox (any thread)."""

@@ -128,6 +128,11 @@ class Publisher:
     def messages(self) -> int:
         return self._inflight.messages
 
+    @property
+    def unconfirmed(self) -> int:
+        """Records published and not confirmed yet."""
+        return self._inflight.records
+
     def idle(self) -> bool:
         """Nothing of ours waits: outbox empty, nothing in hand, nothing in flight."""
         in_hand = self._batch is not None and self._batch.in_hand

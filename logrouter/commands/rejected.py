@@ -121,14 +121,15 @@ def sender_of(properties: Any) -> str | None:
 
 def exchange_of(properties: Any) -> str | None:
     """The exchange the message was published to before it came here (None: unknown,
-    a copy by a sink older than the header)."""
+    a copy by a sink older than the header, or dead-lettered from a queue it reached
+    through the default exchange)."""
     headers = properties.headers or {}
     exchange = headers.get(EXCHANGE_HEADER)
     if exchange is None:
         deaths = headers.get("x-death")
         if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
             exchange = deaths[0].get("exchange")
-    return None if exchange is None else _text(exchange)
+    return _text(exchange) if exchange else None
 
 
 def original_key(held: Held) -> str:

@@ -22,6 +22,7 @@ from tests.servers.realserver import (
     detail_problems,
     import_problems,
     record_problems,
+    spooled_rows,
 )
 
 
@@ -88,6 +89,8 @@ def test_prefork_four_children_every_task_record_once(
     problems += detail_problems(final, (r.req for r in runs), details)
     if batch == "auto" and not final.batches:
         problems.append(f"no batch among {final.messages} messages: batch=auto never packed")
+    if problems and (left := spooled_rows(tmp_path / "cache")):
+        problems.append(f"rows left in the children's spools (not replayed here): {left}")
     assert problems == [], "\n".join(problems) + "\n" + server.output()
 
 

@@ -56,12 +56,14 @@ def test_show_lists_the_sender_once_and_no_user_header() -> None:
 def test_only_the_configs_exchange_is_selected_from_the_shared_queue() -> None:
     """logrouter.rejected holds every exchange's rejects: a sink's copy names its
     exchange, a dead-lettered message its x-death exchange; another exchange's are
-    not selected, a copy from a sink older than the header is."""
+    not selected; a copy from a sink older than the header, or a message dead-lettered
+    from a queue it reached through the default exchange, is."""
     ours = Held(1, 1, "a.err", sink_copy({EXCHANGE_HEADER: "logs"}), b"")
     theirs = Held(2, 2, "a.err", sink_copy({EXCHANGE_HEADER: "other"}), b"")
     dead = pika.BasicProperties(headers={"x-death": [{"exchange": b"other", "reason": "x"}]})
     old = Held(4, 4, "a.err", sink_copy({SINK_HEADER: "s"}), b"")
-    held = [ours, theirs, Held(3, 3, "a.err", dead, b""), old]
-    assert [h.tag for h in held if selected(h, None, None, "logs")] == [1, 4]
-    assert [h.tag for h in held if selected(h, None, None, "other")] == [2, 3, 4]
-    assert [h.tag for h in held if selected(h, None, None, None)] == [1, 2, 3, 4]
+    direct = pika.BasicProperties(headers={"x-death": [{"exchange": "", "reason": "expired"}]})
+    held = [ours, theirs, Held(3, 3, "a.err", dead, b""), old, Held(5, 5, "q", direct, b"")]
+    assert [h.tag for h in held if selected(h, None, None, "logs")] == [1, 4, 5]
+    assert [h.tag for h in held if selected(h, None, None, "other")] == [2, 3, 4, 5]
+    assert [h.tag for h in held if selected(h, None, None, None)] == [1, 2, 3, 4, 5]
