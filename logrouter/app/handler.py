@@ -371,6 +371,24 @@ class RabbitHandler(logging.Handler):
 def _after_fork_in_child() -> None:
     for handler in list(_handlers):
         handler._after_fork()
+    if _handlers:
+        _close_before_celery_child_exits()
+
+
+def _close_before_celery_child_exits() -> None:
+    """Celery's prefork children end with ``os._exit`` (billiard's worker): no atexit and
+    no ``multiprocessing`` finalizer runs, and a child's last records, still in memory
+    (with ``batch="auto"`` a backlog waits for a confirm), were lost. Celery sends
+    ``worker_process_shutdown`` in the child just before: close the handlers then."""
+    signals = sys.modules.get("celery.signals")
+    shutdown = getattr(signals, "worker_process_shutdown", None)
+    if shutdown is not None:
+        with contextlib.suppress(Exception):  # a celery without it: the finalizer path
+            shutdown.connect(_on_celery_child_exit, weak=False, dispatch_uid=__name__)
+
+
+def _on_celery_child_exit(**_: object) -> None:
+    _at_exit()
 
 
 def _at_exit() -> None:

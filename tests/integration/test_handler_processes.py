@@ -19,6 +19,7 @@ from typing import Any
 import pika
 import pytest
 
+from logrouter import batchwire
 from tests.helpers import ROOT
 from tests.helpers.handler import collect
 from tests.helpers.rabbit_nodes import free_port
@@ -227,3 +228,55 @@ def test_every_message_carries_the_login_as_user_id(
         conn.close()
     login = pika.URLParameters(url).credentials.username
     assert got == [(login, "testapp", f"who {i}") for i in range(3)]
+
+
+def test_a_celery_child_leaving_with_os_exit_closes_the_handler_first(
+    route: tuple[str, str, str],
+) -> None:
+    """A Celery prefork child ends with os._exit (billiard's worker): no atexit and no
+    multiprocessing finalizer runs. Celery sends worker_process_shutdown in the child
+    just before; the handler closes then. A forked child that logs 2,000 records
+    (batch="auto": a backlog waits for confirms), sends that signal and leaves with
+    os._exit has every record on the broker."""
+    url, exchange, queue = route
+    done = _run(
+        f"""
+        import logging, os
+        import celery.signals
+        from logrouter import RabbitHandler
+
+        handler = RabbitHandler(url={url!r}, exchange={exchange!r}, spool="", batch="auto")
+        log = logging.getLogger("app")
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.info("parent")
+        handler.flush()
+        child = os.fork()
+        if child == 0:
+            for i in range(2000):
+                log.info("child %d", i)
+            celery.signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)
+            os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert status == 0, status
+        """,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    messages = []
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        while (got := channel.basic_get(queue, auto_ack=True))[0] is not None:
+            messages.append(got)
+    finally:
+        connection.close()
+    texts = [
+        line.record["msg"]
+        for method, props, body in messages
+        for line in batchwire.decode_message(
+            body, method.routing_key, content_type=props.content_type
+        )
+        if line.record is not None
+    ]
+    assert Counter(texts) == Counter(["parent"] + [f"child {i}" for i in range(2000)])

@@ -143,13 +143,16 @@ class Route:
         try:
             ch = conn.channel()
             ch.basic_qos(prefetch_count=1000)
+            # acked one by one: at cancel, what was delivered but not read goes back to
+            # the queue (with auto_ack it was dropped, and records looked lost)
             for method, props, body in ch.consume(
-                self.queue, auto_ack=True, inactivity_timeout=0.1
+                self.queue, auto_ack=False, inactivity_timeout=0.1
             ):
                 if method is not None:
                     self.drained.records += _records(method.routing_key, props, body)
                     self.drained.messages += 1
                     self.drained.batches += batchwire.is_batch(props.content_type)
+                    ch.basic_ack(method.delivery_tag)
                     if on_message:
                         on_message()
                 if done() or time.monotonic() > deadline:
