@@ -355,24 +355,7 @@ def test_follow_prints_the_tail_then_live_records_without_gap_or_duplicate(
         ]
         publish(extra.url, extra.exchange, old)
         wait_for(lambda: len(archived(extra.dir)) == 5, "old records archived")
-        follower = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "logrouter",
-                "query",
-                "--config",
-                str(extra.config),
-                "-f",
-                "-n",
-                "3",
-                "-o",
-                "cat",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+        follower = follow(extra.config, "-n", "3", "-o", "cat")
         lines: list[str] = []
         read_until(follower, lines, lambda: numbers(lines) == [2, 3, 4])
         live = [message_of(body_of(n, ts=wire.format_ts(time.time()))) for n in range(5, 25)]
@@ -396,21 +379,7 @@ def test_follow_prints_the_tail_then_live_records_without_gap_or_duplicate(
 def test_follow_ended_by_ctrl_c_exits_0_even_with_nothing_printed(archive: Archive) -> None:
     """query -f whose selector matched nothing yet: Ctrl-C ends it with exit 0 (as
     docs/query.md says), not 1 as a query that found nothing."""
-    follower = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "logrouter",
-            "query",
-            "--config",
-            str(archive.config),
-            "nomatch.*",
-            "-f",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    follower = follow(archive.config, "nomatch.*")
     try:
         time.sleep(3)  # bound and reading the archive's tail by now
         follower.send_signal(signal.SIGINT)
@@ -420,6 +389,16 @@ def test_follow_ended_by_ctrl_c_exits_0_even_with_nothing_printed(archive: Archi
             follower.kill()
     assert follower.returncode == 0, err
     assert out == b""
+
+
+def follow(config: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``logrouter query --config CONFIG -f ARGS`` started, its output in pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "logrouter", "query", "--config", str(config), "-f", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def read_until(

@@ -33,20 +33,28 @@ from tests.helpers.sinks import (
     write_config,
 )
 
+
+def file_sink(sinkenv: dict[str, Any], tag: str, match: str = "*.*") -> tuple[str, Path, Path]:
+    """(sink name, config, output directory) of one declared file sink writing
+    ``out/{facility}.log`` for ``match``."""
+    out = sinkenv["tmp"] / "out"
+    sink = name(sinkenv, tag)
+    config = write_config(
+        sinkenv["tmp"] / "routing.toml",
+        sinkenv["url"],
+        sinkenv["exchange"],
+        {sink: {"type": "file", "match": match, "path": f"{out}/{{facility}}.log"}},
+    )
+    declare(config)
+    return sink, config, out
+
+
 # ---------------------------------------------------------------- tests
 
 
 def test_duplicates_are_written_once(sinkenv: dict[str, Any]) -> None:
     """The same message_id delivered twice ends up once in the file."""
-    out = sinkenv["tmp"] / "out"
-    sink = name(sinkenv, "dup")
-    config = write_config(
-        sinkenv["tmp"] / "routing.toml",
-        sinkenv["url"],
-        sinkenv["exchange"],
-        {sink: {"type": "file", "match": "*.*", "path": f"{out}/{{facility}}.log"}},
-    )
-    declare(config)
+    sink, config, out = file_sink(sinkenv, "dup")
     publish(
         sinkenv["url"],
         sinkenv["exchange"],
@@ -64,15 +72,7 @@ def test_duplicates_are_written_once(sinkenv: dict[str, Any]) -> None:
 def test_malformed_message_is_rejected_and_sink_keeps_running(sinkenv: dict[str, Any]) -> None:
     """A message with key "garbage" and a non-JSON body lands in logrouter.rejected with the
     reason header; records after it are still written and the sink exits 0."""
-    out = sinkenv["tmp"] / "out"
-    sink = name(sinkenv, "rej")
-    config = write_config(
-        sinkenv["tmp"] / "routing.toml",
-        sinkenv["url"],
-        sinkenv["exchange"],
-        {sink: {"type": "file", "match": "*.*", "path": f"{out}/{{facility}}.log"}},
-    )
-    declare(config)
+    sink, config, out = file_sink(sinkenv, "rej")
     connection = pika.BlockingConnection(pika.URLParameters(sinkenv["url"]))
     try:
         channel = connection.channel()
@@ -111,15 +111,7 @@ def test_malformed_message_is_rejected_and_sink_keeps_running(sinkenv: dict[str,
 def test_sigterm_exits_zero_with_everything_acked(sinkenv: dict[str, Any]) -> None:
     """SIGTERM mid-stream: exit 0; what was written was acked, the rest is still queued,
     and nothing is written twice."""
-    out = sinkenv["tmp"] / "out"
-    sink = name(sinkenv, "term")
-    config = write_config(
-        sinkenv["tmp"] / "routing.toml",
-        sinkenv["url"],
-        sinkenv["exchange"],
-        {sink: {"type": "file", "match": "*.*", "path": f"{out}/{{facility}}.log"}},
-    )
-    declare(config)
+    sink, config, out = file_sink(sinkenv, "term")
     total = 5000
     publish(
         sinkenv["url"],
@@ -371,15 +363,7 @@ def test_a_batch_short_of_its_declared_count_is_written_and_said(sinkenv: dict[s
     operator learns records may be missing."""
     from logrouter import batchwire
 
-    out = sinkenv["tmp"] / "out"
-    file_sink = name(sinkenv, "cnt")
-    config = write_config(
-        sinkenv["tmp"] / "routing.toml",
-        sinkenv["url"],
-        sinkenv["exchange"],
-        {file_sink: {"type": "file", "match": "cnt.*", "path": f"{out}/{{facility}}.log"}},
-    )
-    declare(config)
+    sink, config, out = file_sink(sinkenv, "cnt", "cnt.*")
     lines = []
     for n in range(5):
         _key, body, _props = message("cnt", "info", f"rec-{n}")
@@ -394,7 +378,7 @@ def test_a_batch_short_of_its_declared_count_is_written_and_said(sinkenv: dict[s
     publish(
         sinkenv["url"], sinkenv["exchange"], [("cnt.info", batchwire.encode_batch(lines), props)]
     )
-    result = run_burst(["sink", file_sink, str(config)], sinkenv["env"])
+    result = run_burst(["sink", sink, str(config)], sinkenv["env"])
     assert result.returncode == 0, result.stderr
     assert re.findall(r"rec-(\d+)", (out / "cnt.log").read_text()) == [str(n) for n in range(5)]
     warning = [line for line in result.stderr.splitlines() if "record count differs" in line]
