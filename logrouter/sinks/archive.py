@@ -119,9 +119,21 @@ def _one_line(text: str) -> str:
     return text
 
 
+class UnencodableRecord(ValueError):
+    """A decoded record that cannot be written as JSON again (nested too deep for the
+    encoder: any broker user can send one a decoder still takes)."""
+
+
 def record_line(record: Record) -> bytes:
-    """One record as a JSON line (keys and values kept; lone surrogates escaped)."""
-    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=repr)
+    """One record as a JSON line (keys and values kept; lone surrogates escaped).
+
+    Raises ``UnencodableRecord`` for one nested too deep to encode: its writer refuses
+    that record alone (rejected with the reason), the rest of the batch is written.
+    """
+    try:
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=repr)
+    except RecursionError:
+        raise UnencodableRecord("record nested too deep to write as JSON") from None
     try:
         return _one_line(text).encode("utf-8") + b"\n"
     except UnicodeEncodeError:
@@ -226,8 +238,9 @@ class ArchiveWriter(FilesWriter):
         """
         groups = self._one_partition(records, lines)
         if groups is not None:
-            return self._append_members(groups)
+            return self._append_members(groups, [])
         groups = {}
+        refused: list[Refused] = []
         interval = self.interval
         now = time.time()
         if lines is None:
@@ -236,7 +249,11 @@ class ArchiveWriter(FilesWriter):
         for index, record in enumerate(records):
             line = lines[index]
             if line is None:
-                line = record_line(record)
+                try:
+                    line = record_line(record)
+                except UnencodableRecord as exc:
+                    refused.append((index, str(exc)))
+                    continue
             ts = record.get("ts")
             # partition_of inlined for a known UTC hour (the common case)
             found = known.get(ts[:13]) if type(ts) is str and ts[-1:] == "Z" else None
@@ -250,9 +267,9 @@ class ArchiveWriter(FilesWriter):
             else:
                 group[0].append(index)
                 group[1].append(line)
-        return self._append_members(groups)
+        return self._append_members(groups, refused)
 
-    def _append_members(self, groups: _Groups) -> list[Refused]:
+    def _append_members(self, groups: _Groups, refused: list[Refused]) -> list[Refused]:
         """One gzip member per partition (two for a large one, see ``compress_lines``),
         appended to its file with one write (all-or-nothing). The members are all
         compressed (by ``offload``) before the first write."""
@@ -268,7 +285,7 @@ class ArchiveWriter(FilesWriter):
             (self.path_of(partition), indices, member)
             for (partition, (indices, _)), member in zip(parts, data, strict=True)
         )
-        return self._append_batch(members, [], self.dir)
+        return self._append_batch(members, refused, self.dir)
 
     def _one_partition(
         self, records: Sequence[Record], lines: Sequence[bytes | None] | None

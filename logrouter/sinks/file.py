@@ -43,7 +43,7 @@ from logrouter.render import (
     compile_format,
     has_control,
 )
-from logrouter.sinks.archive import record_line
+from logrouter.sinks.archive import UnencodableRecord, record_line
 from logrouter.sinks.base import ABSENT, Record, Refused, WriteError
 from logrouter.sinks.files import FilesWriter, record_time
 from logrouter.sinks.retention import Retention
@@ -282,11 +282,15 @@ class FileWriter(FilesWriter):
                 continue
             if not self._slot(values):
                 path = self.overflow_path
-            line = (
-                record_line(record).decode("utf-8").rstrip("\n")
-                if path == self.overflow_path
-                else render(record)
-            )
+            try:
+                line = (
+                    record_line(record).decode("utf-8").rstrip("\n")
+                    if path == self.overflow_path
+                    else render(record)
+                )
+            except UnencodableRecord as exc:
+                refused.append((index, str(exc)))
+                continue
             group = groups.get(path)
             if group is None:
                 groups[path] = ([index], [line, "\n"])

@@ -21,6 +21,7 @@ import pytest
 from tests.adversarial.attackers import Attacker, publish_as
 from tests.helpers.sinks import (
     ROOT,
+    archive_records,
     declare,
     message,
     name,
@@ -92,6 +93,37 @@ def test_sinks_escape_controls_and_reject_deep_json(
     ]
     assert len(rejected) == 2  # the deep body, once per sink
     assert all("nested deeper" in entry["reason"] for entry in rejected)
+
+
+def test_a_record_decoders_take_but_no_encoder_writes_is_rejected_alone(
+    sinkenv: dict[str, Any], attacker: Attacker
+) -> None:
+    """A record nested 1,000 deep (the decoder takes up to 1,024; json.dumps stops near
+    1,000) and with no ts, so the archive writes it encoded again: the archive sink
+    rejects that record with its reason, archives the legitimate ones and exits (it used
+    to fail the whole batch on every redelivery, wedged for good)."""
+    archive = sinkenv["tmp"] / "archive"
+    sink = name(sinkenv, "deeparch")
+    config = write_config(
+        sinkenv["tmp"] / "routing.toml",
+        sinkenv["url"],
+        sinkenv["exchange"],
+        {sink: {"type": "archive", "match": "*.*", "dir": str(archive)}},
+    )
+    declare(config)
+    publish(sinkenv["url"], sinkenv["exchange"], [message("app", "err", "rec-1")])
+    deep = b'{"msg": "deep", "fields": {"x": ' + b"[" * 1000 + b"]" * 1000 + b"}}"
+    publish_as(attacker.url, sinkenv["exchange"], "app.err", [deep], user_id=attacker.user)
+    publish(sinkenv["url"], sinkenv["exchange"], [message("app", "err", "rec-2")])
+    result = run_burst(["sink", sink, str(config)], sinkenv["env"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [r["msg"] for r in archive_records(archive)] == ["rec-1", "rec-2"]
+    rejected = [
+        json.loads(line)
+        for line in result.stderr.splitlines()
+        if line.startswith("{") and "message rejected" in line
+    ]
+    assert [entry["reason"] for entry in rejected] == ["record nested too deep to write as JSON"]
 
 
 def _tail(exchange: str, url: str, *extra: str) -> subprocess.Popen[str]:

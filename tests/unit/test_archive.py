@@ -312,3 +312,25 @@ def test_a_batch_message_of_one_known_hour_is_archived_as_its_lines(tmp_path: Pa
     assert files == archive_files(tmp_path / "shared")
     for name in files:
         assert (tmp_path / "own" / name).read_bytes() == (tmp_path / "shared" / name).read_bytes()
+
+
+def deep(levels: int) -> list[Any]:
+    """A value nested ``levels`` deep (what a decoder takes and json.dumps cannot write)."""
+    value: list[Any] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_a_record_too_deep_to_encode_is_refused_alone(tmp_path: Path) -> None:
+    """A record nested deeper than the JSON encoder goes (any broker user can send one
+    that decodes): that record is refused with the reason, the others are written (it
+    used to raise out of the write, and the redelivered batch wedged the sink)."""
+    writer = ArchiveWriter(opts(tmp_path), instance="i")
+    records = [rec(0), rec(1, fields={"x": deep(5000)}), rec(2)]
+    assert writer.write(records) == [(1, "record nested too deep to write as JSON")]
+    writer.flush(True)
+    writer.close()
+    (path,) = tmp_path.rglob("*.jsonl.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        assert [json.loads(line)["msg"] for line in handle] == [rec(0)["msg"], rec(2)["msg"]]

@@ -350,3 +350,24 @@ def test_a_value_starting_with_a_dot_makes_a_visible_name(tmp_path: Path) -> Non
     writer.write([rec(1, facility=".hidden", app=".."), rec(2, facility="...")])
     writer.close()
     assert sorted(files_under(tmp_path)) == ["_.../billing.log", "_.hidden/_...log"]
+
+
+def test_a_record_too_deep_for_the_overflow_file_is_refused_alone(tmp_path: Path) -> None:
+    """The overflow file holds records as JSON: one nested deeper than the encoder goes
+    (any broker user can send one that decodes) is refused with the reason, its
+    neighbours written (it used to raise out of the write and wedge the sink)."""
+    import json
+
+    from logrouter.sinks.file import OVERFLOW_NAME
+
+    nested: list[Any] = []
+    for _ in range(5000):
+        nested = [nested]
+    writer = FileWriter(options(tmp_path, max_files=1))
+    records = [rec(0, facility="f0"), rec(1, facility="f1", fields={"x": nested})]
+    records.append(rec(2, facility="f2"))
+    assert writer.write(records) == [(1, "record nested too deep to write as JSON")]
+    writer.close()
+    overflow = [json.loads(line) for line in (tmp_path / OVERFLOW_NAME).read_text().splitlines()]
+    assert overflow == [records[2]]
+    assert (tmp_path / "f0.log").read_text() == render_line(records[0]) + "\n"
