@@ -490,12 +490,17 @@ def render_output(
         return render_console(record, color)
     if output == "long":
         return render_line(record)
-    if output == "json":
-        if raw is not None:
+    if output in ("json", "jsonl"):
+        if raw is not None and output == "json":
             return raw.decode("utf-8", "replace").rstrip("\n")
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=repr)
-    if output == "jsonl":
-        return json.dumps(record, ensure_ascii=False, default=repr)
+        compact = (",", ":") if output == "json" else None
+        try:
+            return json.dumps(record, ensure_ascii=False, separators=compact, default=repr)
+        except RecursionError:  # nested deeper than the encoder goes: any sender can
+            if raw is not None:
+                return raw.decode("utf-8", "replace").rstrip("\n")
+            stub = {"id": record.get("id"), "error": "record nested too deep to print"}
+            return json.dumps(stub, ensure_ascii=False, separators=compact, default=repr)
     if output == "cat":
         return escape_multiline(_text(record.get("msg"))) + traceback_text(record)
     raise ValueError(f"unknown output {output!r} (choose from {', '.join(OUTPUTS)})")

@@ -10,6 +10,7 @@ from logrouter.render import (
     SEVERITY_COLORS,
     compile_format,
     render_console,
+    render_output,
     render_line,
     use_color,
 )
@@ -254,3 +255,19 @@ def test_control_check_agrees_with_the_escape_pattern() -> None:
     for code in [*range(0x100), 0x061C, 0x200E, 0x2028, 0x2029, 0x202A, 0x2066, 0x20AC]:
         for text in (chr(code), f"plain text {chr(code)} more"):
             assert has_control(text) == (_CONTROL.search(text) is not None), hex(code)
+
+
+def test_json_outputs_of_a_record_too_deep_to_encode() -> None:
+    """A record nested deeper than json.dumps goes (any sender can archive one): -o jsonl
+    prints its archived line when there is one, else a stub naming its id; it never
+    raises (query used to stop there with a traceback)."""
+    nested: list[object] = []
+    for _ in range(5000):
+        nested = [nested]
+    record = {"id": "r1", "msg": "deep", "fields": {"x": nested}}
+    line = b'{"id":"r1","msg":"deep"}\n'
+    assert render_output(record, "jsonl", raw=line) == '{"id":"r1","msg":"deep"}'
+    assert (
+        render_output(record, "jsonl") == '{"id": "r1", "error": "record nested too deep to print"}'
+    )
+    assert render_output(record, "json") == '{"id":"r1","error":"record nested too deep to print"}'
