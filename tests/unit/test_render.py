@@ -10,8 +10,8 @@ from logrouter.render import (
     SEVERITY_COLORS,
     compile_format,
     render_console,
-    render_output,
     render_line,
+    render_output,
     use_color,
 )
 
