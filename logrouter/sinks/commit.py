@@ -167,11 +167,17 @@ class Committer:
 
     def _rejected(self, delivery: Delivery, reason: str) -> None:
         self.counters.rejected += 1
+        props = delivery.properties
+        message_id = getattr(props, "message_id", None)
         self.log.warning(
             "message rejected",
             routing_key=delivery.routing_key,
             reason=reason,
             to=topology.REJECTED_QUEUE,
+            # what `logrouter rejected show` finds it by: a batch line's own id
+            message_id=delivery.record_id if delivery.line else message_id,
+            batch=message_id if delivery.line else None,
+            user_id=getattr(props, "user_id", None),
         )
 
     def _write_failed(self, exc: OSError, last_tag: int, count: int) -> float:

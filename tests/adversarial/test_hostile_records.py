@@ -124,6 +124,7 @@ def test_a_record_decoders_take_but_no_encoder_writes_is_rejected_alone(
         if line.startswith("{") and "message rejected" in line
     ]
     assert [entry["reason"] for entry in rejected] == ["record nested too deep to write as JSON"]
+    assert rejected[0]["user_id"] == attacker.user  # the log says who sent it
 
 
 def _tail(exchange: str, url: str, *extra: str) -> subprocess.Popen[str]:
