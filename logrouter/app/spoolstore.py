@@ -23,14 +23,11 @@ from logrouter.app.encoder import Encoded, Encoder, Frozen
 from logrouter.app.spool import Spool, SpoolEntry
 from logrouter.app.spools import SpoolDir
 from logrouter.backoff import Backoff
+from logrouter.connection import describe_error
 
 OVERFLOW_BATCH = 256
 #: A spool that cannot be opened is tried again after this long (doubling, capped).
 OPEN_RETRY = (1.0, 30.0)
-
-
-def _named(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def spool_entry(item: Encoded) -> SpoolEntry:
@@ -77,7 +74,8 @@ class SpoolStore:
                     self._open_backoff.reset()
                 except Exception as exc:  # retried later; records wait in memory meanwhile
                     self._open_retry_at = time.monotonic() + self._open_backoff.next()
-                    self._say_once(f"spool {spools.path} unusable (retrying): {_named(exc)}")
+                    error = describe_error(exc)
+                    self._say_once(f"spool {spools.path} unusable (retrying): {error}")
             return spools.spool
 
     def _say_once(self, text: str) -> None:
@@ -93,7 +91,7 @@ class SpoolStore:
         try:
             moved = self.spools.adopt()
         except Exception as exc:
-            self._report(f"cannot adopt spools in {self.spools.path}: {_named(exc)}")
+            self._report(f"cannot adopt spools in {self.spools.path}: {describe_error(exc)}")
             return
         if moved:
             with self._lock:
@@ -126,7 +124,8 @@ class SpoolStore:
             try:
                 rejected = spool.append(entries)
             except (sqlite3.Error, OSError) as exc:  # the disk is full, or the file went bad
-                self._say_once(f"spool {spool.path} write failed (records dropped): {_named(exc)}")
+                error = describe_error(exc)
+                self._say_once(f"spool {spool.path} write failed (records dropped): {error}")
         first = min((e[0], e[1]) for e in entries)
         with self._lock:
             self._writes += 1

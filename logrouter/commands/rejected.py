@@ -94,11 +94,18 @@ def reason_of(properties: Any) -> str:
     reason = headers.get(REASON_HEADER)
     if reason is not None:
         return _text(reason)
-    deaths = headers.get("x-death")
-    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-        death = deaths[0]
+    death = _first_death(headers)
+    if death is not None:
         return f"{_text(death.get('reason'))} in {_text(death.get('queue'))}"
     return "-"
+
+
+def _first_death(headers: dict[str, Any]) -> dict[str, Any] | None:
+    """The broker's newest ``x-death`` entry of a dead-lettered message, if any."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        return deaths[0]
+    return None
 
 
 def time_of(properties: Any) -> datetime | None:
@@ -125,10 +132,8 @@ def exchange_of(properties: Any) -> str | None:
     through the default exchange)."""
     headers = properties.headers or {}
     exchange = headers.get(EXCHANGE_HEADER)
-    if exchange is None:
-        deaths = headers.get("x-death")
-        if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-            exchange = deaths[0].get("exchange")
+    if exchange is None and (death := _first_death(headers)) is not None:
+        exchange = death.get("exchange")
     return _text(exchange) if exchange else None
 
 
