@@ -366,7 +366,10 @@ class RateLimiter:
         False means: ask ``allow``. Only for keys no ignored logger shares (not
         ``facility.severity``) and records no filter drops, as ``allow`` counts them.
         """
-        bucket = self._active.get(self.key(record))
+        active = self._active
+        if not active:  # no flood under way: the common case, no key computed
+            return False
+        bucket = active.get(self.key(record))
         if bucket is None:
             return False
         created, levelno = record.created, record.levelno

@@ -39,24 +39,21 @@ from logrouter.connection import connection_login, describe_error, redact
 from logrouter.render import escape
 from logrouter.sinks.dedup import REPLAY_HEADER
 from logrouter.sinks.rejects import (
+    BATCH_HEADER,
     EXCHANGE_HEADER,
     ORIGINAL_USER_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
-    SINK_HEADER,
+    SINK_OWNED_HEADERS,
     USER_HEADER,
 )
 from logrouter.timespec import TimeSpecError, parse_time
 from logrouter.topology import REJECTED_QUEUE
 
-#: headers describing the rejection, not the record: dropped on replay
+#: headers describing the rejection, not the record: dropped on replay (the sink's
+#: own, but the batch's id, which says where the record came from; the broker's)
 _REJECTION_HEADERS = (
-    REASON_HEADER,
-    SINK_HEADER,
-    EXCHANGE_HEADER,
-    ROUTING_KEY_HEADER,
-    USER_HEADER,
-    ORIGINAL_USER_HEADER,
+    *(header for header in SINK_OWNED_HEADERS if header != BATCH_HEADER),
     "x-death",
     "x-first-death-exchange",
     "x-first-death-queue",

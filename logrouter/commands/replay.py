@@ -169,7 +169,7 @@ class Replay:
         self.query = query
         self.cursor = cursor
         self.saved = cursor
-        self.started_at = cursor
+        self.from_cursor = cursor is not None  # --resume, --after
         self.count = 0
         self.interrupted = False
         self.run_id = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -246,7 +246,7 @@ class Replay:
         target = f"queue {self.queue!r}" if self.queue else f"exchange {self.exchange!r}"
         print(f"replayed {self.count} record(s) to {target}", file=sys.stderr, flush=True)
         # from a cursor (--resume, --after), nothing left after it means: done
-        done = self.count or self.interrupted or self.started_at is not None
+        done = self.count or self.interrupted or self.from_cursor
         return exitcodes.OK if done else exitcodes.NO_MATCH
 
     def send_message(self, message: Outgoing, completes: Cursor | None) -> None:

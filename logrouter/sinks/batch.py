@@ -250,8 +250,13 @@ def classify_pending(
     return outcome
 
 
-def _over_max_lines(body: bytes) -> bool:
-    return len(body) > MAX_LINES and body.count(b"\n") > MAX_LINES  # no count for a short one
+def _rejected_over_max_lines(delivery: Delivery, outcome: Outcome) -> bool:
+    """Reject a batch of more than MAX_LINES lines whole; True when it was."""
+    body = delivery.body
+    if len(body) > MAX_LINES and body.count(b"\n") > MAX_LINES:  # no count for a short one
+        outcome.rejected.append((delivery, f"batch of more than {MAX_LINES:,} records"))
+        return True
+    return False
 
 
 def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) -> None:
@@ -264,15 +269,13 @@ def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) ->
     body = delivery.body
     # a handler's batch is split by whole_batch uncounted (it declines one over MAX_LINES)
     counted_first = len(body) > SPLIT_UNCOUNTED
-    if counted_first and _over_max_lines(body):
-        outcome.rejected.append((delivery, f"batch of more than {MAX_LINES:,} records"))
+    if counted_first and _rejected_over_max_lines(delivery, outcome):
         return
     app_id = _text(getattr(props, "app_id", None))
     user = dedup_user(props)
     if whole_batch(delivery, outcome, batch, user):
         return
-    if not counted_first and _over_max_lines(body):
-        outcome.rejected.append((delivery, f"batch of more than {MAX_LINES:,} records"))
+    if not counted_first and _rejected_over_max_lines(delivery, outcome):
         return
     dedup, in_batch, max_record_bytes = batch.dedup, batch.in_batch, batch.max_record_bytes
     items = split_batch(
