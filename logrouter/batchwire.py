@@ -52,6 +52,13 @@ def has_separator(body: bytes) -> bool:
     return not body.isascii() and any(raw in body for raw, _ in _SEPARATORS)
 
 
+def line_count(body: bytes) -> int:
+    """The records a batch body can hold, at most: its lines (at least 1, at most
+    ``MAX_LINES``; a longer one is rejected whole, unsplit). One C pass over the bytes."""
+    lines = body.count(b"\n") + (not body.endswith(b"\n"))
+    return max(1, min(lines, MAX_LINES))
+
+
 def one_line(body: bytes) -> bytes:
     """``body`` (compact JSON) with the Unicode line separators escaped (pure)."""
     if has_separator(body):

@@ -55,14 +55,23 @@ class Delivery(NamedTuple):
 
 
 class Batch:
-    """Deliveries waiting to be written; full at ``size``, due ``interval`` s after the first."""
+    """Deliveries waiting to be written; full at ``size`` records, due ``interval`` s after
+    the first.
+
+    Deliveries keep arriving while a commit waits for its fsync, so more than ``size``
+    records can be in hand: ``take_slice`` hands over the oldest ``size`` of them (whole
+    deliveries, at least one) and the rest wait for the next commit, so that no commit
+    decodes, writes and journals more than one batch's worth.
+    """
 
     def __init__(self, size: int, interval: float) -> None:
         self.size = max(1, size)
         self.interval = max(0.0, interval)
         self.pending: list[Delivery] = []
+        #: per pending delivery: the records it carries
+        self.counts: list[int] = []
         self.started: float | None = None
-        #: records in hand: a batch message counts as the records it declares
+        #: records in hand: a batch message counts as the lines it holds
         self.records = 0
 
     def __len__(self) -> int:
@@ -72,11 +81,12 @@ class Batch:
         """Add one delivery (``now``: monotonic time, starts the interval of a new batch).
 
         ``records``: how many records the delivery carries (a batch message's
-        declared count), so that ``size`` bounds records, not messages.
+        lines), so that ``size`` bounds records, not messages.
         """
         if self.started is None:
             self.started = now
         self.pending.append(delivery)
+        self.counts.append(records)
         self.records += records
 
     @property
@@ -91,9 +101,27 @@ class Batch:
     def last_tag(self) -> int:
         return self.pending[-1].tag
 
+    def take_slice(self) -> list[Delivery]:
+        """Hand over the oldest deliveries holding up to ``size`` records (at least one
+        delivery); the rest stay in hand, as old as the batch was (so due)."""
+        counts = self.counts
+        taken = records = 0
+        for count in counts:
+            if taken and records + count > self.size:
+                break
+            taken += 1
+            records += count
+        if taken == len(counts):
+            return self.take_pending()
+        pending, self.pending = self.pending[:taken], self.pending[taken:]
+        del counts[:taken]
+        self.records -= records
+        return pending
+
     def take_pending(self) -> list[Delivery]:
-        """Hand over the batch and start an empty one."""
+        """Hand over every delivery in hand and start an empty batch."""
         pending, self.pending, self.started = self.pending, [], None
+        self.counts = []
         self.records = 0
         return pending
 

@@ -117,25 +117,27 @@ class Committer:
             self._fsyncs = None
 
     def commit(self, batch: Batch) -> float | None:
-        """Commit the deliveries pending in ``batch``: None when they are written and
-        acked; after a write error (batch nacked, writer rolled back), the seconds to
-        wait before consuming again."""
+        """Commit the oldest deliveries pending in ``batch`` (``Batch.take_slice``): None
+        when they are written and acked; after a write error (everything in hand nacked,
+        writer rolled back), the seconds to wait before consuming again."""
         with _no_cyclic_gc():
             return self._commit(batch)
 
     def _commit(self, batch: Batch) -> float | None:
-        last_tag = batch.last_tag
-        pending = batch.take_pending()
+        pending = batch.take_slice()
+        last_tag = pending[-1].tag
         output = self.output
         outcome = output.classify(pending)
         try:
             refused, checkpoint, fsync = output.write(outcome)
         except OSError as exc:
             error, self.link_error = self.link_error, None
+            rest = batch.take_pending()  # requeued with it: the same disk would refuse them
             if error is not None:  # no link to nack on: roll back, reconnect
                 self._roll_back()
                 raise error from exc
-            return self._write_failed(exc, last_tag, len(pending))
+            last_tag = rest[-1].tag if rest else last_tag
+            return self._write_failed(exc, last_tag, len(pending) + len(rest))
         # a record whose target was refused is rejected like an undecodable one
         outcome.rejected.extend((outcome.source(index), reason) for index, reason in refused)
         if self.link_error is None:  # else they are not acked either: redelivered

@@ -54,8 +54,6 @@ BURST_IDLE = 1.0
 #: ``--burst``: after this long without a delivery (and then at most this often) the sink
 #: asks the broker whether its queue still holds ready messages; none: drained sooner.
 BURST_CHECK = 0.2
-#: A batch declaring more records than this counts as this many toward a sink batch.
-MAX_RECORDS_PER_MESSAGE = 10_000
 
 
 def _default_writer(sink: SinkConfig, instance: str) -> Writer:
@@ -207,7 +205,7 @@ class Sink:
             flush = len(self._batch) and (idle or self._batch.due(now) or self._stop.is_set())
             if flush and not self._commit():
                 continue
-            if self._stop.is_set():
+            if self._stop.is_set() and not len(self._batch):
                 self.counters.state = "stopping"
                 return
             if self.burst and not len(self._batch) and self._drained(now):
@@ -247,9 +245,10 @@ class Sink:
         self._last_delivery = now
         self.counters.received += 1
         records = 1
-        if batchwire.is_batch(getattr(properties, "content_type", None)):  # count records
-            declared = batchwire.declared_count(getattr(properties, "headers", None))
-            records = min(max(declared or 1, 1), MAX_RECORDS_PER_MESSAGE)
+        if batchwire.is_batch(getattr(properties, "content_type", None)):
+            # the lines it holds (what decoding and journaling it costs), not what its
+            # header declares: a sender can declare 1 and send 99,999
+            records = batchwire.line_count(body)
         self._batch.append(
             Delivery(
                 method.delivery_tag,
@@ -322,8 +321,8 @@ class Sink:
             return
         if new.queue != old.queue:
             raise ValueError(f"queue name changed ({old.queue} -> {new.queue}): restart the sink")
-        if len(self._batch) and self.link.is_open:
-            self._commit()
+        while len(self._batch) and self.link.is_open and self._commit():
+            pass
         if self.link.is_open:
             self.link.reconcile(old, new)
         self.output.apply(new)

@@ -62,7 +62,8 @@ def key_from_json(value: Any) -> DedupKey | None:
 
 
 class DedupWindow(Generic[K]):
-    """The last ``size`` keys, oldest forgotten first.
+    """The last ``size`` keys, oldest forgotten first; the keys of the last ``extend`` (a
+    committed batch) all, even when they are more than ``size``.
 
     Keys are kept in chunks (one per ``extend``, the keys of a committed batch), so a
     batch costs one hash per key to remember and one to forget, both in C: whole
@@ -110,9 +111,11 @@ class DedupWindow(Generic[K]):
         return [key for chunk in self._chunks for key in chunk]
 
     def _trim(self) -> None:
+        # The newest chunk stays whole, even over ``size``: it is the batch just committed,
+        # the one a lost ack redelivers, and every key of it must still be known then.
         excess = self._count - self.size
         chunks = self._chunks
-        while excess > 0:
+        while excess > 0 and len(chunks) > 1:
             oldest = chunks[0]
             if len(oldest) <= excess:
                 chunks.popleft()

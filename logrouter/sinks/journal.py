@@ -76,6 +76,7 @@ def parse_journal(lines: Iterable[bytes], keep_ids: int) -> JournalState:
     checkpoint: dict[str, int] = {}
     pending: dict[str, int] = {}
     ids: deque[DedupKey] = deque(maxlen=max(keep_ids, 0))
+    last: list[DedupKey] = []  # the keys of the last commit
     for raw in lines:
         try:
             entry = json.loads(raw)
@@ -101,9 +102,12 @@ def parse_journal(lines: Iterable[bytes], keep_ids: int) -> JournalState:
         if isinstance(entry_ids, list):
             if entry.get("snap"):
                 ids.clear()
-            ids.extend(key for key in map(key_from_json, entry_ids) if key is not None)
+            last = [key for key in map(key_from_json, entry_ids) if key is not None]
+            ids.extend(last)
     for path, size in pending.items():
         checkpoint[path] = min(size, checkpoint.get(path, size))
+    if keep_ids > 0 and len(last) > len(ids):  # the last commit, whole (see DedupWindow)
+        return JournalState(checkpoint, last)
     return JournalState(checkpoint, list(ids))
 
 
@@ -150,6 +154,8 @@ class Journal:
         #: intents since the last commit; fsync them when the batch will be fsynced
         self._pending: dict[str, int] = {}
         self.sync_intents = True
+        #: keys in the last commit
+        self._last_ids = 0
 
     def peer_ids(self, last: int = 10_000) -> frozenset[DedupKey]:
         """Dedup keys the *other* instances of this sink on this host committed lately.
@@ -194,6 +200,7 @@ class Journal:
                 self.state = parse_journal(handle, self.keep_ids)
         except FileNotFoundError:
             self.state = JournalState()
+        self._last_ids = len(self.state.ids)  # more than keep_ids: the last commit's, whole
         self._compact()
         return self.state
 
@@ -245,18 +252,24 @@ class Journal:
         self._pending.clear()
         self.state.checkpoint.update(checkpoint)
         self.state.ids.extend(ids)
-        if len(self.state.ids) > 2 * self.keep_ids:
-            del self.state.ids[: -self.keep_ids]
+        self._last_ids = len(ids)
+        if len(self.state.ids) > 2 * self._keep():
+            del self.state.ids[: -self._keep()]
         # Compact when the appended part outgrows the snapshot (and the minimum): linear cost.
         if self._file.tell() > 2 * self._snapshot_bytes + self.compact_bytes:
             self._compact()
+
+    def _keep(self) -> int:
+        """Keys to keep: the window's, or all of the last commit's when it had more (the
+        batch a lost ack redelivers; see ``DedupWindow``)."""
+        return max(self.keep_ids, self._last_ids) if self.keep_ids > 0 else 0
 
     def _compact(self) -> None:
         """Rewrite the journal as one snapshot line (temp file, fsync, rename)."""
         assert self.path is not None
         if self._file is not None:
             self._file.close()
-        del self.state.ids[: -self.keep_ids or len(self.state.ids)]
+        del self.state.ids[: -self._keep() or len(self.state.ids)]
         tmp = self.path.with_suffix(".tmp")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()  # a leftover of a crash: recreate it private

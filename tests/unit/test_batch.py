@@ -483,6 +483,21 @@ def test_a_sink_batch_is_bounded_by_records() -> None:
     assert not batch.full and batch.records == 0
 
 
+def test_a_commit_takes_at_most_the_batch_size_of_records_in_hand() -> None:
+    """Deliveries read while a commit waited for its fsync can hold many batches' worth:
+    ``take_slice`` hands over the oldest whole deliveries up to the size (always at least
+    one, even an oversized one) and keeps the rest, due at once, for the next commit."""
+    batch = Batch(size=10, interval=5.0)
+    for tag, records in enumerate([4, 5, 3, 30, 2], start=1):
+        batch.append(batch_delivery(tag, []), 0.0, records=records)
+    assert [d.tag for d in batch.take_slice()] == [1, 2]
+    assert batch.records == 35 and batch.due(0.0)
+    assert [d.tag for d in batch.take_slice()] == [3]
+    assert [d.tag for d in batch.take_slice()] == [4]
+    assert [d.tag for d in batch.take_slice()] == [5]
+    assert len(batch) == 0 and batch.records == 0 and batch.started is None
+
+
 def test_suppressed_counts_come_from_summary_records_only() -> None:
     """The sink's suppressed counter adds up rate-limit summaries' counts, nothing else:
     not an app's own field, not a count above 2**53 (a forged one would make the

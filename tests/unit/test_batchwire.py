@@ -199,3 +199,13 @@ def test_encode_records_refuses_a_body_that_is_not_one_line() -> None:
     for bad in (b'{"a":\n1}', b"[1]", b'{"a":1} '):
         with pytest.raises(ValueError):
             batchwire.encode_records([b'{"msg":"ok"}', bad], ["a1", "a2"])
+
+
+def test_line_count_is_what_a_body_can_hold_not_what_it_declares() -> None:
+    """A sink counts a batch body by its lines (at least one, at most MAX_LINES), which a
+    sender cannot understate in a header."""
+    assert batchwire.line_count(b'{"a":1}') == 1
+    assert batchwire.line_count(b'{"a":1}\n{"a":2}\n') == 2
+    assert batchwire.line_count(b'{"a":1}\n{"a":2}') == 2
+    assert batchwire.line_count(b"") == 1
+    assert batchwire.line_count(b"{}\n" * (batchwire.MAX_LINES + 5)) == batchwire.MAX_LINES

@@ -38,9 +38,23 @@ def test_size_zero_remembers_nothing() -> None:
 
 def test_resize_keeps_newest() -> None:
     """Shrinking the window on reload keeps the newest ids."""
-    window = DedupWindow(5, ["a", "b", "c", "d"])
+    window = DedupWindow(5, ["a", "b"])
+    window.extend(["c", "d"])
     window.resize(2)
     assert window.ids() == ["c", "d"]
+
+
+def test_the_last_batch_stays_whole_even_over_the_size() -> None:
+    """A batch of more keys than the window holds is remembered whole (a lost ack
+    redelivers all of it) until the next batch comes; then the window is its size again."""
+    window = DedupWindow(3, ["old"])
+    window.extend([f"k{n}" for n in range(5)])
+    assert window.ids() == ["k0", "k1", "k2", "k3", "k4"]
+    assert "old" not in window and "k0" in window
+    window.resize(2)
+    assert len(window) == 5
+    window.extend(["next"])
+    assert window.ids() == ["k4", "next"]
 
 
 def test_key_names_the_sender() -> None:
@@ -66,14 +80,15 @@ def test_the_same_id_from_another_sender_is_another_message() -> None:
 
 
 def test_batches_beyond_the_size_forget_exactly_the_oldest_keys() -> None:
-    """Keys added in batches of uneven sizes: the window keeps exactly the newest ``size``,
-    in order, and answers for each key as one added key by key would."""
+    """Keys added in batches of uneven sizes: the window keeps exactly the newest ``size``
+    (all of the last batch when it is longer), in order, and answers for each key as one
+    added key by key would."""
     window: DedupWindow[str] = DedupWindow(7)
     reference: list[str] = []
     for batch, length in enumerate([3, 5, 1, 8, 2, 4]):
         keys = [f"{batch}-{n}" for n in range(length)]
         window.extend(keys)
-        reference = (reference + keys)[-7:]
+        reference = (reference + keys)[-max(7, length) :]
         assert window.ids() == reference
         assert len(window) == len(reference)
         assert all(key in window for key in reference)

@@ -119,6 +119,19 @@ def test_compaction_is_not_repeated_on_every_commit(tmp_path: Path) -> None:
     assert Journal(tmp_path, "logrouter.x", keep_ids=1000).open().ids[-1] == k("one-more")
 
 
+def test_a_commit_of_more_keys_than_the_window_is_remembered_whole(tmp_path: Path) -> None:
+    """A batch of more keys than ``keep_ids`` (a batch message of many lines) keeps all
+    of them through compaction and a restart: it is the batch a lost ack redelivers."""
+    journal = Journal(tmp_path, "logrouter.x", keep_ids=3, compact_bytes=50)
+    journal.open()
+    journal.commit({"/a": 1}, [k("old")], fsync=False)
+    big = [k(f"big-{n}") for n in range(8)]
+    journal.commit({"/a": 2}, big, fsync=False)
+    journal.close()
+    assert Journal(tmp_path, "logrouter.x", keep_ids=3).open().ids == big
+    assert parse_journal([entry_line({}, [k("old")]), entry_line({}, big)], 3).ids == big
+
+
 def test_ids_of_an_older_journal_are_keys_without_sender() -> None:
     """A journal written before keys had a sender (bare message ids) still loads: each id
     becomes ("", "", id), which only ever matches a message without user_id and app_id."""
