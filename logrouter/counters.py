@@ -43,7 +43,7 @@ COUNTERS: tuple[CounterSpec, ...] = (
     CounterSpec(
         "rejected",
         "logrouter_records_rejected_total",
-        "Messages dead-lettered as unhandleable.",
+        "Records rejected to logrouter.rejected (each rejected line of a batch counts one).",
         "REJECTED",
     ),
     CounterSpec(

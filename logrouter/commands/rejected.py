@@ -14,6 +14,11 @@ message in the queue or delivered (possibly both, which the sinks' dedup
 absorbs), never neither. ``purge`` acks the selected messages; it needs ``--yes``.
 Only the messages present when the command started are looked at (a replayed
 unrouted message that is still unroutable comes back behind them).
+
+A batch message here (a sink's copy of the rejected lines of one batch, or a
+batch dead-lettered or rejected whole) is listed with its record count and
+shown line by line; replayed, it goes back as the batch it is (its
+``x-logrouter-records`` kept), and the sinks take its lines one by one again.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from logrouter import exitcodes
+from logrouter import batchwire, exitcodes
 from logrouter.commands.common import (
     broker_failure,
     close_quietly,
@@ -80,6 +85,13 @@ class Held:
     def ident(self) -> str:
         """The message id, or ``#N`` (its position) when it has none."""
         return str(self.properties.message_id or f"#{self.position}")
+
+    @property
+    def records(self) -> int | None:
+        """The records of a batch message (its non-blank lines); None for a single one."""
+        if not batchwire.is_batch(getattr(self.properties, "content_type", None)):
+            return None
+        return len(batch_lines(self.body))
 
 
 # --------------------------------------------------------------------------- pure
@@ -140,6 +152,15 @@ def original_key(held: Held) -> str:
     return _text(headers.get(ROUTING_KEY_HEADER) or held.routing_key)
 
 
+def batch_lines(body: bytes) -> list[tuple[int, bytes]]:
+    """The lines of a batch body that are records (or rejected as not one): the
+    non-blank ones, each with its number (from 1, blank lines counted) as a sink's
+    reasons number them (``batchwire.split_batch``)."""
+    return [
+        (number, line) for number, line in enumerate(body.split(b"\n"), 1) if line.strip(b" \t\r")
+    ]
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -162,15 +183,18 @@ def selected(
 
 
 def list_line(held: Held) -> str:
-    """TIME  KEY  SIZE  ID  REASON  PREVIEW, every value escaped onto one line."""
+    """TIME  KEY  SIZE  ID  REASON  PREVIEW, every value escaped onto one line; the
+    SIZE of a batch message says its records too (``1234B/20 records``)."""
     when = time_of(held.properties)
     stamp = when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else "-"
     preview = escape(held.body[: PREVIEW * 4].decode("utf-8", "replace"))[:PREVIEW]
+    records = held.records
+    size = f"{len(held.body)}B" if records is None else f"{len(held.body)}B/{records} records"
     return "  ".join(
         (
             stamp,
             escape(original_key(held)),
-            f"{len(held.body)}B",
+            size,
             escape(held.ident),
             escape(reason_of(held.properties)),
             preview,
@@ -182,7 +206,8 @@ def show_text(held: Held) -> str:
     """One message in full: routing key, sender, properties, headers, body; all escaped.
 
     The sender is ``sender_of``; the user headers a sender could have planted on a
-    dead-lettered message are not listed.
+    dead-lettered message are not listed. A batch's body is shown line by line,
+    numbered as the reason names its lines.
     """
     props = held.properties
     lines = [f"routing key: {escape(original_key(held))}"]
@@ -194,8 +219,14 @@ def show_text(held: Held) -> str:
     for key, value in sorted((props.headers or {}).items()):
         if key not in (USER_HEADER, ORIGINAL_USER_HEADER):
             lines.append(f"header {escape(str(key))}: {escape(_text(value))}")
-    lines.append(f"body ({len(held.body)} bytes):")
-    lines.append(escape(held.body.decode("utf-8", "replace")))
+    records = held.records
+    if records is None:
+        lines.append(f"body ({len(held.body)} bytes):")
+        lines.append(escape(held.body.decode("utf-8", "replace")))
+        return "\n".join(lines)
+    lines.append(f"body ({len(held.body)} bytes, {records} records):")
+    for number, line in batch_lines(held.body):
+        lines.append(f"line {number}: {escape(line.decode('utf-8', 'replace'))}")
     return "\n".join(lines)
 
 

@@ -33,9 +33,10 @@ from typing import Any
 from logrouter import topology
 from logrouter.backoff import Backoff
 from logrouter.counters import SinkCounters
-from logrouter.sinks.batch import Batch, Delivery
+from logrouter.sinks.batch import Batch
 from logrouter.sinks.link import BrokerLink
 from logrouter.sinks.output import Output
+from logrouter.sinks.rejects import RejectedCopy
 
 #: while an fsync runs, the socket is read for at most this long between checks
 WAIT_SLICE = 0.05
@@ -167,20 +168,11 @@ class Committer:
         counters.state = "running"
         return None
 
-    def _rejected(self, delivery: Delivery, reason: str) -> None:
-        self.counters.rejected += 1
-        props = delivery.properties
-        message_id = getattr(props, "message_id", None)
-        self.log.warning(
-            "message rejected",
-            routing_key=delivery.routing_key,
-            reason=reason,
-            to=topology.REJECTED_QUEUE,
-            # what `logrouter rejected show` finds it by: a batch line's own id
-            message_id=delivery.record_id if delivery.line else message_id,
-            batch=message_id if delivery.line else None,
-            user_id=getattr(props, "user_id", None),
-        )
+    def _rejected(self, copy: RejectedCopy) -> None:
+        """One log line per copy (a batch's rejected lines are one); the counter counts
+        the records in it."""
+        self.counters.rejected += copy.records
+        self.log.warning("message rejected", to=topology.REJECTED_QUEUE, **copy.log_fields())
 
     def _write_failed(self, exc: OSError, last_tag: int, count: int) -> float:
         """Nothing of the batch is acked: requeue it, roll back; the delay to wait."""

@@ -23,7 +23,7 @@ from logrouter import topology
 from logrouter.connection import BrokerSettings, connection_login, describe_error
 from logrouter.sinks.batch import Delivery
 from logrouter.sinks.deliveries import DeliveryFastPath, read_in_large_chunks
-from logrouter.sinks.rejects import publish_rejected
+from logrouter.sinks.rejects import RejectedCopy, publish_rejected
 
 if TYPE_CHECKING:
     from logrouter.config import SinkConfig
@@ -124,9 +124,10 @@ class BrokerLink:
         self,
         rejected: list[tuple[Delivery, str]],
         sink: str,
-        on_rejected: Callable[[Delivery, str], None],
+        on_rejected: Callable[[RejectedCopy], None],
     ) -> None:
-        """Publish rejected copies (``sinks/rejects.py``) on the confirmed channel."""
+        """Publish the copies of ``rejected`` (``sinks/rejects.py``: a batch's lines are
+        one) on the confirmed channel."""
         publish_rejected(
             self._reject_channel,
             rejected,

@@ -10,12 +10,24 @@ The copy's ``user_id`` is the sink's login; the sender's (validated by the
 broker, or none) goes in ``x-logrouter-user-id``. Headers in
 ``SINK_OWNED_HEADERS`` are the sink's alone: a sender's are dropped, so none
 can pass itself off as another login.
+
+The lines of one batch message that are rejected in one commit are one copy
+(``rejected_copies``), not one per line: a batch of 99,999 junk lines must not
+become 99,999 confirmed publishes and log lines. One line alone is a
+single-record message named by its record's id (``x-logrouter-batch`` names its
+batch); two or more are a batch message of those lines (same content type, its
+``x-logrouter-records`` their count, its ``message_id`` the batch's), so that
+``rejected replay`` sends them back as a batch, and its ``x-logrouter-reason``
+says the count and the first few distinct reasons with their line numbers in
+the copy's body, bounded in size (``group_reason``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import re
+from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
+from typing import Any, NamedTuple
 
 import pika
 
@@ -23,7 +35,8 @@ from logrouter import batchwire, topology, wire
 from logrouter.sinks.batch import Delivery
 
 REASON_HEADER = "x-logrouter-reason"
-#: On a rejected line of a batch: the message_id of the batch it came from.
+#: On a rejected line of a batch, or a copy of several: the message_id of the batch
+#: they came from.
 BATCH_HEADER = "x-logrouter-batch"
 SINK_HEADER = "x-logrouter-sink"
 #: The exchange the sink consumes from: ``logrouter.rejected`` is one queue for every
@@ -44,15 +57,134 @@ SINK_OWNED_HEADERS = (
     USER_HEADER,
     ORIGINAL_USER_HEADER,
 )
+#: Distinct reasons the x-logrouter-reason of a copy of several lines names, at most.
+GROUP_REASONS = 5
+#: Characters of one reason kept in that header (a longer one is cut, marked "...").
+REASON_CHARS = 200
+#: How ``batchwire.split_batch`` names a line in its reasons: its number in the batch.
+_LINE_NUMBER = re.compile(r"line [0-9]+: ")
+
+
+class RejectedCopy(NamedTuple):
+    """One message for ``logrouter.rejected``.
+
+    ``delivery`` is the rejected message, or one line of a batch (``line``), or, for
+    ``records`` > 1, the batch message with ``body`` the rejected lines (one per
+    line). ``reason`` is its ``x-logrouter-reason``; ``first_reason`` the first
+    line's (what the sink's log names).
+    """
+
+    delivery: Delivery
+    reason: str
+    first_reason: str
+    records: int = 1
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the copy holds several lines of one batch message."""
+        return self.records > 1
+
+    def log_fields(self) -> dict[str, Any]:
+        """What the sink's "message rejected" line says of the copy: ``message_id`` is
+        what ``logrouter rejected show`` finds it by (a lone batch line's own id),
+        ``batch`` the batch it came from, ``user_id`` the broker-validated sender."""
+        delivery = self.delivery
+        props = delivery.properties
+        message_id = getattr(props, "message_id", None)
+        return {
+            "routing_key": delivery.routing_key,
+            "reason": self.first_reason,
+            "records": self.records,
+            "message_id": delivery.record_id if delivery.line else message_id,
+            "batch": message_id if delivery.line or self.grouped else None,
+            "user_id": getattr(props, "user_id", None),
+        }
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
+def group_reason(reasons: Sequence[str]) -> tuple[str, str]:
+    """The ``x-logrouter-reason`` of a copy of ``len(reasons)`` lines, the line
+    numbered n in its body rejected for ``reasons[n - 1]``, and its first line's
+    reason (pure).
+
+    Lines are named by their number in the copy (a reason's own ``line N:`` of the
+    original batch is replaced); the same reason is named once, at its first line,
+    with how many more lines it covers; at most ``GROUP_REASONS`` reasons of
+    ``REASON_CHARS`` each, then a count of the rest: about 1.5 KB whatever the lines.
+    """
+    seen: dict[str, list[int]] = {}  # reason -> [its first line, its lines]
+    for number, reason in enumerate(reasons, 1):
+        found = _LINE_NUMBER.match(reason)
+        text = reason[found.end() :] if found else reason
+        entry = seen.get(text)
+        if entry is None:
+            seen[text] = [number, 1]
+        else:
+            entry[1] += 1
+    parts: list[str] = []
+    shown = 0
+    for text, (first, count) in islice(seen.items(), GROUP_REASONS):
+        more = f" (+{count - 1} more line{'s' if count > 2 else ''})" if count > 1 else ""
+        parts.append(f"line {first}: {_cut(text)}{more}")
+        shown += count
+    if len(seen) > GROUP_REASONS:
+        others = len(seen) - GROUP_REASONS
+        plural = "s" if others > 1 else ""
+        parts.append(f"{len(reasons) - shown} more lines for {others} other reason{plural}")
+    first_text, (first_line, _count) = next(iter(seen.items()))
+    return (
+        f"{len(reasons)} records rejected: " + "; ".join(parts),
+        f"line {first_line}: {_cut(first_text)}",
+    )
+
+
+def rejected_copies(rejected: Iterable[tuple[Delivery, str]]) -> list[RejectedCopy]:
+    """The copies of ``(delivery, reason)`` pairs: the lines of each batch message
+    grouped into one copy (see the module docstring), the rest one copy each, in the
+    order of their first pair (pure)."""
+    order: list[list[tuple[Delivery, str]]] = []
+    lines_of: dict[int, list[tuple[Delivery, str]]] = {}  # by delivery tag: one message
+    for pair in rejected:
+        delivery = pair[0]
+        if not delivery.line:
+            order.append([pair])
+            continue
+        group = lines_of.get(delivery.tag)
+        if group is None:
+            group = lines_of[delivery.tag] = []
+            order.append(group)
+        group.append(pair)
+    return [_copy(group) for group in order]
+
+
+def _copy(group: list[tuple[Delivery, str]]) -> RejectedCopy:
+    if len(group) == 1:
+        delivery, reason = group[0]
+        return RejectedCopy(delivery, reason, reason)
+    reason, first_reason = group_reason([reason for _, reason in group])
+    body = batchwire.encode_batch([delivery.body for delivery, _ in group])
+    batch = group[0][0]._replace(body=body, record_id=None, line=False)
+    return RejectedCopy(batch, reason, first_reason, len(group))
 
 
 def rejected_properties(
-    delivery: Delivery, reason: str, *, sink: str, sink_login: str | None, exchange: str = ""
+    delivery: Delivery,
+    reason: str,
+    *,
+    sink: str,
+    sink_login: str | None,
+    exchange: str = "",
+    records: int = 1,
 ) -> Any:
     """The properties of the rejected copy of ``delivery`` (see the module docstring).
 
     One line of a batch is rejected alone, as a single-record message whose
     ``message_id`` is the record's and whose ``x-logrouter-batch`` names the batch.
+    ``records`` > 1: ``delivery`` is a batch message whose body is that many rejected
+    lines of it (``RejectedCopy.grouped``).
     """
     props = delivery.properties or pika.BasicProperties()
     headers = {
@@ -72,6 +204,10 @@ def rejected_properties(
         headers.pop(batchwire.RECORDS_HEADER, None)
         headers[BATCH_HEADER] = message_id
         content_type, message_id = wire.CONTENT_TYPE, delivery.record_id
+    elif records > 1:
+        headers.update(batchwire.headers(records))
+        headers[BATCH_HEADER] = message_id
+        content_type = batchwire.CONTENT_TYPE
     return pika.BasicProperties(
         content_type=content_type,
         content_encoding=props.content_encoding,
@@ -92,18 +228,26 @@ def publish_rejected(
     sink: str,
     sink_login: str | None,
     exchange: str,
-    on_rejected: Callable[[Delivery, str], None],
+    on_rejected: Callable[[RejectedCopy], None],
 ) -> None:
-    """Publish each ``(delivery, reason)`` to ``logrouter.rejected`` (mandatory, on a
-    confirmed ``channel``); ``on_rejected(delivery, reason)`` after each."""
-    for delivery, reason in rejected:
+    """Publish the copies of the ``(delivery, reason)`` pairs (``rejected_copies``) to
+    ``logrouter.rejected`` (mandatory, on a confirmed ``channel``: each publish waits
+    for its confirm, so the lines of a batch are one copy, one wait);
+    ``on_rejected(copy)`` after each."""
+    for copy in rejected_copies(rejected):
+        delivery = copy.delivery
         channel.basic_publish(
             topology.REJECTED_QUEUE,
             delivery.routing_key,
             delivery.body,
             rejected_properties(
-                delivery, reason, sink=sink, sink_login=sink_login, exchange=exchange
+                delivery,
+                copy.reason,
+                sink=sink,
+                sink_login=sink_login,
+                exchange=exchange,
+                records=copy.records,
             ),
             mandatory=True,
         )
-        on_rejected(delivery, reason)
+        on_rejected(copy)

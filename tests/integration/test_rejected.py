@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
 
-from logrouter import cli, topology
+from logrouter import batchwire, cli, topology
 from logrouter.connection import login
+from logrouter.sinks.rejects import BATCH_HEADER, EXCHANGE_HEADER, REASON_HEADER
 from tests.helpers import ROOT
 from tests.helpers.broker import queue_depth, wait_for
-from tests.helpers.sinks import publish, stop
+from tests.helpers.sinks import archive_records, publish, stop
 from tests.integration.test_query import Archive, drop_archive, make_archive, start_sink
 
 
@@ -216,3 +219,167 @@ def test_stats_and_metrics_show_the_aside_depths(
     text = render({}, probe())
     assert f'logrouter_queue_messages{{queue="{env.exchange}.unrouted"}} 3.0' in text
     assert "nosuch.q" not in text
+
+
+@pytest.fixture
+def copies(amqp_url: str) -> Iterator[Callable[[str], list[tuple[Any, bytes]]]]:
+    """``copies(exchange)``: the sinks' copies of that exchange's messages published to
+    logrouter.rejected since the test started, so far (a private queue bound to the
+    fanout exchange; each call drains it)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, topology.REJECTED_QUEUE)
+    seen: list[tuple[Any, bytes]] = []
+
+    def drain(exchange: str) -> list[tuple[Any, bytes]]:
+        while True:
+            method, props, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                break
+            seen.append((props, body))
+        return [(p, b) for p, b in seen if (p.headers or {}).get(EXCHANGE_HEADER) == exchange]
+
+    yield drain
+    connection.close()
+
+
+def batch_message(
+    tag: str, key: str, lines: list[bytes]
+) -> list[tuple[str, bytes, pika.BasicProperties]]:
+    """One batch message of ``lines`` (message_id ``batch-<tag>``)."""
+    props = pika.BasicProperties(
+        content_type=batchwire.CONTENT_TYPE,
+        headers=batchwire.headers(len(lines)),
+        message_id=f"batch-{tag}",
+        timestamp=int(time.time()),
+        app_id="t",
+    )
+    return [(key, batchwire.encode_batch(lines), props)]
+
+
+def good_line(tag: str, name: str, msg: str = "fine") -> bytes:
+    return batchwire.record_line(json.dumps({"msg": msg}).encode(), f"{tag}-{name}")
+
+
+def rejected_logged(log: Path) -> list[dict[str, Any]]:
+    """The sink's "message rejected" warnings."""
+    return [
+        json.loads(line)
+        for line in log.read_text().splitlines()
+        if line.startswith("{") and "message rejected" in line
+    ]
+
+
+def sink_stopped(log: Path) -> dict[str, Any]:
+    """The counters the sink logged as it stopped."""
+    (line,) = [line for line in log.read_text().splitlines() if '"sink stopped"' in line]
+    return dict(json.loads(line))
+
+
+def test_a_batch_of_junk_lines_is_one_rejected_copy_and_one_warning(
+    env: Archive,
+    capsys: pytest.CaptureFixture[str],
+    copies: Callable[[str], list[tuple[Any, bytes]]],
+) -> None:
+    """One batch of 20,000 junk lines around 3 records (as any broker user can send):
+    the records are archived, logrouter.rejected gets one copy holding the 20,000 lines
+    (a batch: x-logrouter-records 20000, the reason counting them), the sink logs one
+    warning for it and counts 20,000 records rejected; all within a few seconds (one
+    confirmed publish per line took ~2 ms each: 40 s and 20,000 warnings)."""
+    tag = uuid.uuid4().hex[:8]
+    junk = [b"junk %d \x00" % n for n in range(10_000)]
+    lines = [good_line(tag, "0"), *junk, good_line(tag, "1"), *junk, good_line(tag, "2")]
+    everything = make_archive(env.url, mkdir(env.tmp / "all"), tag)
+    log = everything.tmp / "sink.log"
+    sink = start_sink(everything, "sink.log")
+    try:
+        wait_for(lambda: log.exists() and '"consuming"' in log.read_text(), "the sink up")
+        started = time.monotonic()
+        publish(env.url, everything.exchange, batch_message(tag, "kern.err", lines))
+        wait_for(
+            lambda: len(archive_records(everything.dir)) == 3 and copies(everything.exchange),
+            "records archived and the copy published",
+        )
+        elapsed = time.monotonic() - started
+        time.sleep(0.5)  # any copy or warning more would be there by now
+    finally:
+        stop(sink)
+    try:
+        assert sorted(r["id"] for r in archive_records(everything.dir)) == [
+            f"{tag}-{n}" for n in range(3)
+        ]
+        ((props, body),) = copies(everything.exchange)
+        assert body == batchwire.encode_batch(junk + junk)
+        assert props.content_type == batchwire.CONTENT_TYPE
+        assert props.message_id == f"batch-{tag}"
+        assert props.headers[batchwire.RECORDS_HEADER] == 20_000
+        assert props.headers[REASON_HEADER] == (
+            "20000 records rejected: line 1: not a JSON object (+19999 more lines)"
+        )
+        (warning,) = rejected_logged(log)
+        assert (warning["records"], warning["message_id"]) == (20_000, f"batch-{tag}")
+        assert warning["reason"] == "line 1: not a JSON object"
+        assert sink_stopped(log)["rejected"] == 20_000
+        assert elapsed < 10, elapsed
+    finally:
+        rejected(capsys, everything, "purge", "--yes")
+        drop_archive(everything)
+
+
+def test_a_copy_of_two_bad_lines_replays_as_a_batch_taken_line_by_line(
+    env: Archive,
+    capsys: pytest.CaptureFixture[str],
+    copies: Callable[[str], list[tuple[Any, bytes]]],
+) -> None:
+    """A batch of 1 record, 1 junk line and 1 record over max_record_bytes: the record
+    is archived, one copy holds the 2 bad lines with both reasons; list shows it with
+    its 2 records, show its lines. The operator lifts the cap and replays it: it goes
+    back as a batch of 2, the sink archives the big record and rejects the junk line
+    alone (a single-record copy naming the batch)."""
+    tag = uuid.uuid4().hex[:8]
+    big = good_line(tag, "big", "x" * 2000)
+    lines = [good_line(tag, "ok"), b"junk \x1b[31m", big]
+    folder = mkdir(env.tmp / "all")
+    capped = make_archive(env.url, folder, tag, max_record_bytes="1KiB")
+    sink = start_sink(capped, "sink.log")
+    try:
+        publish(env.url, capped.exchange, batch_message(tag, "kern.err", lines))
+        wait_for(lambda: bool(copies(capped.exchange)), "the copy of the bad lines")
+    finally:
+        stop(sink)
+    try:
+        assert [r["id"] for r in archive_records(capped.dir)] == [f"{tag}-ok"]
+        ((props, body),) = copies(capped.exchange)
+        assert body == b"junk \x1b[31m\n" + big + b"\n"
+        assert props.headers[REASON_HEADER] == (
+            "2 records rejected: line 1: not a JSON object; "
+            f"line 2: record of {len(big)} bytes exceeds max_record_bytes"
+        )
+        code, out, _ = rejected(capsys, capped, "list", "--reason", "max_record_bytes")
+        (listed,) = [line for line in out.splitlines() if f"batch-{tag}" in line]
+        assert code == 0 and f"{len(body)}B/2 records" in listed
+        code, out, _ = rejected(capsys, capped, "show", f"batch-{tag}")
+        assert code == 0 and "line 1: junk \\x1b[31m\nline 2: {" in out
+
+        lifted = make_archive(env.url, folder, tag)  # the same sink, without the cap
+        log = lifted.tmp / "sink2.log"
+        sink = start_sink(lifted, "sink2.log")
+        try:
+            code, _, err = rejected(capsys, lifted, "replay", "--reason", "max_record_bytes")
+            assert code == 0 and "replayed 1" in err
+            wait_for(lambda: len(archive_records(lifted.dir)) == 2, "the big record archived")
+            wait_for(lambda: bool(copies(lifted.exchange)[1:]), "the junk line rejected again")
+        finally:
+            stop(sink)
+        assert sorted(r["id"] for r in archive_records(lifted.dir)) == [f"{tag}-big", f"{tag}-ok"]
+        (again, again_body) = copies(lifted.exchange)[1]
+        assert again_body == b"junk \x1b[31m"
+        assert again.content_type == "application/json"
+        assert (again.message_id, again.headers[BATCH_HEADER]) == (f"batch-{tag}/0", f"batch-{tag}")
+        assert again.headers[REASON_HEADER] == "line 1: not a JSON object"
+        assert "record count differs" not in log.read_text()
+        assert f"batch-{tag}" not in queue_ids(env.url, topology.REJECTED_QUEUE)
+    finally:
+        rejected(capsys, capped, "purge", "--yes")
+        drop_archive(capped)

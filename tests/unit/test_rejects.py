@@ -1,4 +1,5 @@
-"""logrouter.sinks.rejects, the pure part: the properties of a rejected copy."""
+"""logrouter.sinks.rejects, the pure part: the properties of a rejected copy, and the
+copies a sink publishes (one per message: a batch's bad lines are one)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,14 @@ from logrouter.sinks.batch import Delivery
 from logrouter.sinks.rejects import (
     BATCH_HEADER,
     EXCHANGE_HEADER,
+    REASON_CHARS,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
     SINK_HEADER,
     USER_HEADER,
+    RejectedCopy,
+    group_reason,
+    publish_rejected,
     rejected_properties,
 )
 
@@ -60,3 +65,143 @@ def test_a_rejected_batch_line_becomes_a_single_record_naming_its_batch() -> Non
     assert copy.headers[BATCH_HEADER] == "batch-9"
     assert batchwire.RECORDS_HEADER not in copy.headers
     assert USER_HEADER not in copy.headers
+
+
+class Channel:
+    """A confirmed channel that keeps what is published to it."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, bytes, pika.BasicProperties]] = []
+
+    def basic_publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: pika.BasicProperties,
+        mandatory: bool = False,
+    ) -> None:
+        assert mandatory
+        self.published.append((exchange, routing_key, body, properties))
+
+
+def batch_props(**headers: object) -> pika.BasicProperties:
+    """A batch message's properties, from sender ``billing``."""
+    return pika.BasicProperties(
+        message_id="batch-9",
+        user_id="billing",
+        content_type=batchwire.CONTENT_TYPE,
+        headers={batchwire.RECORDS_HEADER: 5, **headers},
+    )
+
+
+def bad_lines(tag: int, props: pika.BasicProperties, body: bytes) -> list[tuple[Delivery, str]]:
+    """What the sink rejects of batch ``body`` (``split_batch``: one pair per bad line)."""
+    items = batchwire.split_batch(body, "app.err", message_id=props.message_id)
+    return [
+        (Delivery(tag, "app.err", item.line, props, False, 0.0, item.id, True), item.reason or "")
+        for item in items
+        if item.record is None
+    ]
+
+
+def publish(rejected: list[tuple[Delivery, str]]) -> tuple[Channel, list[RejectedCopy]]:
+    channel, copies = Channel(), []
+    publish_rejected(
+        channel, rejected, sink="s", sink_login="sinkd", exchange="logs", on_rejected=copies.append
+    )
+    return channel, copies
+
+
+def test_the_bad_lines_of_one_batch_are_one_copy_that_replays_as_a_batch() -> None:
+    """Two bad lines of a batch: one copy, a batch of those lines (content type, their
+    count in x-logrouter-records, the batch's message_id and x-logrouter-batch), the
+    reason naming each by its line in the copy; a sender's x-logrouter-* are dropped.
+    Split again (as a replay is), its lines are the two bad ones, for the same reasons."""
+    props = batch_props(**{REASON_HEADER: "forged", "k": "v"})
+    body = batchwire.encode_batch(
+        [b'{"msg":"ok","id":"r0"}', b"junk one", b'{"msg":"ok2"}', b"[2]"]
+    )
+    channel, copies = publish(bad_lines(7, props, body))
+    ((exchange, key, copy_body, copy_props),) = channel.published
+    assert (exchange, key) == ("logrouter.rejected", "app.err")
+    assert copy_body == b"junk one\n[2]\n"
+    assert copy_props.content_type == batchwire.CONTENT_TYPE
+    assert (copy_props.message_id, copy_props.user_id) == ("batch-9", "sinkd")
+    assert copy_props.headers == {
+        "k": "v",
+        batchwire.RECORDS_HEADER: 2,
+        BATCH_HEADER: "batch-9",
+        REASON_HEADER: "2 records rejected: line 1: not a JSON object (+1 more line)",
+        SINK_HEADER: "s",
+        EXCHANGE_HEADER: "logs",
+        ROUTING_KEY_HEADER: "app.err",
+        USER_HEADER: "billing",
+    }
+    again = batchwire.split_batch(copy_body, key, message_id=copy_props.message_id)
+    assert [(item.record, item.reason) for item in again] == [
+        (None, "line 1: not a JSON object"),
+        (None, "line 2: not a JSON object"),
+    ]
+    assert batchwire.declared_count(copy_props.headers) == len(again)
+    ((copy),) = copies
+    assert copy.records == 2
+    assert copy.log_fields() == {
+        "routing_key": "app.err",
+        "reason": "line 1: not a JSON object",
+        "records": 2,
+        "message_id": "batch-9",
+        "batch": "batch-9",
+        "user_id": "billing",
+    }
+
+
+def test_one_copy_per_message_in_the_order_rejected() -> None:
+    """Rejected in one commit: a whole message, a lone bad line of batch 1, three bad
+    lines of batch 2 mixed with batch 1's: three copies, in the order of their first
+    rejection; the lone line stays a single record named by its own id."""
+    single = Delivery(3, "app.err", b"deep", pika.BasicProperties(message_id="m3"))
+    one = bad_lines(1, batch_props(), b"x\n")
+    other = pika.BasicProperties(message_id="batch-2", content_type=batchwire.CONTENT_TYPE)
+    three = bad_lines(2, other, b"a\nb\nc\n")
+    channel, copies = publish([(single, "too deep"), three[0], *one, *three[1:]])
+    assert [(body, props.message_id) for _, _, body, props in channel.published] == [
+        (b"deep", "m3"),
+        (b"a\nb\nc\n", "batch-2"),
+        (b"x", "batch-9/0"),
+    ]
+    assert [copy.records for copy in copies] == [1, 3, 1]
+    assert channel.published[2][3].headers[BATCH_HEADER] == "batch-9"
+    assert [copy.log_fields()["batch"] for copy in copies] == [None, "batch-2", "batch-9"]
+
+
+def test_a_batch_of_junk_is_one_publish_with_a_bounded_reason() -> None:
+    """99,999 bad lines, each for a reason of its own, 1,000 characters long: one copy
+    holding them all; its reason names the count, five reasons (cut) and the rest as a
+    count, in under 2 KB."""
+    props = batch_props()
+    pairs = [
+        (Delivery(1, "app.err", b"x%d" % n, props, line=True), f"line {n}: {'w' * 1000}{n}")
+        for n in range(1, 100_000)
+    ]
+    channel, copies = publish(pairs)
+    ((_, _, body, copy_props),) = channel.published
+    assert body.count(b"\n") == 99_999 and copies[0].records == 99_999
+    reason = copy_props.headers[REASON_HEADER]
+    assert reason.startswith("99999 records rejected: line 1: www")
+    assert reason.endswith("; 99994 more lines for 99994 other reasons")
+    assert reason.count("line ") == 5 and len(reason.encode()) < 2048
+    assert len(copies[0].first_reason) <= REASON_CHARS + len("line 1: ")
+
+
+def test_the_reason_of_a_copy_counts_each_reason_once() -> None:
+    """The same reason on many lines is named once, at its first line, with how many
+    more it covers; a reason without a line number keeps its words."""
+    reason, first = group_reason(
+        ["line 4: not a JSON object", "record of 9 bytes exceeds max", "line 9: not a JSON object"]
+    )
+    assert reason == (
+        "3 records rejected: line 1: not a JSON object (+1 more line); "
+        "line 2: record of 9 bytes exceeds max"
+    )
+    assert first == "line 1: not a JSON object"

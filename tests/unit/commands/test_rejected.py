@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import pika
 
+from logrouter import batchwire
 from logrouter.commands.rejected import (
     REPLAY_HEADER,
     Held,
+    list_line,
     replay_properties,
     selected,
     sender_of,
     show_text,
 )
-from logrouter.sinks.rejects import EXCHANGE_HEADER, ORIGINAL_USER_HEADER, SINK_HEADER, USER_HEADER
+from logrouter.sinks.rejects import (
+    BATCH_HEADER,
+    EXCHANGE_HEADER,
+    ORIGINAL_USER_HEADER,
+    REASON_HEADER,
+    SINK_HEADER,
+    USER_HEADER,
+)
 
 
 def sink_copy(headers: dict[str, object]) -> pika.BasicProperties:
@@ -67,3 +76,43 @@ def test_only_the_configs_exchange_is_selected_from_the_shared_queue() -> None:
     assert [h.tag for h in held if selected(h, None, None, "logs")] == [1, 4, 5]
     assert [h.tag for h in held if selected(h, None, None, "other")] == [2, 3, 4, 5]
     assert [h.tag for h in held if selected(h, None, None, None)] == [1, 2, 3, 4, 5]
+
+
+def grouped_copy() -> Held:
+    """A sink's copy of the two bad lines of batch ``b7`` (as ``sinks/rejects`` makes it)."""
+    props = pika.BasicProperties(
+        message_id="b7",
+        user_id="sinkd",
+        content_type=batchwire.CONTENT_TYPE,
+        headers={
+            batchwire.RECORDS_HEADER: 2,
+            BATCH_HEADER: "b7",
+            REASON_HEADER: "2 records rejected: line 1: not a JSON object (+1 more line)",
+            SINK_HEADER: "s",
+            USER_HEADER: "billing",
+        },
+    )
+    return Held(1, 1, "app.err", props, b"junk \x1b[31m\n[2]\n")
+
+
+def test_a_copy_of_batch_lines_is_listed_with_its_count_and_shown_line_by_line() -> None:
+    """list: the size says the copy's records; show: the reason, then each line numbered
+    as the reason numbers it, escaped."""
+    held = grouped_copy()
+    assert "  15B/2 records  b7  2 records rejected: line 1: not a JSON object" in list_line(held)
+    text = show_text(held)
+    assert "header x-logrouter-reason: 2 records rejected: line 1:" in text
+    assert text.endswith("body (15 bytes, 2 records):\nline 1: junk \\x1b[31m\nline 2: [2]")
+
+
+def test_replay_of_a_copy_of_batch_lines_is_a_batch_of_them() -> None:
+    """Replay of a copy of batch lines: a batch (content type and record count kept),
+    the batch's message_id; the rejection headers but the batch's id dropped."""
+    props = replay_properties(grouped_copy(), "ops")
+    assert props.content_type == batchwire.CONTENT_TYPE and props.message_id == "b7"
+    assert props.headers == {
+        batchwire.RECORDS_HEADER: 2,
+        BATCH_HEADER: "b7",
+        REPLAY_HEADER: "rejected",
+        ORIGINAL_USER_HEADER: "billing",
+    }
