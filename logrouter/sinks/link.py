@@ -20,10 +20,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from logrouter import topology
+from logrouter.app.frames import emit, gather, streaming_confirms
 from logrouter.connection import BrokerSettings, connection_login, describe_error
 from logrouter.sinks.batch import Delivery
 from logrouter.sinks.deliveries import DeliveryFastPath, read_in_large_chunks
-from logrouter.sinks.rejects import RejectedCopy, publish_rejected
+from logrouter.sinks.rejects import (
+    CONFIRM_TIMEOUT,
+    Confirmations,
+    RejectedCopy,
+    publish_rejected,
+)
 
 if TYPE_CHECKING:
     from logrouter.config import SinkConfig
@@ -44,6 +50,8 @@ class BrokerLink:
         self.connection: Any = None
         self._channel: Any = None
         self._reject_channel: Any = None
+        self._confirms = Confirmations()
+        self._publish_reject: Callable[..., None] | None = None
         self._consumer_tag: str | None = None
         #: the broker cancelled our consumer (queue deleted, node gone): reconnect
         self.cancelled = False
@@ -70,7 +78,10 @@ class BrokerLink:
                 "bindings reconciled", added=sorted(diff.added), removed=sorted(diff.removed)
             )
         self._reject_channel = connection.channel()
-        self._reject_channel.confirm_delivery()
+        self._confirms = Confirmations(on_settled=self.wake)
+        self._publish_reject = streaming_confirms(
+            connection, self._reject_channel, self._confirms.on_confirm, self._confirms.on_return
+        )
 
     def consume(self, config: SinkConfig, on_message: OnMessage) -> None:
         """Start the manual-ack consumer of ``config.queue`` with its prefetch."""
@@ -127,20 +138,34 @@ class BrokerLink:
         on_rejected: Callable[[RejectedCopy], None],
     ) -> None:
         """Publish the copies of ``rejected`` (``sinks/rejects.py``: a batch's lines are
-        one) on the confirmed channel."""
-        publish_rejected(
-            self._reject_channel,
-            rejected,
-            sink=sink,
-            sink_login=connection_login(self.connection),
-            exchange=self.broker.exchange,
-            on_rejected=on_rejected,
-        )
+        one) on the confirmed channel, in one write, and await their confirms together;
+        ``on_rejected(copy)`` for each once all are confirmed. Raises pika's
+        ``NackError``/``UnroutableError``/``AMQPError`` (the batch is then not acked)."""
+        if not rejected:
+            return
+        assert self._publish_reject is not None, "reject channel not open"
+        copies: list[RejectedCopy] = []
+        frames = gather(self.connection)
+        try:
+            publish_rejected(
+                self._publish_reject,
+                rejected,
+                sink=sink,
+                sink_login=connection_login(self.connection),
+                exchange=self.broker.exchange,
+                on_rejected=copies.append,
+            )
+        finally:
+            emit(self.connection, frames)
+        self._confirms.published(len(copies))
+        self._confirms.wait(self.process, CONFIRM_TIMEOUT)
+        for copy in copies:
+            on_rejected(copy)
 
     def close(self) -> None:
         """Close the connection (quietly when it is already broken)."""
         connection, self.connection = self.connection, None
-        self._channel = self._reject_channel = None
+        self._channel = self._reject_channel = self._publish_reject = None
         self._consumer_tag = None
         if connection is not None and connection.is_open:
             try:

@@ -25,11 +25,14 @@ the copy's body, bounded in size (``group_reason``).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from typing import Any, NamedTuple
 
 import pika
+import pika.exceptions
+import pika.spec
 
 from logrouter import batchwire, topology, wire
 from logrouter.sinks.batch import Delivery
@@ -57,6 +60,10 @@ SINK_OWNED_HEADERS = (
     USER_HEADER,
     ORIGINAL_USER_HEADER,
 )
+#: While rejected copies are awaited, the connection is run this long between checks.
+CONFIRM_SLICE = 0.05
+#: Rejected copies not confirmed within this long: the connection counts as lost.
+CONFIRM_TIMEOUT = 60.0
 #: Distinct reasons the x-logrouter-reason of a copy of several lines names, at most.
 GROUP_REASONS = 5
 #: Characters of one reason kept in that header (a longer one is cut, marked "...").
@@ -222,7 +229,7 @@ def rejected_properties(
 
 
 def publish_rejected(
-    channel: Any,
+    publish: Callable[..., None],
     rejected: Iterable[tuple[Delivery, str]],
     *,
     sink: str,
@@ -231,12 +238,12 @@ def publish_rejected(
     on_rejected: Callable[[RejectedCopy], None],
 ) -> None:
     """Publish the copies of the ``(delivery, reason)`` pairs (``rejected_copies``) to
-    ``logrouter.rejected`` (mandatory, on a confirmed ``channel``: each publish waits
-    for its confirm, so the lines of a batch are one copy, one wait);
-    ``on_rejected(copy)`` after each."""
+    ``logrouter.rejected`` with ``publish`` (a ``basic_publish``; mandatory);
+    ``on_rejected(copy)`` after each. The caller awaits their confirms
+    (``Confirmations``)."""
     for copy in rejected_copies(rejected):
         delivery = copy.delivery
-        channel.basic_publish(
+        publish(
             topology.REJECTED_QUEUE,
             delivery.routing_key,
             delivery.body,
@@ -251,3 +258,57 @@ def publish_rejected(
             mandatory=True,
         )
         on_rejected(copy)
+
+
+class Confirmations:
+    """The publisher confirms of a sink's reject channel, streamed
+    (``frames.streaming_confirms``): a commit's copies are all published, then awaited
+    together, not one round trip each (a flood of junk messages would make a sink
+    write nothing else for ~2 ms per message)."""
+
+    def __init__(self, on_settled: Callable[[], None] = lambda: None) -> None:
+        #: called when nothing is left unconfirmed or one was refused: ends the wait's
+        #: ``process`` now (pika's only returns early for consumer deliveries)
+        self.on_settled = on_settled
+        #: delivery tags given out on the channel (the broker numbers publishes from 1)
+        self.sent = 0
+        self.unconfirmed: set[int] = set()
+        self.failure: pika.exceptions.AMQPError | None = None
+
+    def published(self, count: int) -> None:
+        """``count`` more publishes on the channel."""
+        self.unconfirmed.update(range(self.sent + 1, self.sent + count + 1))
+        self.sent += count
+
+    def on_confirm(self, frame: Any) -> None:
+        """A ``Basic.Ack`` or ``Basic.Nack`` frame of the channel."""
+        method = frame.method
+        tag = method.delivery_tag
+        if method.multiple:
+            self.unconfirmed = {number for number in self.unconfirmed if number > tag}
+        else:
+            self.unconfirmed.discard(tag)
+        if isinstance(method, pika.spec.Basic.Nack):
+            self.failure = pika.exceptions.NackError([])
+        if not self.unconfirmed or self.failure is not None:
+            self.on_settled()
+
+    def on_return(self, *_returned: Any) -> None:
+        """A copy came back unroutable (``logrouter.rejected`` is gone)."""
+        self.failure = pika.exceptions.UnroutableError([])
+        self.on_settled()
+
+    def wait(self, process: Callable[[float], None], timeout: float) -> None:
+        """Run ``process(seconds)`` (the connection) until every publish is confirmed;
+        raise ``NackError``/``UnroutableError`` when one was refused, ``AMQPError``
+        after ``timeout`` s (the batch is then not acked: redelivered)."""
+        deadline = time.monotonic() + timeout
+        while self.unconfirmed and self.failure is None:
+            if time.monotonic() > deadline:
+                raise pika.exceptions.AMQPError(
+                    f"{len(self.unconfirmed)} rejected copies not confirmed within {timeout:.0f} s"
+                )
+            process(CONFIRM_SLICE)
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            raise failure

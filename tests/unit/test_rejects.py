@@ -3,7 +3,12 @@ copies a sink publishes (one per message: a batch's bad lines are one)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pika
+import pika.exceptions
+import pika.spec
+import pytest
 
 from logrouter import batchwire, wire
 from logrouter.sinks.batch import Delivery
@@ -15,6 +20,7 @@ from logrouter.sinks.rejects import (
     ROUTING_KEY_HEADER,
     SINK_HEADER,
     USER_HEADER,
+    Confirmations,
     RejectedCopy,
     group_reason,
     publish_rejected,
@@ -108,7 +114,12 @@ def bad_lines(tag: int, props: pika.BasicProperties, body: bytes) -> list[tuple[
 def publish(rejected: list[tuple[Delivery, str]]) -> tuple[Channel, list[RejectedCopy]]:
     channel, copies = Channel(), []
     publish_rejected(
-        channel, rejected, sink="s", sink_login="sinkd", exchange="logs", on_rejected=copies.append
+        channel.basic_publish,
+        rejected,
+        sink="s",
+        sink_login="sinkd",
+        exchange="logs",
+        on_rejected=copies.append,
     )
     return channel, copies
 
@@ -205,3 +216,54 @@ def test_the_reason_of_a_copy_counts_each_reason_once() -> None:
         "line 2: record of 9 bytes exceeds max"
     )
     assert first == "line 1: not a JSON object"
+
+
+def confirm(method: object) -> SimpleNamespace:
+    """A confirm frame as pika hands it to the callback."""
+    return SimpleNamespace(method=method)
+
+
+def test_confirmations_settle_on_single_and_multiple_acks_in_any_order() -> None:
+    """Five copies published: acks of 2, then of everything up to 4 (multiple), then 5
+    settle them all; the wait runs the connection until then and wakes it once."""
+    woken: list[int] = []
+    confirms = Confirmations(on_settled=lambda: woken.append(1))
+    confirms.published(5)
+    frames = [
+        pika.spec.Basic.Ack(delivery_tag=2),
+        pika.spec.Basic.Ack(delivery_tag=4, multiple=True),
+        pika.spec.Basic.Ack(delivery_tag=5),
+    ]
+    runs: list[float] = []
+
+    def process(seconds: float) -> None:
+        runs.append(seconds)
+        confirms.on_confirm(confirm(frames[len(runs) - 1]))
+
+    confirms.wait(process, timeout=5)
+    assert len(runs) == 3 and confirms.unconfirmed == set() and woken == [1]
+    confirms.published(2)  # the channel's numbering goes on
+    assert confirms.unconfirmed == {6, 7}
+
+
+def test_a_nack_or_a_return_is_raised_by_the_wait() -> None:
+    """A refused copy (nack) or one that came back unroutable (logrouter.rejected gone)
+    is raised as pika's NackError / UnroutableError: the batch is then not acked."""
+    confirms = Confirmations()
+    confirms.published(2)
+    confirms.on_confirm(confirm(pika.spec.Basic.Nack(delivery_tag=2, multiple=True)))
+    with pytest.raises(pika.exceptions.NackError):
+        confirms.wait(lambda _s: None, timeout=5)
+    confirms.published(1)
+    confirms.on_return(None, None, None, b"")
+    confirms.on_confirm(confirm(pika.spec.Basic.Ack(delivery_tag=3)))
+    with pytest.raises(pika.exceptions.UnroutableError):
+        confirms.wait(lambda _s: None, timeout=5)
+
+
+def test_copies_never_confirmed_end_the_wait_with_an_error() -> None:
+    """No confirm within the timeout: an AMQPError saying how many are unconfirmed."""
+    confirms = Confirmations()
+    confirms.published(3)
+    with pytest.raises(pika.exceptions.AMQPError, match="3 rejected copies not confirmed"):
+        confirms.wait(lambda _s: None, timeout=0.01)
