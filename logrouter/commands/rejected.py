@@ -330,7 +330,7 @@ def _purge(channel: Any, wanted: Iterator[Held], queue: str) -> int:
         channel.basic_ack(held.tag)
         purged += 1
     print(f"purged {purged} message(s) from {queue}", file=sys.stderr)
-    return exitcodes.OK
+    return exitcodes.OK if purged else exitcodes.NO_MATCH  # as list and replay
 
 
 def _replay(connection: Any, channel: Any, wanted: Iterator[Held], exchange: str) -> int:

@@ -94,13 +94,13 @@ def test_list_and_show_are_escaped_and_put_everything_back(
 def test_purge_needs_yes_and_takes_only_what_is_selected(
     env: Archive, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without --yes nothing is deleted (exit 2); --since in the future selects nothing;
-    with --yes the queue is emptied."""
+    """Without --yes nothing is deleted (exit 2); --since in the future selects nothing
+    (exit 1, as list and replay say nothing matched); with --yes the queue is emptied."""
     unrouted(env, 4, "pg")
     queue = f"{env.exchange}.unrouted"
     assert rejected(capsys, env, "purge", "--queue", "unrouted")[0] == 2
     assert queue_depth(env.url, queue) == 4
-    assert rejected(capsys, env, "purge", "--queue", "unrouted", "--yes", "--since", "+1h")[0] == 0
+    assert rejected(capsys, env, "purge", "--queue", "unrouted", "--yes", "--since", "+1h")[0] == 1
     assert queue_depth(env.url, queue) == 4
     assert rejected(capsys, env, "purge", "--queue", "unrouted", "--yes")[0] == 0
     assert queue_depth(env.url, queue) == 0
