@@ -205,6 +205,7 @@ def split_batch(
     timestamp: float | None = None,
     app_id: str | None = None,
     arrival: float | None = None,
+    max_line_bytes: int = 0,
 ) -> list[BatchRecord]:
     """The records of a batch body, in order; never raises (pure).
 
@@ -214,6 +215,7 @@ def split_batch(
     not a JSON object, or names no facility and severity where the routing key
     does not either, is a ``BatchRecord`` with ``record=None`` and the reason.
     Blank lines are not records; reasons name the line by its number in the body.
+    A line longer than ``max_line_bytes`` (0: no limit) is a bad one too, unparsed.
     """
     out: list[BatchRecord] = []
     loads = orjson.loads
@@ -226,6 +228,12 @@ def split_batch(
             continue
         exact = False
         parsed: Any = None
+        if max_line_bytes and len(line) > max_line_bytes:  # refused before any parse
+            fallback_id = f"{message_id}/{index}" if message_id else None
+            why = f"record of {len(line)} bytes exceeds max_record_bytes"
+            out.append(BatchRecord(index, fallback_id, None, line, f"line {number}: {why}"))
+            index += 1
+            continue
         if line[:1] == b"{":
             try:
                 parsed = loads(line)

@@ -313,6 +313,7 @@ def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) ->
         timestamp=_timestamp(props),
         app_id=app_id,
         arrival=delivery.arrival or None,
+        max_line_bytes=max_record_bytes,
     )
     note_count(delivery, len(items), outcome)
     for item in items:
@@ -335,11 +336,6 @@ def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) ->
         record = item.record
         if record is None:
             outcome.rejected.append((source, item.reason or "not a record"))
-            continue
-        if max_record_bytes and len(item.line) > max_record_bytes:
-            outcome.rejected.append(
-                (source, f"record of {len(item.line)} bytes exceeds max_record_bytes")
-            )
             continue
         if not batch.selects(record["facility"], record["severity"]):
             outcome.filtered += 1

@@ -450,7 +450,23 @@ def test_selector_and_size_cap_apply_per_line() -> None:
     assert [r["msg"] for r in outcome.records] == ["keep"]
     assert outcome.filtered == 1
     assert [reason for _, reason in outcome.rejected] == [
-        f"record of {len(lines[2])} bytes exceeds max_record_bytes"
+        f"line 3: record of {len(lines[2])} bytes exceeds max_record_bytes"
+    ]
+
+
+def test_an_oversized_line_is_refused_by_its_size_before_it_is_parsed() -> None:
+    """A line over max_record_bytes is rejected for its size without being parsed: a
+    100,000-deep one gets the size reason (the parser's, before), next to a good line."""
+    deep = b'{"msg": ' + b"[" * 100_000
+    outcome = classify_pending(
+        [batch_delivery(1, [_line("keep", "r1"), deep])],
+        lambda _f, _s: True,
+        DedupWindow(10),
+        max_record_bytes=1024,
+    )
+    assert [r["msg"] for r in outcome.records] == ["keep"]
+    assert [(d.body, reason) for d, reason in outcome.rejected] == [
+        (deep, f"line 2: record of {len(deep)} bytes exceeds max_record_bytes")
     ]
 
 
