@@ -23,6 +23,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
@@ -90,10 +91,16 @@ def _quoted(text: str) -> bytes:
     return json.dumps(text).encode("ascii")
 
 
+@lru_cache(maxsize=1024)
+def _sender_pair(sender: str) -> bytes:
+    """``,"sender":"<login>"`` (cached: a sink sees few logins, each on every record)."""
+    return _SENDER_KEY + _quoted(sender)
+
+
 def sender_tail(sender: str) -> bytes:
     """``,"sender":"<login>"}\n``: the end of a line the sink adds the validated sender
     to (``wire.SENDER``), in place of the line's closing ``}\n``."""
-    return _SENDER_KEY + _quoted(sender) + b"}\n"
+    return _sender_pair(sender) + b"}\n"
 
 
 def with_sender(line: bytes, sender: str | None) -> bytes:
@@ -122,7 +129,7 @@ def body_line(body: bytes, added_id: str | None, sender: str | None = None) -> b
             return None
         tail = b',"id":' + _quoted(added_id) if added_id is not None else b""
         if sender is not None:
-            tail += _SENDER_KEY + _quoted(sender)
+            tail += _sender_pair(sender)
         body = body[:-1] + tail + b"}"
     if not body.isascii():
         for raw, escaped in _ONE_LINE:

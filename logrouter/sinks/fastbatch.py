@@ -8,7 +8,7 @@ those, ``whole_batch`` does the same work per message instead of per record:
 one split, one decoding pass, type checks over whole columns, the selector
 asked once per distinct (facility, severity), dedup as set operations; each
 line stays the record's archive line as it came, plus the message's validated
-sender (``wire.SENDER``) as its last key (``archive.sender_tail``: one pass over
+sender (``wire.SENDER``) as its last key (``archive.sender_tail``: one C map over
 the body). It takes the message only when the per-line path would write every
 record alike; on anything else (a bad or blank line, a line to fill in, a
 duplicate, a filtered record, a record that names no id, a record that names a
@@ -32,7 +32,7 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
-from operator import attrgetter, is_not, itemgetter
+from operator import add, attrgetter, is_not, itemgetter
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -115,6 +115,8 @@ _OF_DICT = itemgetter("id", "facility", "severity", "ts", "msg")
 SUMMARY_MARK = b'"rate_limit_summary"'
 _FIRST_BYTE = itemgetter(0)
 _BYTE_BEFORE_END = itemgetter(-2)
+#: a line "{...}\n" without its closing "}\n"
+_BEFORE_END = itemgetter(slice(None, -2))
 
 
 def _decode(
@@ -289,9 +291,8 @@ def whole_batch(
     if len(fresh) != count or not fresh.isdisjoint(in_batch) or _seen_any(batch.dedup, fresh):
         return False  # duplicates: per line
     in_batch.update(fresh)
-    if sender is not None:
-        # every "\n" ends a line "{...}\n" (checked above): one C pass adds the key to each
-        lines = body.replace(b"}\n", sender_tail(sender)).splitlines(keepends=True)
+    if sender is not None:  # each line "{...}\n" (checked above) ends with the key instead
+        lines = list(map(add, map(_BEFORE_END, lines), repeat(sender_tail(sender))))
         if not keep_lines:
             _set_sender(records, sender, row_keys)
     outcome.records += records
