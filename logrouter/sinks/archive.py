@@ -81,7 +81,8 @@ _ONE_LINE = (
 )
 
 
-_SENDER_KEY = b',"' + SENDER.encode("ascii") + b'":'
+_SENDER_TOKEN = b'"' + SENDER.encode("ascii") + b'"'
+_SENDER_KEY = b"," + _SENDER_TOKEN + b":"
 
 
 def _quoted(text: str) -> bytes:
@@ -112,6 +113,17 @@ def with_sender(line: bytes, sender: str | None) -> bytes:
     if sender is None:
         return line + b"\n"
     return line[:-1] + sender_tail(sender)
+
+
+def without_sender(line: bytes, sender: Any) -> bytes:
+    """An archived line (no ``\n``) without the ``sender`` a sink added at its end (pure):
+    what ``replay`` publishes, as a sink replaces that key anyway (with the replayer's
+    login) and copies a line naming none instead of encoding it again. The line as it
+    is when that cannot be sure (the key elsewhere, a ``\\u`` escape that could spell it)."""
+    if not isinstance(sender, str) or b"\\u" in line or line.count(_SENDER_TOKEN) != 1:
+        return line
+    tail = _sender_pair(sender) + b"}"
+    return line[: -len(tail)] + b"}" if line.endswith(tail) else line
 
 
 def body_line(body: bytes, added_id: str | None, sender: str | None = None) -> bytes | None:
