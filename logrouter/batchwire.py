@@ -285,13 +285,17 @@ def decode_message(
     app_id: str | None = None,
     arrival: float | None = None,
     headers: Mapping[Any, Any] | None = None,
+    user_id: str | None = None,
 ) -> list[BatchRecord]:
     """Any message as its records: each line of a batch, or the one record of a single
     message (``wire.decode``, foreign publishers' ``headers`` included); never raises
-    (pure). A reader of live messages (tail, query --follow) calls this and prints each
-    ``record``, or reports its ``reason``."""
+    (pure). Each record's ``sender`` is ``user_id`` (the broker-validated login; none
+    without one), never what the body says (``wire.set_sender``). A reader of live
+    messages (tail, query --follow) calls this and prints each ``record``, or reports
+    its ``reason``."""
+    sender = user_id if isinstance(user_id, str) and user_id else None
     if is_batch(content_type):
-        return split_batch(
+        items = split_batch(
             body,
             routing_key,
             message_id=message_id,
@@ -299,6 +303,10 @@ def decode_message(
             app_id=app_id,
             arrival=arrival,
         )
+        for item in items:
+            if item.record is not None:
+                wire.set_sender(item.record, sender)
+        return items
     try:
         record = wire.decode(
             body,
@@ -312,6 +320,7 @@ def decode_message(
     except Exception as exc:  # a reader never crashes on input
         reason = str(exc) if isinstance(exc, wire.UndecodableMessage) else repr(exc)
         return [BatchRecord(0, message_id, None, body, reason)]
+    wire.set_sender(record, sender)
     return [BatchRecord(0, message_id, record, body)]
 
 

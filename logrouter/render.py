@@ -38,8 +38,10 @@ DEFAULT_LINE_FORMAT = "{ts} {host} {app}[{pid}] {facility}.{severity} {logger}: 
 #: The console sink's default ``format`` (rendered as aligned columns, see ``render_console``).
 DEFAULT_CONSOLE_FORMAT = "{ts} {severity:<7} {host} {facility} {app}[{pid}] {logger}: {msg}"
 
-#: Placeholders of a file ``path`` template filled from each record ...
-PATH_PLACEHOLDERS = ("facility", "severity", "host", "app", "level", "logger")
+#: Placeholders of a file ``path`` template filled from each record (``sender``: the
+#: broker-validated login that published it, ``wire.SENDER``; any other value is the
+#: sender's claim) ...
+PATH_PLACEHOLDERS = ("facility", "severity", "host", "app", "level", "logger", "sender")
 #: ... the one fixed for a writer's life (its instance id, ``<host>-<slot>``) ...
 PATH_INSTANCE = "instance"
 #: ... and the strftime codes a path may use (UTC, from the record's ``ts``).
@@ -64,6 +66,7 @@ PLACEHOLDERS = frozenset(
         "func",
         "id",
         "fields",
+        "sender",
     }
 )
 
@@ -411,8 +414,9 @@ def render_line(record: dict[str, Any], fmt: str = DEFAULT_LINE_FORMAT) -> str:
     """``record`` rendered with ``fmt``; no trailing newline.
 
     Placeholders: {ts} {host} {app} {pid} {facility} {severity} {logger} {msg}
-    {level} {thread} {file} {line} {func} {id} {fields}, and any key of the
-    record's ``fields``. Traceback lines follow, indented by four spaces.
+    {level} {thread} {file} {line} {func} {id} {fields} {sender}, and any key of
+    the record's ``fields`` (a sink's ``format`` takes only the named ones).
+    Traceback lines follow, indented by four spaces.
     """
     return compile_format(fmt).render(record)
 

@@ -346,6 +346,31 @@ def complete(
     return changed
 
 
+#: The record key a sink owns: the login that published the message, as the broker
+#: validated it (its ``user_id`` property: RabbitMQ refuses one that is not the
+#: publisher's login); absent when the message had none. Whatever a body says under
+#: this key is never kept (``set_sender``), so no sender can claim another's login.
+SENDER = "sender"
+
+
+def message_sender(properties: Any) -> str | None:
+    """The broker-validated sender of a message: its ``user_id`` (None without one)."""
+    user_id = getattr(properties, "user_id", None)
+    return user_id if isinstance(user_id, str) and user_id else None
+
+
+def set_sender(record: dict[str, Any], sender: str | None) -> bool:
+    """Make ``record[SENDER]`` the validated ``sender`` (no such key when None), whatever
+    the body said under it. True when the body had the key: its bytes are then not the
+    record (the claim must not be written, so its line is encoded again)."""
+    claimed = SENDER in record
+    if sender is not None:
+        record[SENDER] = sender
+    elif claimed:
+        del record[SENDER]
+    return claimed
+
+
 # --- foreign publishers' AMQP headers ----------------------------------------
 
 #: Header names (compared case-insensitively) that syslog daemons put their

@@ -297,6 +297,7 @@ def _live(
             timestamp=properties.timestamp,
             app_id=properties.app_id,
             headers=properties.headers,
+            user_id=properties.user_id,
         ):
             if item.record is None:
                 _err(f"skipped a record: {item.reason}")

@@ -1,7 +1,8 @@
 """What ``replay`` publishes: archived records as messages, one each or packed in batches.
 
-A replayed record keeps its archived line as body, its id as ``message_id`` and
-its app as ``app_id``; the message gets the header ``x-logrouter-replay`` (the
+A replayed record keeps its archived line as body (less the ``sender`` its sink
+added: the sink it is replayed into names the replayer there), its id as
+``message_id`` and its app as ``app_id``; the message gets the header ``x-logrouter-replay`` (the
 run's start time). With batches (``--batch auto``), records of one routing key
 and one app share a batch message (``batchwire``: one line per record, each
 with its own id), so a sink dedups every record under the same key as if it had
@@ -26,6 +27,7 @@ import pika
 
 from logrouter import batchwire, wire
 from logrouter.archive_reader import Entry
+from logrouter.sinks.archive import without_sender
 from logrouter.sinks.dedup import REPLAY_HEADER
 
 #: a batch message holds at most this many records / body bytes (the handler's defaults)
@@ -58,6 +60,12 @@ def _text(value: object) -> str | None:
     return str(value) if value is not None else None
 
 
+def _body(entry: Entry) -> bytes:
+    """The archived line without the sender its sink added: the sink replaying it into
+    sets its own (the replayer's login), and takes a line naming none as it is."""
+    return without_sender(entry.line, entry.record.get(wire.SENDER))
+
+
 def single(entry: Entry, run_id: str) -> Outgoing:
     """One record as a message of its own (what a plain topic consumer reads)."""
     record = entry.record
@@ -70,7 +78,7 @@ def single(entry: Entry, run_id: str) -> Outgoing:
         app_id=_text(record.get("app")),
         headers={REPLAY_HEADER: run_id},
     )
-    return Outgoing(_routing_key(entry), entry.line, props, 1)
+    return Outgoing(_routing_key(entry), _body(entry), props, 1)
 
 
 def batch(entries: list[Entry], run_id: str) -> Outgoing:
@@ -85,7 +93,7 @@ def batch(entries: list[Entry], run_id: str) -> Outgoing:
         app_id=_text(first.record.get("app")),
         headers={REPLAY_HEADER: run_id, **batchwire.headers(len(entries))},
     )
-    body = batchwire.encode_batch([entry.line for entry in entries])
+    body = batchwire.encode_batch([_body(entry) for entry in entries])
     return Outgoing(_routing_key(first), body, props, len(entries))
 
 

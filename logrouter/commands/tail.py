@@ -144,6 +144,7 @@ def _records(routing_key: str, properties: Any, body: bytes) -> list[dict[str, A
         timestamp=properties.timestamp,
         app_id=properties.app_id,
         headers=properties.headers,
+        user_id=properties.user_id,
     ):
         if item.record is not None:
             records.append(item.record)

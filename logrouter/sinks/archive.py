@@ -23,6 +23,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import lru_cache
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,6 +31,7 @@ from logrouter.sinks.base import Record, Refused, WriteError, run_inline
 from logrouter.sinks.files import FilesWriter, record_time
 from logrouter.sinks.fsio import REFUSED_ERRNOS
 from logrouter.sinks.retention import Retention
+from logrouter.wire import SENDER
 
 if TYPE_CHECKING:
     from logrouter.config import ArchiveOptions
@@ -79,28 +81,68 @@ _ONE_LINE = (
 )
 
 
-def body_line(body: bytes, added_id: str | None) -> bytes | None:
+_SENDER_TOKEN = b'"' + SENDER.encode("ascii") + b'"'
+_SENDER_KEY = b"," + _SENDER_TOKEN + b":"
+
+
+def _quoted(text: str) -> bytes:
+    """``text`` as a JSON string (ASCII: a line never gets a raw separator from it)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return b'"' + text.encode("ascii") + b'"'
+    return json.dumps(text).encode("ascii")
+
+
+@lru_cache(maxsize=1024)
+def _sender_pair(sender: str) -> bytes:
+    """``,"sender":"<login>"`` (cached: a sink sees few logins, each on every record)."""
+    return _SENDER_KEY + _quoted(sender)
+
+
+def sender_tail(sender: str) -> bytes:
+    """``,"sender":"<login>"}\n``: the end of a line the sink adds the validated sender
+    to (``wire.SENDER``), in place of the line's closing ``}\n``."""
+    return _sender_pair(sender) + b"}\n"
+
+
+def with_sender(line: bytes, sender: str | None) -> bytes:
+    """A record's JSON line (``{...}``, with or without its ``\n``) ending ``\n``, with
+    ``sender`` added as its last key (pure). The line must hold no ``sender`` key of its
+    own (``wire.set_sender`` says whether it did): a key is never written twice."""
+    if line[-1:] == b"\n":
+        line = line[:-1]
+    if sender is None:
+        return line + b"\n"
+    return line[:-1] + sender_tail(sender)
+
+
+def without_sender(line: bytes, sender: Any) -> bytes:
+    """An archived line (no ``\n``) without the ``sender`` a sink added at its end (pure):
+    what ``replay`` publishes, as a sink replaces that key anyway (with the replayer's
+    login) and copies a line naming none instead of encoding it again. The line as it
+    is when that cannot be sure (the key elsewhere, a ``\\u`` escape that could spell it)."""
+    if not isinstance(sender, str) or b"\\u" in line or line.count(_SENDER_TOKEN) != 1:
+        return line
+    tail = _sender_pair(sender) + b"}"
+    return line[: -len(tail)] + b"}" if line.endswith(tail) else line
+
+
+def body_line(body: bytes, added_id: str | None, sender: str | None = None) -> bytes | None:
     """The JSON line of a record that is its (valid UTF-8, compact enough) body (pure).
 
-    ``added_id``: the ``id`` that decoding appended to it. None when the body
-    cannot be one line as it is (a line break between tokens).
+    ``added_id``: the ``id`` that decoding appended to it; ``sender``: the validated
+    sender the sink appends after it (the body must hold no ``sender`` key of its own).
+    None when the body cannot be one line as it is (a line break between tokens).
     """
     if b"\n" in body or b"\r" in body:
         return None
-    if added_id is not None:
+    if added_id is not None or sender is not None:
         body = body.rstrip(b" \t")
         if body[-1:] != b"}":
             return None
-        if (
-            added_id.isascii()
-            and added_id.isprintable()
-            and '"' not in added_id
-            and "\\" not in added_id
-        ):
-            quoted = b'"' + added_id.encode("ascii") + b'"'
-        else:
-            quoted = json.dumps(added_id).encode("ascii")
-        body = body[:-1] + b',"id":' + quoted + b"}"
+        tail = b',"id":' + _quoted(added_id) if added_id is not None else b""
+        if sender is not None:
+            tail += _sender_pair(sender)
+        body = body[:-1] + tail + b"}"
     if not body.isascii():
         for raw, escaped in _ONE_LINE:
             if raw in body:

@@ -21,7 +21,7 @@ import orjson
 
 from logrouter import wire
 from logrouter.batchwire import MAX_LINES, is_batch, split_batch
-from logrouter.sinks.archive import body_line
+from logrouter.sinks.archive import body_line, sender_tail, with_sender
 from logrouter.sinks.dedup import DedupKey, dedup_user
 from logrouter.sinks.fastbatch import Classifying, note_count, suppressed_in, whole_batch
 
@@ -158,6 +158,9 @@ class Outcome:
         if source.line or not is_batch(getattr(source.properties, "content_type", None)):
             return source
         line = self.lines[index] or b""
+        sender = wire.message_sender(source.properties)
+        if sender is not None and line.endswith(tail := sender_tail(sender)):
+            line = line[: -len(tail)] + b"}"  # the line as it came (fastbatch added it)
         key = self.keys[index]
         return source._replace(
             body=line.rstrip(b"\n"), record_id=key[2] if key else None, line=True
@@ -264,14 +267,16 @@ def classify_pending(
         if not selects(record["facility"], record["severity"]):
             outcome.filtered += 1
             continue
+        sender = wire.message_sender(props)
+        claimed = wire.set_sender(record, sender)  # a body's own "sender" is never kept
         records.append(record)
         sources.append(delivery)
         keys.append(key)
         if key is not None:
             in_batch.add(key)
         lines.append(
-            body_line(body, message_id if state == wire.ID_ADDED else None)
-            if keep_lines and exact and state != wire.CHANGED
+            body_line(body, message_id if state == wire.ID_ADDED else None, sender)
+            if keep_lines and exact and state != wire.CHANGED and not claimed
             else None
         )
         outcome.suppressed += suppressed_in((record,))
@@ -301,7 +306,8 @@ def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) ->
         return
     app_id = _text(getattr(props, "app_id", None))
     user = dedup_user(props)
-    if whole_batch(delivery, outcome, batch, user):
+    sender = wire.message_sender(props)
+    if whole_batch(delivery, outcome, batch, user, sender):
         return
     if not counted_first and _rejected_over_max_lines(delivery, outcome):
         return
@@ -340,10 +346,15 @@ def _classify_lines(delivery: Delivery, outcome: Outcome, batch: Classifying) ->
         if not batch.selects(record["facility"], record["severity"]):
             outcome.filtered += 1
             continue
+        claimed = wire.set_sender(record, sender)  # a line's own "sender" is never kept
         outcome.records.append(record)
         outcome.sources.append(source)
         outcome.keys.append(key)
         if key is not None:
             in_batch.add(key)
-        outcome.lines.append(item.line + b"\n" if batch.keep_lines and item.exact else None)
+        outcome.lines.append(
+            with_sender(item.line, sender)
+            if batch.keep_lines and item.exact and not claimed
+            else None
+        )
         outcome.suppressed += suppressed_in((record,))

@@ -7,11 +7,13 @@ routing key, each with its own id, nothing to fill in, none seen before. For
 those, ``whole_batch`` does the same work per message instead of per record:
 one split, one decoding pass, type checks over whole columns, the selector
 asked once per distinct (facility, severity), dedup as set operations; each
-line stays the record's archive line as it came. It takes the message only
-when the per-line path would write every record unchanged; on anything else
-(a bad or blank line, a line to fill in, a duplicate, a filtered record, a
-record that names no id) it returns False and the per-line path decides, so
-the outcome is the same either way (tests/unit/test_fastbatch.py checks it).
+line stays the record's archive line as it came, plus the message's validated
+sender (``wire.SENDER``) as its last key (``archive.sender_tail``: one C map over
+the body). It takes the message only when the per-line path would write every
+record alike; on anything else (a bad or blank line, a line to fill in, a
+duplicate, a filtered record, a record that names no id, a record that names a
+``sender`` of its own) it returns False and the per-line path decides, so the
+outcome is the same either way (tests/unit/test_fastbatch.py checks it).
 
 An archive needs only each record's line and its ``ts`` (the partition): for
 it (``keep_lines``) the lines are validated with msgspec against the few keys
@@ -21,7 +23,7 @@ the sink reads, without building the records; the record it gets is
 the line is ``format`` of them (``FileWriter.write_rows``); a record that does not
 fit one (a key missing, a traceback, a value of another type) makes the message
 decoded whole. Every other writer renders records, so they are decoded whole
-(msgspec too: one call per message).
+(msgspec too: one call per message). Rows and records decoded hold the sender.
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import repeat
-from operator import attrgetter, itemgetter
+from operator import add, attrgetter, is_not, itemgetter
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
 from logrouter.batchwire import MAX_LINES, count_problem, declared_count, has_separator
 from logrouter.severity import RANK, normalize_facility
-from logrouter.sinks.archive import known_hour
+from logrouter.sinks.archive import known_hour, sender_tail
 from logrouter.sinks.dedup import DedupKey
+from logrouter.wire import SENDER
 
 if TYPE_CHECKING:
     from logrouter.sinks.batch import Delivery, Outcome
@@ -47,18 +50,20 @@ if TYPE_CHECKING:
 _Text = Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class _Essentials(msgspec.Struct, gc=False):
+class _Essentials(msgspec.Struct, gc=False, kw_only=True):
     """What an archive reads of a record, typed as ``whole_batch`` takes it (an ``id``
-    that is non-empty text ...); msgspec still checks the whole line is JSON."""
+    that is non-empty text ...); msgspec still checks the whole line is JSON. ``sender``
+    only says whether the line names one of its own (it must not: per line then)."""
 
     id: _Text
     facility: str
     severity: str
     ts: str
     msg: str
+    sender: Any = msgspec.UNSET
 
 
-class _EssentialsWithApp(_Essentials, gc=False):
+class _EssentialsWithApp(_Essentials, gc=False, kw_only=True):
     """``_Essentials`` of a message with an app_id: each record names its ``app`` (else
     the app_id fills it in: the per-line path)."""
 
@@ -91,6 +96,8 @@ def row_type(keys: tuple[str, ...]) -> type[msgspec.Struct]:
     if "app" not in fields:
         spec.append(("app", Any, None))
     spec += [("exc", None, None), ("stack", None, None)]
+    # whatever a line says under it (per line then); the sink sets it (``whole_batch``)
+    spec = [item for item in spec if item[0] != SENDER] + [(SENDER, Any, msgspec.UNSET)]
     return msgspec.defstruct("Row", spec, gc=False)
 
 
@@ -108,6 +115,8 @@ _OF_DICT = itemgetter("id", "facility", "severity", "ts", "msg")
 SUMMARY_MARK = b'"rate_limit_summary"'
 _FIRST_BYTE = itemgetter(0)
 _BYTE_BEFORE_END = itemgetter(-2)
+#: a line "{...}\n" without its closing "}\n"
+_BEFORE_END = itemgetter(slice(None, -2))
 
 
 def _decode(
@@ -132,11 +141,15 @@ def _decode(
         except Exception:  # UnicodeDecodeError, DecodeError, ValidationError, RecursionError
             rows = None  # decoded whole: the per-line path decides
         if rows is not None and len(rows) == count:
+            if _claim_sender(rows):
+                return None
             return rows, list(zip(*map(_OF_STRUCT, rows), strict=True))
     try:
         records = _RECORDS.decode_lines(body)
         if len(records) != count or set(map(type, records)) != {dict}:
             return None
+        if any(map(dict.__contains__, records, repeat(SENDER))):
+            return None  # a record naming a sender of its own: per line
         columns = list(zip(*map(_OF_DICT, records), strict=True))
     except Exception:  # DecodeError, ValidationError, RecursionError, KeyError (no id ...)
         return None
@@ -161,11 +174,22 @@ def _decode_essentials(
         return None
     if len(parsed) != count:
         return None  # two values on one line (no value spans lines: each starts "{")
+    if _claim_sender(parsed):
+        return None
     if with_app:
         columns = list(zip(*map(_OF_ESSENTIALS_WITH_APP, parsed), strict=True))
     else:
         columns = [*zip(*map(_OF_ESSENTIALS, parsed), strict=True), ()]
     return _stamps(columns[3]), columns
+
+
+_SENDER_OF = attrgetter(SENDER)
+
+
+def _claim_sender(parsed: list[Any]) -> bool:
+    """Whether a decoded line (``_Essentials``, a row) names a ``sender`` of its own:
+    the message is then taken per line, where each such record is encoded again."""
+    return any(map(is_not, map(_SENDER_OF, parsed), repeat(msgspec.UNSET)))
 
 
 def _stamps(stamps: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -208,10 +232,13 @@ class Classifying:
         return wanted
 
 
-def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: str) -> bool:
+def whole_batch(
+    delivery: Delivery, outcome: Outcome, batch: Classifying, user: str, sender: str | None
+) -> bool:
     """Add every record of batch message ``delivery`` to ``outcome`` at once and return
-    True, when the per-line path would write them all unchanged; else False (see the
-    module docstring)."""
+    True, when the per-line path would write them all unchanged but for the validated
+    ``sender`` (``wire.message_sender``) it gives each; else False (see the module
+    docstring)."""
     max_record_bytes = batch.max_record_bytes
     keep_lines = batch.keep_lines
     body = delivery.body
@@ -241,7 +268,10 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     app_id = getattr(delivery.properties, "app_id", None)
     app_id = app_id if isinstance(app_id, str) and app_id else ""
     # rows for a writer that renders them, unless a summary's records are to be counted
-    row_keys = None if summary else batch.row_keys
+    # or a row would have no sender to render
+    row_keys = batch.row_keys
+    if summary or (sender is None and row_keys is not None and SENDER in row_keys):
+        row_keys = None
     decoded = _decode(body, count, keep_lines, row_keys, with_app=bool(app_id))
     if decoded is None:
         return False
@@ -261,6 +291,10 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
     if len(fresh) != count or not fresh.isdisjoint(in_batch) or _seen_any(batch.dedup, fresh):
         return False  # duplicates: per line
     in_batch.update(fresh)
+    if sender is not None:  # each line "{...}\n" (checked above) ends with the key instead
+        lines = list(map(add, map(_BEFORE_END, lines), repeat(sender_tail(sender))))
+        if not keep_lines:
+            _set_sender(records, sender, row_keys)
     outcome.records += records
     outcome.sources += repeat(delivery, count)
     outcome.keys += keys
@@ -271,6 +305,16 @@ def whole_batch(delivery: Delivery, outcome: Outcome, batch: Classifying, user: 
         outcome.suppressed += suppressed_in(records)
     note_count(delivery, count, outcome)
     return True
+
+
+def _set_sender(records: list[Any], sender: str, row_keys: tuple[str, ...] | None) -> None:
+    """Give each decoded record (dicts, or rows) the message's validated sender."""
+    if type(records[0]) is dict:
+        for record in records:
+            record[SENDER] = sender
+    elif row_keys is not None and SENDER in row_keys:
+        for row in records:
+            row.sender = sender
 
 
 def note_count(delivery: Delivery, found: int, outcome: Outcome) -> None:

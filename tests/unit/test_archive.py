@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from logrouter.config import ArchiveOptions
-from logrouter.sinks.archive import PARALLEL_BYTES, ArchiveWriter, compress_lines
+from logrouter.sinks.archive import (
+    PARALLEL_BYTES,
+    ArchiveWriter,
+    body_line,
+    compress_lines,
+    with_sender,
+)
 
 MIB = 1024 * 1024
 
@@ -334,3 +340,17 @@ def test_a_record_too_deep_to_encode_is_refused_alone(tmp_path: Path) -> None:
     (path,) = tmp_path.rglob("*.jsonl.gz")
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         assert [json.loads(line)["msg"] for line in handle] == [rec(0)["msg"], rec(2)["msg"]]
+
+
+def test_a_body_line_ends_with_its_id_then_the_validated_sender() -> None:
+    """body_line/with_sender add the sender as the last key of the line as it came, after
+    an id decoding added, quoted as JSON (a login with a quote or a separator stays one
+    valid line); without a sender the line is unchanged."""
+    body = b'{"msg":"x"} '
+    assert body_line(body, None) == b'{"msg":"x"} \n'
+    assert body_line(body, "m1", "alice") == b'{"msg":"x","id":"m1","sender":"alice"}\n'
+    odd = 'a"b\u2028'
+    line = body_line(body, None, odd)
+    assert line is not None and line.count(b"\n") == 1 and json.loads(line)["sender"] == odd
+    assert with_sender(b'{"msg":"x"}\n', "bob") == b'{"msg":"x","sender":"bob"}\n'
+    assert with_sender(b'{"msg":"x"}', None) == b'{"msg":"x"}\n'

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from logrouter import batchwire, wire
 from logrouter.config import ArchiveOptions
-from logrouter.sinks.archive import ArchiveWriter
+from logrouter.sinks.archive import ArchiveWriter, record_line
 from logrouter.sinks.batch import (
     SPLIT_UNCOUNTED,
     Batch,
@@ -471,12 +471,14 @@ def test_an_oversized_line_is_refused_by_its_size_before_it_is_parsed() -> None:
 
 
 def test_archive_writes_batch_lines_as_they_came(tmp_path: Any) -> None:
-    """With keep_lines the archive gets each batch line as it is (no re-encoding)."""
+    """With keep_lines the archive gets each batch line as it is (no re-encoding) but for
+    the message's validated sender, added as the last key."""
     lines = [_line("one", "r1"), _line("two", "r2")]
     outcome = classify_pending(
         [batch_delivery(1, lines)], only_err_and_worse, DedupWindow(10), keep_lines=True
     )
-    assert outcome.lines == [line + b"\n" for line in lines]
+    archived = [line[:-1] + b',"sender":"alice"}\n' for line in lines]
+    assert outcome.lines == archived
     options = ArchiveOptions(
         dir=tmp_path, compression="gzip", compresslevel=1, rotate_bytes=0, rotate_interval="day"
     )
@@ -485,7 +487,7 @@ def test_archive_writes_batch_lines_as_they_came(tmp_path: Any) -> None:
     writer.close()
     (path,) = tmp_path.rglob("*.jsonl.gz")
     with gzip.open(path, "rb") as handle:
-        assert handle.read() == b"".join(line + b"\n" for line in lines)
+        assert handle.read() == b"".join(archived)
 
 
 def test_a_sink_batch_is_bounded_by_records() -> None:
@@ -574,3 +576,60 @@ def test_a_batch_that_holds_another_count_than_it_declares_is_written_and_noted(
     assert [(d.tag, problem) for d, problem in outcome.miscounted] == [
         (1, "batch declares 9 records (x-logrouter-records) but holds 5 lines")
     ]
+
+
+def archived(outcome: Any, index: int) -> bytes:
+    """What the archive writes of record ``index``: its kept line, else the record encoded."""
+    return outcome.lines[index] or record_line(outcome.records[index])
+
+
+def senders_in(line: bytes) -> list[Any]:
+    """The values of every top-level 'sender' key of a JSON line (a repeated key too)."""
+    pairs = json.loads(line, object_pairs_hook=lambda items: items)
+    return [value for key, value in pairs if key == "sender"]
+
+
+@pytest.mark.parametrize("keep_lines", [False, True])
+def test_a_single_message_carries_its_validated_sender_never_the_bodys(keep_lines: bool) -> None:
+    """A record's sender is its message's user_id: a body's own 'sender' (forged, null, or
+    spelled with an escape) is replaced, and removed when the message has no user_id;
+    the archive line names the sender once."""
+    good = {"ts": "2024-05-01T10:00:00.000001Z", "facility": "auth", "severity": "err"}
+    bodies = [
+        (wire.encode({**good, "msg": "plain"}), "mallory", "mallory"),
+        (wire.encode({**good, "msg": "forged", "sender": "guest"}), "mallory", "mallory"),
+        (b'{"facility":"auth","severity":"err","msg":"esc","\\u0073ender":"guest"}', "eve", "eve"),
+        (wire.encode({**good, "msg": "null", "sender": None}), "mallory", "mallory"),
+        (wire.encode({**good, "msg": "anonymous", "sender": "guest"}), None, None),
+        (b"plain text from syslog", "syslog-ng", "syslog-ng"),
+    ]
+    pending = [
+        Delivery(n, "auth.err", body, props(f"m{n}", user_id=user), arrival=ARRIVAL)
+        for n, (body, user, _) in enumerate(bodies)
+    ]
+    outcome = classify_pending(pending, lambda f, s: True, DedupWindow(10), keep_lines=keep_lines)
+    assert len(outcome.records) == len(bodies)
+    for index, (_, _, sender) in enumerate(bodies):
+        assert outcome.records[index].get("sender") == sender
+        assert senders_in(archived(outcome, index)) == ([sender] if sender else [])
+    if keep_lines:  # a body without a claim stays the line it came as, plus the sender
+        assert outcome.lines[0] == bodies[0][0][:-1] + b',"id":"m0","sender":"mallory"}\n'
+
+
+@pytest.mark.parametrize("keep_lines", [False, True])
+def test_a_batch_line_carries_its_messages_sender_never_its_own(keep_lines: bool) -> None:
+    """Lines of a batch message that name a sender of their own get the message's
+    user_id instead, line by line, as the lines without one do."""
+    lines = [
+        _line("one", "r1"),
+        _line("two", "r2")[:-1] + b',"sender":"guest"}',
+        _line("three", "r3"),
+    ]
+    outcome = classify_pending(
+        [batch_delivery(1, lines, user_id="mallory")],
+        only_err_and_worse,
+        DedupWindow(10),
+        keep_lines=keep_lines,
+    )
+    assert [r["sender"] for r in outcome.records] == ["mallory"] * 3
+    assert [senders_in(archived(outcome, i)) for i in range(3)] == [["mallory"]] * 3

@@ -209,3 +209,18 @@ def test_line_count_is_what_a_body_can_hold_not_what_it_declares() -> None:
     assert batchwire.line_count(b'{"a":1}\n{"a":2}') == 2
     assert batchwire.line_count(b"") == 1
     assert batchwire.line_count(b"{}\n" * (batchwire.MAX_LINES + 5)) == batchwire.MAX_LINES
+
+
+def test_decode_message_gives_the_validated_sender_never_the_bodys() -> None:
+    """What tail and query --follow show: each record's sender is the message's user_id,
+    a body's or line's own 'sender' replaced, and removed when there is no user_id."""
+    claim = b'{"facility":"auth","severity":"err","msg":"m","sender":"guest"}'
+    batch = batchwire.encode_batch([claim, b'{"facility":"auth","severity":"err","msg":"n"}'])
+    items = batchwire.decode_message(
+        batch, "auth.err", content_type=batchwire.CONTENT_TYPE, user_id="mallory"
+    )
+    assert [item.record and item.record["sender"] for item in items] == ["mallory"] * 2
+    (single,) = batchwire.decode_message(claim, "auth.err", user_id="mallory")
+    assert single.record is not None and single.record["sender"] == "mallory"
+    (anonymous,) = batchwire.decode_message(claim, "auth.err")
+    assert anonymous.record is not None and "sender" not in anonymous.record

@@ -528,6 +528,23 @@ def test_defaults() -> None:
     )
 
 
+def test_a_sender_placeholder_is_valid_in_path_and_format() -> None:
+    """{sender} (the broker-validated login) is a placeholder of file paths and of line
+    formats; a key of a record's fields ({request_id}) is not one."""
+    text = (
+        '[sinks.apps]\ntype = "file"\nmatch = "*.*"\n'
+        'path = "/var/log/apps/{sender}/{app}.log"\nformat = "{ts} {sender} {app}: {msg}"\n'
+    )
+    options = parse_config(text, CONFIG_FILE, env={}).sinks["apps"].options
+    assert isinstance(options, FileOptions)
+    assert (options.path, options.format) == (
+        "/var/log/apps/{sender}/{app}.log",
+        "{ts} {sender} {app}: {msg}",
+    )
+    with pytest.raises(ConfigError, match=r"\{request_id\}"):
+        parse_config(FILE_SINK + 'format = "{ts} {request_id} {msg}"\n', CONFIG_FILE, env={})
+
+
 def test_console_and_archive_defaults() -> None:
     """Console and archive sinks get their documented defaults."""
     text = (

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from logrouter import batchwire, wire
 from logrouter.sinks import batch as batch_module
-from logrouter.sinks.archive import partition_of
+from logrouter.sinks.archive import partition_of, record_line
 from logrouter.sinks.batch import Delivery, Outcome, classify_pending
 from logrouter.sinks.dedup import DedupWindow
 
@@ -53,6 +53,11 @@ def message(tag: int, body: bytes, user: str = "alice", app_id: str | None = "bi
         user_id=user,
     )
     return Delivery(tag, "auth.err", body, props, arrival=ARRIVAL)
+
+
+def signed(body: bytes, user: str = "alice") -> bytes:
+    """A batch body as the archive writes it: each line with its message's sender last."""
+    return body.replace(b"}\n", b',"sender":"' + user.encode() + b'"}\n')
 
 
 def both(
@@ -125,6 +130,10 @@ ODD_LINES = [
     line(25)[:-1] + b"\r}",  # a CR between tokens
     b"{",  # a line of one brace: framed at its start only
     line(26)[:-1],  # a record cut before its closing brace
+    line(27, sender="mallory"),  # a sender of its own: the message's replaces it
+    line(28, sender="alice"),  # even the true one (the line is encoded again)
+    b'{"id":"r29","facility":"auth","severity":"err","ts":"t","msg":"m","\\u0073ender":"x"}',
+    b'{"id":"r30","facility":"auth","severity":"err","ts":"t","msg":"m","sender":null}',
 ]
 
 
@@ -141,7 +150,9 @@ def test_a_handler_batch_is_taken_whole_with_the_same_outcome(
     assert_same(whole, per_line, keep_lines=keep_lines)
     assert len(whole.records) == 25 and whole.duplicates == 20
     if keep_lines:
-        assert b"".join(text or b"" for text in whole.lines) == first.body + second.body
+        assert b"".join(text or b"" for text in whole.lines) == signed(first.body) + signed(
+            second.body, "bob"
+        )
 
 
 @pytest.mark.parametrize("odd", ODD_LINES)
@@ -197,14 +208,15 @@ def test_a_refused_record_of_a_whole_batch_is_rejected_as_its_line() -> None:
 
 def test_an_integer_beyond_64_bits_keeps_its_value() -> None:
     """Taken whole, a record's integer beyond 64 bits is JSON's integer (the per-line
-    decoder, orjson, would make a float of it); the archive line is the line as it came."""
+    decoder, orjson, would make a float of it); the archive line is the line as it came
+    (plus the sender)."""
     big = 123456789012345678901234567890
     body = batchwire.encode_batch([line(1, big=big), line(2)])
     for keep_lines in (False, True):
         outcome = classify_pending(
             [message(1, body)], lambda f, s: True, DedupWindow(10), keep_lines=keep_lines
         )
-        assert b"".join(text or b"" for text in outcome.lines) == body
+        assert b"".join(text or b"" for text in outcome.lines) == signed(body)
     assert outcome.duplicates == 0 and json.loads(outcome.lines[0] or b"")["big"] == big
     plain = classify_pending([message(1, body)], lambda f, s: True, DedupWindow(10))
     assert plain.records[0]["big"] == big
@@ -221,3 +233,29 @@ def test_a_body_without_its_last_newline_gives_the_per_line_outcome(
         whole, per_line = both([message(1, body)], monkeypatch, keep_lines=keep_lines)
         assert_same(whole, per_line, keep_lines=keep_lines)
         assert len(whole.records) == 4
+
+
+@pytest.mark.parametrize("keep_lines", [False, True])
+def test_a_batch_taken_whole_gives_each_record_the_messages_sender(keep_lines: bool) -> None:
+    """A handler batch taken whole: each record (and its archive line) names the message's
+    user_id as sender, once; one line claiming a sender, even spelled with an escape,
+    still gets the user_id, never its claim."""
+    good = [line(n) for n in range(1, 4)]
+    claim = b'{"id":"r9","facility":"auth","severity":"err","ts":"t","msg":"m","\\u0073ender":"x"}'
+    for body in (good, [*good, claim]):
+        outcome = classify_pending(
+            [message(1, batchwire.encode_batch(body), user="mallory")],
+            lambda f, s: True,
+            DedupWindow(10),
+            keep_lines=keep_lines,
+        )
+        assert len(outcome.records) == len(body)
+        if keep_lines:
+            written = [
+                text or record_line(outcome.records[i]) for i, text in enumerate(outcome.lines)
+            ]
+            pairs = [json.loads(text, object_pairs_hook=lambda items: items) for text in written]
+            assert [[v for k, v in p if k == "sender"] for p in pairs] == [["mallory"]] * len(body)
+            assert outcome.lines[0] == signed(good[0] + b"\n", "mallory")
+        else:
+            assert [r["sender"] for r in outcome.records] == ["mallory"] * len(body)

@@ -166,3 +166,31 @@ def test_the_fan_out_limit_gives_the_same_files(tmp_path: Path) -> None:
     ]
     assert_same_files(pending, tmp_path, max_files=2)
     assert "logrouter~overflow.jsonl" in files(tmp_path / "rows")
+
+
+@pytest.mark.parametrize("fmt", [DEFAULT_LINE_FORMAT, "{sender} {app} {msg}"])
+def test_a_sender_path_keeps_each_login_apart_rows_or_records(fmt: str, tmp_path: Path) -> None:
+    """Path {sender}/{app}.log: records claiming one app but sent by two logins (one line
+    also claiming a sender of its own) go to each sender's file, none to another's; a
+    message without user_id goes to '-'; rows and records decoded whole agree."""
+    claim = line(3)[:-1] + b',"sender":"alice"}'
+    pending = [
+        message(1, batchwire.encode_batch([line(1), line(2)])),
+        message(2, batchwire.encode_batch([line(4), claim]), user="mallory"),
+        message(3, batchwire.encode_batch([line(5, record_id="r55")]), user=None),  # type: ignore[arg-type]
+        single(4, app="billing", sender="alice"),
+    ]
+    pending[3].properties.user_id = "mallory"
+    fast = assert_same_files(pending, tmp_path, path="{sender}/{app}.log", format=fmt)
+    assert fast.rows == 2  # alice's message: rows; the others decoded whole
+    written = files(tmp_path / "rows")
+    assert sorted(written) == ["-/billing.log", "alice/billing.log", "mallory/billing.log"]
+    assert written["alice/billing.log"].count(b"\n") == 2
+    assert b"login 1" in written["alice/billing.log"]
+    assert (
+        b"login 3" in written["mallory/billing.log"]
+        and b"alone 4" in written["mallory/billing.log"]
+    )
+    if fmt != DEFAULT_LINE_FORMAT:
+        assert written["mallory/billing.log"].startswith(b"mallory billing ")
+        assert written["-/billing.log"].startswith(b"- billing ")

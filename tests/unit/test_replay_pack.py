@@ -66,3 +66,20 @@ def test_without_batches_every_record_is_its_own_message() -> None:
     assert message.body == entry(1).line and message.properties.message_id == "id1"
     assert message.properties.content_type == "application/json"
     assert len(packer.round(source)) == 1 and packer.round(source) == []
+
+
+def test_a_replayed_line_leaves_the_archived_sender_to_the_sink() -> None:
+    """The sender a sink archived is cut from the replayed body (the sink replayed into
+    names the replayer instead, and copies a line naming none); a line where that is not
+    sure (a second 'sender', an escape) is replayed as archived."""
+    signed = [entry(n) for n in range(3)]
+    for item in signed:
+        item.record["sender"] = "billing"
+    lines = [item.line[:-1] + b',"sender":"billing"}' for item in signed]
+    signed = [item._replace(line=line) for item, line in zip(signed, lines, strict=True)]
+    odd = signed[2]._replace(line=b'{"sender":"x",' + signed[2].line[1:])
+    (message,) = Packer("run", batches=True).round(iter([*signed[:2], odd]))
+    bodies = [item.line for item in batchwire.split_batch(message.body, "auth.err")]
+    assert bodies == [entry(0).line, entry(1).line, odd.line]
+    (alone,) = Packer("run", batches=False).round(iter(signed))
+    assert alone.body == entry(0).line
