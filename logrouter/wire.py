@@ -224,12 +224,29 @@ def parse_object(body: bytes) -> dict[str, Any] | None:
     Raises ``UndecodableMessage`` for a body nested deeper than ``MAX_DEPTH``.
     """
     if body[:1] != b"{":
-        return None
+        body = unpadded(body)
+        if body[:1] != b"{":
+            return None
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         parsed = parse_object_slow(body)
     return parsed if isinstance(parsed, dict) and parsed else None
+
+
+#: What a foreign publisher may put before its JSON object: a UTF-8 byte order mark
+#: (.NET's StreamWriter, PowerShell) and whitespace.
+_BOM = b"\xef\xbb\xbf"
+
+
+def unpadded(body: bytes) -> bytes:
+    """``body`` without a leading byte order mark and whitespace (pure; ``body`` itself
+    when it has neither: the common case costs one comparison)."""
+    if body[:1] not in (b"\xef", b" ", b"\t", b"\r", b"\n"):
+        return body
+    if body.startswith(_BOM):
+        body = body[3:]
+    return body.lstrip(b" \t\r\n")
 
 
 _INVALID: Any = object()

@@ -213,6 +213,7 @@ def classify_pending(
     loads = orjson.loads
     complete = wire.complete
     parse_slow = wire.parse_object_slow
+    parse_padded = wire.parse_object
     decode_error = orjson.JSONDecodeError
     for delivery in pending:
         props = delivery.properties
@@ -246,7 +247,8 @@ def classify_pending(
                     record = parsed
             if record is None:
                 exact = False
-                record = {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
+                padded = parse_padded(body) if body[:1] != b"{" else None  # BOM, spaces
+                record = padded or {"msg": body.decode("utf-8", "replace").rstrip("\r\n")}
             headers = getattr(props, "headers", None)  # syslog-ng: HOST, PROGRAM, PID, DATE...
             if isinstance(headers, dict) and wire.fill_from_headers(
                 record, headers, delivery.arrival or None

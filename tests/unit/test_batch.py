@@ -65,6 +65,20 @@ def test_body_that_is_not_one_json_object_is_text() -> None:
         assert wire.decode(body, "a.info")["msg"] == body.decode()
 
 
+def test_a_json_object_after_a_byte_order_mark_or_spaces_is_still_the_record() -> None:
+    """A foreign publisher's UTF-8 BOM (.NET, PowerShell) or leading whitespace before its
+    JSON object: the object is the record (it was the whole body as text), for wire.decode
+    and the sink's classify alike; without an object after them it stays text."""
+    body = '{"msg": "hi", "facility": "auth", "severity": "err"}'
+    for padded in (b"\xef\xbb\xbf" + body.encode(), b" \r\n\t" + body.encode()):
+        record = wire.decode(padded, "a.info")
+        assert (record["msg"], record["facility"], record["severity"]) == ("hi", "auth", "err")
+        outcome = classify_pending([Delivery(1, "a.info", padded, None)], lambda *_: True, set())
+        assert [r["msg"] for r in outcome.records] == ["hi"]
+        assert outcome.lines == [None]  # not archived as it came: with its padding
+    assert wire.decode(b"\xef\xbb\xbfplain text", "a.info")["msg"] == "\ufeffplain text"
+
+
 def test_undecodable_without_key_or_body_fields() -> None:
     """No facility/severity in the body and a key of another shape: UndecodableMessage."""
     with pytest.raises(wire.UndecodableMessage):
