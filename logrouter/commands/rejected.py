@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pika
 import pika.exceptions
 
@@ -85,6 +86,15 @@ class Held:
     def ident(self) -> str:
         """The message id, or ``#N`` (its position) when it has none."""
         return str(self.properties.message_id or f"#{self.position}")
+
+    def named(self, ident: str) -> bool:
+        """Whether ``ident`` names this message: its ``ident``, or in a copy of a batch's
+        lines, one line's own ``id`` (a record id, as an app or archive names it)."""
+        if self.ident == ident:
+            return True
+        if self.records is None or ident.encode() not in self.body:
+            return False
+        return any(_line_id(line) == ident for _number, line in batch_lines(self.body))
 
     @property
     def records(self) -> int | None:
@@ -159,6 +169,16 @@ def batch_lines(body: bytes) -> list[tuple[int, bytes]]:
     return [
         (number, line) for number, line in enumerate(body.split(b"\n"), 1) if line.strip(b" \t\r")
     ]
+
+
+def _line_id(line: bytes) -> str | None:
+    """The ``id`` of a batch line that is a JSON object with one (else None)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    own = record.get("id") if isinstance(record, dict) else None
+    return own if isinstance(own, str) else None
 
 
 def _text(value: Any) -> str:
@@ -317,7 +337,7 @@ def _list(wanted: Iterator[Held]) -> int:
 
 def _show(wanted: Iterator[Held], ident: str) -> int:
     for held in wanted:
-        if held.ident == ident:
+        if held.named(ident):
             print(show_text(held))
             return exitcodes.OK
     _err(f"no message {ident!r} in the queue (see `logrouter rejected list`)")

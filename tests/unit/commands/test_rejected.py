@@ -116,3 +116,15 @@ def test_replay_of_a_copy_of_batch_lines_is_a_batch_of_them() -> None:
         REPLAY_HEADER: "rejected",
         ORIGINAL_USER_HEADER: "billing",
     }
+
+
+def test_a_copy_of_batch_lines_is_named_by_its_id_or_one_of_its_lines_ids() -> None:
+    """show finds a copy of several lines by the batch's id, or by the own id of one of
+    its lines (a record id an app or the archive names); not by text that is no id."""
+    props = grouped_copy().properties
+    body = b'{"id":"rec-1","msg":"' + b"x" * 10 + b'"}\njunk rec-2\n[3]\n'
+    held = Held(1, 1, "app.err", props, body)
+    assert held.named("b7") and held.named("rec-1")
+    assert not held.named("rec-2") and not held.named("x")
+    single = Held(2, 2, "app.err", pika.BasicProperties(message_id="m1"), body)
+    assert single.named("m1") and not single.named("rec-1")
