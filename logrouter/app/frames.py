@@ -207,6 +207,7 @@ def streaming_confirms(
     channel: Any,
     on_confirm: Callable[[Any], None],
     on_return: Callable[..., None],
+    on_close: Callable[[Any, Any], None] | None = None,
 ) -> Callable[..., None]:
     """Put ``channel`` (a ``BlockingChannel``) in confirm mode without its one-publish-
     at-a-time wait; returns the ``basic_publish`` of the async channel it wraps.
@@ -215,9 +216,13 @@ def streaming_confirms(
     Publishing on the wrapped channel instead, confirms (``on_confirm``, with the
     ``Basic.Ack``/``Nack`` frame) and returns (``on_return``) arrive through
     ``connection.process_data_events``; ``gather``/``emit`` batch the writes.
+    ``on_close(channel, reason)`` when the broker closes the channel (no confirm
+    comes after that).
     """
     impl: Any = channel._impl
     impl.add_on_return_callback(on_return)
+    if on_close is not None:
+        impl.add_on_close_callback(on_close)
     selected: list[object] = []
     impl.confirm_delivery(ack_nack_callback=on_confirm, callback=selected.append)
     while not selected:

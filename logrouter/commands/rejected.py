@@ -49,6 +49,7 @@ from logrouter.sinks.rejects import (
     EXCHANGE_HEADER,
     ORIGINAL_USER_HEADER,
     REASON_HEADER,
+    RECORD_ID_HEADER,
     ROUTING_KEY_HEADER,
     SINK_OWNED_HEADERS,
     USER_HEADER,
@@ -91,6 +92,9 @@ class Held:
         """Whether ``ident`` names this message: its ``ident``, or in a copy of a batch's
         lines, one line's own ``id`` (a record id, as an app or archive names it)."""
         if self.ident == ident:
+            return True
+        headers = getattr(self.properties, "headers", None) or {}
+        if headers.get(RECORD_ID_HEADER) == ident:  # a line whose id was too long for one
             return True
         if self.records is None or ident.encode() not in self.body:
             return False

@@ -202,10 +202,13 @@ class Sink:
             if self.link.cancelled:
                 raise _Reconnect(f"broker cancelled the consumer of {self.config.queue}")
             self._handle_requests()
-            flush = len(self._batch) and (idle or self._batch.due(now) or self._stop.is_set())
+            stopping = self._stop.is_set()
+            if stopping:  # nothing more comes: what is in hand (prefetch at most) is committed
+                self.link.cancel()
+            flush = len(self._batch) and (idle or self._batch.due(now) or stopping)
             if flush and not self._commit():
                 continue
-            if self._stop.is_set() and not len(self._batch):
+            if stopping and not len(self._batch):
                 self.counters.state = "stopping"
                 return
             if self.burst and not len(self._batch) and self._drained(now):
@@ -305,6 +308,10 @@ class Sink:
                 except OSError as exc:
                     self.log.error("reopen failed", error=str(exc))
             elif kind == "apply":
+                if value != self.config:
+                    # outside the try: a failed commit is the session's (reconnect, redelivery),
+                    # never a "not applied" that leaves its deliveries neither acked nor nacked
+                    self._commit_in_hand()
                 try:
                     self.apply(value)
                 except Exception as exc:  # keep the old settings on any error
@@ -321,14 +328,24 @@ class Sink:
             return
         if new.queue != old.queue:
             raise ValueError(f"queue name changed ({old.queue} -> {new.queue}): restart the sink")
-        while len(self._batch) and self.link.is_open and self._commit():
-            pass
+        self._commit_in_hand()
         if self.link.is_open:
             self.link.reconcile(old, new)
         self.output.apply(new)
         self._batch.size = self._batch_limit(new)
         self._batch.interval = new.batch_interval
         self.log.info("config applied", match=new.match, type=new.type)
+
+    def _commit_in_hand(self) -> None:
+        """Commit the deliveries in hand now, slice by slice; not those read meanwhile (a
+        busy queue never runs dry: this would never return)."""
+        batch = self._batch
+        if not len(batch):
+            return
+        end = batch.last_tag
+        while len(batch) and batch.pending[0].tag <= end and self.link.is_open:
+            if not self._commit():
+                return
 
     @staticmethod
     def _batch_limit(config: SinkConfig) -> int:

@@ -80,7 +80,11 @@ class BrokerLink:
         self._reject_channel = connection.channel()
         self._confirms = Confirmations(on_settled=self.wake)
         self._publish_reject = streaming_confirms(
-            connection, self._reject_channel, self._confirms.on_confirm, self._confirms.on_return
+            connection,
+            self._reject_channel,
+            self._confirms.on_confirm,
+            self._confirms.on_return,
+            on_close=self._confirms.on_close,
         )
 
     def consume(self, config: SinkConfig, on_message: OnMessage) -> None:
@@ -127,9 +131,14 @@ class BrokerLink:
     def pause(self, last_tag: int) -> None:
         """Nack every delivery up to ``last_tag`` back onto the queue; stop consuming."""
         self._channel.basic_nack(delivery_tag=last_tag, multiple=True, requeue=True)
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Stop consuming (once); deliveries pika has not handed over yet are nacked back
+        onto the queue (pika does it for a manual-ack consumer)."""
         if self._consumer_tag is not None:
-            self._channel.basic_cancel(self._consumer_tag)
-            self._consumer_tag = None
+            tag, self._consumer_tag = self._consumer_tag, None
+            self._channel.basic_cancel(tag)
 
     def reject(
         self,
@@ -146,6 +155,7 @@ class BrokerLink:
         assert self._publish_reject is not None, "reject channel not open"
         copies: list[RejectedCopy] = []
         frames = gather(self.connection)
+        sent = 0
         try:
             publish_rejected(
                 self._publish_reject,
@@ -155,9 +165,16 @@ class BrokerLink:
                 exchange=self.broker.exchange,
                 on_rejected=copies.append,
             )
+            sent = len(copies)
+        except BaseException:
+            if frames is None:
+                sent = len(copies)  # pika wrote those itself
+            else:
+                frames.clear()  # none goes out: the batch is redelivered whole
+            raise
         finally:
             emit(self.connection, frames)
-        self._confirms.published(len(copies))
+            self._confirms.published(sent)  # the broker numbers what it gets
         self._confirms.wait(self.process, CONFIRM_TIMEOUT)
         for copy in copies:
             on_rejected(copy)

@@ -50,6 +50,12 @@ ROUTING_KEY_HEADER = "x-logrouter-routing-key"
 USER_HEADER = "x-logrouter-user-id"
 #: Set by ``logrouter rejected replay``: the user_id of the message before it was rejected.
 ORIGINAL_USER_HEADER = "x-logrouter-original-user"
+#: On a rejected line whose record id cannot be the copy's ``message_id`` (an AMQP short
+#: string: 255 bytes at most): that id; the ``message_id`` stays the batch's.
+RECORD_ID_HEADER = "x-logrouter-record-id"
+#: On a copy whose sender's properties could not be sent again: why, and the copy
+#: carries only the sink's own headers.
+PROPERTIES_HEADER = "x-logrouter-properties-dropped"
 #: Headers whose value on a rejected copy is the sink's word: a sender's are dropped.
 SINK_OWNED_HEADERS = (
     REASON_HEADER,
@@ -59,7 +65,11 @@ SINK_OWNED_HEADERS = (
     ROUTING_KEY_HEADER,
     USER_HEADER,
     ORIGINAL_USER_HEADER,
+    RECORD_ID_HEADER,
+    PROPERTIES_HEADER,
 )
+#: An AMQP short string (message_id, ...) holds this many bytes at most.
+SHORTSTR_BYTES = 255
 #: While rejected copies are awaited, the connection is run this long between checks.
 CONFIRM_SLICE = 0.05
 #: Rejected copies not confirmed within this long: the connection counts as lost.
@@ -210,7 +220,11 @@ def rejected_properties(
     if delivery.line:
         headers.pop(batchwire.RECORDS_HEADER, None)
         headers[BATCH_HEADER] = message_id
-        content_type, message_id = wire.CONTENT_TYPE, delivery.record_id
+        content_type, record_id = wire.CONTENT_TYPE, delivery.record_id
+        if record_id is not None and len(record_id.encode()) > SHORTSTR_BYTES:
+            headers[RECORD_ID_HEADER] = record_id  # its own id, any length
+        else:
+            message_id = record_id
     elif records > 1:
         headers.update(batchwire.headers(records))
         headers[BATCH_HEADER] = message_id
@@ -243,21 +257,36 @@ def publish_rejected(
     (``Confirmations``)."""
     for copy in rejected_copies(rejected):
         delivery = copy.delivery
+        properties = rejected_properties(
+            delivery,
+            copy.reason,
+            sink=sink,
+            sink_login=sink_login,
+            exchange=exchange,
+            records=copy.records,
+        )
+        try:
+            properties.encode()  # what pika does in publish: raising there, midway, is worse
+        except Exception as exc:  # a sender's value pika decoded but cannot encode again
+            properties = _sinks_own(properties, f"{type(exc).__name__}: {exc}")
         publish(
-            topology.REJECTED_QUEUE,
-            delivery.routing_key,
-            delivery.body,
-            rejected_properties(
-                delivery,
-                copy.reason,
-                sink=sink,
-                sink_login=sink_login,
-                exchange=exchange,
-                records=copy.records,
-            ),
-            mandatory=True,
+            topology.REJECTED_QUEUE, delivery.routing_key, delivery.body, properties, mandatory=True
         )
         on_rejected(copy)
+
+
+def _sinks_own(properties: Any, why: str) -> Any:
+    """``properties`` of a copy with only the sink's own values (which always encode): a
+    message must never fail to be rejected, or its batch would be redelivered forever."""
+    headers = properties.headers or {}
+    own = {key: headers[key] for key in SINK_OWNED_HEADERS if key in headers}
+    own[PROPERTIES_HEADER] = why[:REASON_CHARS]
+    return pika.BasicProperties(
+        content_type=properties.content_type,
+        headers=own,
+        delivery_mode=2,
+        user_id=properties.user_id,
+    )
 
 
 class Confirmations:
@@ -292,6 +321,16 @@ class Confirmations:
             self.failure = pika.exceptions.NackError([])
         if not self.unconfirmed or self.failure is not None:
             self.on_settled()
+
+    def on_close(self, _channel: Any, reason: Any) -> None:
+        """The broker closed the channel (``logrouter.rejected`` deleted, ...): no confirm
+        comes any more."""
+        self.failure = (
+            reason
+            if isinstance(reason, pika.exceptions.AMQPError)
+            else pika.exceptions.ChannelClosed(0, str(reason))
+        )
+        self.on_settled()
 
     def on_return(self, *_returned: Any) -> None:
         """A copy came back unroutable (``logrouter.rejected`` is gone)."""

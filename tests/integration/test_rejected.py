@@ -18,7 +18,12 @@ import pytest
 
 from logrouter import batchwire, cli, topology
 from logrouter.connection import login
-from logrouter.sinks.rejects import BATCH_HEADER, EXCHANGE_HEADER, REASON_HEADER
+from logrouter.sinks.rejects import (
+    BATCH_HEADER,
+    EXCHANGE_HEADER,
+    REASON_HEADER,
+    RECORD_ID_HEADER,
+)
 from tests.helpers import ROOT
 from tests.helpers.broker import queue_depth, wait_for
 from tests.helpers.sinks import archive_records, publish, stop
@@ -424,3 +429,42 @@ def test_a_flood_of_junk_messages_is_rejected_copy_by_copy_without_a_wait_each(
     finally:
         rejected(capsys, flood, "purge", "--yes")
         drop_archive(flood)
+
+
+def test_a_bad_line_of_a_batch_with_a_longest_id_is_rejected_not_wedging_the_sink(
+    env: Archive,
+    capsys: pytest.CaptureFixture[str],
+    copies: Callable[[str], list[tuple[Any, bytes]]],
+) -> None:
+    """A batch whose message_id is 255 bytes (the most AMQP allows) with one junk line:
+    the line's id (the batch's plus "/1") cannot be a message_id, so the copy keeps the
+    batch's and names the line's in x-logrouter-record-id; the good record is archived
+    and the burst run ends (pika refused the copy: the batch came back forever)."""
+    tag = uuid.uuid4().hex[:8]
+    long = make_archive(env.url, mkdir(env.tmp / "long"), tag)
+    props = pika.BasicProperties(
+        content_type=batchwire.CONTENT_TYPE,
+        headers=batchwire.headers(2),
+        message_id="M" * 255,
+        app_id="t",
+    )
+    body = batchwire.encode_batch([good_line(tag, "0").rstrip(b"\n"), b"junk"])
+    publish(env.url, long.exchange, [("app.err", body, props)])
+    result = subprocess.run(
+        [sys.executable, "-m", "logrouter", "sink", long.sink, str(long.config), "--burst"],
+        env=long.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert [r["id"] for r in archive_records(long.dir)] == [f"{tag}-0"]
+        ((copy, copy_body),) = copies(long.exchange)
+        assert copy_body == b"junk"
+        assert copy.message_id == "M" * 255
+        assert copy.headers[RECORD_ID_HEADER] == "M" * 255 + "/1"
+    finally:
+        rejected(capsys, long, "purge", "--yes")
+        drop_archive(long)

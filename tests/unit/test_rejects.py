@@ -15,8 +15,10 @@ from logrouter.sinks.batch import Delivery
 from logrouter.sinks.rejects import (
     BATCH_HEADER,
     EXCHANGE_HEADER,
+    PROPERTIES_HEADER,
     REASON_CHARS,
     REASON_HEADER,
+    RECORD_ID_HEADER,
     ROUTING_KEY_HEADER,
     SINK_HEADER,
     USER_HEADER,
@@ -267,3 +269,46 @@ def test_copies_never_confirmed_end_the_wait_with_an_error() -> None:
     confirms.published(3)
     with pytest.raises(pika.exceptions.AMQPError, match="3 rejected copies not confirmed"):
         confirms.wait(lambda _s: None, timeout=0.01)
+
+
+def test_a_line_whose_id_is_too_long_for_a_message_id_keeps_it_in_a_header() -> None:
+    """A rejected line's id over 255 bytes (its own, or the batch's 255-byte id plus
+    "/0") cannot be an AMQP message_id: the copy keeps the batch's and names the line's
+    in x-logrouter-record-id, and its properties encode (pika refused them: the batch
+    was redelivered and rejected again forever)."""
+    props = batch_props()
+    props.message_id = "M" * 255
+    for record_id in ("M" * 255 + "/0", "é" * 200):
+        line = Delivery(7, "app.err", b"junk", props, False, 0.0, record_id, True)
+        copy = rejected_properties(line, "why", sink="s", sink_login="sinkd")
+        assert copy.message_id == "M" * 255
+        assert copy.headers[RECORD_ID_HEADER] == record_id
+        copy.encode()
+
+
+def test_a_copy_whose_properties_cannot_be_encoded_goes_with_the_sinks_own() -> None:
+    """A sender's property pika cannot encode again: the copy is published all the same,
+    with the sink's headers only and the reason it dropped the rest (a publish that raised
+    would wedge the sink on that batch for good)."""
+    props = pika.BasicProperties(message_id="m1", app_id="a" * 300, user_id="mallory")
+    channel, _copies = publish([(delivery(props), "undecodable")])
+    ((_exchange, _key, body, copy),) = channel.published
+    copy.encode()
+    assert body == b"{"
+    assert copy.headers[REASON_HEADER] == "undecodable"
+    assert copy.headers[USER_HEADER] == "mallory"
+    assert copy.headers[PROPERTIES_HEADER].startswith("ShortStringTooLong")
+    assert copy.user_id == "sinkd" and copy.app_id is None
+
+
+def test_a_closed_reject_channel_ends_the_wait_with_its_error() -> None:
+    """The broker closing the reject channel (no confirm comes after): the wait raises
+    at once with the close's reason, not after the confirm timeout."""
+    woken: list[int] = []
+    confirms = Confirmations(on_settled=lambda: woken.append(1))
+    confirms.published(1)
+    closed = pika.exceptions.ChannelClosedByBroker(404, "NOT_FOUND - no exchange")
+    confirms.on_close(None, closed)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        confirms.wait(lambda _s: None, timeout=60)
+    assert woken == [1]

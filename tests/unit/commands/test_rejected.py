@@ -19,6 +19,7 @@ from logrouter.sinks.rejects import (
     EXCHANGE_HEADER,
     ORIGINAL_USER_HEADER,
     REASON_HEADER,
+    RECORD_ID_HEADER,
     SINK_HEADER,
     USER_HEADER,
 )
@@ -128,3 +129,12 @@ def test_a_copy_of_batch_lines_is_named_by_its_id_or_one_of_its_lines_ids() -> N
     assert not held.named("rec-2") and not held.named("x")
     single = Held(2, 2, "app.err", pika.BasicProperties(message_id="m1"), body)
     assert single.named("m1") and not single.named("rec-1")
+
+
+def test_a_line_copy_is_named_by_the_record_id_too_long_for_its_message_id() -> None:
+    """A rejected line whose id could not be the copy's message_id (over 255 bytes) is
+    found by that id, kept in x-logrouter-record-id."""
+    long_id = "r" * 300
+    props = pika.BasicProperties(message_id="b7", headers={RECORD_ID_HEADER: long_id})
+    held = Held(1, 1, "app.err", props, b"junk")
+    assert held.named(long_id) and held.named("b7") and not held.named("r")
