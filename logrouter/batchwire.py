@@ -293,7 +293,7 @@ def decode_message(
     without one), never what the body says (``wire.set_sender``). A reader of live
     messages (tail, query --follow) calls this and prints each ``record``, or reports
     its ``reason``."""
-    sender = user_id if isinstance(user_id, str) and user_id else None
+    sender = wire.login_or_none(user_id)
     if is_batch(content_type):
         items = split_batch(
             body,

@@ -372,19 +372,24 @@ SENDER = "sender"
 
 def message_sender(properties: Any) -> str | None:
     """The broker-validated sender of a message: its ``user_id`` (None without one)."""
-    user_id = getattr(properties, "user_id", None)
+    return login_or_none(getattr(properties, "user_id", None))
+
+
+def login_or_none(user_id: Any) -> str | None:
+    """A ``user_id`` property's value as a sender: a non-empty string, else None."""
     return user_id if isinstance(user_id, str) and user_id else None
+
+
+_ABSENT: Any = object()
 
 
 def set_sender(record: dict[str, Any], sender: str | None) -> bool:
     """Make ``record[SENDER]`` the validated ``sender`` (no such key when None), whatever
     the body said under it. True when the body had the key: its bytes are then not the
     record (the claim must not be written, so its line is encoded again)."""
-    claimed = SENDER in record
+    claimed = record.pop(SENDER, _ABSENT) is not _ABSENT
     if sender is not None:
-        record[SENDER] = sender
-    elif claimed:
-        del record[SENDER]
+        record[SENDER] = sender  # the last key, as the archive's spliced lines have it
     return claimed
 
 
