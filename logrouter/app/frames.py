@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pika
+import pika.exceptions
 import pika.frame
 import pika.spec
 from pika.adapters.utils import io_services_utils
 
 from logrouter import batchwire, wire
 
+#: How long the broker may take to answer Confirm.Select (a connected, stuck broker).
+SELECT_TIMEOUT = 30.0
 _FRAME_END = b"\xce"
 _CONTENT_TYPE, _ENCODING, _DELIVERY_MODE = 1 << 15, 1 << 14, 1 << 12
 _MESSAGE_ID, _TIMESTAMP, _USER_ID, _APP_ID = 1 << 7, 1 << 6, 1 << 4, 1 << 3
@@ -225,7 +229,12 @@ def streaming_confirms(
         impl.add_on_close_callback(on_close)
     selected: list[object] = []
     impl.confirm_delivery(ack_nack_callback=on_confirm, callback=selected.append)
+    deadline = time.monotonic() + SELECT_TIMEOUT
     while not selected:
+        if time.monotonic() > deadline:
+            raise pika.exceptions.AMQPError(
+                f"the broker did not confirm confirm mode within {SELECT_TIMEOUT:.0f} s"
+            )
         connection.process_data_events(0.1)
     publish: Callable[..., None] = impl.basic_publish
     return publish

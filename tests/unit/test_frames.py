@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pika
+import pika.exceptions
 import pika.frame
 import pika.spec
 import pytest
 
 from logrouter import batchwire
+from logrouter.app import frames
 from logrouter.app.frames import (
     batch_frames,
     content_frames,
@@ -65,3 +69,16 @@ def test_batch_frames_equal_pikas(user_id: str | None) -> None:
     expected = pika.frame.Header(7, len(body), props).marshal() + pika.frame.Body(7, body).marshal()
     ours = batch_frames(7, body, "x1+80", 1_795_725_294, 80, "billing-api", user_id)
     assert b"".join(ours) == expected
+
+
+def test_confirm_mode_not_answered_ends_with_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker that never answers Confirm.Select (connected but stuck): streaming_confirms
+    raises an AMQPError saying so after SELECT_TIMEOUT, instead of waiting forever."""
+    monkeypatch.setattr(frames, "SELECT_TIMEOUT", 0.05)
+    impl = SimpleNamespace(
+        add_on_return_callback=lambda _cb: None,
+        confirm_delivery=lambda **_kw: None,  # the answer never comes
+    )
+    connection = SimpleNamespace(process_data_events=lambda _s: None)
+    with pytest.raises(pika.exceptions.AMQPError, match="did not confirm confirm mode"):
+        frames.streaming_confirms(connection, SimpleNamespace(_impl=impl), print, print)
