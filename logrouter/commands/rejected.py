@@ -96,7 +96,7 @@ class Held:
         headers = getattr(self.properties, "headers", None) or {}
         if headers.get(RECORD_ID_HEADER) == ident:  # a line whose id was too long for one
             return True
-        if self.records is None or ident.encode() not in self.body:
+        if self.records is None or ident.encode("utf-8", "surrogateescape") not in self.body:
             return False
         return any(_line_id(line) == ident for _number, line in batch_lines(self.body))
 

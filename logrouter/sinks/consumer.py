@@ -95,6 +95,7 @@ class Sink:
         self._batch = Batch(self._batch_limit(config), config.batch_interval)
         self._stop = threading.Event()
         self._requests: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._handling = False  # in _handle_requests (a commit's pause must not nest it)
         self._backoff = Backoff(cap=broker.reconnect_max if backoff_cap is None else backoff_cap)
         self.committer = Committer(
             self.output, self.link, counters=self.counters, backoff=self._backoff, log=self.log
@@ -296,45 +297,58 @@ class Sink:
     # ---- reopen / reload -----------------------------------------------
 
     def _handle_requests(self) -> None:
-        while True:
-            try:
-                kind, value = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "reopen":
+        """Run the requests of other threads, in order. Not again from inside one (a
+        commit's back-off pause services requests): the rest waits for the loop, so a
+        newer config is never applied before an older one."""
+        if self._handling:
+            return
+        self._handling = True
+        try:
+            while True:
                 try:
-                    if self.output.reopen():
-                        self.log.info("files reopened")
-                except OSError as exc:
-                    self.log.error("reopen failed", error=str(exc))
-            elif kind == "apply":
-                if value != self.config:
-                    # outside the try: a failed commit is the session's (reconnect, redelivery),
-                    # never a "not applied" that leaves its deliveries neither acked nor nacked
-                    self._commit_in_hand()
-                try:
+                    kind, value = self._requests.get_nowait()
+                except queue.Empty:
+                    return
+                if kind == "reopen":
+                    try:
+                        if self.output.reopen():
+                            self.log.info("files reopened")
+                    except OSError as exc:
+                        self.log.error("reopen failed", error=str(exc))
+                elif kind == "apply":
                     self.apply(value)
-                except Exception as exc:  # keep the old settings on any error
-                    self.log.error("new config not applied, keeping the old", error=repr(exc))
+        finally:
+            self._handling = False
 
     def apply(self, new: SinkConfig) -> None:
         """Switch to ``new`` settings of this sink (in the sink thread).
 
         Bindings are reconciled, prefetch/batch/dedup settings take effect, and a
-        changed output gets a new writer (the batch in hand is written first).
+        changed output gets a new writer (the batch in hand is written first). A config
+        that cannot be applied is logged and the old one kept; what committing the batch
+        in hand raises is raised (the session's to handle: reconnect, redelivery), never
+        taken for "not applied" with its deliveries neither acked nor nacked.
         """
         old = self.config
         if new == old:
             return
         if new.queue != old.queue:
-            raise ValueError(f"queue name changed ({old.queue} -> {new.queue}): restart the sink")
+            self._not_applied(f"queue name changed ({old.queue} -> {new.queue}): restart the sink")
+            return
         self._commit_in_hand()
-        if self.link.is_open:
-            self.link.reconcile(old, new)
-        self.output.apply(new)
+        try:
+            if self.link.is_open:
+                self.link.reconcile(old, new)
+            self.output.apply(new)
+        except Exception as exc:  # keep the old settings on any error
+            self._not_applied(repr(exc))
+            return
         self._batch.size = self._batch_limit(new)
         self._batch.interval = new.batch_interval
         self.log.info("config applied", match=new.match, type=new.type)
+
+    def _not_applied(self, error: str) -> None:
+        self.log.error("new config not applied, keeping the old", error=error)
 
     def _commit_in_hand(self) -> None:
         """Commit the deliveries in hand now, slice by slice; not those read meanwhile (a

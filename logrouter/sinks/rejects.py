@@ -221,10 +221,10 @@ def rejected_properties(
         headers.pop(batchwire.RECORDS_HEADER, None)
         headers[BATCH_HEADER] = message_id
         content_type, record_id = wire.CONTENT_TYPE, delivery.record_id
-        if record_id is not None and len(record_id.encode()) > SHORTSTR_BYTES:
-            headers[RECORD_ID_HEADER] = record_id  # its own id, any length
-        else:
+        if record_id is None or _fits_shortstr(record_id):
             message_id = record_id
+        else:  # its own id, any length; a lone surrogate (the json module's) escaped
+            headers[RECORD_ID_HEADER] = _sendable(record_id)
     elif records > 1:
         headers.update(batchwire.headers(records))
         headers[BATCH_HEADER] = message_id
@@ -257,36 +257,84 @@ def publish_rejected(
     (``Confirmations``)."""
     for copy in rejected_copies(rejected):
         delivery = copy.delivery
-        properties = rejected_properties(
-            delivery,
-            copy.reason,
-            sink=sink,
-            sink_login=sink_login,
-            exchange=exchange,
-            records=copy.records,
-        )
+        reason = _sendable(copy.reason)
         try:
+            properties = rejected_properties(
+                delivery,
+                reason,
+                sink=sink,
+                sink_login=sink_login,
+                exchange=exchange,
+                records=copy.records,
+            )
             properties.encode()  # what pika does in publish: raising there, midway, is worse
         except Exception as exc:  # a sender's value pika decoded but cannot encode again
-            properties = _sinks_own(properties, f"{type(exc).__name__}: {exc}")
+            why = _sendable(f"{type(exc).__name__}: {exc}")
+            properties = _sinks_own(delivery, reason, why, sink, sink_login, exchange, copy.records)
         publish(
             topology.REJECTED_QUEUE, delivery.routing_key, delivery.body, properties, mandatory=True
         )
         on_rejected(copy)
 
 
-def _sinks_own(properties: Any, why: str) -> Any:
-    """``properties`` of a copy with only the sink's own values (which always encode): a
-    message must never fail to be rejected, or its batch would be redelivered forever."""
-    headers = properties.headers or {}
-    own = {key: headers[key] for key in SINK_OWNED_HEADERS if key in headers}
-    own[PROPERTIES_HEADER] = why[:REASON_CHARS]
+def _sinks_own(
+    delivery: Delivery,
+    reason: str,
+    why: str,
+    sink: str,
+    sink_login: str | None,
+    exchange: str,
+    records: int,
+) -> Any:
+    """The properties of a copy with the sink's own values only (text it made sendable):
+    a message must never fail to be rejected, or its batch would be redelivered forever.
+    The sender's ``message_id`` is kept when it can be sent again."""
+    headers = {
+        REASON_HEADER: reason,
+        SINK_HEADER: _sendable(sink),
+        EXCHANGE_HEADER: _sendable(exchange),
+        ROUTING_KEY_HEADER: _sendable(delivery.routing_key),
+        PROPERTIES_HEADER: why[:REASON_CHARS],
+    }
+    user_id = getattr(delivery.properties, "user_id", None)
+    if isinstance(user_id, str):
+        headers[USER_HEADER] = _sendable(user_id)
+    message_id = getattr(delivery.properties, "message_id", None)
+    if delivery.line:
+        message_id = delivery.record_id
+    if not (isinstance(message_id, str) and _fits_shortstr(message_id)):
+        message_id = None
+    content_type = None  # a single message's own: not known to be sendable
+    if delivery.line:
+        content_type = wire.CONTENT_TYPE
+    elif batchwire.is_batch(getattr(delivery.properties, "content_type", None)):
+        content_type = batchwire.CONTENT_TYPE
+        headers.update(batchwire.headers(records))
     return pika.BasicProperties(
-        content_type=properties.content_type,
-        headers=own,
+        content_type=content_type,
+        headers=headers,
         delivery_mode=2,
-        user_id=properties.user_id,
+        message_id=message_id,
+        user_id=sink_login,
     )
+
+
+def _fits_shortstr(text: str) -> bool:
+    """Whether ``text`` can be an AMQP short string (a message_id): valid UTF-8 of at
+    most 255 bytes."""
+    try:
+        return len(text.encode()) <= SHORTSTR_BYTES
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+
+
+def _sendable(text: str) -> str:
+    """``text`` as pika can encode it: a lone surrogate escaped (``\\ud800``)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+    return text
 
 
 class Confirmations:

@@ -126,7 +126,7 @@ def test_sigterm_exits_zero_with_everything_acked(sinkenv: dict[str, Any]) -> No
     assert stop(process) == 0, (sinkenv["tmp"] / "sink.log").read_text()
     written = tokens(lines_of(out / "app.log"))
     assert max(written.values()) == 1
-    assert len(written) < total // 2, f"{len(written)} of {total} written after SIGTERM"
+    assert len(written) < total, "the sink drained its backlog after SIGTERM"
     # Deliveries the sink held unacked go back to the queue as the broker sees its
     # connection close, which can be a moment after the process exited.
     wait_for(

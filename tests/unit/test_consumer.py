@@ -8,6 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pika.exceptions
+
 from logrouter.config.loader import parse_config
 from logrouter.sinks.batch import Batch
 from logrouter.sinks.consumer import Backoff, Sink
@@ -120,3 +122,53 @@ def test_a_reload_commits_what_was_in_hand_not_what_arrives_meanwhile(tmp_path: 
     assert sink.config == new
     assert committer.commits == PREFETCH // 10
     assert link.acked == PREFETCH
+
+
+def test_a_commit_that_fails_during_a_reload_is_raised_not_taken_for_not_applied(
+    tmp_path: Path,
+) -> None:
+    """Commits fail from the third on (rejected copies nacked) while a reload writes the
+    batch in hand: every failure leaves the request handling, for the session to
+    reconnect (the batch is redelivered); none is logged as "not applied" and swallowed,
+    after which the next multiple ack covered the failed slice. The reload commits what
+    was in hand (two slices), not what arrived meanwhile."""
+    sink, link = busy_sink(tmp_path)
+    link.process(0)
+    raised: list[int] = []
+
+    def refused(commits: int) -> None:
+        if commits >= 3:
+            raised.append(commits)
+            raise pika.exceptions.NackError([])
+
+    sink.committer = ReadingCommitter(link, refused)  # type: ignore[assignment]
+    old = sink.config
+    sink.request_apply(dataclasses.replace(old, batch_interval=old.batch_interval + 1))
+    try:
+        sink._handle_requests()
+    except pika.exceptions.NackError:
+        assert raised and sink.config == old
+    else:
+        assert raised == [], f"commit {raised} failed and was swallowed"
+        assert sink.config != old
+
+
+def test_requests_are_applied_in_order_even_from_a_commits_pause(tmp_path: Path) -> None:
+    """Two reloads queued, the first one's commit pausing (a write error's back-off
+    services requests): the second is not applied inside the first, so the newest
+    settings are the ones left in force."""
+    sink, link = busy_sink(tmp_path)
+    link.process(0)
+    old = sink.config
+    v2 = dataclasses.replace(old, batch_interval=old.batch_interval + 1)
+    v3 = dataclasses.replace(old, batch_interval=old.batch_interval + 2)
+
+    def pause_on_first(commits: int) -> None:
+        if commits == 1:
+            sink._handle_requests()  # what _pause does while backing off
+
+    sink.committer = ReadingCommitter(link, pause_on_first)  # type: ignore[assignment]
+    sink.request_apply(v2)
+    sink.request_apply(v3)
+    sink._handle_requests()
+    assert sink.config == v3

@@ -298,7 +298,28 @@ def test_a_copy_whose_properties_cannot_be_encoded_goes_with_the_sinks_own() -> 
     assert copy.headers[REASON_HEADER] == "undecodable"
     assert copy.headers[USER_HEADER] == "mallory"
     assert copy.headers[PROPERTIES_HEADER].startswith("ShortStringTooLong")
-    assert copy.user_id == "sinkd" and copy.app_id is None
+    assert copy.user_id == "sinkd" and copy.app_id is None and copy.message_id == "m1"
+
+
+def test_a_line_whose_id_is_a_lone_surrogate_is_rejected_with_the_id_escaped() -> None:
+    """A batch line {"id": "\\ud800", ...} that the standard library decodes (orjson
+    refuses it) and the sink rejects: its copy goes out, the id escaped in
+    x-logrouter-record-id (encoding it raised, the batch came back forever)."""
+    props = batch_props()
+    body = b'{"id":"ok1","msg":"m"}\n{"id":"\\ud800","msg":"x"}\n'
+    items = batchwire.split_batch(body, "nofacility", message_id=props.message_id)
+    rejected = [
+        (Delivery(7, "nofacility", item.line, props, False, 0.0, item.id, True), "why \ud800")
+        for item in items
+        if item.id != "ok1"
+    ]
+    channel, copies = publish(rejected)
+    assert len(copies) == 1 and len(channel.published) == 1
+    ((_exchange, _key, _body, copy),) = channel.published
+    copy.encode()
+    assert copy.message_id == "batch-9"
+    assert copy.headers[RECORD_ID_HEADER] == "\\ud800"
+    assert copy.headers[REASON_HEADER] == "why \\ud800"
 
 
 def test_a_closed_reject_channel_ends_the_wait_with_its_error() -> None:
