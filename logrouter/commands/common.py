@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pika.exceptions
 
-from logrouter import exitcodes
+from logrouter import exitcodes, total_decoding
 from logrouter.connection import (
     BadURL,
     BrokerSettings,
@@ -124,7 +124,9 @@ def close_quietly(connection: Any) -> None:
 
 def connect_as(settings: BrokerSettings, name: str, say: Callable[[str], None]) -> Any:
     """A connection to the broker as client ``name``; None once ``say`` has told the
-    user that no URL answered (the command then exits with ``exitcodes.RUNTIME``)."""
+    user that no URL answered (the command then exits with ``exitcodes.RUNTIME``).
+    Properties of messages it reads decode totally (``total_decoding``)."""
+    total_decoding.install()
     try:
         return settings.with_name(name).connect()
     except BrokerUnavailable as exc:

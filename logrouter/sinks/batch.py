@@ -24,6 +24,7 @@ from logrouter.batchwire import MAX_LINES, is_batch, split_batch
 from logrouter.sinks.archive import body_line, sender_tail, with_sender
 from logrouter.sinks.dedup import DedupKey, dedup_user
 from logrouter.sinks.fastbatch import Classifying, note_count, suppressed_in, whole_batch
+from logrouter.total_decoding import undecodable
 
 #: a batch body longer than this has its lines counted (the MAX_LINES cap) before any
 #: split, so that a hostile one never becomes millions of lines in memory; a shorter one
@@ -217,6 +218,9 @@ def classify_pending(
     decode_error = orjson.JSONDecodeError
     for delivery in pending:
         props = delivery.properties
+        if getattr(props, "headers", None) and (why := undecodable(props)) is not None:
+            outcome.rejected.append((delivery, why))  # its headers as bytes, in the copy
+            continue
         if is_batch(getattr(props, "content_type", None)):
             _classify_lines(delivery, outcome, batch)
             continue

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from logrouter import topology
+from logrouter import topology, total_decoding
 from logrouter.app.frames import emit, gather, streaming_confirms
 from logrouter.connection import BrokerSettings, connection_login, describe_error
 from logrouter.sinks.batch import Delivery
@@ -64,6 +64,7 @@ class BrokerLink:
         """Connect, declare the topology of ``config`` (logging reconciled bindings) and
         open the confirmed channel for rejected copies. Raises ``OSError`` or pika's
         ``AMQPError``."""
+        total_decoding.install()  # one hostile message must not stop the sink for good
         connection: Any = self.broker.with_name(f"logrouter sink {config.name}").connect()
         self.connection = connection
         read_in_large_chunks(connection)

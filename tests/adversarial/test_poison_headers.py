@@ -1,0 +1,107 @@
+"""One message whose AMQP headers pika cannot decode (a hostile publisher).
+
+RabbitMQ passes a headers table on as it came; pika raised while decoding a
+timestamp beyond year 9999 (``OSError: Value too large``), and the raise came out
+of the consumer's event loop as a lost connection: the sink reconnected, got the
+same message first again, and never wrote another record from its queue (in both
+delivery paths). Now the message is rejected with its headers' bytes kept, and
+the records around it are written.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from datetime import UTC, datetime
+from typing import Any
+
+import pika
+
+from logrouter import topology
+from logrouter.app.frames import emit, gather
+from logrouter.sinks.rejects import REASON_HEADER
+from logrouter.total_decoding import RAW_HEADERS_HEADER
+from tests.adversarial.attackers import Attacker
+from tests.helpers.sinks import ROOT, declare, lines_of, logrouter, name, write_config
+
+WHEN = datetime(2020, 1, 1, tzinfo=UTC)
+#: a 'T' (timestamp) header of 2**62 seconds: past what datetime holds
+POISON = b"\x01kT" + struct.pack(">Q", 2**62)
+
+
+def publish_poison(url: str, exchange: str, message_id: str) -> None:
+    """Publish one record whose header ``k`` is the POISON timestamp, then 3 good ones
+    (the frames pika writes are patched before they go out)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        frames = gather(connection)
+        props = pika.BasicProperties(headers={"k": WHEN}, message_id=message_id)
+        channel.basic_publish(exchange, "app.err", b'{"msg": "poison"}', props)
+        assert frames is not None, "pika's write hook is missing"
+        sane = b"\x01kT" + struct.pack(">Q", int(WHEN.timestamp()))
+        patched = [frame.replace(sane, POISON) for frame in frames]
+        assert patched != frames
+        frames[:] = patched
+        emit(connection, frames)
+        for n in range(3):
+            body = b'{"msg": "good %d"}' % n
+            channel.basic_publish(exchange, "app.err", body, pika.BasicProperties())
+    finally:
+        connection.close()
+
+
+def test_a_message_with_undecodable_headers_is_rejected_and_the_rest_written(
+    sinkenv: dict[str, Any], attacker: Attacker
+) -> None:
+    """The poison message and 3 records, for a file sink with and without the fast
+    delivery path: the burst run ends (it reconnected forever), the 3 records are in
+    the file, and logrouter.rejected holds the poison message with the reason and its
+    headers' bytes."""
+    out = sinkenv["tmp"] / "out"
+    sinks = {
+        name(sinkenv, f"poison{fast}"): {
+            "type": "file",
+            "match": "*.*",
+            "path": f"{out}/{fast}/{{facility}}.log",
+            "fast_deliveries": fast == "fast",
+        }
+        for fast in ("fast", "pika")
+    }
+    config = write_config(
+        sinkenv["tmp"] / "routing.toml", sinkenv["url"], sinkenv["exchange"], sinks
+    )
+    declare(config)
+    message_id = f"poison-{sinkenv['tag']}"
+    connection = pika.BlockingConnection(pika.URLParameters(sinkenv["url"]))
+    channel = connection.channel()
+    copies = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(copies, topology.REJECTED_QUEUE)
+    try:
+        publish_poison(attacker.url, sinkenv["exchange"], message_id)
+        result = subprocess.run(
+            logrouter("run", str(config), "--burst"),
+            env=sinkenv["env"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        for fast in ("fast", "pika"):
+            assert [line.rsplit(": ", 1)[1] for line in lines_of(out / fast / "app.log")] == [
+                "good 0",
+                "good 1",
+                "good 2",
+            ]
+        held = []
+        while (got := channel.basic_get(copies, auto_ack=True))[0] is not None:
+            if got[1].message_id == message_id:
+                held.append(got)
+        assert len(held) == 2  # one per sink
+        for _method, props, body in held:
+            assert body == b'{"msg": "poison"}'
+            assert props.headers[REASON_HEADER].startswith("AMQP headers undecodable (")
+            assert props.headers[RAW_HEADERS_HEADER] == POISON
+    finally:
+        connection.close()
