@@ -11,7 +11,6 @@ the records around it are written.
 from __future__ import annotations
 
 import struct
-import subprocess
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +21,7 @@ from logrouter.app.frames import emit, gather
 from logrouter.sinks.rejects import REASON_HEADER
 from logrouter.total_decoding import RAW_HEADERS_HEADER
 from tests.adversarial.attackers import Attacker
-from tests.helpers.sinks import ROOT, declare, lines_of, logrouter, name, write_config
+from tests.helpers.sinks import declare, lines_of, name, run_burst, write_config
 
 WHEN = datetime(2020, 1, 1, tzinfo=UTC)
 #: a 'T' (timestamp) header of 2**62 seconds: past what datetime holds
@@ -79,14 +78,7 @@ def test_a_message_with_undecodable_headers_is_rejected_and_the_rest_written(
     channel.queue_bind(copies, topology.REJECTED_QUEUE)
     try:
         publish_poison(attacker.url, sinkenv["exchange"], message_id)
-        result = subprocess.run(
-            logrouter("run", str(config), "--burst"),
-            env=sinkenv["env"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_burst(["run", str(config)], sinkenv["env"], timeout=60)
         assert result.returncode == 0, result.stderr[-2000:]
         for fast in ("fast", "pika"):
             assert [line.rsplit(": ", 1)[1] for line in lines_of(out / fast / "app.log")] == [

@@ -26,7 +26,7 @@ from logrouter.sinks.rejects import (
 )
 from tests.helpers import ROOT
 from tests.helpers.broker import queue_depth, wait_for
-from tests.helpers.sinks import archive_records, publish, stop
+from tests.helpers.sinks import archive_records, publish, run_burst, stop
 from tests.integration.test_query import Archive, drop_archive, make_archive, start_sink
 
 
@@ -410,14 +410,7 @@ def test_a_flood_of_junk_messages_is_rejected_copy_by_copy_without_a_wait_each(
     queue = f"logrouter.{flood.sink}"
     wait_for(lambda: queue_depth(env.url, queue) == len(messages), "the flood queued")
     log = flood.tmp / "sink.log"
-    result = subprocess.run(
-        [sys.executable, "-m", "logrouter", "sink", flood.sink, str(flood.config), "--burst"],
-        env=flood.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_burst(["sink", flood.sink, str(flood.config)], flood.env, timeout=120)
     log.write_text(result.stderr)
     try:
         assert result.returncode == 0, result.stderr[-2000:]
@@ -449,14 +442,7 @@ def test_a_bad_line_of_a_batch_with_a_longest_id_is_rejected_not_wedging_the_sin
     )
     body = batchwire.encode_batch([good_line(tag, "0").rstrip(b"\n"), b"junk"])
     publish(env.url, long.exchange, [("app.err", body, props)])
-    result = subprocess.run(
-        [sys.executable, "-m", "logrouter", "sink", long.sink, str(long.config), "--burst"],
-        env=long.env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_burst(["sink", long.sink, str(long.config)], long.env, timeout=60)
     try:
         assert result.returncode == 0, result.stderr[-2000:]
         assert [r["id"] for r in archive_records(long.dir)] == [f"{tag}-0"]
