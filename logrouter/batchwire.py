@@ -158,8 +158,9 @@ def headers(count: int) -> dict[str, Any]:
 
 
 def is_batch(content_type: str | None) -> bool:
-    """True when a message with this content type is a batch (parameters ignored)."""
-    if not content_type:
+    """True when a message with this content type is a batch (parameters ignored); False
+    for one pika gives as bytes (not UTF-8: not ours)."""
+    if not content_type or not isinstance(content_type, str):
         return False
     return content_type.partition(";")[0].strip().lower() == CONTENT_TYPE
 

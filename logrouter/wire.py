@@ -352,7 +352,11 @@ def complete(
         record["severity"] = severity
         changed = CHANGED
     if not isinstance(record.get("ts"), str):
-        record["ts"] = format_ts(timestamp if timestamp else (arrival or time.time()))
+        received = arrival or time.time()
+        try:
+            record["ts"] = format_ts(timestamp if timestamp else received)
+        except (OverflowError, OSError, ValueError):  # a timestamp property past year 9999
+            record["ts"] = format_ts(received)
         changed = CHANGED
     if message_id and "id" not in record:
         record["id"] = message_id

@@ -82,6 +82,16 @@ class Held:
     routing_key: str
     properties: Any
     body: bytes
+    #: read from logrouter.rejected (where only sinks publish), not from an unrouted
+    #: queue (where every header is the sender's)
+    from_sinks: bool = True
+
+    @property
+    def sink_copy(self) -> bool:
+        """Whether a sink published this copy, so its ``x-logrouter-*`` headers are the
+        sink's word: read from logrouter.rejected and not dead-lettered there by the
+        broker (``x-death``: then every header is still the sender's)."""
+        return self.from_sinks and "x-death" not in (self.properties.headers or {})
 
     @property
     def ident(self) -> str:
@@ -111,10 +121,11 @@ class Held:
 # --------------------------------------------------------------------------- pure
 
 
-def reason_of(properties: Any) -> str:
-    """Why the message is here: our reason header, else the broker's x-death reason."""
+def reason_of(properties: Any, sink_copy: bool = True) -> str:
+    """Why the message is here: a sink's reason header (``sink_copy``: see
+    ``Held.sink_copy``), else the broker's x-death reason."""
     headers = properties.headers or {}
-    reason = headers.get(REASON_HEADER)
+    reason = headers.get(REASON_HEADER) if sink_copy and "x-death" not in headers else None
     if reason is not None:
         return _text(reason)
     death = _first_death(headers)
@@ -132,29 +143,38 @@ def _first_death(headers: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def time_of(properties: Any) -> datetime | None:
-    """When the message was published (the timestamp property), if known."""
+    """When the message was published (the timestamp property), if known and a time
+    (a sender's 2**62 is none)."""
     stamp = properties.timestamp
-    return datetime.fromtimestamp(stamp, UTC) if isinstance(stamp, int | float) else None
+    if not isinstance(stamp, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(stamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
-def sender_of(properties: Any) -> str | None:
+def sender_of(properties: Any, sink_copy: bool = True) -> str | None:
     """The broker-validated login that sent the message before it came here (None: none).
 
-    A message the broker dead-lettered (``x-death``) keeps its sender's properties, so
-    its ``user_id``; a sink's copy is stamped with the sink's login and names the
-    sender in ``x-logrouter-user-id``, which the sink sets (never the sender's own).
+    A message the broker dead-lettered (``x-death``) or routed to an unrouted queue
+    (not ``sink_copy``) keeps its sender's properties, so its ``user_id``; a sink's
+    copy is stamped with the sink's login and names the sender in
+    ``x-logrouter-user-id``, which the sink sets (never the sender's own).
     """
     headers = properties.headers or {}
-    sender = properties.user_id if "x-death" in headers else headers.get(USER_HEADER)
+    trusted = sink_copy and "x-death" not in headers
+    sender = headers.get(USER_HEADER) if trusted else properties.user_id
     return _text(sender) if sender else None
 
 
-def exchange_of(properties: Any) -> str | None:
+def exchange_of(properties: Any, sink_copy: bool = True) -> str | None:
     """The exchange the message was published to before it came here (None: unknown,
     a copy by a sink older than the header, or dead-lettered from a queue it reached
-    through the default exchange)."""
+    through the default exchange). A sender's own header is never taken for it."""
     headers = properties.headers or {}
-    exchange = headers.get(EXCHANGE_HEADER)
+    trusted = sink_copy and "x-death" not in headers
+    exchange = headers.get(EXCHANGE_HEADER) if trusted else None
     if exchange is None and (death := _first_death(headers)) is not None:
         exchange = death.get("exchange")
     return _text(exchange) if exchange else None
@@ -162,7 +182,7 @@ def exchange_of(properties: Any) -> str | None:
 
 def original_key(held: Held) -> str:
     """The routing key the message was first published with."""
-    headers = held.properties.headers or {}
+    headers = held.properties.headers or {} if held.sink_copy else {}
     return _text(headers.get(ROUTING_KEY_HEADER) or held.routing_key)
 
 
@@ -196,9 +216,10 @@ def selected(
 ) -> bool:
     """Whether ``--reason`` (substring, any case), ``--since`` and ``exchange`` (the
     message came from it, or from where is unknown) select the message."""
-    if exchange is not None and exchange_of(held.properties) not in (exchange, None):
+    trusted = held.sink_copy
+    if exchange is not None and exchange_of(held.properties, trusted) not in (exchange, None):
         return False
-    if reason is not None and reason.lower() not in reason_of(held.properties).lower():
+    if reason is not None and reason.lower() not in reason_of(held.properties, trusted).lower():
         return False
     if since is not None:
         when = time_of(held.properties)
@@ -220,7 +241,7 @@ def list_line(held: Held) -> str:
             escape(original_key(held)),
             size,
             escape(held.ident),
-            escape(reason_of(held.properties)),
+            escape(reason_of(held.properties, held.sink_copy)),
             preview,
         )
     )
@@ -229,20 +250,24 @@ def list_line(held: Held) -> str:
 def show_text(held: Held) -> str:
     """One message in full: routing key, sender, properties, headers, body; all escaped.
 
-    The sender is ``sender_of``; the user headers a sender could have planted on a
-    dead-lettered message are not listed. A batch's body is shown line by line,
+    The sender is ``sender_of`` and the reason ``reason_of``; the user headers a sender
+    could have planted on a dead-lettered message are not listed, and a sink's header
+    on a message no sink published is marked as the sender's. A batch's body is shown line by line,
     numbered as the reason names its lines.
     """
     props = held.properties
     lines = [f"routing key: {escape(original_key(held))}"]
-    lines.append(f"sent by: {escape(sender_of(props) or '-')}")
+    lines.append(f"sent by: {escape(sender_of(props, held.sink_copy) or '-')}")
     for name in ("message_id", "app_id", "user_id", "content_type", "timestamp"):
         value = getattr(props, name, None)
         if value is not None:
             lines.append(f"{name}: {escape(str(value))}")
-    for key, value in sorted((props.headers or {}).items()):
-        if key not in (USER_HEADER, ORIGINAL_USER_HEADER):
-            lines.append(f"header {escape(str(key))}: {escape(_text(value))}")
+    lines.append(f"reason: {escape(reason_of(props, held.sink_copy))}")
+    for key, value in sorted((props.headers or {}).items(), key=lambda item: str(item[0])):
+        if key in (USER_HEADER, ORIGINAL_USER_HEADER):
+            continue
+        whose = " (set by the sender)" if key in SINK_OWNED_HEADERS and not held.sink_copy else ""
+        lines.append(f"header {escape(str(key))}{whose}: {escape(_text(value))}")
     records = held.records
     if records is None:
         lines.append(f"body ({len(held.body)} bytes):")
@@ -260,7 +285,7 @@ def replay_properties(held: Held, login: str | None = None) -> pika.BasicPropert
     props = held.properties
     headers = {k: v for k, v in (props.headers or {}).items() if k not in _REJECTION_HEADERS}
     headers[REPLAY_HEADER] = "rejected"
-    sender = sender_of(props)
+    sender = sender_of(props, held.sink_copy)
     if sender is not None:
         headers[ORIGINAL_USER_HEADER] = sender
     return pika.BasicProperties(
@@ -286,7 +311,14 @@ def fetch(channel: Any, queue: str) -> Iterator[Held]:
         method, properties, body = channel.basic_get(queue=queue, auto_ack=False)
         if method is None:
             return
-        yield Held(position, method.delivery_tag, method.routing_key, properties, body)
+        yield Held(
+            position,
+            method.delivery_tag,
+            method.routing_key,
+            properties,
+            body,
+            from_sinks=queue == REJECTED_QUEUE,
+        )
 
 
 def _err(message: str) -> None:

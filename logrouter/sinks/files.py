@@ -40,17 +40,17 @@ _TS = re.compile(r"(\d{4})-(\d\d)-(\d\d)[T ](\d\d)", re.ASCII)
 def record_time(ts: Any, now: float | None = None) -> datetime:
     """The time (UTC) of a record from its RFC 3339 ``ts`` (pure but for the default ``now``).
 
-    ASCII digits and a real date only; a time that is missing, invalid, or more
-    than ``MAX_FUTURE`` after ``now`` (arrival) gives ``now``.
+    ASCII digits and a real date only; a time that is missing, invalid, outside what
+    UTC can hold, or more than ``MAX_FUTURE`` after ``now`` (arrival) gives ``now``.
     """
     arrival = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     if not isinstance(ts, str) or not _TS.match(ts) or not ts.isascii():
         return arrival
     try:
         parsed = datetime.fromisoformat(ts)
-    except ValueError:
+        when = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # no such time; one UTC cannot hold (year 1, +01:00)
         return arrival
-    when = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return arrival if when - arrival > MAX_FUTURE else when
 
 

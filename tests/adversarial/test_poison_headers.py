@@ -21,7 +21,14 @@ from logrouter.app.frames import emit, gather
 from logrouter.sinks.rejects import REASON_HEADER
 from logrouter.total_decoding import RAW_HEADERS_HEADER
 from tests.adversarial.attackers import Attacker
-from tests.helpers.sinks import declare, lines_of, name, run_burst, write_config
+from tests.helpers.sinks import (
+    archive_records,
+    declare,
+    lines_of,
+    name,
+    run_burst,
+    write_config,
+)
 
 WHEN = datetime(2020, 1, 1, tzinfo=UTC)
 #: a 'T' (timestamp) header of 2**62 seconds: past what datetime holds
@@ -97,3 +104,47 @@ def test_a_message_with_undecodable_headers_is_rejected_and_the_rest_written(
             assert props.headers[RAW_HEADERS_HEADER] == POISON
     finally:
         connection.close()
+
+
+def test_odd_properties_and_times_are_written_or_rejected_never_wedging_sinks(
+    sinkenv: dict[str, Any], attacker: Attacker
+) -> None:
+    """A content_type that is not UTF-8 (pika gives bytes), a ts that UTC cannot hold
+    (year 1 at +01:00) and a timestamp property of 2**62 s, around 2 records, into an
+    archive sink and a file sink whose path has %Y: the burst run ends (the first two
+    made both sinks reconnect forever), every message is written (the odd times as the
+    arrival's), nothing is rejected."""
+    out = sinkenv["tmp"] / "out"
+    archive, dated = name(sinkenv, "oddarch"), name(sinkenv, "odddated")
+    config = write_config(
+        sinkenv["tmp"] / "routing.toml",
+        sinkenv["url"],
+        sinkenv["exchange"],
+        {
+            archive: {"type": "archive", "match": "*.*", "dir": str(out / "archive")},
+            dated: {"type": "file", "match": "*.*", "path": f"{out}/%Y/{{facility}}.log"},
+        },
+    )
+    declare(config)
+    odd = [
+        (b'{"msg": "bytes type"}', pika.BasicProperties(content_type=b"\xff\xfe")),  # type: ignore[arg-type]
+        (b'{"msg": "year one", "ts": "0001-01-01T00:00:00+01:00"}', pika.BasicProperties()),
+        (b"far future", pika.BasicProperties(timestamp=2**62)),
+    ]
+    messages = [(b'{"msg": "good 0"}', pika.BasicProperties()), *odd]
+    messages.append((b'{"msg": "good 1"}', pika.BasicProperties()))
+    connection = pika.BlockingConnection(pika.URLParameters(attacker.url))
+    try:
+        channel = connection.channel()
+        for body, props in messages:
+            props.user_id = attacker.user
+            channel.basic_publish(sinkenv["exchange"], "app.err", body, props)
+    finally:
+        connection.close()
+    result = run_burst(["run", str(config)], sinkenv["env"], timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    wanted = ["good 0", "bytes type", "year one", "far future", "good 1"]
+    year = datetime.now(UTC).year
+    assert [line.rsplit(": ", 1)[1] for line in lines_of(out / str(year) / "app.log")] == wanted
+    assert sorted(r["msg"] for r in archive_records(out / "archive")) == sorted(wanted)
+    assert '"message rejected"' not in result.stderr

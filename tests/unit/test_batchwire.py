@@ -224,3 +224,10 @@ def test_decode_message_gives_the_validated_sender_never_the_bodys() -> None:
     assert single.record is not None and single.record["sender"] == "mallory"
     (anonymous,) = batchwire.decode_message(claim, "auth.err")
     assert anonymous.record is not None and "sender" not in anonymous.record
+
+
+def test_a_content_type_pika_gives_as_bytes_is_not_a_batch() -> None:
+    """A content_type that is not UTF-8 (pika decodes it as bytes) is no batch, and no
+    error (it raised TypeError in the sink's delivery callback: a reconnect loop)."""
+    assert batchwire.is_batch(b"\xff\xfe") is False  # type: ignore[arg-type]
+    assert batchwire.is_batch(batchwire.CONTENT_TYPE + "; charset=utf-8")

@@ -34,3 +34,13 @@ def test_a_valid_record_time_is_believed() -> None:
         2020, 2, 29, 21, 30, tzinfo=UTC
     )
     assert record_time("2026-03-01T18:00:00Z", NOW).hour == 18
+
+
+def test_a_time_utc_cannot_hold_is_the_arrival() -> None:
+    """Year 1 at +01:00 is before year 1 in UTC (and 9999-12-31 at -01:00 after 9999):
+    such a ts files the record by its arrival; it raised OverflowError, and the sink
+    failed the batch on every redelivery."""
+    now = 1_764_567_000.0
+    arrival = datetime.fromtimestamp(now, UTC)
+    for ts in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        assert record_time(ts, now) == arrival

@@ -192,3 +192,19 @@ def test_raw_count_decides_members_of_plain_records(selector: str) -> None:
         RecordFilter(selector=query.selector, fields=(parse_field("app=x"),)).count_raw(member)
         is None
     )
+
+
+def test_a_ts_that_is_no_time_or_past_utc_gives_the_default_key() -> None:
+    """A canonical-looking ts that is no time (letters for digits, month 13) and one UTC
+    cannot hold (year 1 at +01:00) key as the default (the file's partition start), so
+    query -f and replay, which parse every key, never meet one (they stopped with a
+    traceback)."""
+    for ts in (
+        "2026-12-01T05:59:59.zzzzzzZ",
+        "2026-13-01T05:59:59.000000Z",
+        "2026-02-31T05:59:59.000000Z",
+        "0001-01-01T00:00:00+01:00",
+    ):
+        assert record_key({"ts": ts}, "DEFAULT") == "DEFAULT", ts
+    assert record_key({"ts": "2026-12-01T05:59:59.000001Z"}) == "2026-12-01T05:59:59.000001Z"
+    assert record_key({"ts": "2026-12-01T06:59:59+01:00"}) == "2026-12-01T05:59:59.000000Z"

@@ -189,3 +189,10 @@ def test_the_sender_is_the_validated_user_id_and_replaces_any_claim() -> None:
     assert wire.set_sender(forged, None) is True and forged == {"msg": "x"}
     plain = {"msg": "x"}
     assert wire.set_sender(plain, "alice") is False and list(plain) == ["msg", "sender"]
+
+
+def test_a_timestamp_property_past_year_9999_gives_the_arrival_time() -> None:
+    """A foreign message without ts whose timestamp property is 2**62 s: its record is
+    timed by its arrival (it was rejected as undecodable)."""
+    record = wire.decode(b"far future", "app.err", timestamp=2**62, arrival=1_764_567_000.0)
+    assert record["ts"] == wire.format_ts(1_764_567_000.0)

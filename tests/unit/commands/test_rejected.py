@@ -8,11 +8,15 @@ from logrouter import batchwire
 from logrouter.commands.rejected import (
     REPLAY_HEADER,
     Held,
+    exchange_of,
     list_line,
+    original_key,
+    reason_of,
     replay_properties,
     selected,
     sender_of,
     show_text,
+    time_of,
 )
 from logrouter.sinks.rejects import (
     BATCH_HEADER,
@@ -20,6 +24,7 @@ from logrouter.sinks.rejects import (
     ORIGINAL_USER_HEADER,
     REASON_HEADER,
     RECORD_ID_HEADER,
+    ROUTING_KEY_HEADER,
     SINK_HEADER,
     USER_HEADER,
 )
@@ -138,3 +143,45 @@ def test_a_line_copy_is_named_by_the_record_id_too_long_for_its_message_id() -> 
     props = pika.BasicProperties(message_id="b7", headers={RECORD_ID_HEADER: long_id})
     held = Held(1, 1, "app.err", props, b"junk")
     assert held.named(long_id) and held.named("b7") and not held.named("r")
+
+
+def test_a_senders_own_sink_headers_are_never_taken_for_the_sinks() -> None:
+    """A message dead-lettered into logrouter.rejected (x-death) or read from an unrouted
+    queue: its reason, exchange, routing key and sender come from the broker and its own
+    user_id, never from x-logrouter-* headers it planted; show marks those as the
+    sender's. A sink's copy is read as before."""
+    planted = {
+        REASON_HEADER: "forged: sink said so",
+        EXCHANGE_HEADER: "victim",
+        ROUTING_KEY_HEADER: "victim.crit",
+        USER_HEADER: "guest",
+    }
+    death = {"x-death": [{"reason": "expired", "queue": "logrouter.f", "exchange": "logs"}]}
+    dead = pika.BasicProperties(user_id="mallory", headers={**planted, **death})
+    unrouted = pika.BasicProperties(user_id="mallory", headers=dict(planted))
+    for held in (
+        Held(1, 1, "app.err", dead, b"x"),
+        Held(2, 2, "app.err", unrouted, b"x", from_sinks=False),
+    ):
+        assert not held.sink_copy
+        assert sender_of(held.properties, held.sink_copy) == "mallory"
+        assert "forged" not in reason_of(held.properties, held.sink_copy)
+        assert exchange_of(held.properties, held.sink_copy) in (None, "logs")
+        assert original_key(held) == "app.err"
+        text = show_text(held)
+        assert "sent by: mallory" in text
+        assert "header x-logrouter-reason (set by the sender): forged" in text
+    assert not selected(Held(1, 1, "app.err", dead, b"x"), None, None, "victim")
+    copy = Held(3, 3, "app.err", pika.BasicProperties(user_id="sinkd", headers=planted), b"x")
+    assert copy.sink_copy and sender_of(copy.properties) == "guest"
+    assert reason_of(copy.properties) == "forged: sink said so"
+
+
+def test_a_timestamp_past_year_9999_or_mixed_header_keys_do_not_stop_list_or_show() -> None:
+    """A timestamp property of 2**62 s has no time (list printed a traceback and stopped);
+    header keys of str and bytes (not UTF-8) are shown in a stable order."""
+    props = pika.BasicProperties(timestamp=2**62, headers={"a": 1, b"\xff": 2})
+    held = Held(1, 1, "app.err", props, b"x")
+    assert time_of(props) is None
+    assert list_line(held).startswith("-  ")
+    assert "header b'\\xff': 2" in show_text(held) or "header b'\\\\xff': 2" in show_text(held)
