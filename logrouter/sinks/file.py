@@ -9,8 +9,9 @@ final path is normalised and checked to stay inside ``base_dir``, and opened
 beneath it without following any symlink (``fsio.open_beneath``).
 
 Fan-out is bounded: at most ``max_files`` distinct placeholder values per
-writer; records past the cap go, as JSON lines with every field, to
-``OVERFLOW_NAME`` in the base dir.
+writer (per sender when the path names ``{sender}``: senders are broker logins);
+records past the cap go, as JSON lines with every field, to ``OVERFLOW_NAME`` in
+the base dir.
 
 Files are created with ``file_mode`` (0640, whatever the umask), opened
 ``O_APPEND``, kept in an LRU of at most ``max_open_files`` descriptors, and
@@ -235,7 +236,11 @@ class FileWriter(FilesWriter):
         self.retention = Retention(options.keep_age) if options.keep_age else None
         self.max_files = max(1, options.max_files)
         self.overflow_path = os.path.join(self.paths.base, OVERFLOW_NAME)
-        self._slots: set[tuple[str, ...]] = set()
+        #: fan-out slots taken, per sender when the path names ``{sender}`` (else all
+        #: under None): one login's fan-out never sends another's records to overflow
+        self._slots: dict[Any, set[tuple[str, ...]]] = {}
+        names = self.paths.names
+        self._sender_at = names.index("sender") if "sender" in names else None
         #: the keys ``write_rows`` reads of a row (``fastbatch.row_type``): the line
         #: format's and the path's, when all are plain keys, without format specs
         #: and without time in the path; None: this writer takes records alone
@@ -405,8 +410,13 @@ class FileWriter(FilesWriter):
 
     def _slot(self, values: Any) -> bool:
         """Take (or hold already) the fan-out slot of these placeholder values; False
-        when ``max_files`` slots are taken by others."""
-        slots = self._slots
+        when ``max_files`` slots are taken by others (of the same sender, with
+        ``{sender}`` in the path)."""
+        at = self._sender_at
+        owner = None if at is None else values[at]
+        slots = self._slots.get(owner)
+        if slots is None:
+            slots = self._slots[owner] = set()
         if values in slots:
             return True
         if len(slots) >= self.max_files:

@@ -344,6 +344,21 @@ def test_fan_out_is_capped_and_the_rest_goes_to_the_overflow_file(tmp_path: Path
     assert sum(len((tmp_path / f"f{i}.log").read_text().splitlines()) for i in range(3)) == 6
 
 
+def test_with_sender_in_the_path_each_sender_has_its_own_fan_out_cap(tmp_path: Path) -> None:
+    """Path {sender}/{app}.log, max_files = 3: one login's records of 5 apps fill its 3
+    slots and the rest go to the overflow file, but another login's app still gets its
+    own file (one broker user's fan-out sent every later sender to overflow)."""
+    from logrouter.sinks.file import OVERFLOW_NAME
+
+    writer = FileWriter(options(tmp_path, "{sender}/{app}.log", max_files=3))
+    flood = [rec(i, app=f"junk{i}", sender="mallory") for i in range(5)]
+    assert writer.write([*flood, rec(9, app="goodapp", sender="guest")]) == []
+    writer.close()
+    assert sorted(files_under(tmp_path)) == sorted(
+        [OVERFLOW_NAME, "guest/goodapp.log", *(f"mallory/junk{i}.log" for i in range(3))]
+    )
+
+
 def test_a_value_starting_with_a_dot_makes_a_visible_name(tmp_path: Path) -> None:
     """facility ".hidden" or ".." cannot make a dot file or climb: the name gets a "_" first."""
     writer = FileWriter(options(tmp_path, "{facility}/{app}.log"))
