@@ -21,9 +21,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pika
+import pika.exceptions
 import pytest
 
+from logrouter import topology
 from logrouter.connection import BrokerSettings
+from logrouter.sinks.rejects import EXCHANGE_HEADER
 from tests.helpers import rabbit_nodes
 
 #: Fixtures shared by several test modules (``sinkenv``; ``route``, ``make_logger``).
@@ -74,6 +77,36 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return SHARED_WORKER.get(path, path)
 
     return SharedFixtureScheduling(config, log)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Before any test runs (in the controller, or a serial run): drop the copies earlier
+    runs left in logrouter.rejected for their own ``test.*`` exchanges. Several tests
+    read that shared queue whole, and thousands of old copies (a run killed midway, a
+    purge that missed what another reader held) made each take 15 s."""
+    if hasattr(session.config, "workerinput"):
+        return
+    url = os.environ.get("LOGROUTER_TEST_URL") or LOCAL_URL
+    if url == LOCAL_URL and not _answers("127.0.0.1", 5672):
+        return  # the amqp_url fixture says how to get a broker
+    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+        _drop_test_copies(url)
+
+
+def _drop_test_copies(url: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        ready = channel.queue_declare(topology.REJECTED_QUEUE, passive=True).method.message_count
+        for _ in range(ready):
+            method, props, _body = channel.basic_get(topology.REJECTED_QUEUE, auto_ack=False)
+            if method is None:
+                break
+            exchange = (props.headers or {}).get(EXCHANGE_HEADER)
+            if isinstance(exchange, str) and exchange.startswith("test."):
+                channel.basic_ack(method.delivery_tag)
+    finally:
+        connection.close()  # the others go back
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
