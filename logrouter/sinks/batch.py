@@ -55,19 +55,26 @@ class Delivery(NamedTuple):
         return value if isinstance(value, str) and value else None
 
 
+#: A commit takes up to this many records of what is in hand (or ``batch_size`` when
+#: larger): deliveries read while a commit waited for its fsync make big group
+#: commits in a drain (fewer fsyncs and acks), and this bounds what one decodes.
+SLICE_RECORDS = 50_000
+
+
 class Batch:
     """Deliveries waiting to be written; full at ``size`` records, due ``interval`` s after
     the first.
 
-    Deliveries keep arriving while a commit waits for its fsync, so more than ``size``
-    records can be in hand: ``take_slice`` hands over the oldest ``size`` of them (whole
-    deliveries, at least one) and the rest wait for the next commit, so that no commit
-    decodes, writes and journals more than one batch's worth.
+    Deliveries keep arriving while a commit waits for its fsync, so many batches' worth
+    can be in hand: ``take_slice`` hands over the oldest ``slice_records`` of them (or
+    ``size`` when larger; whole deliveries, at least one) and the rest wait for the next
+    commit, so that no commit decodes, writes and journals without bound.
     """
 
-    def __init__(self, size: int, interval: float) -> None:
+    def __init__(self, size: int, interval: float, slice_records: int = SLICE_RECORDS) -> None:
         self.size = max(1, size)
         self.interval = max(0.0, interval)
+        self.slice_records = slice_records
         self.pending: list[Delivery] = []
         #: per pending delivery: the records it carries
         self.counts: list[int] = []
@@ -103,12 +110,13 @@ class Batch:
         return self.pending[-1].tag
 
     def take_slice(self) -> list[Delivery]:
-        """Hand over the oldest deliveries holding up to ``size`` records (at least one
-        delivery); the rest stay in hand, as old as the batch was (so due)."""
+        """Hand over the oldest deliveries holding up to ``slice_records`` records (at
+        least one delivery); the rest stay in hand, as old as the batch was (so due)."""
         counts = self.counts
         taken = records = 0
+        limit = max(self.size, self.slice_records)
         for count in counts:
-            if taken and records + count > self.size:
+            if taken and records + count > limit:
                 break
             taken += 1
             records += count

@@ -21,7 +21,7 @@ from logrouter import batchwire
 from tests.adversarial.attackers import Attacker, publish_as
 from tests.helpers.sinks import ROOT, archive_records, declare, logrouter, name, write_config
 
-MESSAGES = 100
+MESSAGES = 150
 LINES = 4_000
 
 #: Runs a command and prints the peak resident memory of its children (KiB) last.
@@ -44,10 +44,10 @@ def understated_batch(message: int) -> bytes:
 def test_a_sink_commits_what_batches_hold_not_what_they_declare(
     sinkenv: dict[str, Any], attacker: Attacker
 ) -> None:
-    """100 batch messages of 4,000 lines each, every one declaring 1 record: an archive
-    sink (batch_size 500) writes each of the 400,000 records exactly once and its memory
-    stays that of a few batches (under 200 MiB: about 100 here, 300 when one commit
-    took them all)."""
+    """150 batch messages of 4,000 lines each, every one declaring 1 record: an archive
+    sink (batch_size 500) writes each of the 600,000 records exactly once and its memory
+    stays that of a few commits (under 250 MiB: about 165 here; one commit of 100 such
+    messages took 303)."""
     out = sinkenv["tmp"] / "archive"
     sink = name(sinkenv, "understated")
     config = write_config(
@@ -80,4 +80,4 @@ def test_a_sink_commits_what_batches_hold_not_what_they_declare(
     counts = Counter(record["id"] for record in archive_records(out))
     assert len(counts) == MESSAGES * LINES
     assert set(counts.values()) == {1}
-    assert peak_mib < 200, f"sink peaked at {peak_mib:.0f} MiB"
+    assert peak_mib < 250, f"sink peaked at {peak_mib:.0f} MiB"

@@ -517,9 +517,10 @@ def test_a_sink_batch_is_bounded_by_records() -> None:
 
 def test_a_commit_takes_at_most_the_batch_size_of_records_in_hand() -> None:
     """Deliveries read while a commit waited for its fsync can hold many batches' worth:
-    ``take_slice`` hands over the oldest whole deliveries up to the size (always at least
-    one, even an oversized one) and keeps the rest, due at once, for the next commit."""
-    batch = Batch(size=10, interval=5.0)
+    ``take_slice`` hands over the oldest whole deliveries up to ``slice_records`` (always
+    at least one, even an oversized one) and keeps the rest, due at once, for the next
+    commit."""
+    batch = Batch(size=2, interval=5.0, slice_records=10)
     for tag, records in enumerate([4, 5, 3, 30, 2], start=1):
         batch.append(batch_delivery(tag, []), 0.0, records=records)
     assert [d.tag for d in batch.take_slice()] == [1, 2]

@@ -91,6 +91,7 @@ def busy_sink(tmp_path: Path) -> tuple[Sink, BusyQueue]:
         env={},
     )
     sink = Sink(config.sinks["a"], config.broker, state_dir=tmp_path)
+    sink._batch.slice_records = 10  # commits of the batch size, as in a drain of many
     link = BusyQueue()
     link.on_message = sink._on_message
     sink.link = link  # type: ignore[assignment]
