@@ -53,4 +53,5 @@ def parse_time(text: str, now: datetime) -> datetime:
 
 def ts_key(when: datetime) -> str:
     """The archive's canonical ``ts`` text of a time (sorts like the time)."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    when = when.astimezone(UTC)
+    return f"{when.year:04d}-{when:%m-%dT%H:%M:%S.%f}Z"  # %Y: no zeros before year 999

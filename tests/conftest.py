@@ -81,7 +81,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Before any test runs (in the controller, or a serial run): drop the copies earlier
-    runs left in logrouter.rejected for their own ``test.*`` exchanges. Several tests
+    runs left in logrouter.rejected for their own ``test.*`` exchanges, now deleted. Several tests
     read that shared queue whole, and thousands of old copies (a run killed midway, a
     purge that missed what another reader held) made each take 15 s."""
     if hasattr(session.config, "workerinput"):
@@ -94,7 +94,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def _drop_test_copies(url: str) -> None:
+    """Ack the copies of ``test.*`` exchanges that no longer exist (a run still going on
+    the same broker keeps its exchanges, and so its copies)."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
+    gone: dict[str, bool] = {}
+
+    def exchange_gone(name: str) -> bool:
+        if name not in gone:
+            probe = connection.channel()
+            try:
+                probe.exchange_declare(name, passive=True)
+                gone[name] = False
+                probe.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                gone[name] = True  # 404: the broker closed the probe channel
+        return gone[name]
+
     try:
         channel = connection.channel()
         ready = channel.queue_declare(topology.REJECTED_QUEUE, passive=True).method.message_count
@@ -103,7 +118,8 @@ def _drop_test_copies(url: str) -> None:
             if method is None:
                 break
             exchange = (props.headers or {}).get(EXCHANGE_HEADER)
-            if isinstance(exchange, str) and exchange.startswith("test."):
+            ours = isinstance(exchange, str) and exchange.startswith("test.")
+            if ours and exchange_gone(exchange):
                 channel.basic_ack(method.delivery_tag)
     finally:
         connection.close()  # the others go back

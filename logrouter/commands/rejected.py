@@ -46,6 +46,7 @@ from logrouter.render import escape
 from logrouter.sinks.dedup import REPLAY_HEADER
 from logrouter.sinks.rejects import (
     BATCH_HEADER,
+    BROKER_DEATH_HEADERS,
     EXCHANGE_HEADER,
     ORIGINAL_USER_HEADER,
     REASON_HEADER,
@@ -61,13 +62,7 @@ from logrouter.topology import REJECTED_QUEUE
 #: own, but the batch's id, which says where the record came from; the broker's)
 _REJECTION_HEADERS = (
     *(header for header in SINK_OWNED_HEADERS if header != BATCH_HEADER),
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-last-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
+    *BROKER_DEATH_HEADERS,
 )
 PREVIEW = 60
 CONFIRM_TIMEOUT = 30.0
@@ -85,6 +80,26 @@ class Held:
     #: read from logrouter.rejected (where only sinks publish), not from an unrouted
     #: queue (where every header is the sender's)
     from_sinks: bool = True
+
+    @property
+    def reason(self) -> str:
+        """Why the message is here (``reason_of``); in an unrouted queue, that (any
+        header there, ``x-death`` too, is the sender's)."""
+        if not self.from_sinks:
+            return "unrouted (no binding matched)"
+        return reason_of(self.properties, self.sink_copy)
+
+    @property
+    def died_in(self) -> str | None:
+        """The queue the broker dead-lettered it from (``x-death``, in logrouter.rejected);
+        None for a sink's copy or an unrouted message."""
+        if not self.from_sinks:
+            return None
+        death = _first_death(self.properties.headers or {})
+        if death is None:
+            return None
+        queue = death.get("queue")
+        return _text(queue) if queue is not None else ""
 
     @property
     def sink_copy(self) -> bool:
@@ -169,14 +184,12 @@ def sender_of(properties: Any, sink_copy: bool = True) -> str | None:
 
 
 def exchange_of(properties: Any, sink_copy: bool = True) -> str | None:
-    """The exchange the message was published to before it came here (None: unknown,
-    a copy by a sink older than the header, or dead-lettered from a queue it reached
-    through the default exchange). A sender's own header is never taken for it."""
+    """The exchange a sink's copy says the message was published to (None: unknown, a
+    copy by a sink older than the header, or no sink's copy: a sender's own header is
+    never taken for it, nor an ``x-death`` entry it could have planted)."""
     headers = properties.headers or {}
     trusted = sink_copy and "x-death" not in headers
     exchange = headers.get(EXCHANGE_HEADER) if trusted else None
-    if exchange is None and (death := _first_death(headers)) is not None:
-        exchange = death.get("exchange")
     return _text(exchange) if exchange else None
 
 
@@ -212,14 +225,25 @@ def _text(value: Any) -> str:
 
 
 def selected(
-    held: Held, reason: str | None, since: datetime | None, exchange: str | None = None
+    held: Held,
+    reason: str | None,
+    since: datetime | None,
+    exchange: str | None = None,
+    queues: frozenset[str] | None = None,
 ) -> bool:
-    """Whether ``--reason`` (substring, any case), ``--since`` and ``exchange`` (the
-    message came from it, or from where is unknown) select the message."""
-    trusted = held.sink_copy
-    if exchange is not None and exchange_of(held.properties, trusted) not in (exchange, None):
-        return False
-    if reason is not None and reason.lower() not in reason_of(held.properties, trusted).lower():
+    """Whether ``--reason`` (substring, any case), ``--since`` and ``exchange`` select the
+    message: a sink's copy from that exchange (or from where is unknown: a copy older
+    than the header), a dead-lettered message only when it died in one of ``queues``
+    (the config's sink queues; the exchange an ``x-death`` names can be the sender's
+    before RabbitMQ 3.13, the queue cannot)."""
+    if exchange is not None:
+        died_in = held.died_in
+        if died_in is not None:
+            if queues is None or died_in not in queues:
+                return False
+        elif exchange_of(held.properties, held.sink_copy) not in (exchange, None):
+            return False
+    if reason is not None and reason.lower() not in held.reason.lower():
         return False
     if since is not None:
         when = time_of(held.properties)
@@ -241,7 +265,7 @@ def list_line(held: Held) -> str:
             escape(original_key(held)),
             size,
             escape(held.ident),
-            escape(reason_of(held.properties, held.sink_copy)),
+            escape(held.reason),
             preview,
         )
     )
@@ -262,7 +286,7 @@ def show_text(held: Held) -> str:
         value = getattr(props, name, None)
         if value is not None:
             lines.append(f"{name}: {escape(str(value))}")
-    lines.append(f"reason: {escape(reason_of(props, held.sink_copy))}")
+    lines.append(f"reason: {escape(held.reason)}")
     for key, value in sorted((props.headers or {}).items(), key=lambda item: str(item[0])):
         if key in (USER_HEADER, ORIGINAL_USER_HEADER):
             continue
@@ -337,7 +361,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "purge" and not args.yes:
         _err("purge deletes messages for good: add --yes")
         return exitcodes.USAGE
-    settings, _ = resolve_target(args.config, args.url, args.exchange)
+    settings, config = resolve_target(args.config, args.url, args.exchange)
+    queues = frozenset(sink.queue for sink in config.sinks.values()) if config else None
     queue = REJECTED_QUEUE if args.queue == "rejected" else f"{settings.exchange}.unrouted"
     connection = connect_as(settings, "logrouter-rejected", _err)
     if connection is None:
@@ -346,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
         channel = connection.channel()
         # logrouter.rejected holds every exchange's: only this one's are ours
         mine = settings.exchange if queue == REJECTED_QUEUE else None
-        wanted = (h for h in fetch(channel, queue) if selected(h, args.reason, since, mine))
+        wanted = (h for h in fetch(channel, queue) if selected(h, args.reason, since, mine, queues))
         if args.action == "list":
             return _list(wanted)
         if args.action == "show":

@@ -74,6 +74,17 @@ SHORTSTR_BYTES = 255
 CONFIRM_SLICE = 0.05
 #: Rejected copies not confirmed within this long: the connection counts as lost.
 CONFIRM_TIMEOUT = 60.0
+#: Headers the broker sets when it dead-letters a message: on a sink's copy they can only
+#: be the sender's own (a forged x-death made a copy read as dead-lettered elsewhere).
+BROKER_DEATH_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+)
 #: Distinct reasons the x-logrouter-reason of a copy of several lines names, at most.
 GROUP_REASONS = 5
 #: Characters of one reason kept in that header (a longer one is cut, marked "...").
@@ -207,7 +218,7 @@ def rejected_properties(
     headers = {
         key: value
         for key, value in (getattr(props, "headers", None) or {}).items()
-        if key not in SINK_OWNED_HEADERS
+        if key not in SINK_OWNED_HEADERS and key not in BROKER_DEATH_HEADERS
     }
     headers[REASON_HEADER] = reason
     headers[SINK_HEADER] = sink
@@ -293,7 +304,11 @@ def _sinks_own(
         REASON_HEADER: reason,
         SINK_HEADER: _sendable(sink),
         EXCHANGE_HEADER: _sendable(exchange),
-        ROUTING_KEY_HEADER: _sendable(delivery.routing_key),
+        ROUTING_KEY_HEADER: _sendable(
+            delivery.routing_key
+            if isinstance(delivery.routing_key, str)
+            else bytes(delivery.routing_key).decode("utf-8", "backslashreplace")
+        ),
         PROPERTIES_HEADER: why[:REASON_CHARS],
     }
     user_id = getattr(delivery.properties, "user_id", None)

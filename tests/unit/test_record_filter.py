@@ -208,3 +208,10 @@ def test_a_ts_that_is_no_time_or_past_utc_gives_the_default_key() -> None:
         assert record_key({"ts": ts}, "DEFAULT") == "DEFAULT", ts
     assert record_key({"ts": "2026-12-01T05:59:59.000001Z"}) == "2026-12-01T05:59:59.000001Z"
     assert record_key({"ts": "2026-12-01T06:59:59+01:00"}) == "2026-12-01T05:59:59.000000Z"
+
+
+def test_a_key_before_year_1000_sorts_before_later_ones() -> None:
+    """Year 999 keys as 0999-..., so it sorts before 2026 (strftime's %Y gave 999-...,
+    after every later year)."""
+    assert record_key({"ts": "0999-01-01T00:00:00Z"}) == "0999-01-01T00:00:00.000000Z"
+    assert record_key({"ts": "0999-01-01T00:00:00Z"}) < record_key({"ts": "2026-01-01T00:00:00Z"})

@@ -333,3 +333,14 @@ def test_a_closed_reject_channel_ends_the_wait_with_its_error() -> None:
     with pytest.raises(pika.exceptions.ChannelClosedByBroker):
         confirms.wait(lambda _s: None, timeout=60)
     assert woken == [1]
+
+
+def test_the_sinks_own_copy_of_a_message_with_a_bytes_routing_key_goes_out() -> None:
+    """A routing key that is not UTF-8 (pika gives bytes) with properties that cannot be
+    encoded again: the fallback copy names the key escaped, and encodes."""
+    props = pika.BasicProperties(message_id="m1", app_id="a" * 300)
+    line = Delivery(7, b"app.\xff", b"{", props, False, 0.0)  # type: ignore[arg-type]
+    channel, _copies = publish([(line, "undecodable")])
+    ((_exchange, _key, _body, copy),) = channel.published
+    copy.encode()
+    assert copy.headers[ROUTING_KEY_HEADER] == "app.\\xff"

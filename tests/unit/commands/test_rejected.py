@@ -18,6 +18,7 @@ from logrouter.commands.rejected import (
     show_text,
     time_of,
 )
+from logrouter.sinks.batch import Delivery
 from logrouter.sinks.rejects import (
     BATCH_HEADER,
     EXCHANGE_HEADER,
@@ -27,6 +28,7 @@ from logrouter.sinks.rejects import (
     ROUTING_KEY_HEADER,
     SINK_HEADER,
     USER_HEADER,
+    rejected_properties,
 )
 
 
@@ -69,18 +71,24 @@ def test_show_lists_the_sender_once_and_no_user_header() -> None:
 
 
 def test_only_the_configs_exchange_is_selected_from_the_shared_queue() -> None:
-    """logrouter.rejected holds every exchange's rejects: a sink's copy names its
-    exchange, a dead-lettered message its x-death exchange; another exchange's are
-    not selected; a copy from a sink older than the header, or a message dead-lettered
-    from a queue it reached through the default exchange, is."""
+    """logrouter.rejected holds every exchange's rejects: a sink's copy is selected by
+    the exchange it names (or when it names none: a sink older than the header); a
+    dead-lettered message by the queue it died in, one of the config's sink queues,
+    never by the exchange its x-death names (a sender can plant that entry, and before
+    RabbitMQ 3.13 the broker keeps its exchange when it merges the real death in)."""
     ours = Held(1, 1, "a.err", sink_copy({EXCHANGE_HEADER: "logs"}), b"")
     theirs = Held(2, 2, "a.err", sink_copy({EXCHANGE_HEADER: "other"}), b"")
-    dead = pika.BasicProperties(headers={"x-death": [{"exchange": b"other", "reason": "x"}]})
+    death = {"exchange": "other", "reason": "expired", "queue": "logrouter.a"}
+    died_in_ours = pika.BasicProperties(headers={"x-death": [death]})
     old = Held(4, 4, "a.err", sink_copy({SINK_HEADER: "s"}), b"")
-    direct = pika.BasicProperties(headers={"x-death": [{"exchange": "", "reason": "expired"}]})
-    held = [ours, theirs, Held(3, 3, "a.err", dead, b""), old, Held(5, 5, "q", direct, b"")]
-    assert [h.tag for h in held if selected(h, None, None, "logs")] == [1, 4, 5]
-    assert [h.tag for h in held if selected(h, None, None, "other")] == [2, 3, 4, 5]
+    elsewhere = pika.BasicProperties(headers={"x-death": [{**death, "queue": "logrouter.z"}]})
+    held = [ours, theirs, Held(3, 3, "a.err", died_in_ours, b""), old]
+    held.append(Held(5, 5, "q", elsewhere, b""))
+    mine = frozenset({"logrouter.a"})
+    assert [h.tag for h in held if selected(h, None, None, "logs", mine)] == [1, 3, 4]
+    other = frozenset({"logrouter.z"})
+    assert [h.tag for h in held if selected(h, None, None, "other", other)] == [2, 4, 5]
+    assert [h.tag for h in held if selected(h, None, None, "logs")] == [1, 4]  # no config
     assert [h.tag for h in held if selected(h, None, None, None)] == [1, 2, 3, 4, 5]
 
 
@@ -185,3 +193,34 @@ def test_a_timestamp_past_year_9999_or_mixed_header_keys_do_not_stop_list_or_sho
     assert time_of(props) is None
     assert list_line(held).startswith("-  ")
     assert "header b'\\xff': 2" in show_text(held) or "header b'\\\\xff': 2" in show_text(held)
+
+
+def test_a_sink_copy_of_a_message_carrying_its_own_x_death_is_still_the_sinks() -> None:
+    """A sender's x-death (and x-first/last-death-*) headers are dropped from a sink's
+    copy: the copy reads as the sink's (its reason, exchange and sender), not as a
+    message dead-lettered elsewhere (which hid it from its own exchange's operator)."""
+    forged = [{"exchange": "tenant-b", "reason": "expired", "queue": "logs.ops"}]
+    props = pika.BasicProperties(
+        user_id="mallory", headers={"x-death": forged, "x-first-death-exchange": "tenant-b"}
+    )
+    copy = rejected_properties(
+        Delivery(1, "app.web", b"not json", props, False, 0.0),
+        "invalid JSON",
+        sink="s",
+        sink_login="sinkd",
+        exchange="tenant-a",
+    )
+    held = Held(1, 1, "app.web", copy, b"not json")
+    assert held.sink_copy and held.died_in is None
+    assert held.reason == "invalid JSON"
+    assert selected(held, None, None, "tenant-a") and not selected(held, None, None, "tenant-b")
+    assert sender_of(held.properties, held.sink_copy) == "mallory"
+
+
+def test_an_unrouted_message_is_unrouted_whatever_its_headers_say() -> None:
+    """In an unrouted queue every header is the sender's: an x-death there is not the
+    reason shown or matched by --reason."""
+    props = pika.BasicProperties(headers={"x-death": [{"reason": "expired", "queue": "q"}]})
+    held = Held(1, 1, "app.err", props, b"x", from_sinks=False)
+    assert held.reason == "unrouted (no binding matched)" and held.died_in is None
+    assert not selected(held, "expired", None)
