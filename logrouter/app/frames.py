@@ -240,6 +240,13 @@ def streaming_confirms(
     return publish
 
 
+def frame_payload_max(conn: Any) -> int:
+    """The most bytes one frame's payload may hold on ``conn`` (negotiated frame_max
+    less the frame's own 8; pika's ``_body_max_length``), 131,064 when unknown."""
+    value = getattr(_adapter(conn), "_body_max_length", None)
+    return value if isinstance(value, int) and value > 0 else 131_064
+
+
 def _adapter(conn: Any) -> Any:
     """The async connection (a ``BlockingConnection`` wraps one as ``_impl``)."""
     return getattr(conn, "_impl", conn)

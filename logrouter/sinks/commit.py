@@ -142,7 +142,11 @@ class Committer:
         # a record whose target was refused is rejected like an undecodable one
         outcome.rejected.extend((outcome.source(index), reason) for index, reason in refused)
         if self.link_error is None:  # else they are not acked either: redelivered
-            self.link.reject(outcome.rejected, output.config.name, self._rejected)
+            try:
+                self.link.reject(outcome.rejected, output.config.name, self._rejected)
+            except BaseException:  # not journaled: redelivered, so not written either
+                self._roll_back()
+                raise
         keys = outcome.committed_keys(index for index, _ in refused)
         output.commit(checkpoint, keys, fsync=fsync)
         error, self.link_error = self.link_error, None

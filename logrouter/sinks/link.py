@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from logrouter import topology, total_decoding
-from logrouter.app.frames import emit, gather, streaming_confirms
+from logrouter.app.frames import emit, frame_payload_max, gather, streaming_confirms
 from logrouter.connection import BrokerSettings, connection_login, describe_error
 from logrouter.sinks.batch import Delivery
 from logrouter.sinks.deliveries import DeliveryFastPath, read_in_large_chunks
@@ -165,6 +165,7 @@ class BrokerLink:
                 sink_login=connection_login(self.connection),
                 exchange=self.broker.exchange,
                 on_rejected=copies.append,
+                max_header=frame_payload_max(self.connection),
             )
             sent = len(copies)
         except BaseException:

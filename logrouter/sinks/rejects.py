@@ -68,6 +68,8 @@ SINK_OWNED_HEADERS = (
     RECORD_ID_HEADER,
     PROPERTIES_HEADER,
 )
+#: A content header frame's payload before the properties: class, weight, body size.
+_HEADER_FIXED = 12
 #: An AMQP short string (message_id, ...) holds this many bytes at most.
 SHORTSTR_BYTES = 255
 #: While rejected copies are awaited, the connection is run this long between checks.
@@ -261,11 +263,14 @@ def publish_rejected(
     sink_login: str | None,
     exchange: str,
     on_rejected: Callable[[RejectedCopy], None],
+    max_header: int = 131_064,
 ) -> None:
     """Publish the copies of the ``(delivery, reason)`` pairs (``rejected_copies``) to
     ``logrouter.rejected`` with ``publish`` (a ``basic_publish``; mandatory);
     ``on_rejected(copy)`` after each. The caller awaits their confirms
-    (``Confirmations``)."""
+    (``Confirmations``). ``max_header``: the most a content header frame's payload may
+    hold (``frames.frame_payload_max``): a copy whose sender's headers, with the sink's,
+    would not fit goes with the sink's own (the broker closed the connection on it)."""
     for copy in rejected_copies(rejected):
         delivery = copy.delivery
         reason = _sendable(copy.reason)
@@ -278,7 +283,9 @@ def publish_rejected(
                 exchange=exchange,
                 records=copy.records,
             )
-            properties.encode()  # what pika does in publish: raising there, midway, is worse
+            encoded = sum(map(len, properties.encode()))  # as pika does: raising midway is worse
+            if encoded + _HEADER_FIXED > max_header:
+                raise ValueError(f"properties of {encoded} bytes exceed a frame")
         except Exception as exc:  # a sender's value pika decoded but cannot encode again
             why = _sendable(f"{type(exc).__name__}: {exc}")
             properties = _sinks_own(delivery, reason, why, sink, sink_login, exchange, copy.records)

@@ -18,7 +18,7 @@ import pika
 
 from logrouter import topology
 from logrouter.app.frames import emit, gather
-from logrouter.sinks.rejects import REASON_HEADER
+from logrouter.sinks.rejects import PROPERTIES_HEADER, REASON_HEADER
 from logrouter.total_decoding import RAW_HEADERS_HEADER
 from tests.adversarial.attackers import Attacker
 from tests.helpers.sinks import (
@@ -148,3 +148,47 @@ def test_odd_properties_and_times_are_written_or_rejected_never_wedging_sinks(
     assert [line.rsplit(": ", 1)[1] for line in lines_of(out / str(year) / "app.log")] == wanted
     assert sorted(r["msg"] for r in archive_records(out / "archive")) == sorted(wanted)
     assert '"message rejected"' not in result.stderr
+
+
+def test_a_rejected_message_whose_headers_fill_a_frame_is_copied_without_them(
+    sinkenv: dict[str, Any], attacker: Attacker
+) -> None:
+    """A message the sink rejects whose own headers (130,900 bytes) leave no room in the
+    copy's header frame for the sink's: the copy goes with the sink's headers only, the
+    record in the same batch is written once, and the burst run ends (the broker closed
+    the sink's connection on the oversized frame, the batch came back forever and the
+    record was written on every round)."""
+    out = sinkenv["tmp"] / "out"
+    sink = name(sinkenv, "bighdr")
+    config = write_config(
+        sinkenv["tmp"] / "routing.toml",
+        sinkenv["url"],
+        sinkenv["exchange"],
+        {sink: {"type": "file", "match": "*.*", "path": f"{out}/{{facility}}.log"}},
+    )
+    declare(config)
+    message_id = f"big-{sinkenv['tag']}"
+    connection = pika.BlockingConnection(pika.URLParameters(sinkenv["url"]))
+    channel = connection.channel()
+    copies = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(copies, topology.REJECTED_QUEUE)
+    try:
+        big = pika.BasicProperties(headers={"pad": "x" * 130_900}, message_id=message_id)
+        publish = pika.BlockingConnection(pika.URLParameters(attacker.url))
+        try:
+            to = publish.channel()
+            to.basic_publish(sinkenv["exchange"], "nofacility", b"plain", big)
+            to.basic_publish(sinkenv["exchange"], "app.err", b'{"msg": "good"}')
+        finally:
+            publish.close()
+        result = run_burst(["run", str(config)], sinkenv["env"], timeout=60)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert [line.rsplit(": ", 1)[1] for line in lines_of(out / "app.log")] == ["good"]
+        method, props, body = channel.basic_get(copies, auto_ack=True)
+        while method is not None and props.message_id != message_id:
+            method, props, body = channel.basic_get(copies, auto_ack=True)
+        assert method is not None and body == b"plain"
+        assert "pad" not in props.headers
+        assert props.headers[PROPERTIES_HEADER].startswith("ValueError: properties of ")
+    finally:
+        connection.close()

@@ -11,8 +11,12 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import pika.exceptions
+import pytest
+
 from logrouter.backoff import Backoff
 from logrouter.counters import SinkCounters
+from logrouter.sinks.batch import Batch, Delivery, Outcome
 from logrouter.sinks.commit import Committer, _no_cyclic_gc
 
 
@@ -150,3 +154,50 @@ def test_an_fsync_error_is_raised_by_the_commit() -> None:
         raise AssertionError("the fsync error was not raised")
     finally:
         committer.close()
+
+
+def test_a_reject_publish_that_fails_rolls_the_written_records_back() -> None:
+    """The batch is written, then publishing its rejected copies fails (the broker closed
+    the connection): the writer is rolled back before the error goes up, so the batch,
+    redelivered, is written once (it was written again on every round: not journaled,
+    not acked, never rolled back)."""
+    calls: list[str] = []
+    outcome = Outcome()
+    outcome.rejected.append((Delivery(1, "a.err", b"x", None), "bad"))
+
+    class Output:
+        config = SimpleNamespace(name="s")
+        durable = None
+
+        def classify(self, _pending: Any) -> Outcome:
+            return outcome
+
+        def write(self, _outcome: Any) -> tuple[list[Any], dict[str, int], bool]:
+            calls.append("write")
+            return [], {}, False
+
+        def commit(self, *_args: Any, **_kw: Any) -> None:
+            calls.append("journal")
+
+        def rollback(self) -> None:
+            calls.append("rollback")
+
+    class Link(_Link):
+        def reject(self, *_args: Any) -> None:
+            raise pika.exceptions.StreamLostError("frame_too_large")
+
+        def ack(self, _tag: int) -> None:
+            calls.append("ack")
+
+    committer = Committer(
+        Output(),  # type: ignore[arg-type]
+        Link(),  # type: ignore[arg-type]
+        counters=SinkCounters(),
+        backoff=Backoff(),
+        log=SimpleNamespace(),
+    )
+    batch = Batch(10, 1.0)
+    batch.append(Delivery(1, "a.err", b"x", None), 0.0)
+    with pytest.raises(pika.exceptions.StreamLostError):
+        committer.commit(batch)
+    assert calls == ["write", "rollback"]
