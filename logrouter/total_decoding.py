@@ -25,6 +25,8 @@ from typing import Any
 
 import pika.spec
 
+from logrouter.connection import describe_error
+
 #: Header a decoded table holds instead of what could not be decoded (and why).
 UNDECODABLE_HEADER = "x-logrouter-undecodable-headers"
 #: The undecodable table's own bytes, kept for the rejected copy.
@@ -93,7 +95,7 @@ def _without_headers(encoded: bytes, offset: int) -> tuple[bytes, bytes] | None:
 
 def describe(exc: BaseException) -> str:
     """``Type: message`` of a decoding error, at most 200 characters."""
-    return f"{type(exc).__name__}: {exc}"[:200]
+    return describe_error(exc)[:200]
 
 
 def undecodable(properties: Any) -> str | None:

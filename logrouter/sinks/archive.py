@@ -122,6 +122,12 @@ def without_sender(line: bytes, sender: Any) -> bytes:
     is when that cannot be sure (the key elsewhere, a ``\\u`` escape that could spell it)."""
     if not isinstance(sender, str) or b"\\u" in line or line.count(_SENDER_TOKEN) != 1:
         return line
+    return unspliced(line, sender)
+
+
+def unspliced(line: bytes, sender: str) -> bytes:
+    """A line (no ``\n``) without the ``sender`` pair a sink spliced in before its closing
+    ``}`` (``with_sender``, ``sender_tail``); the line as it is when it does not end so."""
     tail = _sender_pair(sender) + b"}"
     return line[: -len(tail)] + b"}" if line.endswith(tail) else line
 

@@ -21,7 +21,7 @@ import orjson
 
 from logrouter import wire
 from logrouter.batchwire import MAX_LINES, is_batch, split_batch
-from logrouter.sinks.archive import body_line, sender_tail, with_sender
+from logrouter.sinks.archive import body_line, unspliced, with_sender
 from logrouter.sinks.dedup import DedupKey, dedup_user
 from logrouter.sinks.fastbatch import Classifying, note_count, suppressed_in, whole_batch
 from logrouter.total_decoding import undecodable
@@ -166,14 +166,12 @@ class Outcome:
         source = self.sources[index]
         if source.line or not is_batch(getattr(source.properties, "content_type", None)):
             return source
-        line = self.lines[index] or b""
+        line = (self.lines[index] or b"").rstrip(b"\n")
         sender = wire.message_sender(source.properties)
-        if sender is not None and line.endswith(tail := sender_tail(sender)):
-            line = line[: -len(tail)] + b"}"  # the line as it came (fastbatch added it)
+        if sender is not None:
+            line = unspliced(line, sender)  # the line as it came (fastbatch added it)
         key = self.keys[index]
-        return source._replace(
-            body=line.rstrip(b"\n"), record_id=key[2] if key else None, line=True
-        )
+        return source._replace(body=line, record_id=key[2] if key else None, line=True)
 
     def committed_keys(self, refused: Iterable[int] = ()) -> list[DedupKey]:
         """Keys to remember once written: every record's but the ``refused`` ones'."""

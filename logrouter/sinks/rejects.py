@@ -35,6 +35,7 @@ import pika.exceptions
 import pika.spec
 
 from logrouter import batchwire, topology, wire
+from logrouter.connection import describe_error
 from logrouter.sinks.batch import Delivery
 
 REASON_HEADER = "x-logrouter-reason"
@@ -287,7 +288,7 @@ def publish_rejected(
             if encoded + _HEADER_FIXED > max_header:
                 raise ValueError(f"properties of {encoded} bytes exceed a frame")
         except Exception as exc:  # a sender's value pika decoded but cannot encode again
-            why = _sendable(f"{type(exc).__name__}: {exc}")
+            why = _sendable(describe_error(exc))
             properties = _sinks_own(delivery, reason, why, sink, sink_login, exchange, copy.records)
         publish(
             topology.REJECTED_QUEUE, delivery.routing_key, delivery.body, properties, mandatory=True

@@ -16,11 +16,11 @@ from typing import Any
 
 import pika
 
-from logrouter import topology
 from logrouter.app.frames import emit, gather
 from logrouter.sinks.rejects import PROPERTIES_HEADER, REASON_HEADER
 from logrouter.total_decoding import RAW_HEADERS_HEADER
 from tests.adversarial.attackers import Attacker
+from tests.helpers.broker import watch_rejected
 from tests.helpers.sinks import (
     archive_records,
     declare,
@@ -79,11 +79,7 @@ def test_a_message_with_undecodable_headers_is_rejected_and_the_rest_written(
     )
     declare(config)
     message_id = f"poison-{sinkenv['tag']}"
-    connection = pika.BlockingConnection(pika.URLParameters(sinkenv["url"]))
-    channel = connection.channel()
-    copies = channel.queue_declare("", exclusive=True).method.queue
-    channel.queue_bind(copies, topology.REJECTED_QUEUE)
-    try:
+    with watch_rejected(sinkenv["url"]) as seen:
         publish_poison(attacker.url, sinkenv["exchange"], message_id)
         result = run_burst(["run", str(config)], sinkenv["env"], timeout=60)
         assert result.returncode == 0, result.stderr[-2000:]
@@ -93,17 +89,12 @@ def test_a_message_with_undecodable_headers_is_rejected_and_the_rest_written(
                 "good 1",
                 "good 2",
             ]
-        held = []
-        while (got := channel.basic_get(copies, auto_ack=True))[0] is not None:
-            if got[1].message_id == message_id:
-                held.append(got)
+        held = [(props, body) for props, body in seen() if props.message_id == message_id]
         assert len(held) == 2  # one per sink
-        for _method, props, body in held:
+        for props, body in held:
             assert body == b'{"msg": "poison"}'
             assert props.headers[REASON_HEADER].startswith("AMQP headers undecodable (")
             assert props.headers[RAW_HEADERS_HEADER] == POISON
-    finally:
-        connection.close()
 
 
 def test_odd_properties_and_times_are_written_or_rejected_never_wedging_sinks(
@@ -168,11 +159,7 @@ def test_a_rejected_message_whose_headers_fill_a_frame_is_copied_without_them(
     )
     declare(config)
     message_id = f"big-{sinkenv['tag']}"
-    connection = pika.BlockingConnection(pika.URLParameters(sinkenv["url"]))
-    channel = connection.channel()
-    copies = channel.queue_declare("", exclusive=True).method.queue
-    channel.queue_bind(copies, topology.REJECTED_QUEUE)
-    try:
+    with watch_rejected(sinkenv["url"]) as seen:
         big = pika.BasicProperties(headers={"pad": "x" * 130_900}, message_id=message_id)
         publish = pika.BlockingConnection(pika.URLParameters(attacker.url))
         try:
@@ -184,11 +171,7 @@ def test_a_rejected_message_whose_headers_fill_a_frame_is_copied_without_them(
         result = run_burst(["run", str(config)], sinkenv["env"], timeout=60)
         assert result.returncode == 0, result.stderr[-2000:]
         assert [line.rsplit(": ", 1)[1] for line in lines_of(out / "app.log")] == ["good"]
-        method, props, body = channel.basic_get(copies, auto_ack=True)
-        while method is not None and props.message_id != message_id:
-            method, props, body = channel.basic_get(copies, auto_ack=True)
-        assert method is not None and body == b"plain"
+        ((props, body),) = [(p, b) for p, b in seen() if p.message_id == message_id]
+        assert body == b"plain"
         assert "pad" not in props.headers
         assert props.headers[PROPERTIES_HEADER].startswith("ValueError: properties of ")
-    finally:
-        connection.close()

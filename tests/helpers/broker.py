@@ -5,11 +5,15 @@ One copy of what several test modules need (``wait_for`` polls instead of sleepi
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pika
+
+from logrouter import topology
 
 RABBITMQCTL_TIMEOUT = 30
 
@@ -58,3 +62,27 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting ({timeout:g}s) for: {what}")
         time.sleep(poll)
+
+
+@contextlib.contextmanager
+def watch_rejected(url: str) -> Iterator[Callable[[], list[tuple[Any, bytes]]]]:
+    """``seen()``: (properties, body) of every copy published to logrouter.rejected since
+    the block began (a private queue bound to its fanout exchange; each call drains it
+    and returns all so far). Reading logrouter.rejected itself would hide others' copies."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    channel = connection.channel()
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, topology.REJECTED_QUEUE)
+    seen: list[tuple[Any, bytes]] = []
+
+    def drain() -> list[tuple[Any, bytes]]:
+        while True:
+            method, props, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return list(seen)
+            seen.append((props, body))
+
+    try:
+        yield drain
+    finally:
+        connection.close()

@@ -25,7 +25,7 @@ from logrouter.sinks.rejects import (
     RECORD_ID_HEADER,
 )
 from tests.helpers import ROOT
-from tests.helpers.broker import queue_depth, wait_for
+from tests.helpers.broker import queue_depth, wait_for, watch_rejected
 from tests.helpers.sinks import archive_records, publish, run_burst, stop
 from tests.integration.test_query import Archive, drop_archive, make_archive, start_sink
 
@@ -229,24 +229,11 @@ def test_stats_and_metrics_show_the_aside_depths(
 @pytest.fixture
 def copies(amqp_url: str) -> Iterator[Callable[[str], list[tuple[Any, bytes]]]]:
     """``copies(exchange)``: the sinks' copies of that exchange's messages published to
-    logrouter.rejected since the test started, so far (a private queue bound to the
-    fanout exchange; each call drains it)."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    queue = channel.queue_declare("", exclusive=True).method.queue
-    channel.queue_bind(queue, topology.REJECTED_QUEUE)
-    seen: list[tuple[Any, bytes]] = []
-
-    def drain(exchange: str) -> list[tuple[Any, bytes]]:
-        while True:
-            method, props, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                break
-            seen.append((props, body))
-        return [(p, b) for p, b in seen if (p.headers or {}).get(EXCHANGE_HEADER) == exchange]
-
-    yield drain
-    connection.close()
+    logrouter.rejected since the test started, so far (``watch_rejected``)."""
+    with watch_rejected(amqp_url) as seen:
+        yield lambda exchange: [
+            (p, b) for p, b in seen() if (p.headers or {}).get(EXCHANGE_HEADER) == exchange
+        ]
 
 
 def batch_message(
