@@ -251,6 +251,8 @@ class Encoder:
         #: (logger, level, thread, pid, call site) -> (routing key, the body's bytes from
         #: "host" to "msg":, the bytes after the message); None: not for the fast path
         self._parts: dict[tuple[Any, ...], tuple[str, bytes, bytes] | None] = {}
+        #: the same kinds -> their batch line's form (``line_form``)
+        self.line_forms: dict[tuple[Any, ...], tuple[str, bytes, int] | None] = {}
 
     def facility_for(self, name: str) -> str:
         """Facility of a logger name: longest matching prefix of the map, else the default."""
@@ -354,6 +356,52 @@ class Encoder:
                 pass
             append(self._encode(captured[0], _thaw(captured), captured[1], None))
         return out
+
+    def record_id(self, seq: int) -> str:
+        """The message id of the record numbered ``seq``."""
+        return "%s%x" % (self.id_prefix, seq)  # noqa: UP031  # as encode_many writes it
+
+    @staticmethod
+    def second_text(second: int) -> bytes:
+        """A body's time up to its fraction: ``2026-12-01T11:17:00.`` for ``second``."""
+        return wire.format_ts(second)[:-7].encode()
+
+    def line_form(self, kind: tuple[Any, ...]) -> tuple[str, bytes, int] | None:
+        """(routing key, template, fixed size) of a batch line of a plain record of
+        this ``kind`` (``freeze``'s fields from the logger name on), cached; None when
+        its body does not take the fast path.
+
+        ``template % (second_text, microseconds, JSON of the message, seq)`` is the
+        record's batch line, byte for byte ``batchwire.encode_records`` of its body
+        and id (separators not escaped yet); the line is ``fixed size`` bytes plus
+        the message's JSON and the id's hex digits.
+        """
+        forms = self.line_forms
+        if kind in forms:
+            return forms[kind]
+        parts = self._parts_for(*kind)
+        prefix = self.id_prefix
+        if parts is None or not (prefix.isascii() and prefix.isalnum()):
+            form: tuple[str, bytes, int] | None = None
+        else:
+            key, middle, tail = parts
+            template = b"".join(
+                (
+                    b'{"v":1,"ts":"%b%06dZ",',
+                    middle.replace(b"%", b"%%"),
+                    b"%b",
+                    tail[:-1].replace(b"%", b"%%"),
+                    b',"id":"',
+                    prefix.encode(),
+                    b'%x"}\n',
+                )
+            )
+            fixed = len(template % (self.second_text(0), 0, b"", 0)) - 1  # the id's "0"
+            form = (key, template, fixed)
+        if len(forms) >= _PARTS_MAX:
+            forms.clear()
+        forms[kind] = form
+        return form
 
     def _parts_for(
         self,

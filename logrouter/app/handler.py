@@ -187,6 +187,21 @@ class RabbitHandler(logging.Handler):
 
         A flood's suppressed call stops here, at the cost of a dict lookup.
         """
+        if self._limiter is None and not self.filters:
+            # emit() inlined, the usual case: its calls were a fifth of its cost
+            try:
+                name = record.name
+                if name.startswith(_IGNORED_PREFIXES) and _ignored(name):
+                    return False
+                self._outbox.put(freeze(next(self._seq), record))
+                pub = self._publisher
+                if pub is None or pub.sleeping:
+                    self._wake(pub)
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(record)
+            return True
         suppress_known = self._suppress_known
         if suppress_known is not None and not self.filters:
             try:
@@ -304,6 +319,11 @@ class RabbitHandler(logging.Handler):
         """Put a record in the outbox and get the I/O thread going (started, or woken)."""
         self._outbox.put(captured)
         pub = self._publisher
+        if pub is None or pub.sleeping:
+            self._wake(pub)
+
+    def _wake(self, pub: Publisher | None) -> None:
+        """Get the I/O thread going: start it, or wake it from its sleep."""
         if pub is None:
             self._start()
         elif pub.sleeping:

@@ -10,8 +10,12 @@ records and messages published. Runs in the I/O thread only.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 from logrouter.app.encoder import Encoded
+
+#: The records one message carries (a tuple, a list, or a ``fastpack.Deferred``).
+Records = Sequence[Encoded]
 
 
 class Inflight:
@@ -20,7 +24,7 @@ class Inflight:
     def __init__(self) -> None:
         self.next_tag = 1
         #: (delivery tag, the records of that message), oldest first
-        self._messages: deque[tuple[int, tuple[Encoded, ...]]] = deque()
+        self._messages: deque[tuple[int, Records]] = deque()
         #: records published (``messages`` counts AMQP messages)
         self.published = 0
         self.messages = 0
@@ -30,7 +34,7 @@ class Inflight:
     def __len__(self) -> int:
         return len(self._messages)
 
-    def add(self, records: tuple[Encoded, ...]) -> None:
+    def add(self, records: Records) -> None:
         """One message carrying ``records`` was published under the next tag."""
         self._messages.append((self.next_tag, records))
         self.next_tag += 1
@@ -38,22 +42,23 @@ class Inflight:
         self.records += len(records)
         self.messages += 1
 
-    def settle(self, tag: int, multiple: bool) -> list[Encoded]:
-        """The records the broker answered for with ``tag`` (and all before it if ``multiple``)."""
+    def settle(self, tag: int, multiple: bool) -> list[Records]:
+        """The records of each message the broker answered for with ``tag`` (and all
+        before it if ``multiple``), oldest first."""
         messages = self._messages
-        done: list[Encoded] = []
+        done: list[Records] = []
         if multiple:
             while messages and messages[0][0] <= tag:
-                done.extend(messages.popleft()[1])
+                done.append(messages.popleft()[1])
         elif messages and messages[0][0] == tag:
-            done.extend(messages.popleft()[1])
+            done.append(messages.popleft()[1])
         else:
             for position, (t, records) in enumerate(messages):
                 if t == tag:
-                    done.extend(records)
+                    done.append(records)
                     del messages[position]
                     break
-        self.records -= len(done)
+        self.records -= sum(map(len, done))
         return done
 
     def drain(self) -> list[Encoded]:

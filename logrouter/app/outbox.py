@@ -17,9 +17,10 @@ from __future__ import annotations
 import operator
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from logrouter.app.encoder import Encoded, Encoder, Frozen
+from logrouter.app.fastpack import Deferred
 from logrouter.app.spool import SpoolEntry
 from logrouter.app.spools import SpoolDir
 from logrouter.app.spoolstore import SpoolStore, spool_entry
@@ -138,12 +139,32 @@ class Outbox(SpoolStore):
             out += encode_many(chunk)
         return out
 
-    def confirmed(self, items: Iterable[Encoded]) -> None:
-        """The broker stored these: their spool rows go at the next ``sweep``."""
-        items = items if isinstance(items, list) else list(items)
-        spool_ids = list(map(_spool_id, items))
-        if spool_ids.count(None) != len(spool_ids):  # else none came from the spool
-            self._done.extend((i.spool_id, len(i.body)) for i in items if i.spool_id is not None)
+    def take_buffered(self, limit: int) -> list[Frozen] | None:
+        """Up to ``limit`` of the oldest records as ``emit()`` froze them, when only the
+        buffer holds records (the usual case); else None: ``take_many``."""
+        buffer = self.buffer
+        if (
+            self._retry
+            or self._ahead
+            or self._overflow
+            or self._rewind is not None
+            or self._writes != self._seen
+        ):
+            return None
+        popleft = buffer.popleft  # only records present now (see take_many)
+        return [popleft() for _ in range(min(limit, len(buffer)))]
+
+    def confirmed(self, messages: Iterable[Sequence[Encoded]]) -> None:
+        """The broker stored the records of these messages: their spool rows go at the
+        next ``sweep``. Those of a ``Deferred`` came from the buffer: no rows."""
+        for items in messages:
+            if isinstance(items, Deferred):
+                continue
+            spool_ids = list(map(_spool_id, items))
+            if spool_ids.count(None) != len(spool_ids):  # else none came from the spool
+                self._done.extend(
+                    (i.spool_id, len(i.body)) for i in items if i.spool_id is not None
+                )
 
     def retry(self, items: Iterable[Encoded]) -> None:
         """Nacked: publish these again, after the records already waiting for a retry."""

@@ -204,12 +204,13 @@ class Publisher:
         method = frame.method
         done = self._inflight.settle(method.delivery_tag, method.multiple)
         if isinstance(method, pika.spec.Basic.Nack):
-            self.outbox.retry(done)  # the broker could not store them: publish again
-            self.nacked += len(done)
+            records = [record for message in done for record in message]
+            self.outbox.retry(records)  # the broker could not store them: publish again
+            self.nacked += len(records)
             self.link.nacked()
             return
         self.link.acked()
-        self.confirmed += len(done)
+        self.confirmed += sum(map(len, done))
         self.outbox.confirmed(done)
         self._schedule_pump()
 

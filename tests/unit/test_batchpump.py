@@ -87,14 +87,15 @@ def test_records_in_flight_are_capped() -> None:
     less those in flight, and nothing when none are left; confirms give room back."""
     pump, inflight, _buffer, _loop = _pump()
     taken: list[int] = []
-    cast(Any, pump.outbox).take_many = lambda count: taken.append(count) or []
-    writer = cast(Any, None)  # never reached: take_many gives nothing
+    cast(Any, pump.outbox).take_buffered = lambda count: taken.append(count) or []
+    writer = cast(Any, None)  # never reached: take_buffered gives nothing
     inflight.add(cast(Any, (None,) * (INFLIGHT_RECORDS - 30)))
     assert pump.publish(writer, limit=10) == 0
     inflight.add(cast(Any, (None,) * 30))
     assert pump.publish(writer, limit=10) == 0
     assert taken == [30] and inflight.records == INFLIGHT_RECORDS
-    assert len(inflight.settle(1, multiple=False)) == INFLIGHT_RECORDS - 30
+    (first,) = inflight.settle(1, multiple=False)
+    assert len(first) == INFLIGHT_RECORDS - 30
     pump.publish(writer, limit=100)  # 100 messages of batch_records 100: a pump's share
     assert taken == [30, PUMP_RECORDS] and inflight.records == 30
     assert len(inflight.drain()) == 30 and inflight.records == 0

@@ -11,14 +11,16 @@ def _item(seq: int) -> Encoded:
 
 
 def test_confirms_settle_one_tag_or_all_up_to_it() -> None:
-    """A single confirm gives its message's records; ``multiple`` gives every older one too."""
+    """A single confirm gives its message's records; ``multiple`` gives every older
+    message's too, message by message, oldest first."""
     inflight = Inflight()
     inflight.add((_item(1), _item(2)))  # tag 1: a batch of two
     inflight.add((_item(3),))  # tag 2
     inflight.add((_item(4),))  # tag 3
-    assert [i.seq for i in inflight.settle(2, multiple=False)] == [3]
-    assert [i.seq for i in inflight.settle(3, multiple=True)] == [1, 2, 4]
-    assert len(inflight) == 0
+    assert [[i.seq for i in m] for m in inflight.settle(2, multiple=False)] == [[3]]
+    assert inflight.records == 3
+    assert [[i.seq for i in m] for m in inflight.settle(3, multiple=True)] == [[1, 2], [4]]
+    assert len(inflight) == 0 and inflight.records == 0
     assert (inflight.published, inflight.messages) == (4, 3)
 
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from logrouter.app.encoder import Captured, Encoded, Encoder
+from logrouter.app.fastpack import Deferred
 from logrouter.app.outbox import Outbox
 from logrouter.app.spools import SpoolDir
 
@@ -45,7 +46,7 @@ def test_overflow_goes_to_spool_and_comes_out_in_order(tmp_path: Path) -> None:
     got = _take_all(outbox)
     assert _msgs(got) == [f"n {i}" for i in range(1, 11)] + [f"n {i}" for i in range(11, 31)]
     assert outbox.spooled == 20 and outbox.dropped == 0
-    outbox.confirmed(got)
+    outbox.confirmed([got])
     outbox.sweep()
     assert outbox.idle()
     outbox.close()
@@ -77,7 +78,7 @@ def test_buffer_spilled_between_rows_read_ahead_loses_none_of_them(tmp_path: Pat
     outbox.maybe_spill(down_for=2.0)  # 261-264 spooled: older than rows read ahead
     got = [first, *_take_all(outbox)] if first is not None else []
     assert _msgs(got) == [f"n {i}" for i in range(1, 521)]
-    outbox.confirmed(got)
+    outbox.confirmed([got])
     outbox.sweep()
     assert outbox.idle()
 
@@ -110,3 +111,40 @@ def test_unusable_spool_is_reported_and_retried(tmp_path: Path) -> None:
     outbox._open_retry_at = 0.0  # the retry delay has passed
     _put(outbox, 5, 6)
     assert outbox.spool() is not None and outbox.dropped == 2
+
+
+def test_only_new_records_are_taken_frozen(tmp_path: Path) -> None:
+    """take_buffered hands out the buffer's records as emit() froze them, oldest
+    first, only while nothing older waits (overflow, spool, re-queued records): else
+    None, and take_many merges them in order."""
+    outbox, _ = _outbox(tmp_path, buffer_size=10)
+    _put(outbox, 1, 5)
+    assert [f[0] for f in outbox.take_buffered(3) or []] == [1, 2, 3]
+    _put(outbox, 5, 20)  # 5..10 in the buffer (with 4), 11..19 overflow
+    assert outbox.take_buffered(100) is None
+    assert _msgs(outbox.take_many(100)) == [f"n {i}" for i in range(4, 20)]
+    outbox.retry(outbox.encoder.encode_many([_frozen(20)]))
+    _put(outbox, 21, 22)
+    assert outbox.take_buffered(100) is None
+    assert _msgs(outbox.take_many(100)) == ["n 20", "n 21"]
+    assert outbox.take_buffered(100) == []
+
+
+def test_confirming_a_deferred_batch_encodes_nothing(tmp_path: Path) -> None:
+    """A confirmed batch from the buffer (a fastpack ``Deferred``) has no spool rows:
+    confirming it leaves its records unencoded; spooled records are swept."""
+    outbox, _ = _outbox(tmp_path, buffer_size=2)
+    _put(outbox, 1, 5)
+    spooled = outbox.take_many(10)
+    spool = outbox.spools.spool if outbox.spools else None
+    assert spool is not None and len(spool) == 2
+    deferred = Deferred(outbox.encoder, [_frozen(9)])
+    outbox.confirmed([deferred, spooled])
+    assert deferred._encoded is None
+    outbox.sweep()
+    assert len(spool) == 0 and outbox.idle()
+
+
+def _frozen(seq: int) -> Captured:
+    record = logging.LogRecord("app", logging.INFO, "f.py", 1, "n %d", (seq,), None)
+    return Captured(seq, record, record.getMessage(), None)
