@@ -147,6 +147,7 @@ class RabbitHandler(logging.Handler):
             if limit is None
             else RateLimiter(limit, key_function(limit.key, encoder.key_words))
         )
+        self._emit_inline = self._limiter is None and type(self).emit is RabbitHandler.emit
         #: The limiter's fast no (keys no ignored logger's records share).
         self._suppress_known = (
             self._limiter.suppress_known
@@ -187,8 +188,8 @@ class RabbitHandler(logging.Handler):
 
         A flood's suppressed call stops here, at the cost of a dict lookup.
         """
-        if self._limiter is None and not self.filters:
-            # emit() inlined, the usual case: its calls were a fifth of its cost
+        if self._emit_inline and not self.filters:
+            # emit() inlined (no rate limit, emit not overridden): a fifth of its cost
             try:
                 name = record.name
                 if name.startswith(_IGNORED_PREFIXES) and _ignored(name):
