@@ -27,6 +27,7 @@ from typing import Any
 
 from logrouter import severity as sev
 from logrouter import wire
+from logrouter.app import levelcache
 from logrouter.app.diagnostics import report
 from logrouter.app.encoder import Captured, Encoder, Frozen, freeze
 from logrouter.app.options import (
@@ -358,6 +359,7 @@ class RabbitHandler(logging.Handler):
                 on_tick=self._tick if self._limiter is not None else None,
             )
             self._publisher = pub
+            levelcache.unlock(IGNORED_LOGGERS)  # the I/O thread's pika never waits for logging
             pub.start()
             if self._forked:
                 # multiprocessing children leave through os._exit(): no atexit there.

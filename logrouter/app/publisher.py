@@ -16,13 +16,15 @@ Everything here runs in the I/O thread except ``start``, ``wake``, ``idle``,
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import pika.spec
-from pika.adapters.select_connection import IOLoop
+from pika.adapters.select_connection import IOLoop, PollEvents
 
 from logrouter.app.batchpump import BatchPump
 from logrouter.app.diagnostics import DropReport, report
@@ -93,6 +95,11 @@ class Publisher:
             on_confirm=self._on_confirm,
             report=report,
         )
+        #: emit() wakes the thread through this pipe (see ``wake``); closed with the
+        #: publisher, never before: a late wake must not write into a reused descriptor
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        closing = weakref.finalize(self, _close_all, self._wake_r, self._wake_w)
+        closing.atexit = False  # at exit the I/O thread may still poll them: the OS closes them
         self._thread = threading.Thread(target=self._main, name="logrouter-publisher", daemon=True)
         self._stopped = threading.Event()
         self._pump_scheduled = False
@@ -105,10 +112,14 @@ class Publisher:
         self._thread.start()
 
     def wake(self) -> None:
-        """Ask the thread to publish (emit calls this only when ``sleeping``)."""
-        # The ioloop may be closed already (stopping): close() handles the rest then.
-        with contextlib.suppress(Exception):
-            self._ioloop.add_callback_threadsafe(self._pump)
+        """Ask the thread to publish (emit calls this only when ``sleeping``).
+
+        A byte down a pipe the ioloop watches, no lock: a signal handler that logs
+        may run while its thread is in here already (pika's ``add_callback_threadsafe``
+        takes a lock, and a log call from such a signal handler waited on it forever).
+        """
+        with contextlib.suppress(OSError):  # full: a wake is pending anyway
+            os.write(self._wake_w, b"\0")
 
     @property
     def unavailable(self) -> bool:
@@ -172,6 +183,7 @@ class Publisher:
 
     def _main(self) -> None:
         try:
+            self._ioloop.add_handler(self._wake_r, self._on_wake, PollEvents.READ)  # type: ignore[arg-type]  # types-pika: IO; pika: a fd
             self._ioloop.call_later(0, self.link.connect)
             self._ioloop.call_later(0, self.outbox.adopt)  # spools of dead processes
             self._ioloop.call_later(TICK, self._tick)
@@ -184,6 +196,12 @@ class Publisher:
             self._stopped.set()
             with contextlib.suppress(Exception):
                 self._ioloop.close()
+
+    def _on_wake(self, fd: int, _events: int) -> None:
+        with contextlib.suppress(OSError):  # BlockingIOError: read them all
+            while os.read(fd, 4096):
+                pass
+        self._pump()
 
     def _channel_ready(self) -> None:
         self._inflight.next_tag = 1
@@ -298,3 +316,9 @@ class Publisher:
             self._ioloop.call_later(1.0, self._ioloop.stop)  # bound the close handshake
         else:
             self._ioloop.stop()
+
+
+def _close_all(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -19,7 +19,7 @@ import pika
 import pytest
 import structlog
 
-from logrouter import RabbitHandler
+from logrouter import RabbitHandler, batchwire
 from logrouter.app.spool import Spool
 from tests.helpers import ROOT
 from tests.helpers.handler import collect, declare, delete
@@ -389,3 +389,119 @@ def test_default_spool_is_per_user_app_and_exchange(monkeypatch: pytest.MonkeyPa
     handler = RabbitHandler(app="billing", exchange="audit")
     assert str(handler.spool_path) == "/cache/logrouter/spool-billing@audit"
     assert RabbitHandler(app="billing", spool="").spool_path is None
+
+
+_SIGNAL_APP = """
+import faulthandler, logging, signal, sys, time
+from logrouter import RabbitHandler, batchwire
+url, exchange, spool, limited = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "limited"
+options = {"rate_limit": 100} if limited else {}
+handler = RabbitHandler(url=url, exchange=exchange, spool=spool, batch="auto", **options)
+app, sig = logging.getLogger("app"), logging.getLogger("sig")
+for logger in (app, sig):
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+faulthandler.dump_traceback_later(40, exit=True)  # a hang: its stacks, exit 1
+alarms = 0
+def on_alarm(signum, frame):
+    global alarms
+    alarms += 1
+    sig.critical("alarm %d", alarms)  # crit: exempt from the rate limit, every one is sent
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+start, n = time.monotonic(), 0
+while time.monotonic() - start < 3:
+    app.error("loop %d", n)
+    n += 1
+    if not limited:
+        time.sleep(0.0002)  # the I/O thread keeps going idle: emit wakes it each time
+signal.setitimer(signal.ITIMER_REAL, 0, 0)
+faulthandler.cancel_dump_traceback_later()
+print(alarms, n)
+"""
+
+
+@pytest.mark.parametrize("mode", ["limited", "unlimited"])
+def test_a_signal_handler_that_logs_never_hangs_the_app(
+    route: tuple[str, str, str], tmp_path: Path, mode: str
+) -> None:
+    """A signal handler runs in the thread it interrupts: its log call may land while
+    that thread is inside the handler's rate limiter or waking the I/O thread. It used
+    to wait there for its own thread forever (a plain lock in the limiter, pika's wake
+    lock). Thousands of alarms, each logging, during a flood or an idle-waking loop:
+    the app finishes, and every alarm's record arrives."""
+    url, exchange, queue = route
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNAL_APP, url, exchange, str(tmp_path / "s"), mode],
+        cwd=ROOT,
+        timeout=90,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    alarms, loops = map(int, done.stdout.split())
+    assert alarms > 1000 and loops > 1000
+    alarm_messages = set()
+    with pika.BlockingConnection(pika.URLParameters(url)) as conn:
+        channel = conn.channel()
+        while (got := channel.basic_get(queue, auto_ack=True))[0] is not None:
+            method, props, body = got
+            lines = (
+                [line.record for line in batchwire.split_batch(body, method.routing_key)]
+                if batchwire.is_batch(props.content_type)
+                else [json.loads(body)]
+            )
+            alarm_messages |= {r["msg"] for r in lines if r and r["logger"] == "sig"}
+    assert alarm_messages == {f"alarm {i}" for i in range(1, alarms + 1)}
+
+
+def test_reconfiguring_logging_does_not_wait_for_the_handlers_timeouts(
+    route: tuple[str, str, str], tmp_path: Path
+) -> None:
+    """dictConfig closes the old handlers holding logging's module lock; close() waits
+    for the I/O thread, whose pika checks its log level, which (after any setLevel)
+    needed that lock: both waited until every timeout ran out (13.5 s; gunicorn's
+    SIGHUP reload), and the records went to a spool. Now the second dictConfig returns
+    as soon as the broker confirmed, and every record arrives."""
+    url, exchange, queue = route
+    script = textwrap.dedent(
+        f"""
+        import logging, logging.config, time
+        def config():
+            handler = {{"class": "logrouter.RabbitHandler", "url": {url!r},
+                "exchange": {exchange!r}, "spool": {str(tmp_path / "s")!r},
+                "batch": "auto", "flush_timeout": "30"}}
+            return {{"version": 1, "disable_existing_loggers": False,
+                "handlers": {{"r": handler}}, "root": {{"handlers": ["r"], "level": "INFO"}}}}
+        logging.config.dictConfig(config())
+        for i in range(5000):
+            logging.getLogger("app").info("before %d", i)
+        logging.getLogger("any.library").setLevel(logging.INFO)  # clears every level cache
+        start = time.monotonic()
+        logging.config.dictConfig(config())
+        print(round(time.monotonic() - start, 2))
+        logging.getLogger("app").info("after")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, timeout=120, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 10, done.stdout  # flush_timeout is 30 s: no timeout ran out
+    assert "not confirmed" not in done.stderr and "did not stop" not in done.stderr, done.stderr
+    messages = set()
+    with pika.BlockingConnection(pika.URLParameters(url)) as conn:
+        channel = conn.channel()
+        while (got := channel.basic_get(queue, auto_ack=True))[0] is not None:
+            method, props, body = got
+            assert batchwire.is_batch(props.content_type) or props.content_type
+            messages |= (
+                {
+                    line.record["msg"]
+                    for line in batchwire.split_batch(body, method.routing_key)
+                    if line.record
+                }
+                if batchwire.is_batch(props.content_type)
+                else {json.loads(body)["msg"]}
+            )
+    assert messages == {f"before {i}" for i in range(5000)} | {"after"}

@@ -311,3 +311,48 @@ def test_cheap_no_leaves_undecided_records_to_allow() -> None:
     [summary] = limiter.due(0.5, everything=True)
     assert summary.count == 2
     assert not limiter.suppress_known(_record(0.6))  # allow() starts the next summary
+
+
+class _Interrupting(logging.LogRecord):
+    """A record whose call site is read under the limiter's lock (when its key starts
+    suppressing): reading it runs ``interrupt`` once, as a signal handler would run
+    there, in the same thread."""
+
+    interrupt: object = None
+
+    @property  # type: ignore[override]
+    def funcName(self) -> str:  # LogRecord's name
+        interrupt, type(self).interrupt = type(self).interrupt, None
+        if callable(interrupt):
+            interrupt()
+        return "handle"
+
+    @funcName.setter
+    def funcName(self, value: str) -> None:
+        pass
+
+
+def test_a_record_logged_inside_the_limiter_by_a_signal_handler_is_sent_at_once() -> None:
+    """A signal handler that logs runs in the thread it interrupts: if that thread is
+    inside the limiter (its lock held) the handler's record must not wait for the lock
+    (it waited for itself forever): it goes out, uncounted, and the interrupted call
+    finishes as it would have. A due() from there gives nothing (the summaries come
+    at the next look); another thread still waits its turn."""
+    limiter = _limiter(rate=1, burst=1)
+    inside: list[object] = []
+
+    def signal_handler() -> None:
+        inside.append(limiter.allow(_record(0.2, line=7)))
+        inside.append(limiter.suppress_known(_record(0.2, line=7)))
+        inside.append(limiter.due(100.0, everything=True))
+
+    assert limiter.allow(_record(0.0))  # the burst's token
+    record = _Interrupting(
+        "billing.worker", logging.ERROR, "/srv/billing/app.py", 88, "boom", None, None
+    )
+    record.created = 0.1
+    _Interrupting.interrupt = signal_handler
+    assert not limiter.allow(record)  # suppressed: its key starts suppressing, lock held
+    assert inside == [True, False, []]
+    assert limiter.suppressed == 1
+    assert [s.count for s in limiter.due(100.0, everything=True)] == [1]
