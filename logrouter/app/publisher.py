@@ -97,7 +97,9 @@ class Publisher:
         )
         #: emit() wakes the thread through this pipe (see ``wake``); closed with the
         #: publisher, never before: a late wake must not write into a reused descriptor
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wake_r, self._wake_w = os.pipe()  # not inherited by exec'd children (PEP 446)
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         closing = weakref.finalize(self, _close_all, self._wake_r, self._wake_w)
         closing.atexit = False  # at exit the I/O thread may still poll them: the OS closes them
         self._thread = threading.Thread(target=self._main, name="logrouter-publisher", daemon=True)

@@ -211,30 +211,10 @@ def key_function(kind: str, route: Route | None = None) -> Callable[[logging.Log
     raise ValueError(f"rate_limit_key: {kind!r} is not one of {', '.join(KEY_KINDS)}")
 
 
-class SignalSafeLock:
-    """A lock a signal handler may meet: Python runs a signal handler in the thread it
-    interrupts, so a record logged by one while that thread holds a plain lock would
-    wait for itself forever. ``enter`` answers False instead (and holds nothing) when
-    this thread is inside already; other threads wait as for any lock."""
-
-    __slots__ = ("_inside", "_lock")
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()  # the holder gets it again at once: no wait
-        self._inside = False
-
-    def enter(self) -> bool:
-        """Take the lock; False (not taken) when this thread is inside already."""
-        self._lock.acquire()
-        if self._inside:
-            self._lock.release()
-            return False
-        self._inside = True
-        return True
-
-    def exit(self) -> None:
-        self._inside = False
-        self._lock.release()
+def held_here(lock: Any) -> bool:
+    """True when this thread holds ``lock`` (an RLock): a signal handler that logs runs
+    in the thread it interrupts, and must not wait for a lock its own thread holds."""
+    return bool(lock._is_owned())
 
 
 class SeverityGate:
@@ -337,7 +317,7 @@ class RateLimiter:
         self._buckets: dict[Hashable, _Bucket] = {}
         #: Keys suppressing since their last summary, and their buckets.
         self._active: dict[Hashable, _Bucket] = {}
-        self._lock = SignalSafeLock()
+        self._lock = threading.RLock()  # see held_here
 
     @property
     def active(self) -> bool:
@@ -352,9 +332,9 @@ class RateLimiter:
         if self._by_site and key == UNKNOWN_SITE:  # suppress_known then never finds it
             key = record.name
         now = record.created
-        if not self._lock.enter():  # logged by a signal handler while this thread is in here
+        if held_here(self._lock):  # logged by a signal handler while this thread is in here
             return True
-        try:
+        with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None and len(self._buckets) >= self.max_keys:
                 self._forget_idle(now)
@@ -386,8 +366,6 @@ class RateLimiter:
                 bucket.levelno, bucket.levelname = record.levelno, record.levelname
             self.suppressed += 1
             return False
-        finally:
-            self._lock.exit()
 
     def suppress_known(self, record: logging.LogRecord) -> bool:
         """``allow``'s cheap no, for a flood under way: True (counted, do not send) when
@@ -409,9 +387,9 @@ class RateLimiter:
             or "severity" in record.__dict__
         ):
             return False
-        if not self._lock.enter():  # a signal handler's record: allow() lets it go
+        if held_here(self._lock):  # a signal handler's record: allow() lets it go
             return False
-        try:
+        with self._lock:
             if not bucket.suppressed:  # summarized meanwhile: allow() starts it again
                 return False
             bucket.suppressed += 1
@@ -420,8 +398,6 @@ class RateLimiter:
                 bucket.levelno, bucket.levelname = levelno, record.levelname
             self.suppressed += 1
             return True
-        finally:
-            self._lock.exit()
 
     def _start(self, bucket: _Bucket, key: Hashable, record: logging.LogRecord) -> None:
         bucket.first = record.created
@@ -464,9 +440,9 @@ class RateLimiter:
         if not self._active:
             return []
         out: list[Suppression] = []
-        if not self._lock.enter():  # a signal handler's record: the summaries come later
+        if held_here(self._lock):  # a signal handler's record: the summaries come later
             return out
-        try:
+        with self._lock:
             for key, bucket in list(self._active.items()):
                 refilled = bucket.tokens + max(0.0, now - bucket.stamp) * self.rate
                 ended = refilled >= self.burst
@@ -497,8 +473,6 @@ class RateLimiter:
                 self._count(key, bucket.suppressed)
                 bucket.suppressed = 0
                 del self._active[key]
-        finally:
-            self._lock.exit()
         return out
 
     def _count(self, key: Hashable, count: int) -> None:
