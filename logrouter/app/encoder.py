@@ -336,9 +336,9 @@ class Encoder:
                     and second >= 0
                     and micros < 1_000_000
                 ):
-                    if second != second_cached:
+                    if second != second_cached:  # the text first: format_ts may raise
+                        second_text = self.second_text(second)
                         second_cached = second
-                        second_text = wire.format_ts(second)[:-7].encode()
                     body = _FAST_BODY % (second_text, micros, parts[1], dumps(message), parts[2])
                     fields = (
                         run,

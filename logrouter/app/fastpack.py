@@ -224,8 +224,9 @@ class _Lines:
                 line = batchwire.record_line(record.body, record.message_id) + b"\n"
             except ValueError:  # not a batch line: it goes alone
                 forms[position] = (record.routing_key, b"", 0)
-            else:
-                forms[position] = (record.routing_key, line.replace(b"%", b"%%"), len(line))
+            else:  # sized as packing.pack sizes it: before its separators are escaped
+                size = len(record.body) + len(b',"id":""\n') + len(record.message_id)
+                forms[position] = (record.routing_key, line.replace(b"%", b"%%"), size)
         return cls(encoder, frozen, forms, seconds, micros, bodies, encoded)
 
     def packets(self, max_records: int, max_bytes: int) -> list[Packet[Any]]:
@@ -293,14 +294,14 @@ class _Lines:
         body = template % tuple(values)
         if not body.isascii():
             body = batchwire.one_line(body)
-            if len(body) > max_bytes:  # escaped separators grew it: cut the general way
-                records = [self._record(i) for i in chunk]
-                out: list[tuple[int, Packet[Any]]] = []
-                offset = 0
-                for packet in pack_encoded(records, max_records=max_records, max_bytes=max_bytes):
-                    out.append((chunk[offset], packet))
-                    offset += len(packet)
-                return out
+        if len(body) > max_bytes:  # escaped separators grew it: cut the general way
+            records = [self._record(i) for i in chunk]
+            out: list[tuple[int, Packet[Any]]] = []
+            offset = 0
+            for packet in pack_encoded(records, max_records=max_records, max_bytes=max_bytes):
+                out.append((chunk[offset], packet))
+                offset += len(packet)
+            return out
         if self.encoded:
             kept: list[Frozen | Encoded] = [self.encoded.get(i) or self.frozen[i] for i in chunk]
         elif chunk[-1] - chunk[0] + 1 == len(chunk):

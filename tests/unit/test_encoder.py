@@ -241,3 +241,18 @@ def test_plain_records_are_vouched_for_as_batch_lines() -> None:
     assert body == batchwire.encode_records(bodies, ids)
     assert [r.id for r in batchwire.split_batch(body, "web.info")] == ["p1", "p2", "p3"]
     assert not encoder.encode(freeze(4, _record(order=7))).checked
+
+
+def test_a_second_that_cannot_be_written_is_not_cached_for_the_next_record() -> None:
+    """A time past year 9999 takes the general path (an err record); the next record
+    of the same second used to reuse an unset second's text ("ts":"000000Z", found by
+    fastpack's property test): each record is encoded as it is alone."""
+    encoder = _plain_encoder()
+    records = []
+    for fraction in (0.25, 0.5):
+        record = _record()
+        record.created = 253402300800 + fraction
+        records.append(freeze(len(records) + 1, record))
+    together = encoder.encode_many(records)
+    assert all(b'"ts":"000000Z"' not in item.body for item in together)
+    assert [item.routing_key for item in together] == ["user.err", "user.err"]

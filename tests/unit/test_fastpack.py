@@ -185,3 +185,15 @@ def test_a_batch_is_encoded_only_when_the_broker_does_not_take_it() -> None:
     assert records._encoded is None
     assert [r.message_id for r in records] == [f"ab12{seq:x}" for seq in range(1, 6)]
     assert list(records) == encoder.encode_many(frozen)
+
+
+def test_a_general_way_line_with_separators_is_sized_as_the_general_way_sizes_it() -> None:
+    """A record with extras whose line has U+2028 escaped is sized before the escapes,
+    as ``packing.pack`` sizes it, so that every max_bytes cuts the batches alike (it
+    was sized after them: [3, 1] against [2, 2] at one size, found by review)."""
+    encoder = _encoder()
+    frozen = [freeze(16, _record(f="\u2028" * 20)), *(freeze(s, _record()) for s in (17, 18, 19))]
+    raw = sum(len(r.body) + 9 + len(r.message_id) for r in encoder.encode_many(frozen))
+    for max_bytes in range(raw - 100, raw + 100):
+        fast, general = _both(encoder, frozen, 10, max_bytes)
+        assert _shape(fast) == _shape(general), max_bytes
