@@ -195,10 +195,7 @@ class RabbitHandler(logging.Handler):
                 name = record.name
                 if name.startswith(_IGNORED_PREFIXES) and _ignored(name):
                     return False
-                self._outbox.put(freeze(next(self._seq), record))
-                pub = self._publisher
-                if pub is None or pub.sleeping:
-                    self._wake(pub)
+                self._enqueue(freeze(next(self._seq), record))
             except RecursionError:
                 raise
             except Exception:
@@ -321,11 +318,6 @@ class RabbitHandler(logging.Handler):
         """Put a record in the outbox and get the I/O thread going (started, or woken)."""
         self._outbox.put(captured)
         pub = self._publisher
-        if pub is None or pub.sleeping:
-            self._wake(pub)
-
-    def _wake(self, pub: Publisher | None) -> None:
-        """Get the I/O thread going: start it, or wake it from its sleep."""
         if pub is None:
             self._start()
         elif pub.sleeping:

@@ -121,14 +121,7 @@ class Outbox(SpoolStore):
         popleft = buffer.popleft
         encode_many = self.encoder.encode_many
         while len(out) < limit:
-            if (
-                self._retry
-                or self._ahead
-                or self._overflow
-                or self._rewind is not None
-                or self._writes != self._seen
-                or not buffer
-            ):
+            if self._older_waiting() or not buffer:
                 item = self.take()
                 if item is None:
                     break
@@ -139,17 +132,22 @@ class Outbox(SpoolStore):
             out += encode_many(chunk)
         return out
 
-    def take_buffered(self, limit: int) -> list[Frozen] | None:
-        """Up to ``limit`` of the oldest records as ``emit()`` froze them, when only the
-        buffer holds records (the usual case); else None: ``take_many``."""
-        buffer = self.buffer
-        if (
+    def _older_waiting(self) -> bool:
+        """Records older than the buffer's may wait: re-queued, read ahead, overflowing,
+        behind a rewind mark, or unread in the spool."""
+        return bool(
             self._retry
             or self._ahead
             or self._overflow
             or self._rewind is not None
             or self._writes != self._seen
-        ):
+        )
+
+    def take_buffered(self, limit: int) -> list[Frozen] | None:
+        """Up to ``limit`` of the oldest records as ``emit()`` froze them, when only the
+        buffer holds records (the usual case); else None: ``take_many``."""
+        buffer = self.buffer
+        if self._older_waiting():
             return None
         popleft = buffer.popleft  # only records present now (see take_many)
         return [popleft() for _ in range(min(limit, len(buffer)))]
